@@ -1,0 +1,830 @@
+//! The per-thread heap: which page serves the next block of each size class,
+//! and the slow path that finds or makes one.
+//!
+//! A heap belongs to one thread and is touched only by it (the heap itself has
+//! no atomics). It keeps:
+//! - `direct`: for requests up to [`DIRECT_MAX`] bytes, the page currently
+//!   serving each 8-byte size step, so the fast path is one indexed load and
+//!   a pop; slots of classes with no page point at a shared empty page, so a
+//!   missing page costs no extra branch;
+//! - a queue of pages per size class (the first one is the current page), and
+//!   a list of full pages, which are left alone until frees bring them back;
+//! - the segments it owns, split by whether they still have free slices.
+//!
+//! Frees by other threads land on a page's `thread_free` and flag the page in
+//! its segment's `thread_freed` bitmap. The owner reads those bitmaps when a
+//! size class runs out of free blocks, so pages on the full list come back
+//! without being scanned. The flag is set just before the push (after it the
+//! page may already be gone), so rarely a push lands after the owner cleared
+//! the flag; every full page is therefore also checked before the heap asks
+//! the OS for a new segment. A missed flag can delay reuse, never lose a block.
+//!
+//! Memory goes back to the OS in three steps: an empty page returns its slices
+//! to its segment (they stay resident, "dirty"); dirty slices beyond an eighth
+//! of the heap's used slices (at least [`DIRTY_MIN_SLICES`]) are purged with
+//! `madvise`; and a wholly free segment is unmapped unless it is the only one
+//! the heap keeps in reserve. [`Heap::collect`] does all of it at once.
+
+use crate::atomic::Ordering;
+use crate::os;
+use crate::page::{self, Page, FREE_ZERO, FRESH_TAIL, IN_FULL, IN_USE};
+use crate::segment::{self, Segment, ABANDONED, MAX_SPAN, SLICES, SLICE_SIZE};
+use crate::size_class::{class_size, CLASS_SIZES, NUM_CLASSES};
+use core::ptr;
+use static_assertions::const_assert;
+
+/// Requests up to this size use the `direct` table.
+pub(crate) const DIRECT_MAX: usize = 1024;
+/// One slot per 8-byte step up to [`DIRECT_MAX`].
+pub(crate) const DIRECT_SLOTS: usize = DIRECT_MAX / 8 + 1;
+/// Dirty slices a heap may always keep before purging (1 MiB).
+pub(crate) const DIRTY_MIN_SLICES: usize = 16;
+/// How many abandoned segments one slow path may try to reclaim.
+const RECLAIM_TRIES: usize = 8;
+
+const_assert!(DIRECT_MAX % 16 == 0);
+const_assert!(class_size(crate::size_class::class_of(DIRECT_MAX)) == DIRECT_MAX);
+
+/// Slices a page of block size `bs` spans: one, or enough for eight blocks.
+pub(crate) const fn span_for(bs: usize) -> usize {
+    if bs <= SLICE_SIZE / 8 {
+        1
+    } else {
+        (bs * 8).div_ceil(SLICE_SIZE)
+    }
+}
+const_assert!(span_for(crate::size_class::MAX_SMALL) <= MAX_SPAN);
+
+#[derive(Clone, Copy)]
+struct PageQueue {
+    first: *mut Page,
+    last: *mut Page,
+}
+
+impl PageQueue {
+    const EMPTY: PageQueue = PageQueue { first: ptr::null_mut(), last: ptr::null_mut() };
+
+    /// # Safety
+    /// `p` is a valid page on no list.
+    unsafe fn push_back(&mut self, p: *mut Page) {
+        // SAFETY: `p` and the queue's pages are valid pages owned by this heap.
+        unsafe {
+            (*p).next = ptr::null_mut();
+            (*p).prev = self.last;
+            if self.last.is_null() {
+                self.first = p;
+            } else {
+                (*self.last).next = p;
+            }
+        }
+        self.last = p;
+    }
+
+    /// # Safety
+    /// `p` is a valid page on no list.
+    unsafe fn push_front(&mut self, p: *mut Page) {
+        // SAFETY: as in push_back.
+        unsafe {
+            (*p).prev = ptr::null_mut();
+            (*p).next = self.first;
+            if self.first.is_null() {
+                self.last = p;
+            } else {
+                (*self.first).prev = p;
+            }
+        }
+        self.first = p;
+    }
+
+    /// # Safety
+    /// `p` is on this queue.
+    unsafe fn remove(&mut self, p: *mut Page) {
+        // SAFETY: `p` and its neighbours are valid pages on this queue.
+        unsafe {
+            let (prev, next) = ((*p).prev, (*p).next);
+            if prev.is_null() {
+                self.first = next;
+            } else {
+                (*prev).next = next;
+            }
+            if next.is_null() {
+                self.last = prev;
+            } else {
+                (*next).prev = prev;
+            }
+            (*p).next = ptr::null_mut();
+            (*p).prev = ptr::null_mut();
+        }
+    }
+}
+
+/// A doubly linked list of segments, through `Segment::next/prev`.
+#[derive(Clone, Copy)]
+struct SegList {
+    first: *mut Segment,
+}
+
+impl SegList {
+    const EMPTY: SegList = SegList { first: ptr::null_mut() };
+
+    /// # Safety
+    /// `s` is a valid segment on no list.
+    unsafe fn push(&mut self, s: *mut Segment) {
+        // SAFETY: `s` and the list's segments are valid and owned by this heap.
+        unsafe {
+            (*s).prev = ptr::null_mut();
+            (*s).next = self.first;
+            if !self.first.is_null() {
+                (*self.first).prev = s;
+            }
+        }
+        self.first = s;
+    }
+
+    /// # Safety
+    /// `s` is on this list.
+    unsafe fn remove(&mut self, s: *mut Segment) {
+        // SAFETY: `s` and its neighbours are valid segments on this list.
+        unsafe {
+            let (prev, next) = ((*s).prev, (*s).next);
+            if prev.is_null() {
+                self.first = next;
+            } else {
+                (*prev).next = next;
+            }
+            if !next.is_null() {
+                (*next).prev = prev;
+            }
+            (*s).next = ptr::null_mut();
+            (*s).prev = ptr::null_mut();
+        }
+    }
+}
+
+/// A thread's heap. See the module docs.
+#[repr(C)]
+pub(crate) struct Heap {
+    /// The page serving each 8-byte size step up to [`DIRECT_MAX`].
+    pub(crate) direct: [*mut Page; DIRECT_SLOTS],
+    queues: [PageQueue; NUM_CLASSES],
+    full: PageQueue,
+    /// Owned segments with at least one free slice.
+    avail: SegList,
+    /// Owned segments with no free slice.
+    full_segs: SegList,
+    /// The shared empty page that stands for "no page".
+    empty_page: *mut Page,
+    /// Owned segments with no page in use.
+    free_segments: usize,
+    /// Free slices still resident, over all owned segments.
+    dirty_slices: usize,
+    /// Slices in use by pages.
+    used_slices: usize,
+    /// Link in the pool of unused heaps.
+    pub(crate) next_free: *mut Heap,
+}
+
+/// Slots of `direct` that class `c` serves: `lo..=hi`.
+const fn direct_range(c: usize) -> (usize, usize) {
+    let lo = if c == 0 { 0 } else { class_size(c - 1) / 8 + 1 };
+    (lo, class_size(c) / 8)
+}
+
+impl Heap {
+    /// An empty heap whose direct slots all point at `empty_page`.
+    pub(crate) const fn new(empty_page: *mut Page) -> Heap {
+        Heap {
+            direct: [empty_page; DIRECT_SLOTS],
+            queues: [PageQueue::EMPTY; NUM_CLASSES],
+            full: PageQueue::EMPTY,
+            avail: SegList::EMPTY,
+            full_segs: SegList::EMPTY,
+            empty_page,
+            free_segments: 0,
+            dirty_slices: 0,
+            used_slices: 0,
+            next_free: ptr::null_mut(),
+        }
+    }
+
+    #[inline]
+    fn id(&self) -> usize {
+        self as *const Heap as usize
+    }
+
+    /// The current page of class `c` (maybe the empty page).
+    #[inline(always)]
+    pub(crate) fn current_page(&self, c: usize) -> *mut Page {
+        let p = self.queues[c].first;
+        if p.is_null() {
+            self.empty_page
+        } else {
+            p
+        }
+    }
+
+    /// Points the direct slots of class `c` at its current page.
+    fn sync_direct(&mut self, c: usize) {
+        if CLASS_SIZES[c] as usize > DIRECT_MAX {
+            return;
+        }
+        let page = self.current_page(c);
+        let (lo, hi) = direct_range(c);
+        for slot in &mut self.direct[lo..=hi] {
+            *slot = page;
+        }
+    }
+
+    /// # Safety
+    /// `p` is an in-use page of this heap on no list.
+    unsafe fn enqueue(&mut self, p: *mut Page, front: bool) {
+        // SAFETY: per the contract.
+        unsafe {
+            let c = (*p).class as usize;
+            if front {
+                self.queues[c].push_front(p);
+            } else {
+                self.queues[c].push_back(p);
+            }
+            if self.queues[c].first == p {
+                self.sync_direct(c);
+            }
+        }
+    }
+
+    /// # Safety
+    /// `p` is on its class queue.
+    unsafe fn dequeue(&mut self, p: *mut Page) {
+        // SAFETY: per the contract.
+        unsafe {
+            let c = (*p).class as usize;
+            let was_first = self.queues[c].first == p;
+            self.queues[c].remove(p);
+            if was_first {
+                self.sync_direct(c);
+            }
+        }
+    }
+
+    /// Moves a page with free blocks off the full list, to the back of its queue.
+    ///
+    /// # Safety
+    /// `p` is on the full list.
+    unsafe fn unfull(&mut self, p: *mut Page) {
+        // SAFETY: per the contract; `p` is one of our pages.
+        unsafe {
+            self.full.remove(p);
+            (*p).flags &= !IN_FULL;
+            self.enqueue(p, false);
+        }
+    }
+
+    /// Takes a page off whichever list holds it.
+    ///
+    /// # Safety
+    /// `p` is an in-use page of this heap.
+    unsafe fn unlink(&mut self, p: *mut Page) {
+        // SAFETY: per the contract, `p` is on the full list or its queue.
+        unsafe {
+            if (*p).has(IN_FULL) {
+                self.full.remove(p);
+                (*p).flags &= !IN_FULL;
+            } else {
+                self.dequeue(p);
+            }
+        }
+    }
+
+    /// Finds a page of class `c` with a free block, making one if needed.
+    /// Returns null when out of memory.
+    ///
+    /// # Safety
+    /// Called by the owning thread.
+    pub(crate) unsafe fn find_page(&mut self, c: usize) -> *mut Page {
+        // SAFETY: every page reached is an in-use page of this heap.
+        unsafe {
+            let mut flagged_checked = false;
+            loop {
+                let mut p = self.queues[c].first;
+                while !p.is_null() {
+                    let next = (*p).next;
+                    if (*p).refill() {
+                        if p != self.queues[c].first {
+                            self.dequeue(p);
+                            self.enqueue(p, true);
+                        }
+                        return p;
+                    }
+                    // No block left: park it on the full list until frees arrive.
+                    self.dequeue(p);
+                    (*p).flags |= IN_FULL;
+                    self.full.push_back(p);
+                    p = next;
+                }
+                if flagged_checked {
+                    break;
+                }
+                flagged_checked = true;
+                if !self.collect_flagged() {
+                    break;
+                }
+            }
+            self.new_page(c)
+        }
+    }
+
+    /// Collects other threads' frees on every page flagged in the segments'
+    /// `thread_freed` bitmaps. Returns whether any page gained free blocks.
+    unsafe fn collect_flagged(&mut self) -> bool {
+        let mut any = false;
+        for list in [self.avail, self.full_segs] {
+            let mut s = list.first;
+            while !s.is_null() {
+                // SAFETY: `s` is one of our segments; it may be released while we
+                // settle its pages, so its successor is read first.
+                unsafe {
+                    let next = (*s).next;
+                    if (*s).thread_freed.load(Ordering::Relaxed) != 0 {
+                        let mut bits = (*s).thread_freed.swap(0, Ordering::Acquire);
+                        while bits != 0 {
+                            let i = bits.trailing_zeros() as usize;
+                            bits &= bits - 1;
+                            if !(*s).page_in_use(i) {
+                                continue;
+                            }
+                            let p = ptr::addr_of_mut!((*s).pages[i]);
+                            if (*p).collect_thread_free() > 0 {
+                                any = true;
+                                if self.settle(p) {
+                                    break; // the segment was released
+                                }
+                            }
+                        }
+                    }
+                    s = next;
+                }
+            }
+        }
+        any
+    }
+
+    /// After frees came back to `p`: retire it if empty, or bring it back from
+    /// the full list. Returns whether `p`'s segment was released.
+    ///
+    /// # Safety
+    /// `p` is an in-use page of this heap.
+    unsafe fn settle(&mut self, p: *mut Page) -> bool {
+        // SAFETY: per the contract.
+        unsafe {
+            if (*p).used == 0 {
+                self.unlink(p);
+                return self.free_page(p);
+            }
+            if (*p).has(IN_FULL) {
+                self.unfull(p);
+            }
+            false
+        }
+    }
+
+    /// Called after a local free that made `p` empty or found it full.
+    ///
+    /// # Safety
+    /// `p` is an in-use page of this heap.
+    pub(crate) unsafe fn free_slow(&mut self, p: *mut Page) {
+        // SAFETY: per the contract.
+        unsafe {
+            if (*p).used == 0 {
+                let c = (*p).class as usize;
+                // Keep the only page of a class: freeing and reallocating one
+                // block in a loop must not map and purge a page each time.
+                let q = self.queues[c];
+                if q.first == p && q.last == p && (*p).span == 1 {
+                    return;
+                }
+                self.unlink(p);
+                self.free_page(p);
+            } else if (*p).has(IN_FULL) {
+                self.unfull(p);
+            }
+        }
+    }
+
+    /// A new page of class `c`: from our segments' free slices, else from a
+    /// reclaimed abandoned segment, else (after checking every full page for
+    /// frees) from a new segment.
+    unsafe fn new_page(&mut self, c: usize) -> *mut Page {
+        let span = span_for(CLASS_SIZES[c] as usize);
+        // SAFETY: every segment reached is one of ours (or just became ours).
+        unsafe {
+            if let Some(p) = self.page_from_segments(c, span) {
+                return p;
+            }
+            for _ in 0..RECLAIM_TRIES {
+                let s = ABANDONED.pop();
+                if s.is_null() {
+                    break;
+                }
+                self.reclaim(s);
+                // Reclaimed pages of this class may have room.
+                let p = self.queues[c].first;
+                if !p.is_null() && (*p).refill() {
+                    return p;
+                }
+                if let Some(p) = self.page_from_segments(c, span) {
+                    return p;
+                }
+            }
+            if self.collect_full_pages(c) {
+                let p = self.queues[c].first;
+                if !p.is_null() && (*p).refill() {
+                    return p;
+                }
+                if let Some(p) = self.page_from_segments(c, span) {
+                    return p;
+                }
+            }
+            let s = segment::obtain(self.id());
+            if s.is_null() {
+                return ptr::null_mut();
+            }
+            self.avail.push(s);
+            self.free_segments += 1;
+            self.init_page(s, 1, span, c)
+        }
+    }
+
+    /// Looks for `span` free slices in our segments.
+    unsafe fn page_from_segments(&mut self, c: usize, span: usize) -> Option<*mut Page> {
+        let mut s = self.avail.first;
+        while !s.is_null() {
+            // SAFETY: `s` is one of our segments.
+            unsafe {
+                if let Some(i) = (*s).find_run(span) {
+                    return Some(self.init_page(s, i, span, c));
+                }
+                s = (*s).next;
+            }
+        }
+        None
+    }
+
+    /// Checks every full page for frees by other threads (the flags can miss
+    /// one, see the module docs). Returns whether any page came back.
+    unsafe fn collect_full_pages(&mut self, _c: usize) -> bool {
+        let mut any = false;
+        let mut p = self.full.first;
+        while !p.is_null() {
+            // SAFETY: pages on the full list are in-use pages of ours; the
+            // successor is read before `p` may be freed.
+            unsafe {
+                let next = (*p).next;
+                if (*p).collect_thread_free() > 0 {
+                    any = true;
+                    self.settle(p);
+                }
+                p = next;
+            }
+        }
+        any
+    }
+
+    /// Makes slices `i..i + span` of `s` a page of class `c`, current in its queue.
+    unsafe fn init_page(&mut self, s: *mut Segment, i: usize, span: usize, c: usize) -> *mut Page {
+        let mask = (u64::MAX >> (64 - span)) << i;
+        // SAFETY: `s` is ours, and the run is free, so no one else refers to it.
+        unsafe {
+            let seg = &mut *s;
+            debug_assert_eq!(seg.free_slices & mask, mask);
+            let dirty = seg.dirty_slices & mask;
+            seg.free_slices &= !mask;
+            seg.dirty_slices &= !mask;
+            self.dirty_slices -= dirty.count_ones() as usize;
+            for h in &mut seg.slice_head[i..i + span] {
+                *h = i as u8;
+            }
+            if seg.used_pages == 0 {
+                self.free_segments -= 1;
+            }
+            seg.used_pages += 1;
+            self.used_slices += span;
+            if seg.free_slices == 0 {
+                self.avail.remove(s);
+                self.full_segs.push(s);
+                seg.in_full_list = true;
+            }
+            let bs = CLASS_SIZES[c] as usize;
+            let start = seg.slice_addr(i);
+            let p = ptr::addr_of_mut!(seg.pages[i]);
+            debug_assert!((*p).thread_free.load(Ordering::Relaxed).is_null());
+            (*p).free = ptr::null_mut();
+            (*p).local_free = ptr::null_mut();
+            (*p).used = 0;
+            (*p).capacity = 0;
+            (*p).reserved = Page::blocks_in(span * SLICE_SIZE, bs);
+            (*p).block_size = bs;
+            (*p).class = c as u8;
+            (*p).span = span as u8;
+            (*p).start = start;
+            // Slices that were never used or were purged read zero.
+            (*p).flags = IN_USE | if dirty == 0 { FRESH_TAIL } else { 0 };
+            self.enqueue(p, true);
+            let ok = (*p).refill();
+            debug_assert!(ok);
+            p
+        }
+    }
+
+    /// Gives an empty page's slices back to its segment. Returns whether the
+    /// segment was released to the OS as a result.
+    ///
+    /// # Safety
+    /// `p` is an in-use page of ours with `used == 0`, on no list.
+    unsafe fn free_page(&mut self, p: *mut Page) -> bool {
+        // SAFETY: per the contract; the page's segment is one of ours.
+        unsafe {
+            let s = segment::segment_of(p.cast());
+            let seg = &mut *s;
+            let i = seg.page_index(p);
+            let span = (*p).span as usize;
+            let mask = (u64::MAX >> (64 - span)) << i;
+            (*p).flags = 0;
+            (*p).free = ptr::null_mut();
+            (*p).local_free = ptr::null_mut();
+            seg.free_slices |= mask;
+            seg.dirty_slices |= mask;
+            seg.used_pages -= 1;
+            self.dirty_slices += span;
+            self.used_slices -= span;
+            if seg.in_full_list {
+                self.full_segs.remove(s);
+                self.avail.push(s);
+                seg.in_full_list = false;
+            }
+            if seg.used_pages == 0 {
+                if self.free_segments >= 1 {
+                    self.release_segment(s);
+                    return true;
+                }
+                self.free_segments += 1;
+            }
+            if self.dirty_slices > DIRTY_MIN_SLICES.max(self.used_slices / 8) {
+                self.purge_all();
+            }
+            false
+        }
+    }
+
+    /// Unlinks and unmaps a wholly free segment of ours.
+    unsafe fn release_segment(&mut self, s: *mut Segment) {
+        // SAFETY: `s` is ours, on the avail list, with no page in use.
+        unsafe {
+            self.avail.remove(s);
+            self.dirty_slices -= (*s).dirty_slices.count_ones() as usize;
+            self.free_segments -= 1;
+            Segment::release(s);
+        }
+    }
+
+    /// Purges every dirty slice of every segment we own.
+    pub(crate) fn purge_all(&mut self) {
+        let mut s = self.avail.first;
+        while !s.is_null() {
+            // SAFETY: `s` is one of ours; dirty slices hold no live data.
+            unsafe {
+                purge_segment(&mut *s);
+                s = (*s).next;
+            }
+        }
+        self.dirty_slices = 0;
+    }
+
+    /// Takes over an abandoned segment: its pages join our queues, empty ones
+    /// are freed. May release the segment if nothing in it is live.
+    ///
+    /// # Safety
+    /// `s` was popped from the abandoned list.
+    unsafe fn reclaim(&mut self, s: *mut Segment) {
+        // SAFETY: we hold the only reference to the abandoned segment; the
+        // previous owner's writes were published through the list's lock.
+        unsafe {
+            let seg = &mut *s;
+            seg.owner.store(self.id(), Ordering::Release);
+            seg.thread_freed.store(0, Ordering::Relaxed);
+            seg.next = ptr::null_mut();
+            seg.prev = ptr::null_mut();
+            self.dirty_slices += seg.dirty_slices.count_ones() as usize;
+            seg.in_full_list = seg.free_slices == 0;
+            if seg.in_full_list {
+                self.full_segs.push(s);
+            } else {
+                self.avail.push(s);
+            }
+            let mut empty = 0u64;
+            for i in in_use_pages(seg) {
+                let p = ptr::addr_of_mut!(seg.pages[i]);
+                (*p).collect_thread_free();
+                (*p).flags &= !IN_FULL;
+                self.used_slices += (*p).span as usize;
+                if (*p).used == 0 {
+                    empty |= 1 << i;
+                } else {
+                    self.enqueue(p, false);
+                }
+            }
+            let mut released = false;
+            while empty != 0 && !released {
+                let i = empty.trailing_zeros() as usize;
+                empty &= empty - 1;
+                released = self.free_page(ptr::addr_of_mut!(seg.pages[i]));
+            }
+        }
+    }
+
+    /// Collects every page's frees, frees every empty page (even the last one
+    /// of a class), takes over all abandoned segments, releases every wholly
+    /// free segment and purges all dirty slices.
+    ///
+    /// # Safety
+    /// Called by the owning thread.
+    pub(crate) unsafe fn collect(&mut self) {
+        // SAFETY: all pages and segments reached are ours.
+        unsafe {
+            loop {
+                let s = ABANDONED.pop();
+                if s.is_null() {
+                    break;
+                }
+                self.reclaim(s);
+            }
+            self.collect_full_pages(0);
+            for c in 0..NUM_CLASSES {
+                let mut p = self.queues[c].first;
+                while !p.is_null() {
+                    let next = (*p).next;
+                    (*p).collect_thread_free();
+                    if (*p).used == 0 {
+                        self.unlink(p);
+                        self.free_page(p);
+                    }
+                    p = next;
+                }
+            }
+            let mut s = self.avail.first;
+            while !s.is_null() {
+                let next = (*s).next;
+                if (*s).used_pages == 0 {
+                    self.release_segment(s);
+                }
+                s = next;
+            }
+            self.purge_all();
+        }
+    }
+
+    /// Hands every segment over at thread exit: empty pages are freed, wholly
+    /// free segments go back to the OS, the rest are purged of dirty slices
+    /// and abandoned for other threads to reclaim. Leaves the heap empty.
+    ///
+    /// # Safety
+    /// Called once by the owning thread as it exits; no block of this heap may
+    /// be allocated through it afterwards.
+    pub(crate) unsafe fn abandon(&mut self) {
+        for list in [self.avail, self.full_segs] {
+            let mut s = list.first;
+            while !s.is_null() {
+                // SAFETY: `s` is ours until it is pushed or released.
+                unsafe {
+                    let next = (*s).next;
+                    let seg = &mut *s;
+                    for i in in_use_pages(seg) {
+                        let p = ptr::addr_of_mut!(seg.pages[i]);
+                        (*p).collect_thread_free();
+                        (*p).flags &= !IN_FULL;
+                        (*p).next = ptr::null_mut();
+                        (*p).prev = ptr::null_mut();
+                        if (*p).used == 0 {
+                            let span = (*p).span as usize;
+                            let mask = (u64::MAX >> (64 - span)) << i;
+                            (*p).flags = 0;
+                            (*p).free = ptr::null_mut();
+                            (*p).local_free = ptr::null_mut();
+                            seg.free_slices |= mask;
+                            seg.dirty_slices |= mask;
+                            seg.used_pages -= 1;
+                        }
+                    }
+                    seg.next = ptr::null_mut();
+                    seg.prev = ptr::null_mut();
+                    seg.in_full_list = false;
+                    if seg.used_pages == 0 {
+                        Segment::release(s);
+                    } else {
+                        purge_segment(seg);
+                        // Release: our page writes happen-before the reclaimer's
+                        // reads (it also synchronises through the list's lock).
+                        seg.owner.store(0, Ordering::Release);
+                        ABANDONED.push(s);
+                    }
+                    s = next;
+                }
+            }
+        }
+        let empty = self.empty_page;
+        *self = Heap::new(empty);
+    }
+}
+
+/// First slices of the in-use pages of `seg`, as a bitmap iterator.
+fn in_use_pages(seg: &Segment) -> impl Iterator<Item = usize> {
+    let mut heads = 0u64;
+    let mut i = 1;
+    while i < SLICES {
+        if seg.page_in_use(i) {
+            heads |= 1 << i;
+            i += seg.pages[i].span as usize;
+        } else {
+            i += 1;
+        }
+    }
+    core::iter::from_fn(move || {
+        if heads == 0 {
+            return None;
+        }
+        let i = heads.trailing_zeros() as usize;
+        heads &= heads - 1;
+        Some(i)
+    })
+}
+
+/// Purges the dirty slices of `seg`, one `madvise` per contiguous run.
+fn purge_segment(seg: &mut Segment) {
+    let mut d = seg.dirty_slices;
+    while d != 0 {
+        let i = d.trailing_zeros() as usize;
+        let run = (d >> i).trailing_ones() as usize;
+        os::purge(seg.slice_addr(i), run * SLICE_SIZE);
+        d &= !((u64::MAX >> (64 - run)) << i);
+    }
+    seg.dirty_slices = 0;
+}
+
+/// Pops a block for class `c` from `heap`, whose current page had none.
+///
+/// # Safety
+/// `heap` is the calling thread's own heap (not the empty one).
+#[inline(never)]
+pub(crate) unsafe fn alloc_from_new_page(heap: &mut Heap, c: usize) -> *mut u8 {
+    // SAFETY: the heap is ours, so are its pages.
+    unsafe {
+        let p = heap.find_page(c);
+        if p.is_null() {
+            return ptr::null_mut();
+        }
+        page::pop(p)
+    }
+}
+
+/// Whether the `free` list that `p`'s last block came from was zero-filled.
+#[inline]
+pub(crate) fn free_was_zero(p: &Page) -> bool {
+    p.has(FREE_ZERO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::size_class::class_of;
+
+    #[test]
+    fn direct_ranges_tile_the_slots() {
+        let mut next = 0;
+        for c in 0..NUM_CLASSES {
+            if class_size(c) > DIRECT_MAX {
+                break;
+            }
+            let (lo, hi) = direct_range(c);
+            assert_eq!(lo, next, "class {c}");
+            assert!(hi >= lo);
+            for slot in lo..=hi {
+                // The fast path's index for a size s is (s + 7) / 8.
+                let s = slot * 8;
+                assert_eq!(class_of(s), c, "slot {slot}");
+            }
+            next = hi + 1;
+        }
+        assert_eq!(next, DIRECT_SLOTS);
+    }
+
+    #[test]
+    fn spans_hold_eight_blocks_with_little_tail() {
+        for c in 0..NUM_CLASSES {
+            let bs = class_size(c);
+            let span = span_for(bs);
+            assert!((1..=MAX_SPAN).contains(&span));
+            let bytes = span * SLICE_SIZE;
+            assert!(bytes / bs >= 8, "class {c}");
+            assert!((bytes % bs) * 8 <= bytes, "class {c}: tail waste over 1/8");
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! The OS layer: every system call segalloc makes goes through here.
+//!
+//! Memory comes from anonymous private mappings (`mmap`), or, when the program
+//! opts in with [`set_page_source`](crate::set_page_source), from the program
+//! break (`sbrk`), falling back to `mmap` once the break cannot grow. Freed
+//! memory is given back with `madvise(MADV_DONTNEED)` (the range stays mapped and
+//! reads back as zeros) or `munmap`; large blocks grow with `mremap`, which moves
+//! page-table entries instead of copying bytes.
+//!
+//! Invariants:
+//! - Nothing here allocates or panics; failures come back as null / `false`.
+//! - Every mapping returned by [`map_aligned`] starts on a multiple of the
+//!   requested alignment, so the segment header is found from any interior
+//!   pointer by masking.
+//! - Every call is counted in [`OsCounters`] (relaxed atomics: these are cold
+//!   paths, each one already a system call).
+
+// Counters and hints, not protocols: plain core atomics, never modelled by loom.
+use core::sync::atomic::{AtomicUsize, Ordering};
+use core::ptr;
+
+/// The granularity of the OS calls made here.
+pub(crate) const OS_PAGE: usize = 4096;
+
+/// Counts of the system calls made, and bytes currently mapped.
+pub(crate) struct OsCounters {
+    pub(crate) mmap: AtomicUsize,
+    pub(crate) munmap: AtomicUsize,
+    pub(crate) madvise: AtomicUsize,
+    pub(crate) mremap: AtomicUsize,
+    pub(crate) brk: AtomicUsize,
+    /// Address space currently reserved from the OS, in bytes.
+    pub(crate) mapped: AtomicUsize,
+}
+
+pub(crate) static COUNTERS: OsCounters = OsCounters {
+    mmap: AtomicUsize::new(0),
+    munmap: AtomicUsize::new(0),
+    madvise: AtomicUsize::new(0),
+    mremap: AtomicUsize::new(0),
+    brk: AtomicUsize::new(0),
+    mapped: AtomicUsize::new(0),
+};
+
+#[inline]
+fn count(c: &AtomicUsize) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Rounds `n` up to a multiple of `align` (a power of two), or `None` on overflow.
+#[inline]
+pub(crate) const fn round_up(n: usize, align: usize) -> Option<usize> {
+    match n.checked_add(align - 1) {
+        Some(v) => Some(v & !(align - 1)),
+        None => None,
+    }
+}
+
+/// Maps `size` bytes (a multiple of [`OS_PAGE`]) of zeroed, readable and writable
+/// memory, at `hint` if that range is free. Returns null on failure.
+fn mmap_at(hint: usize, size: usize) -> *mut u8 {
+    count(&COUNTERS.mmap);
+    // SAFETY: an anonymous private mapping with no MAP_FIXED cannot disturb any
+    // existing mapping; the kernel treats `hint` only as a suggestion.
+    let p = unsafe {
+        libc::mmap(
+            hint as *mut libc::c_void,
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return ptr::null_mut();
+    }
+    COUNTERS.mapped.fetch_add(size, Ordering::Relaxed);
+    p.cast()
+}
+
+/// Unmaps `[p, p + size)`, which must be a range segalloc mapped and no longer uses.
+pub(crate) fn unmap(p: *mut u8, size: usize) {
+    if size == 0 {
+        return;
+    }
+    count(&COUNTERS.munmap);
+    // SAFETY: the caller owns the range and nothing refers to it any more;
+    // munmap of an owned anonymous range has no other effect.
+    let rc = unsafe { libc::munmap(p.cast(), size) };
+    if rc == 0 {
+        COUNTERS.mapped.fetch_sub(size, Ordering::Relaxed);
+    }
+}
+
+/// Where the next aligned mapping is tried first. Placing segments in a region
+/// of their own, one after the other, makes the first `mmap` land aligned
+/// almost always, so an aligned reservation usually costs one system call.
+static NEXT_HINT: AtomicUsize = AtomicUsize::new(HINT_START);
+const HINT_START: usize = 0x2000_0000_0000; // 32 TiB
+const HINT_END: usize = 0x5000_0000_0000; // 80 TiB
+
+/// Maps `size` bytes aligned to `align` (a power of two, at least [`OS_PAGE`]).
+/// `size` must be a multiple of [`OS_PAGE`]. Returns null on failure.
+pub(crate) fn map_aligned(size: usize, align: usize) -> *mut u8 {
+    debug_assert!(align.is_power_of_two() && align >= OS_PAGE && size % OS_PAGE == 0);
+    let Some(span) = round_up(size, align) else {
+        return ptr::null_mut();
+    };
+    let mut hint = NEXT_HINT.fetch_add(span, Ordering::Relaxed);
+    if hint > HINT_END || hint.checked_add(span).is_none_or(|end| end > HINT_END) {
+        // Wrap around; the kernel skips whatever is still in use there.
+        NEXT_HINT.store(HINT_START, Ordering::Relaxed);
+        hint = 0;
+    }
+    let hint = round_up(hint, align).unwrap_or(0);
+    let p = mmap_at(hint, size);
+    if p.is_null() {
+        return p;
+    }
+    if (p as usize) & (align - 1) == 0 {
+        return p;
+    }
+    // Unlucky: over-map by `align` and trim both ends.
+    unmap(p, size);
+    let Some(over) = size.checked_add(align) else {
+        return ptr::null_mut();
+    };
+    let p = mmap_at(0, over);
+    if p.is_null() {
+        return p;
+    }
+    let start = round_up(p as usize, align).unwrap_or(0);
+    let head = start - p as usize;
+    let tail = over - head - size;
+    unmap(p, head);
+    // SAFETY: `start + size` lies within the mapping of `over` bytes at `p`.
+    unmap(unsafe { p.add(head + size) }, tail);
+    start as *mut u8
+}
+
+/// Gives the physical memory of `[p, p + size)` back to the OS while keeping the
+/// range mapped; it reads back as zeros. Both ends must be [`OS_PAGE`]-aligned.
+pub(crate) fn purge(p: *mut u8, size: usize) {
+    if size == 0 {
+        return;
+    }
+    count(&COUNTERS.madvise);
+    // SAFETY: the range is owned by segalloc and holds no live data; DONTNEED on
+    // a private anonymous range only drops its pages.
+    unsafe {
+        libc::madvise(p.cast(), size, libc::MADV_DONTNEED);
+    }
+}
+
+/// Resizes the mapping `[p, p + old)` to `new` bytes without moving it.
+/// Returns whether it succeeded (shrinking always does).
+pub(crate) fn remap_in_place(p: *mut u8, old: usize, new: usize) -> bool {
+    count(&COUNTERS.mremap);
+    // SAFETY: without MREMAP_MAYMOVE the kernel only grows into free address
+    // space after the mapping or drops its tail; nothing else is touched.
+    let q = unsafe { libc::mremap(p.cast(), old, new, 0) };
+    if q == libc::MAP_FAILED {
+        return false;
+    }
+    if new > old {
+        COUNTERS.mapped.fetch_add(new - old, Ordering::Relaxed);
+    } else {
+        COUNTERS.mapped.fetch_sub(old - new, Ordering::Relaxed);
+    }
+    true
+}
+
+/// Moves the mapping `[p, p + old)` to a fresh range of `new` bytes aligned to
+/// `align`, carrying its pages over without copying them. Returns the new
+/// address, or null (the old mapping is then untouched).
+pub(crate) fn remap_aligned(p: *mut u8, old: usize, new: usize, align: usize) -> *mut u8 {
+    let dst = map_aligned(new, align);
+    if dst.is_null() {
+        return dst;
+    }
+    count(&COUNTERS.mremap);
+    // SAFETY: `dst` is a mapping we just made of exactly `new` bytes; MREMAP_FIXED
+    // replaces it atomically with the pages of `[p, p + old)`, which the caller owns.
+    let q = unsafe {
+        libc::mremap(
+            p.cast(),
+            old,
+            new,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            dst as *mut libc::c_void,
+        )
+    };
+    if q == libc::MAP_FAILED {
+        unmap(dst, new);
+        return ptr::null_mut();
+    }
+    // The old range's bytes moved into the range already counted for `dst`.
+    COUNTERS.mapped.fetch_sub(old, Ordering::Relaxed);
+    q.cast()
+}
+
+/// Whether segments come from the program break (opt-in) instead of mmap.
+static USE_BRK: AtomicUsize = AtomicUsize::new(0);
+/// Serialises moves of the program break (a cold path: once per segment).
+static BRK_LOCK: spin::Mutex<()> = spin::Mutex::new(());
+
+pub(crate) fn set_use_brk(on: bool) {
+    USE_BRK.store(on as usize, Ordering::Relaxed);
+}
+
+/// Where a segment's memory came from; decides how it is given back.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub(crate) enum Source {
+    Mmap = 0,
+    Brk = 1,
+}
+
+/// Obtains a region of `size` bytes aligned to `size` (a power of two) for a
+/// segment: from the break when opted in and it can grow, otherwise mmap.
+pub(crate) fn alloc_segment_memory(size: usize) -> (*mut u8, Source) {
+    if USE_BRK.load(Ordering::Relaxed) != 0 {
+        let p = brk_alloc(size);
+        if !p.is_null() {
+            return (p, Source::Brk);
+        }
+    }
+    (map_aligned(size, size), Source::Mmap)
+}
+
+/// Extends the break by an aligned `size` bytes. Null when it cannot grow.
+fn brk_alloc(size: usize) -> *mut u8 {
+    let _guard = BRK_LOCK.lock();
+    count(&COUNTERS.brk);
+    // SAFETY: sbrk(0) only reads the current break.
+    let cur = unsafe { libc::sbrk(0) } as usize;
+    if cur == usize::MAX {
+        return ptr::null_mut();
+    }
+    let Some(start) = round_up(cur, size) else {
+        return ptr::null_mut();
+    };
+    let Some(grow) = (start - cur).checked_add(size) else {
+        return ptr::null_mut();
+    };
+    let Ok(grow) = libc::intptr_t::try_from(grow) else {
+        return ptr::null_mut();
+    };
+    count(&COUNTERS.brk);
+    // SAFETY: growing the break hands us fresh zeroed memory past the old end;
+    // the alignment gap below `start` is simply never used.
+    let old = unsafe { libc::sbrk(grow) } as usize;
+    if old == usize::MAX {
+        return ptr::null_mut();
+    }
+    // Someone else may have moved the break between our two calls: what we own
+    // is `[old, old + grow)`, so align within that (the gap below is unused).
+    let Some(start) = round_up(old, size) else {
+        return ptr::null_mut();
+    };
+    if start + size > old + grow as usize {
+        return ptr::null_mut();
+    }
+    COUNTERS.mapped.fetch_add(size, Ordering::Relaxed);
+    start as *mut u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_maps_are_aligned_and_usable() {
+        for &align in &[OS_PAGE, 1 << 16, 1 << 22, 1 << 24] {
+            let size = 3 * OS_PAGE;
+            let p = map_aligned(size, align);
+            assert!(!p.is_null());
+            assert_eq!(p as usize % align, 0, "align {align}");
+            // SAFETY: p is a fresh mapping of `size` bytes.
+            unsafe {
+                assert_eq!(*p, 0, "fresh mapping reads zero");
+                p.write_bytes(0xAB, size);
+                assert_eq!(*p.add(size - 1), 0xAB);
+            }
+            unmap(p, size);
+        }
+    }
+
+    #[test]
+    fn purge_zeroes_but_keeps_mapping() {
+        let p = map_aligned(2 * OS_PAGE, OS_PAGE);
+        assert!(!p.is_null());
+        // SAFETY: p is a fresh mapping of two pages.
+        unsafe {
+            p.write_bytes(7, 2 * OS_PAGE);
+            purge(p, OS_PAGE);
+            assert_eq!(*p, 0, "purged page reads zero");
+            assert_eq!(*p.add(OS_PAGE), 7, "unpurged page keeps its data");
+        }
+        unmap(p, 2 * OS_PAGE);
+    }
+
+    #[test]
+    fn remap_grows_in_place_or_moves_keeping_contents() {
+        let align = 1 << 22;
+        let p = map_aligned(OS_PAGE, align);
+        assert!(!p.is_null());
+        // SAFETY: p maps one page; after a successful remap the new range maps
+        // `new` bytes with the old page's contents first.
+        unsafe {
+            p.write_bytes(0x5A, OS_PAGE);
+            let new = 64 * OS_PAGE;
+            let q = if remap_in_place(p, OS_PAGE, new) {
+                p
+            } else {
+                remap_aligned(p, OS_PAGE, new, align)
+            };
+            assert!(!q.is_null());
+            assert_eq!(q as usize % align, 0);
+            assert_eq!(*q.add(OS_PAGE - 1), 0x5A);
+            assert_eq!(*q.add(new - 1), 0, "grown part is fresh");
+            // Moving on purpose must also keep the contents.
+            let r = remap_aligned(q, new, 2 * new, align);
+            assert!(!r.is_null());
+            assert_eq!(*r, 0x5A);
+            unmap(r, 2 * new);
+        }
+    }
+
+    #[test]
+    fn impossible_mapping_fails_cleanly() {
+        assert!(map_aligned(usize::MAX & !(OS_PAGE - 1), OS_PAGE).is_null());
+        assert!(map_aligned(1 << 62, 1 << 22).is_null());
+    }
+
+    #[test]
+    fn round_up_detects_overflow() {
+        assert_eq!(round_up(1, 16), Some(16));
+        assert_eq!(round_up(32, 16), Some(32));
+        assert_eq!(round_up(usize::MAX, 16), None);
+    }
+}

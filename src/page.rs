@@ -1,0 +1,224 @@
+//! Pages: runs of slices that serve blocks of one size class.
+//!
+//! A page keeps three free lists, as mimalloc's do:
+//! - `free`: what allocation pops from;
+//! - `local_free`: blocks freed by the owning thread;
+//! - `thread_free`: an atomic stack that other threads push freed blocks on.
+//!
+//! Only the segment's owning thread touches the plain fields. When `free` runs
+//! dry the owner takes `thread_free` in one atomic swap, then `local_free`,
+//! and only then carves fresh blocks out of the untouched end of the page, so
+//! memory is touched (and becomes resident) no sooner than it is needed.
+//!
+//! `used` counts blocks handed out and not yet back on `free`/`local_free`:
+//! a block on `thread_free` still counts until the owner collects it. So a page
+//! whose `used` is zero has no live block and no free in flight, and nobody
+//! else can be touching it.
+
+use crate::atomic::{AtomicPtr, Ordering};
+use core::ptr;
+
+/// A free block: its first word links to the next free block.
+#[repr(C)]
+pub(crate) struct Block {
+    pub(crate) next: *mut Block,
+}
+
+/// The page is carved from segment slices and serves a size class.
+pub(crate) const IN_USE: u8 = 1;
+/// The page has no free block and sits on the heap's full list.
+pub(crate) const IN_FULL: u8 = 2;
+/// The page's uncarved tail is still zero (it came fresh from the OS).
+pub(crate) const FRESH_TAIL: u8 = 4;
+/// Every block on `free` is zero apart from its link word.
+pub(crate) const FREE_ZERO: u8 = 8;
+
+/// How many bytes of blocks to carve at a time when a page extends its free list.
+const EXTEND_BYTES: usize = 4096;
+
+/// Metadata of one page; lives in the segment header, never in the page itself.
+#[repr(C)]
+pub(crate) struct Page {
+    pub(crate) free: *mut Block,
+    pub(crate) used: u32,
+    /// Blocks carved so far; `capacity <= reserved`.
+    pub(crate) capacity: u32,
+    pub(crate) local_free: *mut Block,
+    pub(crate) thread_free: AtomicPtr<Block>,
+    pub(crate) block_size: usize,
+    /// Blocks that fit in the page.
+    pub(crate) reserved: u32,
+    pub(crate) class: u8,
+    /// Slices the page spans.
+    pub(crate) span: u8,
+    pub(crate) flags: u8,
+    pub(crate) start: *mut u8,
+    /// Links in the owning heap's page queue (or its full list).
+    pub(crate) next: *mut Page,
+    pub(crate) prev: *mut Page,
+}
+
+impl Page {
+    /// An empty, unused page: the state of zeroed memory.
+    pub(crate) const EMPTY: Page = Page {
+        free: ptr::null_mut(),
+        used: 0,
+        capacity: 0,
+        local_free: ptr::null_mut(),
+        thread_free: AtomicPtr::new(ptr::null_mut()),
+        block_size: 0,
+        reserved: 0,
+        class: 0,
+        span: 0,
+        flags: 0,
+        start: ptr::null_mut(),
+        next: ptr::null_mut(),
+        prev: ptr::null_mut(),
+    };
+
+    #[inline(always)]
+    pub(crate) fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// Pushes a block freed by the owner. Returns whether the page now needs the
+    /// owner's attention (it became empty, or it was on the full list).
+    ///
+    /// # Safety
+    /// `b` is a live block of this page, and the caller is the owning thread.
+    #[inline(always)]
+    pub(crate) unsafe fn free_local(&mut self, b: *mut u8) -> bool {
+        let b = b.cast::<Block>();
+        // SAFETY: the block is ours to reuse now; it is at least 16 bytes.
+        unsafe { (*b).next = self.local_free };
+        self.local_free = b;
+        self.used -= 1;
+        self.used == 0 || self.has(IN_FULL)
+    }
+
+    /// Moves frees made by other threads onto `local_free`. Owner only.
+    /// Returns how many blocks came back.
+    pub(crate) fn collect_thread_free(&mut self) -> u32 {
+        if self.thread_free.load(Ordering::Relaxed).is_null() {
+            return 0;
+        }
+        // Acquire: the pushers' link writes (Release CAS) are visible to us.
+        let head = self.thread_free.swap(ptr::null_mut(), Ordering::Acquire);
+        if head.is_null() {
+            return 0;
+        }
+        let mut n = 1;
+        let mut tail = head;
+        // SAFETY: every block on the stack was pushed by free_remote with a valid
+        // link; the chain ends in the null (or older) head each pusher saw.
+        unsafe {
+            while !(*tail).next.is_null() {
+                tail = (*tail).next;
+                n += 1;
+            }
+            (*tail).next = self.local_free;
+        }
+        self.local_free = head;
+        self.used -= n;
+        n
+    }
+
+    /// Makes `free` non-empty if the page has any block left: collects other
+    /// threads' frees, takes the local ones, or carves more of the page.
+    /// Returns whether `free` is non-empty. Owner only.
+    pub(crate) fn refill(&mut self) -> bool {
+        if !self.free.is_null() {
+            return true;
+        }
+        self.collect_thread_free();
+        if !self.local_free.is_null() {
+            self.free = self.local_free;
+            self.local_free = ptr::null_mut();
+            self.flags &= !FREE_ZERO;
+            return true;
+        }
+        if self.capacity < self.reserved {
+            self.extend();
+            return true;
+        }
+        false
+    }
+
+    /// Carves fresh blocks from the untouched end onto `free` (which is empty).
+    fn extend(&mut self) {
+        let left = (self.reserved - self.capacity) as usize;
+        let n = (EXTEND_BYTES / self.block_size).clamp(1, left);
+        let bs = self.block_size;
+        // SAFETY: blocks `capacity .. capacity + n` lie inside the page, which
+        // the segment reserved for it; nobody else refers to them yet.
+        unsafe {
+            let first = self.start.add(self.capacity as usize * bs);
+            let mut b = first;
+            for _ in 1..n {
+                let next = b.add(bs);
+                (*b.cast::<Block>()).next = next.cast();
+                b = next;
+            }
+            (*b.cast::<Block>()).next = ptr::null_mut();
+            self.free = first.cast();
+        }
+        self.capacity += n as u32;
+        if self.has(FRESH_TAIL) {
+            self.flags |= FREE_ZERO;
+        } else {
+            self.flags &= !FREE_ZERO;
+        }
+    }
+
+    /// Number of blocks a new page of `span_bytes` bytes holds for `block_size`.
+    pub(crate) const fn blocks_in(span_bytes: usize, block_size: usize) -> u32 {
+        (span_bytes / block_size) as u32
+    }
+}
+
+/// Pops a block from `page`'s `free` list, or returns null when it is empty.
+///
+/// Takes a raw pointer because the heap's unused direct slots all point at one
+/// shared, always-empty page; for it this only reads `free` (null) and returns.
+///
+/// # Safety
+/// `page` is valid, and either the calling thread owns it or its `free` is null
+/// forever (the shared empty page).
+#[inline(always)]
+pub(crate) unsafe fn pop(page: *mut Page) -> *mut u8 {
+    // SAFETY: per the contract, `page` is valid and ours (or never written).
+    unsafe {
+        let b = (*page).free;
+        if b.is_null() {
+            return ptr::null_mut();
+        }
+        // Blocks on `free` hold the link written when they were put there.
+        (*page).free = (*b).next;
+        (*page).used += 1;
+        b.cast()
+    }
+}
+
+/// Pushes `b`, freed by a thread that does not own its page, on `thread_free`.
+/// Lock-free: one CAS in the common case. After the CAS succeeds the page may be
+/// collected and reused at once, so nothing of it is touched afterwards.
+///
+/// # Safety
+/// `b` is a live block of `page`, and the caller gives up all access to it.
+#[inline]
+pub(crate) unsafe fn free_remote(page: &Page, b: *mut u8) {
+    let b = b.cast::<Block>();
+    let mut head = page.thread_free.load(Ordering::Relaxed);
+    loop {
+        // SAFETY: the block is ours until the CAS publishes it.
+        unsafe { (*b).next = head };
+        // Release: the link write above is visible to the owner's Acquire swap.
+        match page
+            .thread_free
+            .compare_exchange_weak(head, b, Ordering::Release, Ordering::Relaxed)
+        {
+            Ok(_) => return,
+            Err(h) => head = h,
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Segments: large aligned regions cut into slices, and slices into pages.
+//!
+//! A segment is [`SEGMENT_SIZE`] bytes aligned to its own size, so the header of
+//! the segment holding any pointer is `ptr & !(SEGMENT_SIZE - 1)`, and the page
+//! is found from the slice index `(ptr - segment) >> SLICE_SHIFT` through
+//! `slice_head`. No search, and no header on small blocks.
+//!
+//! Slice 0 holds the header (the page descriptors for all slices); slices
+//! 1..[`SLICES`] are handed out as pages of 1 to 16 slices. A segment belongs to
+//! one thread's heap (`owner`), which alone carves, frees and reuses its slices;
+//! other threads only push frees onto a page's `thread_free` and set the page's
+//! bit in `thread_freed` so the owner knows where to look.
+//!
+//! Large requests get a *huge* segment of their own: the same header prefix at
+//! the aligned base, the block at a page offset after it, and the mapping sized
+//! to the request. The header's `kind` tells the two apart on free.
+//!
+//! When its thread exits, a segment with live blocks is *abandoned*: its owner
+//! becomes 0 and it goes on a global list, from which another thread reclaims
+//! it when it needs memory.
+
+use crate::atomic::{AtomicU64, AtomicUsize, Ordering};
+use crate::os::{self, Source};
+use crate::page::Page;
+use core::mem::{align_of, offset_of, size_of};
+use core::ptr;
+use static_assertions::const_assert;
+
+/// log2 of the segment size.
+pub(crate) const SEGMENT_SHIFT: usize = 22;
+/// Every segment is this large and aligned to it: 4 MiB.
+pub(crate) const SEGMENT_SIZE: usize = 1 << SEGMENT_SHIFT;
+pub(crate) const SEGMENT_MASK: usize = SEGMENT_SIZE - 1;
+/// log2 of the slice size.
+pub(crate) const SLICE_SHIFT: usize = 16;
+/// Pages are made of 64 KiB slices.
+pub(crate) const SLICE_SIZE: usize = 1 << SLICE_SHIFT;
+/// Slices per segment (slice 0 is the header).
+pub(crate) const SLICES: usize = SEGMENT_SIZE / SLICE_SIZE;
+/// Bitmap of the slices that can hold pages.
+const ALL_PAGE_SLICES: u64 = !1;
+/// The longest page, in slices: 8 blocks of the largest class.
+pub(crate) const MAX_SPAN: usize = 16;
+/// Where the block of a huge segment starts when its alignment does not ask
+/// for more: right after the page that holds the header prefix.
+pub(crate) const HUGE_BLOCK_OFFSET: usize = os::OS_PAGE;
+
+const_assert!(SLICES == 64); // the slice bitmaps are u64
+const_assert!(SLICE_SIZE * MAX_SPAN < SEGMENT_SIZE);
+const_assert!(crate::size_class::MAX_SMALL * 8 <= MAX_SPAN * SLICE_SIZE);
+const_assert!(SLICE_SIZE % os::OS_PAGE == 0);
+
+/// Which kind of segment a header describes.
+pub(crate) const KIND_SMALL: usize = 0x5e6a_110c;
+pub(crate) const KIND_HUGE: usize = 0x5e6a_1e6e;
+
+/// Segment header, at the segment's aligned base.
+#[repr(C)]
+pub(crate) struct Segment {
+    /// [`KIND_SMALL`] or [`KIND_HUGE`]; anything else is not ours.
+    pub(crate) kind: usize,
+    // --- huge segments use only the fields up to here and the two below ---
+    /// Bytes mapped for a huge segment (from the base).
+    pub(crate) map_size: usize,
+    /// Offset of a huge segment's block from the base.
+    pub(crate) block_offset: usize,
+    // --- small segments ---
+    /// Address of the owning heap, or 0 while abandoned.
+    pub(crate) owner: AtomicUsize,
+    /// Bit i: page i may have frees on its `thread_free` (a hint, see heap).
+    pub(crate) thread_freed: AtomicU64,
+    /// Links in the owner's segment lists, or in the abandoned list.
+    pub(crate) next: *mut Segment,
+    pub(crate) prev: *mut Segment,
+    /// Bit i: slice i is free.
+    pub(crate) free_slices: u64,
+    /// Bit i: slice i is free but still resident (freed and not yet purged).
+    pub(crate) dirty_slices: u64,
+    /// Pages in use.
+    pub(crate) used_pages: u32,
+    pub(crate) source: Source,
+    /// Which of the owner's lists the segment is on: no free slice left.
+    pub(crate) in_full_list: bool,
+    /// For each slice, the first slice of the page covering it.
+    pub(crate) slice_head: [u8; SLICES],
+    /// Page descriptors, indexed by a page's first slice.
+    pub(crate) pages: [Page; SLICES],
+}
+
+const_assert!(size_of::<Segment>() <= SLICE_SIZE);
+const_assert!(offset_of!(Segment, block_offset) + size_of::<usize>() <= HUGE_BLOCK_OFFSET);
+const_assert!(align_of::<Segment>() <= os::OS_PAGE);
+const_assert!(size_of::<Page>() <= 80);
+
+/// The segment holding `p`.
+#[inline(always)]
+pub(crate) fn segment_of(p: *const u8) -> *mut Segment {
+    ((p as usize) & !SEGMENT_MASK) as *mut Segment
+}
+
+/// The slice index of `p` inside its segment.
+#[inline(always)]
+pub(crate) fn slice_index(p: *const u8) -> usize {
+    ((p as usize) & SEGMENT_MASK) >> SLICE_SHIFT
+}
+
+impl Segment {
+    /// The page covering `p`, which lies in this small segment.
+    ///
+    /// # Safety
+    /// `self` is a small segment and `p` points inside it.
+    #[inline(always)]
+    pub(crate) unsafe fn page_of(&self, p: *const u8) -> *mut Page {
+        let head = self.slice_head[slice_index(p)] as usize;
+        ptr::addr_of!(self.pages[head]).cast_mut()
+    }
+
+    /// Base address of slice `i`.
+    #[inline]
+    pub(crate) fn slice_addr(&self, i: usize) -> *mut u8 {
+        (self as *const Segment as usize + (i << SLICE_SHIFT)) as *mut u8
+    }
+
+    /// Index of the page descriptor `page` (its first slice).
+    #[inline]
+    pub(crate) fn page_index(&self, page: *const Page) -> usize {
+        (page as usize - ptr::addr_of!(self.pages) as usize) / size_of::<Page>()
+    }
+
+    /// First slice of a free run of `span` slices, preferring resident ones.
+    pub(crate) fn find_run(&self, span: usize) -> Option<usize> {
+        let mut runs = self.free_slices;
+        for k in 1..span {
+            runs &= self.free_slices >> k;
+        }
+        if runs == 0 {
+            return None;
+        }
+        // A run whose first slice is dirty is likely dirty throughout (freed
+        // together); reusing it saves page faults and keeps RSS flat.
+        let warm = runs & self.dirty_slices;
+        let pick = if warm != 0 { warm } else { runs };
+        Some(pick.trailing_zeros() as usize)
+    }
+
+    /// Creates a small segment owned by `owner`. Null when the OS says no.
+    pub(crate) fn create(owner: usize) -> *mut Segment {
+        let (base, source) = os::alloc_segment_memory(SEGMENT_SIZE);
+        if base.is_null() {
+            return ptr::null_mut();
+        }
+        let seg = base.cast::<Segment>();
+        // SAFETY: `base` is a fresh, zeroed, aligned region of SEGMENT_SIZE bytes
+        // (mmap/brk give zeroed memory, recycled brk segments are purged), and a
+        // zeroed header is a valid empty one; we only set the non-zero fields.
+        unsafe {
+            (*seg).kind = KIND_SMALL;
+            (*seg).owner = AtomicUsize::new(owner);
+            (*seg).free_slices = ALL_PAGE_SLICES;
+            (*seg).dirty_slices = 0;
+            (*seg).source = source;
+        }
+        seg
+    }
+
+    /// Gives a wholly free small segment back to the OS.
+    ///
+    /// # Safety
+    /// No page of `seg` is in use and nothing refers to it any more.
+    pub(crate) unsafe fn release(seg: *mut Segment) {
+        // SAFETY: per the contract, the header is ours to read and then drop.
+        let source = unsafe { (*seg).source };
+        match source {
+            Source::Mmap => os::unmap(seg.cast(), SEGMENT_SIZE),
+            Source::Brk => {
+                // The break cannot shrink under other users; keep the range,
+                // drop its memory, and recycle it for the next segment.
+                os::purge(seg.cast(), SEGMENT_SIZE);
+                BRK_FREE.push(seg);
+            }
+        }
+    }
+
+    /// Whether the page with first slice `i` is in use.
+    #[inline]
+    pub(crate) fn page_in_use(&self, i: usize) -> bool {
+        self.pages[i].has(crate::page::IN_USE)
+    }
+}
+
+/// A stack of segments under a spin lock (cold paths only: once per segment).
+pub(crate) struct SegmentStack {
+    head: spin::Mutex<SegPtr>,
+    len: AtomicUsize,
+}
+
+struct SegPtr(*mut Segment);
+// SAFETY: the pointer is only followed under the lock, and segments on the
+// stack belong to no thread.
+unsafe impl Send for SegPtr {}
+
+impl SegmentStack {
+    pub(crate) const fn new() -> Self {
+        SegmentStack { head: spin::Mutex::new(SegPtr(ptr::null_mut())), len: AtomicUsize::new(0) }
+    }
+
+    pub(crate) fn push(&self, seg: *mut Segment) {
+        let mut head = self.head.lock();
+        // SAFETY: the caller handed `seg` over; its `next` is ours to set.
+        unsafe { (*seg).next = head.0 };
+        head.0 = seg;
+        self.len.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn pop(&self) -> *mut Segment {
+        if self.len.load(Ordering::Relaxed) == 0 {
+            return ptr::null_mut();
+        }
+        let mut head = self.head.lock();
+        let seg = head.0;
+        if !seg.is_null() {
+            // SAFETY: segments on the stack are valid until popped.
+            head.0 = unsafe { (*seg).next };
+            self.len.fetch_sub(1, Ordering::Relaxed);
+        }
+        seg
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+}
+
+/// Segments whose thread exited while they still held live blocks.
+pub(crate) static ABANDONED: SegmentStack = SegmentStack::new();
+/// Wholly free segments carved from the program break, ready for reuse.
+pub(crate) static BRK_FREE: SegmentStack = SegmentStack::new();
+
+/// A segment for `owner`: a recycled brk segment, or a new one from the OS.
+pub(crate) fn obtain(owner: usize) -> *mut Segment {
+    let seg = BRK_FREE.pop();
+    if !seg.is_null() {
+        // SAFETY: a recycled brk segment was purged whole on release, so its
+        // memory reads zero again; re-initialise it as a fresh segment.
+        unsafe {
+            (*seg).kind = KIND_SMALL;
+            (*seg).owner.store(owner, Ordering::Relaxed);
+            (*seg).free_slices = ALL_PAGE_SLICES;
+            (*seg).dirty_slices = 0;
+            (*seg).next = ptr::null_mut();
+            (*seg).source = Source::Brk;
+        }
+        return seg;
+    }
+    Segment::create(owner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry() {
+        let seg = Segment::create(1);
+        assert!(!seg.is_null());
+        assert_eq!(seg as usize % SEGMENT_SIZE, 0);
+        // SAFETY: a fresh segment, released at the end.
+        unsafe {
+            let s = &mut *seg;
+            assert_eq!(s.kind, KIND_SMALL);
+            let p = s.slice_addr(5).add(123);
+            assert_eq!(segment_of(p), seg);
+            assert_eq!(slice_index(p), 5);
+            s.slice_head[5] = 3;
+            assert_eq!(s.page_of(p), ptr::addr_of_mut!(s.pages[3]));
+            assert_eq!(s.page_index(s.page_of(p)), 3);
+            Segment::release(seg);
+        }
+    }
+
+    #[test]
+    fn runs_prefer_resident_slices_and_respect_span() {
+        let seg = Segment::create(1);
+        // SAFETY: a fresh segment, released at the end.
+        unsafe {
+            let s = &mut *seg;
+            assert_eq!(s.find_run(1), Some(1));
+            s.free_slices = 0b1011_0110;
+            assert_eq!(s.find_run(1), Some(1));
+            assert_eq!(s.find_run(2), Some(1));
+            s.free_slices = 0b1101_0110;
+            assert_eq!(s.find_run(2), Some(1));
+            s.dirty_slices = 0b1100_0000;
+            assert_eq!(s.find_run(2), Some(6));
+            assert_eq!(s.find_run(3), None);
+            s.free_slices = ALL_PAGE_SLICES;
+            s.dirty_slices = 0;
+            assert_eq!(s.find_run(MAX_SPAN), Some(1));
+            Segment::release(seg);
+        }
+    }
+}

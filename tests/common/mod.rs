@@ -1,0 +1,137 @@
+//! Helpers shared by the integration tests: RSS measurement from
+//! `/proc/self/statm`, a tiny deterministic PRNG (no external crates), and
+//! id-derived byte patterns used to verify that block contents survive.
+//!
+//! Every test binary includes this with `mod common;`; not every binary uses
+//! every helper, hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+use std::alloc::Layout;
+
+/// Page size, read from the aux vector (`AT_PAGESZ`) so no libc call is
+/// needed; falls back to 4 KiB.
+pub fn page_size() -> usize {
+    const AT_PAGESZ: u64 = 6;
+    if let Ok(auxv) = std::fs::read("/proc/self/auxv") {
+        for pair in auxv.chunks_exact(16) {
+            let key = u64::from_ne_bytes(pair[..8].try_into().unwrap());
+            let val = u64::from_ne_bytes(pair[8..].try_into().unwrap());
+            if key == AT_PAGESZ && val.is_power_of_two() {
+                return val as usize;
+            }
+        }
+    }
+    4096
+}
+
+/// Resident set size in bytes: field 2 of `/proc/self/statm` times the page size.
+pub fn rss_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
+    let resident: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .expect("statm has a resident field")
+        .parse()
+        .expect("statm resident field is a number");
+    resident * page_size()
+}
+
+pub const MIB: usize = 1024 * 1024;
+
+/// Bytes as MiB with one decimal, for readable failure messages.
+pub fn mib(bytes: usize) -> String {
+    format!("{:.1} MiB", bytes as f64 / MIB as f64)
+}
+
+/// Signed difference in MiB, for readable failure messages.
+pub fn mib_delta(after: usize, before: usize) -> String {
+    format!("{:+.1} MiB", (after as f64 - before as f64) / MIB as f64)
+}
+
+/// SplitMix64: small, fast, deterministic; good enough to drive workloads.
+#[derive(Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
+    }
+    /// True with probability `num / den`.
+    pub fn chance(&mut self, num: u64, den: u64) -> bool {
+        self.next_u64() % den < num
+    }
+}
+
+/// Byte `i` of the pattern for block `id`. Mixing the id in means a block
+/// that got another block's bytes (overlap, wrong copy) is detected.
+#[inline]
+pub fn pattern_byte(id: u64, i: usize) -> u8 {
+    let seed = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56;
+    (seed as u8) ^ (i as u8).wrapping_mul(31) ^ ((i >> 8) as u8).wrapping_mul(7)
+}
+
+/// Fill `len` bytes at `p` with the pattern of `id`.
+///
+/// # Safety
+/// `p..p+len` must be writable.
+pub unsafe fn fill(p: *mut u8, len: usize, id: u64) {
+    let s = unsafe { std::slice::from_raw_parts_mut(p, len) };
+    for (i, b) in s.iter_mut().enumerate() {
+        *b = pattern_byte(id, i);
+    }
+}
+
+/// Index of the first byte in `p..p+len` that does not match the pattern of
+/// `id`, or `None` if all match.
+///
+/// # Safety
+/// `p..p+len` must be readable.
+pub unsafe fn first_mismatch(p: *const u8, len: usize, id: u64) -> Option<usize> {
+    let s = unsafe { std::slice::from_raw_parts(p, len) };
+    s.iter()
+        .enumerate()
+        .position(|(i, &b)| b != pattern_byte(id, i))
+}
+
+/// Panic with a useful message if `p..p+len` does not hold the pattern of `id`.
+///
+/// # Safety
+/// `p..p+len` must be readable.
+pub unsafe fn check(p: *const u8, len: usize, id: u64, what: &str) {
+    if let Some(i) = unsafe { first_mismatch(p, len, id) } {
+        let got = unsafe { *p.add(i) };
+        panic!(
+            "{what}: block id {id} at {p:p} (len {len}) corrupted at offset {i}: \
+             got {got:#04x}, expected {:#04x}",
+            pattern_byte(id, i)
+        );
+    }
+}
+
+/// Assert the alignment guarantees of the spec for a block returned for `layout`:
+/// the layout's own alignment, plus 16 when the layout asks for >= 16 or the
+/// size is a multiple of 16. (Sizes 65..127 with align <= 8 may legitimately
+/// get 8-aligned 72/88/104/120-byte blocks, so nothing more is asserted.)
+pub fn assert_aligned(p: *const u8, layout: Layout, what: &str) {
+    let addr = p as usize;
+    assert_eq!(
+        addr % layout.align(),
+        0,
+        "{what}: {p:p} not aligned to {} for {layout:?}",
+        layout.align()
+    );
+    if layout.align() >= 16 || layout.size() % 16 == 0 {
+        assert_eq!(addr % 16, 0, "{what}: {p:p} not 16-aligned for {layout:?}");
+    }
+}
