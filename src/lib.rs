@@ -185,3 +185,4 @@ pub(crate) fn fatal(what: &str, addr: *const u8) -> ! {
         libc::abort()
     }
 }
+

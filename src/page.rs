@@ -92,7 +92,7 @@ impl Page {
         // SAFETY: the block is ours to reuse now; it is at least 16 bytes.
         unsafe { (*b).next = self.local_free };
         self.local_free = b;
-        self.used -= 1;
+        self.used = self.used.wrapping_sub(1);
         self.used == 0 || self.has(IN_FULL)
     }
 
@@ -119,7 +119,7 @@ impl Page {
             (*tail).next = self.local_free;
         }
         self.local_free = head;
-        self.used -= n;
+        self.used = self.used.wrapping_sub(n);
         n
     }
 
@@ -194,7 +194,7 @@ pub(crate) unsafe fn pop(page: *mut Page) -> *mut u8 {
         }
         // Blocks on `free` hold the link written when they were put there.
         (*page).free = (*b).next;
-        (*page).used += 1;
+        (*page).used = (*page).used.wrapping_add(1);
         b.cast()
     }
 }

@@ -111,7 +111,9 @@ impl Segment {
     /// `self` is a small segment and `p` points inside it.
     #[inline(always)]
     pub(crate) unsafe fn page_of(&self, p: *const u8) -> *mut Page {
-        let head = self.slice_head[slice_index(p)] as usize;
+        // The mask keeps the index in range without a bounds check (and so
+        // without a panic path); heads are always below SLICES anyway.
+        let head = self.slice_head[slice_index(p)] as usize & (SLICES - 1);
         ptr::addr_of!(self.pages[head]).cast_mut()
     }
 

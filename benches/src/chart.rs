@@ -47,7 +47,12 @@ pub fn ratio_chart(
     let metrics: [(&str, fn((f64, f64)) -> f64); 2] =
         [("wall time", |v| v.0), ("peak RSS", |v| v.1)];
     for (panel, (metric, pick)) in panels.iter().zip(metrics) {
-        let all: Vec<f64> = values.iter().flatten().flatten().map(|&v| pick(v)).collect();
+        let all: Vec<f64> = values
+            .iter()
+            .flatten()
+            .flatten()
+            .map(|&v| pick(v))
+            .collect();
         // Always show 1.0 with some room around it; log scale so 0.5x and 2x
         // look equally far from the baseline.
         let lo = all.iter().copied().fold(1.0f64, f64::min) / 1.25;

@@ -281,12 +281,15 @@ fn measure(cases: &[Case], o: &Opts) -> (Vec<Row>, bool) {
                 .allocs
                 .iter()
                 .map(|a| {
-                    samples.get(&(ci, *a)).filter(|_| !mismatch).map(|s| Measured {
-                        secs: median(s.iter().map(|x| x.wall.as_secs_f64()).collect()),
-                        rss_mib: median(
-                            s.iter().map(|x| x.maxrss_kib as f64 / 1024.0).collect(),
-                        ),
-                    })
+                    samples
+                        .get(&(ci, *a))
+                        .filter(|_| !mismatch)
+                        .map(|s| Measured {
+                            secs: median(s.iter().map(|x| x.wall.as_secs_f64()).collect()),
+                            rss_mib: median(
+                                s.iter().map(|x| x.maxrss_kib as f64 / 1024.0).collect(),
+                            ),
+                        })
                 })
                 .collect();
             Row {
@@ -339,7 +342,11 @@ fn write_chart(o: &Opts, default_name: &str, title: &str, rows: &[Row]) {
 fn run(o: &Opts) -> bool {
     eprintln!(
         "allocators: {}; reps {}, scale {}, threads {}",
-        o.allocs.iter().map(|a| a.name()).collect::<Vec<_>>().join(", "),
+        o.allocs
+            .iter()
+            .map(|a| a.name())
+            .collect::<Vec<_>>()
+            .join(", "),
         o.reps,
         o.scale,
         o.threads
@@ -366,7 +373,11 @@ fn run(o: &Opts) -> bool {
     }
 
     // Thread scaling: same total work split over more threads.
-    let counts: &[usize] = if o.quick { &[1, 2, 4] } else { &[1, 2, 4, 8, 16] };
+    let counts: &[usize] = if o.quick {
+        &[1, 2, 4]
+    } else {
+        &[1, 2, 4, 8, 16]
+    };
     let mut cases = Vec::new();
     for w in selected_workloads(o, &["larson", "mstress"]) {
         for &t in counts {
@@ -382,7 +393,10 @@ fn run(o: &Opts) -> bool {
     // Live-heap scaling: 1 MiB .. max in powers of 4, capped so one run
     // (live data plus allocator overhead) fits comfortably in memory.
     let cap = mem_available().map_or(usize::MAX, |m| m / 4);
-    let max = o.max_heap.min(cap).min(if o.quick { 16 << 20 } else { usize::MAX });
+    let max = o
+        .max_heap
+        .min(cap)
+        .min(if o.quick { 16 << 20 } else { usize::MAX });
     let mut heaps = vec![1usize << 20];
     while heaps.last().unwrap() * 4 <= max {
         heaps.push(heaps.last().unwrap() * 4);

@@ -121,8 +121,7 @@ fn seed(a: usize, b: usize) -> u64 {
 }
 
 fn free_all(objs: impl IntoIterator<Item = Obj>) -> u64 {
-    objs.into_iter()
-        .fold(0u64, |s, o| s.wrapping_add(o.free()))
+    objs.into_iter().fold(0u64, |s, o| s.wrapping_add(o.free()))
 }
 
 fn join_sum(handles: Vec<thread::JoinHandle<u64>>) -> u64 {
@@ -193,7 +192,8 @@ fn xmalloc(p: &Params) -> u64 {
     let mut handles = Vec::new();
     for rx in receivers {
         handles.push(thread::spawn(move || {
-            rx.into_iter().fold(0u64, |s, batch| s.wrapping_add(free_all(batch)))
+            rx.into_iter()
+                .fold(0u64, |s, batch| s.wrapping_add(free_all(batch)))
         }));
     }
     for id in 0..producers {
@@ -334,7 +334,11 @@ fn mstress(p: &Params) -> u64 {
                     for op in 0..ops {
                         // Triangle wave between SLOTS/8 and SLOTS.
                         let phase = op % PERIOD;
-                        let tri = if phase < PERIOD / 2 { phase } else { PERIOD - phase };
+                        let tri = if phase < PERIOD / 2 {
+                            phase
+                        } else {
+                            PERIOD - phase
+                        };
                         let target = SLOTS / 8 + tri * (SLOTS - SLOTS / 8) * 2 / PERIOD;
                         let grow = if live.len() < target {
                             r.below(4) != 0
@@ -349,8 +353,9 @@ fn mstress(p: &Params) -> u64 {
                         }
                         if op % 256 == 255 {
                             let give = 16.min(live.len());
-                            let out: Vec<Obj> =
-                                (0..give).map(|_| live.swap_remove(r.below(live.len()))).collect();
+                            let out: Vec<Obj> = (0..give)
+                                .map(|_| live.swap_remove(r.below(live.len())))
+                                .collect();
                             mailboxes[(id + 1) % t].lock().unwrap().extend(out);
                             // Free what others sent us outside the lock.
                             let inbox = std::mem::take(&mut *mailboxes[id].lock().unwrap());
@@ -361,9 +366,9 @@ fn mstress(p: &Params) -> u64 {
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .fold(0u64, |s, h| s.wrapping_add(h.join().expect("mstress thread panicked")))
+        handles.into_iter().fold(0u64, |s, h| {
+            s.wrapping_add(h.join().expect("mstress thread panicked"))
+        })
     });
     let rest = mailboxes
         .into_iter()
