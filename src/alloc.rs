@@ -17,9 +17,41 @@ use crate::large;
 use crate::page::{self, Block};
 use crate::segment::{segment_of, Segment, KIND_HUGE, KIND_SMALL, SLICE_SIZE};
 use crate::size_class::{class_for, class_of, MAX_SMALL, MIN_ALIGN};
-use crate::thread;
 use crate::atomic::Ordering;
+use crate::stats::SHARED;
+use crate::thread;
 use core::ptr;
+
+/// The `size` to pass to [`free`] and [`realloc`] when the caller does not know
+/// the size it asked for (C's `free`); the block then counts as wholly
+/// requested, so such allocations should ask for [`good_size`] bytes.
+#[cfg_attr(not(feature = "override"), allow(dead_code))]
+pub(crate) const UNSIZED: usize = usize::MAX;
+
+/// The size a request of `size` bytes with alignment `align` really gets:
+/// its block size when small, else `size`.
+#[cfg_attr(not(feature = "override"), allow(dead_code))]
+#[inline]
+pub(crate) fn good_size(size: usize, align: usize) -> usize {
+    if align <= SLICE_SIZE {
+        if let Some(c) = class_for(size, align) {
+            return crate::size_class::class_size(c);
+        }
+    }
+    size
+}
+
+/// Counts an allocation of `size` bytes from a class-`c` page in heap `h`.
+#[inline(always)]
+unsafe fn count_alloc(h: *mut heap::Heap, c: usize, size: usize) {
+    // SAFETY: `h` is the caller's own (non-empty) heap; `c` is a page's class,
+    // always below NUM_CLASSES.
+    unsafe {
+        let k = (*thread::counters(h)).class.get_unchecked(c);
+        k.allocs.add(1);
+        k.requested.add(size);
+    }
+}
 
 /// Allocates `size` bytes aligned to `align` (a power of two). Null on failure.
 #[inline(always)]
@@ -36,9 +68,11 @@ pub(crate) fn malloc(size: usize, align: usize) -> *mut u8 {
             let p = (*h).direct[(s + 7) >> 3];
             let b = page::pop(p);
             if !b.is_null() {
+                // A page with a block is never the empty page: `h` is real.
+                count_alloc(h, (*p).class as usize, size);
                 return b;
             }
-            return malloc_slow(h, class_of(s));
+            return malloc_slow(h, class_of(s), size);
         }
     }
     malloc_generic(size, align)
@@ -56,9 +90,10 @@ fn malloc_generic(size: usize, align: usize) -> *mut u8 {
             unsafe {
                 let b = page::pop((*h).current_page(c));
                 if !b.is_null() {
+                    count_alloc(h, c, size);
                     return b;
                 }
-                return malloc_slow(h, c);
+                return malloc_slow(h, c, size);
             }
         }
     }
@@ -68,7 +103,7 @@ fn malloc_generic(size: usize, align: usize) -> *mut u8 {
 /// The current page of class `c` is empty (or the heap is not set up yet).
 #[cold]
 #[inline(never)]
-unsafe fn malloc_slow(mut h: *mut heap::Heap, c: usize) -> *mut u8 {
+unsafe fn malloc_slow(mut h: *mut heap::Heap, c: usize, size: usize) -> *mut u8 {
     if thread::is_empty_heap(h) {
         h = thread::init_heap();
         if h.is_null() {
@@ -76,7 +111,13 @@ unsafe fn malloc_slow(mut h: *mut heap::Heap, c: usize) -> *mut u8 {
         }
     }
     // SAFETY: `h` is the calling thread's own heap.
-    unsafe { heap::alloc_from_new_page(&mut *h, c) }
+    unsafe {
+        let b = heap::alloc_from_new_page(&mut *h, c);
+        if !b.is_null() {
+            count_alloc(h, c, size);
+        }
+        b
+    }
 }
 
 /// Allocates zeroed memory, skipping the memset for memory fresh from the OS.
@@ -103,12 +144,13 @@ pub(crate) fn zalloc(size: usize, align: usize) -> *mut u8 {
     p
 }
 
-/// Frees a block from [`malloc`].
+/// Frees a block from [`malloc`] that was asked for with `size` bytes
+/// ([`UNSIZED`] if unknown).
 ///
 /// # Safety
 /// `p` is a live block returned by this allocator.
 #[inline(always)]
-pub(crate) unsafe fn free(p: *mut u8) {
+pub(crate) unsafe fn free(p: *mut u8, size: usize) {
     let seg = segment_of(p);
     // SAFETY: `p` is live, so its segment header is valid and the page found
     // through it is the block's; ownership decides who may touch the page.
@@ -119,11 +161,14 @@ pub(crate) unsafe fn free(p: *mut u8) {
         let page = (*seg).page_of(p);
         let h = thread::heap();
         if (*seg).owner.load(Ordering::Relaxed) == h as usize {
+            let k = (*thread::counters(h)).class.get_unchecked((*page).class as usize);
+            k.frees.add(1);
+            k.requested.sub(if size == UNSIZED { (*page).block_size } else { size });
             if (*page).free_local(p) {
                 (*h).free_slow(page);
             }
         } else {
-            free_remote(seg, page, p);
+            free_remote(seg, page, p, size, h);
         }
     }
 }
@@ -143,9 +188,23 @@ unsafe fn free_huge(seg: *mut Segment) {
 
 /// Frees a block of a segment owned by another thread (or abandoned).
 #[inline(never)]
-unsafe fn free_remote(seg: *mut Segment, page: *mut page::Page, p: *mut u8) {
-    // SAFETY: the block is live until the push, so its page and segment are too.
+unsafe fn free_remote(seg: *mut Segment, page: *mut page::Page, p: *mut u8, size: usize, h: *mut heap::Heap) {
+    // SAFETY: the block is live until the push, so its page and segment are
+    // too; `h` is the calling thread's heap, written only if it is not empty.
     unsafe {
+        // Count first: once pushed, the page may be reused for another class.
+        let c = (*page).class as usize;
+        let requested = if size == UNSIZED { (*page).block_size } else { size };
+        if thread::is_empty_heap(h) {
+            SHARED.orphan_free(c, requested);
+        } else {
+            let counters = &*thread::counters(h);
+            let k = counters.class.get_unchecked(c);
+            k.frees.add(1);
+            k.requested.sub(requested);
+            k.remote_pending.add(1);
+            counters.remote_frees.add(1);
+        }
         let bit = 1u64 << (*seg).page_index(page);
         // Flag first: once the block is pushed its page may be freed at once.
         if (*seg).thread_freed.load(Ordering::Relaxed) & bit == 0 {
@@ -171,9 +230,10 @@ pub(crate) unsafe fn usable_size(p: *const u8) -> usize {
     }
 }
 
-/// Resizes `p` to `new_size` bytes with alignment `align`, in place when its
-/// size class (or mapping) allows; else moves it, copying `min(old_size,
-/// new_size)` bytes. Null on failure, `p` then left intact.
+/// Resizes `p` (asked for with `old_size` bytes, [`UNSIZED`] if unknown) to
+/// `new_size` bytes with alignment `align`, in place when its size class (or
+/// mapping) allows; else moves it, copying what fits. Null on failure, `p`
+/// then left intact.
 ///
 /// # Safety
 /// `p` is a live block of at least `old_size` bytes aligned to `align`.
@@ -195,10 +255,14 @@ pub(crate) unsafe fn realloc(p: *mut u8, old_size: usize, align: usize, new_size
             let page = (*seg).page_of(p);
             let bs = (*page).block_size;
             if new_size <= bs && align <= SLICE_SIZE {
-                if let Some(c) = class_for(new_size, align) {
-                    if c == (*page).class as usize {
-                        return p;
+                let c = (*page).class as usize;
+                if class_for(new_size, align) == Some(c) {
+                    if let Some(k) = thread::current_counters() {
+                        let old = if old_size == UNSIZED { bs } else { old_size };
+                        k.class[c].requested.add(new_size.wrapping_sub(old));
+                        k.realloc_in_place.add(1);
                     }
+                    return p;
                 }
             }
         }
@@ -207,7 +271,10 @@ pub(crate) unsafe fn realloc(p: *mut u8, old_size: usize, align: usize, new_size
             return q;
         }
         ptr::copy_nonoverlapping(p, q, old_size.min(new_size).min(usable_size(p)));
-        free(p);
+        free(p, old_size);
+        if let Some(k) = thread::current_counters() {
+            k.realloc_moved.add(1);
+        }
         q
     }
 }

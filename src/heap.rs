@@ -30,6 +30,7 @@ use crate::os;
 use crate::page::{self, Page, FREE_ZERO, FRESH_TAIL, IN_FULL, IN_USE};
 use crate::segment::{self, Segment, ABANDONED, MAX_SPAN, SLICES, SLICE_SIZE};
 use crate::size_class::{class_size, CLASS_SIZES, NUM_CLASSES};
+use crate::stats::HeapCounters;
 use core::ptr;
 use static_assertions::const_assert;
 
@@ -182,6 +183,9 @@ pub(crate) struct Heap {
     used_slices: usize,
     /// Link in the pool of unused heaps.
     pub(crate) next_free: *mut Heap,
+    /// This heap's statistics, beside it in its pool slot; they outlive the
+    /// thread (see `stats`). Null only for the shared empty heap.
+    counters: *const HeapCounters,
 }
 
 /// Slots of `direct` that class `c` serves: `lo..=hi`.
@@ -204,6 +208,67 @@ impl Heap {
             dirty_slices: 0,
             used_slices: 0,
             next_free: ptr::null_mut(),
+            counters: ptr::null(),
+        }
+    }
+
+    /// This heap's counters.
+    #[inline]
+    fn k(&self) -> &'static HeapCounters {
+        // SAFETY: set at set-up to the counters in this heap's pool slot, which
+        // is never unmapped; only the empty heap has none and it never gets here.
+        unsafe { &*self.counters }
+    }
+
+    /// Sets up a heap from the pool for a new thread; `counters` keeps counting
+    /// where the slot's previous thread left off.
+    pub(crate) fn init(&mut self, empty_page: *mut Page, counters: *const HeapCounters) {
+        self.reset(empty_page);
+        self.counters = counters;
+    }
+
+    /// Empties the heap (its counters stay).
+    fn reset(&mut self, empty_page: *mut Page) {
+        self.direct = [empty_page; DIRECT_SLOTS];
+        self.queues = [PageQueue::EMPTY; NUM_CLASSES];
+        self.full = PageQueue::EMPTY;
+        self.avail = SegList::EMPTY;
+        self.full_segs = SegList::EMPTY;
+        self.empty_page = empty_page;
+        self.free_segments = 0;
+        self.dirty_slices = 0;
+        self.used_slices = 0;
+        self.next_free = ptr::null_mut();
+    }
+
+    /// Collects other threads' frees on `p`, keeping the statistics exact.
+    /// Returns how many came back.
+    ///
+    /// # Safety
+    /// `p` is an in-use page of this heap.
+    unsafe fn collect_remote(&mut self, p: *mut Page) -> u32 {
+        // SAFETY: per the contract.
+        unsafe {
+            let n = (*p).collect_thread_free();
+            if n > 0 {
+                self.k().class[(*p).class as usize].remote_pending.sub(n as usize);
+            }
+            n
+        }
+    }
+
+    /// Makes `p`'s `free` list non-empty if it has any block left.
+    ///
+    /// # Safety
+    /// `p` is an in-use page of this heap.
+    unsafe fn refill(&mut self, p: *mut Page) -> bool {
+        // SAFETY: per the contract.
+        unsafe {
+            if !(*p).free.is_null() {
+                return true;
+            }
+            self.collect_remote(p);
+            (*p).refill_local()
         }
     }
 
@@ -308,7 +373,7 @@ impl Heap {
                 let mut p = self.queues[c].first;
                 while !p.is_null() {
                     let next = (*p).next;
-                    if (*p).refill() {
+                    if self.refill(p) {
                         if p != self.queues[c].first {
                             self.dequeue(p);
                             self.enqueue(p, true);
@@ -353,7 +418,7 @@ impl Heap {
                                 continue;
                             }
                             let p = ptr::addr_of_mut!((*s).pages[i]);
-                            if (*p).collect_thread_free() > 0 {
+                            if self.collect_remote(p) > 0 {
                                 any = true;
                                 if self.settle(p) {
                                     break; // the segment was released
@@ -428,7 +493,7 @@ impl Heap {
                 self.reclaim(s);
                 // Reclaimed pages of this class may have room.
                 let p = self.queues[c].first;
-                if !p.is_null() && (*p).refill() {
+                if !p.is_null() && self.refill(p) {
                     return p;
                 }
                 if let Some(p) = self.page_from_segments(c, span) {
@@ -437,7 +502,7 @@ impl Heap {
             }
             if self.collect_full_pages(c) {
                 let p = self.queues[c].first;
-                if !p.is_null() && (*p).refill() {
+                if !p.is_null() && self.refill(p) {
                     return p;
                 }
                 if let Some(p) = self.page_from_segments(c, span) {
@@ -479,7 +544,7 @@ impl Heap {
             // successor is read before `p` may be freed.
             unsafe {
                 let next = (*p).next;
-                if (*p).collect_thread_free() > 0 {
+                if self.collect_remote(p) > 0 {
                     any = true;
                     self.settle(p);
                 }
@@ -508,6 +573,11 @@ impl Heap {
             }
             seg.used_pages += 1;
             self.used_slices += span;
+            let k = self.k();
+            k.class[c].pages.add(1);
+            k.pages_obtained.add(1);
+            k.used_slices.add(span);
+            k.dirty_slices.sub(dirty.count_ones() as usize);
             if seg.free_slices == 0 {
                 self.avail.remove(s);
                 self.full_segs.push(s);
@@ -529,7 +599,7 @@ impl Heap {
             // Slices that were never used or were purged read zero.
             (*p).flags = IN_USE | if dirty == 0 { FRESH_TAIL } else { 0 };
             self.enqueue(p, true);
-            let ok = (*p).refill();
+            let ok = self.refill(p);
             debug_assert!(ok);
             p
         }
@@ -556,6 +626,11 @@ impl Heap {
             seg.used_pages -= 1;
             self.dirty_slices += span;
             self.used_slices -= span;
+            let k = self.k();
+            k.class[(*p).class as usize].pages.sub(1);
+            k.pages_returned.add(1);
+            k.used_slices.sub(span);
+            k.dirty_slices.add(span);
             if seg.in_full_list {
                 self.full_segs.remove(s);
                 self.avail.push(s);
@@ -580,7 +655,9 @@ impl Heap {
         // SAFETY: `s` is ours, on the avail list, with no page in use.
         unsafe {
             self.avail.remove(s);
-            self.dirty_slices -= (*s).dirty_slices.count_ones() as usize;
+            let dirty = (*s).dirty_slices.count_ones() as usize;
+            self.dirty_slices -= dirty;
+            self.k().dirty_slices.sub(dirty);
             self.free_segments -= 1;
             Segment::release(s);
         }
@@ -592,7 +669,7 @@ impl Heap {
         while !s.is_null() {
             // SAFETY: `s` is one of ours; dirty slices hold no live data.
             unsafe {
-                purge_segment(&mut *s);
+                self.k().dirty_slices.sub(purge_segment(&mut *s));
                 s = (*s).next;
             }
         }
@@ -623,7 +700,7 @@ impl Heap {
             let mut empty = 0u64;
             for i in in_use_pages(seg) {
                 let p = ptr::addr_of_mut!(seg.pages[i]);
-                (*p).collect_thread_free();
+                self.collect_remote(p);
                 (*p).flags &= !IN_FULL;
                 self.used_slices += (*p).span as usize;
                 if (*p).used == 0 {
@@ -662,7 +739,7 @@ impl Heap {
                 let mut p = self.queues[c].first;
                 while !p.is_null() {
                     let next = (*p).next;
-                    (*p).collect_thread_free();
+                    self.collect_remote(p);
                     if (*p).used == 0 {
                         self.unlink(p);
                         self.free_page(p);
@@ -699,13 +776,18 @@ impl Heap {
                     let seg = &mut *s;
                     for i in in_use_pages(seg) {
                         let p = ptr::addr_of_mut!(seg.pages[i]);
-                        (*p).collect_thread_free();
+                        self.collect_remote(p);
                         (*p).flags &= !IN_FULL;
                         (*p).next = ptr::null_mut();
                         (*p).prev = ptr::null_mut();
                         if (*p).used == 0 {
                             let span = (*p).span as usize;
                             let mask = (u64::MAX >> (64 - span)) << i;
+                            let k = self.k();
+                            k.class[(*p).class as usize].pages.sub(1);
+                            k.pages_returned.add(1);
+                            k.used_slices.sub(span);
+                            k.dirty_slices.add(span);
                             (*p).flags = 0;
                             (*p).free = ptr::null_mut();
                             (*p).local_free = ptr::null_mut();
@@ -717,6 +799,7 @@ impl Heap {
                     seg.next = ptr::null_mut();
                     seg.prev = ptr::null_mut();
                     seg.in_full_list = false;
+                    self.k().dirty_slices.sub(seg.dirty_slices.count_ones() as usize);
                     if seg.used_pages == 0 {
                         Segment::release(s);
                     } else {
@@ -731,7 +814,7 @@ impl Heap {
             }
         }
         let empty = self.empty_page;
-        *self = Heap::new(empty);
+        self.reset(empty);
     }
 }
 
@@ -758,7 +841,9 @@ fn in_use_pages(seg: &Segment) -> impl Iterator<Item = usize> {
 }
 
 /// Purges the dirty slices of `seg`, one `madvise` per contiguous run.
-fn purge_segment(seg: &mut Segment) {
+/// Returns how many slices it purged.
+fn purge_segment(seg: &mut Segment) -> usize {
+    let n = seg.dirty_slices.count_ones() as usize;
     let mut d = seg.dirty_slices;
     while d != 0 {
         let i = d.trailing_zeros() as usize;
@@ -767,6 +852,7 @@ fn purge_segment(seg: &mut Segment) {
         d &= !((u64::MAX >> (64 - run)) << i);
     }
     seg.dirty_slices = 0;
+    n
 }
 
 /// Pops a block for class `c` from `heap`, whose current page had none.

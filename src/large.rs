@@ -12,7 +12,7 @@
 use crate::os::{self, round_up, OS_PAGE};
 use crate::segment::{Segment, HUGE_BLOCK_OFFSET, KIND_HUGE, SEGMENT_SIZE};
 use crate::size_class::MAX_SMALL;
-use crate::stats::LARGE;
+use crate::stats::SHARED;
 use core::ptr;
 
 /// The largest alignment segalloc serves; larger requests return null.
@@ -44,8 +44,9 @@ pub(crate) fn alloc(size: usize, align: usize) -> *mut u8 {
         ptr::addr_of_mut!((*seg).kind).write(KIND_HUGE);
         ptr::addr_of_mut!((*seg).map_size).write(map);
         ptr::addr_of_mut!((*seg).block_offset).write(offset);
+        ptr::addr_of_mut!((*seg).requested).write(size);
     }
-    LARGE.add(map - offset);
+    SHARED.large_alloc(map - offset, size);
     // SAFETY: offset < map.
     unsafe { base.add(offset) }
 }
@@ -66,8 +67,8 @@ pub(crate) unsafe fn usable_size(seg: *const Segment) -> usize {
 /// `seg` is the header of a live huge segment whose block the caller frees.
 pub(crate) unsafe fn free(seg: *mut Segment) {
     // SAFETY: per the contract.
-    let (map, usable) = unsafe { ((*seg).map_size, usable_size(seg)) };
-    LARGE.sub(usable);
+    let (map, usable, requested) = unsafe { ((*seg).map_size, usable_size(seg), (*seg).requested) };
+    SHARED.large_free(usable, requested);
     os::unmap(seg.cast(), map);
 }
 
@@ -82,7 +83,7 @@ pub(crate) unsafe fn resize(seg: *mut Segment, p: *mut u8, new_size: usize) -> *
         return ptr::null_mut();
     }
     // SAFETY: per the contract the header is ours.
-    let (map, offset) = unsafe { ((*seg).map_size, (*seg).block_offset) };
+    let (map, offset, requested) = unsafe { ((*seg).map_size, (*seg).block_offset, (*seg).requested) };
     let Some(new_map) = offset.checked_add(new_size).and_then(|n| round_up(n, OS_PAGE)) else {
         return ptr::null_mut();
     };
@@ -90,6 +91,9 @@ pub(crate) unsafe fn resize(seg: *mut Segment, p: *mut u8, new_size: usize) -> *
         return ptr::null_mut();
     }
     if new_map == map {
+        // SAFETY: the header is ours.
+        unsafe { (*seg).requested = new_size };
+        SHARED.large_resize((map - offset, requested), (map - offset, new_size));
         return p;
     }
     let base = seg.cast::<u8>();
@@ -107,9 +111,11 @@ pub(crate) unsafe fn resize(seg: *mut Segment, p: *mut u8, new_size: usize) -> *
     }
     let seg = new_base.cast::<Segment>();
     // SAFETY: the header moved with the mapping; `new_map` bytes are mapped.
-    unsafe { ptr::addr_of_mut!((*seg).map_size).write(new_map) };
-    LARGE.sub(map - offset);
-    LARGE.add(new_map - offset);
+    unsafe {
+        ptr::addr_of_mut!((*seg).map_size).write(new_map);
+        ptr::addr_of_mut!((*seg).requested).write(new_size);
+    }
+    SHARED.large_resize((map - offset, requested), (new_map - offset, new_size));
     // SAFETY: offset < new_map.
     unsafe { new_base.add(offset) }
 }

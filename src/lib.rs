@@ -45,10 +45,13 @@ mod large;
 mod stats;
 mod thread;
 mod alloc;
+#[cfg(feature = "override")]
+mod capi;
 
 use core::alloc::{GlobalAlloc, Layout};
 
 pub use large::MAX_ALIGN;
+pub use stats::{stats, thread_stats, ClassStats, OsCalls, Stats};
 pub use size_class::{MAX_SMALL as LARGE_THRESHOLD, MIN_ALIGN};
 
 /// The segalloc allocator. Install it as the global allocator:
@@ -83,9 +86,9 @@ unsafe impl GlobalAlloc for SegAlloc {
     }
 
     #[inline]
-    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
-        // SAFETY: the caller passes a live block of ours.
-        unsafe { alloc::free(ptr) }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller passes a live block of ours and its layout.
+        unsafe { alloc::free(ptr, layout.size()) }
     }
 
     #[inline]

@@ -79,6 +79,37 @@ fn mmap_at(hint: usize, size: usize) -> *mut u8 {
     p.cast()
 }
 
+/// Resident memory of the whole process, from /proc/self/statm (0 if unknown).
+/// Reads into a stack buffer: no allocation.
+pub(crate) fn resident_bytes() -> usize {
+    let mut buf = [0u8; 128];
+    // SAFETY: opening a NUL-terminated path read-only, reading into our buffer
+    // within its length, and closing the descriptor we opened.
+    let n = unsafe {
+        let fd = libc::open(c"/proc/self/statm".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return 0;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    if n <= 0 {
+        return 0;
+    }
+    // The second field is the resident set in pages.
+    let mut fields = buf[..n as usize].split(|&b| b == b' ');
+    let _size = fields.next();
+    let mut pages = 0usize;
+    for &d in fields.next().unwrap_or(&[]) {
+        if !d.is_ascii_digit() {
+            break;
+        }
+        pages = pages.wrapping_mul(10).wrapping_add((d - b'0') as usize);
+    }
+    pages * OS_PAGE
+}
+
 /// Unmaps `[p, p + size)`, which must be a range segalloc mapped and no longer uses.
 pub(crate) fn unmap(p: *mut u8, size: usize) {
     if size == 0 {
@@ -203,7 +234,7 @@ pub(crate) fn remap_aligned(p: *mut u8, old: usize, new: usize, align: usize) ->
 /// Whether segments come from the program break (opt-in) instead of mmap.
 static USE_BRK: AtomicUsize = AtomicUsize::new(0);
 /// Serialises moves of the program break (a cold path: once per segment).
-static BRK_LOCK: spin::Mutex<()> = spin::Mutex::new(());
+pub(crate) static BRK_LOCK: spin::Mutex<()> = spin::Mutex::new(());
 
 pub(crate) fn set_use_brk(on: bool) {
     USE_BRK.store(on as usize, Ordering::Relaxed);
@@ -332,6 +363,12 @@ mod tests {
     fn impossible_mapping_fails_cleanly() {
         assert!(map_aligned(usize::MAX & !(OS_PAGE - 1), OS_PAGE).is_null());
         assert!(map_aligned(1 << 62, 1 << 22).is_null());
+    }
+
+    #[test]
+    fn resident_is_read() {
+        let r = resident_bytes();
+        assert!(r > 0 && r < (1 << 40), "resident {r}");
     }
 
     #[test]

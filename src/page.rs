@@ -37,21 +37,22 @@ pub(crate) const FREE_ZERO: u8 = 8;
 const EXTEND_BYTES: usize = 4096;
 
 /// Metadata of one page; lives in the segment header, never in the page itself.
+/// The fields the fast paths touch come first.
 #[repr(C)]
 pub(crate) struct Page {
     pub(crate) free: *mut Block,
     pub(crate) used: u32,
-    /// Blocks carved so far; `capacity <= reserved`.
-    pub(crate) capacity: u32,
+    pub(crate) class: u8,
+    pub(crate) flags: u8,
+    /// Slices the page spans.
+    pub(crate) span: u8,
     pub(crate) local_free: *mut Block,
     pub(crate) thread_free: AtomicPtr<Block>,
     pub(crate) block_size: usize,
+    /// Blocks carved so far; `capacity <= reserved`.
+    pub(crate) capacity: u32,
     /// Blocks that fit in the page.
     pub(crate) reserved: u32,
-    pub(crate) class: u8,
-    /// Slices the page spans.
-    pub(crate) span: u8,
-    pub(crate) flags: u8,
     pub(crate) start: *mut u8,
     /// Links in the owning heap's page queue (or its full list).
     pub(crate) next: *mut Page,
@@ -63,14 +64,14 @@ impl Page {
     pub(crate) const EMPTY: Page = Page {
         free: ptr::null_mut(),
         used: 0,
-        capacity: 0,
+        class: 0,
+        flags: 0,
+        span: 0,
         local_free: ptr::null_mut(),
         thread_free: AtomicPtr::new(ptr::null_mut()),
         block_size: 0,
+        capacity: 0,
         reserved: 0,
-        class: 0,
-        span: 0,
-        flags: 0,
         start: ptr::null_mut(),
         next: ptr::null_mut(),
         prev: ptr::null_mut(),
@@ -123,14 +124,13 @@ impl Page {
         n
     }
 
-    /// Makes `free` non-empty if the page has any block left: collects other
-    /// threads' frees, takes the local ones, or carves more of the page.
-    /// Returns whether `free` is non-empty. Owner only.
-    pub(crate) fn refill(&mut self) -> bool {
+    /// Makes `free` non-empty if the page has any block left, once other
+    /// threads' frees have been collected: takes the local frees, or carves
+    /// more of the page. Returns whether `free` is non-empty. Owner only.
+    pub(crate) fn refill_local(&mut self) -> bool {
         if !self.free.is_null() {
             return true;
         }
-        self.collect_thread_free();
         if !self.local_free.is_null() {
             self.free = self.local_free;
             self.local_free = ptr::null_mut();

@@ -64,6 +64,8 @@ pub(crate) struct Segment {
     pub(crate) map_size: usize,
     /// Offset of a huge segment's block from the base.
     pub(crate) block_offset: usize,
+    /// Bytes asked for the huge block (for statistics).
+    pub(crate) requested: usize,
     // --- small segments ---
     /// Address of the owning heap, or 0 while abandoned.
     pub(crate) owner: AtomicUsize,
@@ -88,7 +90,7 @@ pub(crate) struct Segment {
 }
 
 const_assert!(size_of::<Segment>() <= SLICE_SIZE);
-const_assert!(offset_of!(Segment, block_offset) + size_of::<usize>() <= HUGE_BLOCK_OFFSET);
+const_assert!(offset_of!(Segment, requested) + size_of::<usize>() <= HUGE_BLOCK_OFFSET);
 const_assert!(align_of::<Segment>() <= os::OS_PAGE);
 const_assert!(size_of::<Page>() <= 80);
 
@@ -151,6 +153,7 @@ impl Segment {
         if base.is_null() {
             return ptr::null_mut();
         }
+        crate::stats::SHARED.segments_obtained.fetch_add(1, Ordering::Relaxed);
         let seg = base.cast::<Segment>();
         // SAFETY: `base` is a fresh, zeroed, aligned region of SEGMENT_SIZE bytes
         // (mmap/brk give zeroed memory, recycled brk segments are purged), and a
@@ -172,6 +175,7 @@ impl Segment {
     pub(crate) unsafe fn release(seg: *mut Segment) {
         // SAFETY: per the contract, the header is ours to read and then drop.
         let source = unsafe { (*seg).source };
+        crate::stats::SHARED.segments_returned.fetch_add(1, Ordering::Relaxed);
         match source {
             Source::Mmap => os::unmap(seg.cast(), SEGMENT_SIZE),
             Source::Brk => {
@@ -192,11 +196,11 @@ impl Segment {
 
 /// A stack of segments under a spin lock (cold paths only: once per segment).
 pub(crate) struct SegmentStack {
-    head: spin::Mutex<SegPtr>,
+    pub(crate) head: spin::Mutex<SegPtr>,
     len: AtomicUsize,
 }
 
-struct SegPtr(*mut Segment);
+pub(crate) struct SegPtr(*mut Segment);
 // SAFETY: the pointer is only followed under the lock, and segments on the
 // stack belong to no thread.
 unsafe impl Send for SegPtr {}
@@ -242,6 +246,7 @@ pub(crate) static BRK_FREE: SegmentStack = SegmentStack::new();
 pub(crate) fn obtain(owner: usize) -> *mut Segment {
     let seg = BRK_FREE.pop();
     if !seg.is_null() {
+        crate::stats::SHARED.segments_obtained.fetch_add(1, Ordering::Relaxed);
         // SAFETY: a recycled brk segment was purged whole on release, so its
         // memory reads zero again; re-initialise it as a fresh segment.
         unsafe {

@@ -1,34 +1,671 @@
-//! Statistics: what segalloc holds and where it went.
+//! Statistics: what segalloc holds, and where the memory went.
 //!
-//! (First part: the counters the large-object path keeps. The full snapshot
-//! API builds on these.)
+//! Counting is per thread and costs no atomic read-modify-write: each heap
+//! keeps its own counters ([`HeapCounters`]), which only its thread writes
+//! (a relaxed load and store, i.e. a plain add) and any thread may read. All
+//! counters are deltas that are never reset, so a block allocated by one thread
+//! and freed by another is +1 on one heap and -1 on the other, and the sum over
+//! every heap is exact. Heaps of exited threads go back to a pool with their
+//! counters intact, and [`stats`] sums over every heap ever made, so nothing is
+//! lost when threads exit. A thread that frees before it ever allocated counts
+//! into a shared set of atomic counters instead (a cold path).
+//!
+//! Large objects and OS calls are counted with shared atomics: each such event
+//! is a system call anyway.
+//!
+//! Where the committed memory goes (all in bytes):
+//! ```text
+//! committed = allocated + metadata + external
+//! external  = free_in_pages + free_pages
+//! ```
+//! - `allocated`: live small blocks at their block size, plus large blocks at
+//!   their usable size;
+//! - `metadata`: segment headers, heaps, and each large block's header page;
+//! - `free_in_pages`: the rest of the pages in use: free blocks (including
+//!   those freed by other threads and not yet collected, `remote_pending`),
+//!   blocks never carved yet, and the tail that fits no block;
+//! - `free_pages`: wholly free pages the heaps still hold, resident, ready
+//!   for reuse until they are purged.
 
+use crate::heap::span_for;
+use crate::os::{self, OS_PAGE};
+use crate::segment::{Segment, SLICE_SIZE};
+use crate::size_class::{class_size, NUM_CLASSES};
+use core::fmt;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-/// Live large (directly mapped) objects: a count and their usable bytes.
-pub(crate) struct LargeCounters {
-    count: AtomicUsize,
-    bytes: AtomicUsize,
+/// A counter written by one thread and read by any: a relaxed load and store,
+/// so the owner pays a plain add and readers see a whole value.
+#[repr(transparent)]
+pub(crate) struct Counter(AtomicUsize);
+
+impl Counter {
+    pub(crate) const fn new() -> Self {
+        Counter(AtomicUsize::new(0))
+    }
+    /// Adds `n` (wrapping). Only the owning thread may call this.
+    #[inline(always)]
+    pub(crate) fn add(&self, n: usize) {
+        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+    /// Subtracts `n` (wrapping). Only the owning thread may call this.
+    #[inline(always)]
+    pub(crate) fn sub(&self, n: usize) {
+        self.0.store(self.0.load(Ordering::Relaxed).wrapping_sub(n), Ordering::Relaxed);
+    }
+    #[inline]
+    pub(crate) fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
-impl LargeCounters {
-    const fn new() -> Self {
-        LargeCounters { count: AtomicUsize::new(0), bytes: AtomicUsize::new(0) }
+/// Per size class counters of one heap, side by side so that an allocation or
+/// a free touches one cache line.
+#[repr(C, align(64))]
+pub(crate) struct ClassCounters {
+    pub(crate) allocs: Counter,
+    pub(crate) frees: Counter,
+    pub(crate) requested: Counter,
+    /// Pages of this class made (+) and freed (-).
+    pub(crate) pages: Counter,
+    /// Blocks pushed on other heaps' `thread_free` (+) and collected (-).
+    pub(crate) remote_pending: Counter,
+}
+
+impl ClassCounters {
+    const NEW: ClassCounters = ClassCounters {
+        allocs: Counter::new(),
+        frees: Counter::new(),
+        requested: Counter::new(),
+        pages: Counter::new(),
+        remote_pending: Counter::new(),
+    };
+}
+
+/// One heap's counters. See the module docs.
+#[repr(C)]
+pub(crate) struct HeapCounters {
+    pub(crate) class: [ClassCounters; NUM_CLASSES],
+    pub(crate) realloc_in_place: Counter,
+    pub(crate) realloc_moved: Counter,
+    pub(crate) remote_frees: Counter,
+    pub(crate) pages_obtained: Counter,
+    pub(crate) pages_returned: Counter,
+    /// Slices held by pages in use.
+    pub(crate) used_slices: Counter,
+    /// Free slices still resident.
+    pub(crate) dirty_slices: Counter,
+}
+
+impl HeapCounters {
+    pub(crate) const NEW: HeapCounters = HeapCounters {
+        class: [ClassCounters::NEW; NUM_CLASSES],
+        realloc_in_place: Counter::new(),
+        realloc_moved: Counter::new(),
+        remote_frees: Counter::new(),
+        pages_obtained: Counter::new(),
+        pages_returned: Counter::new(),
+        used_slices: Counter::new(),
+        dirty_slices: Counter::new(),
+    };
+}
+
+/// Shared atomic counters for threads without a heap, and for large objects,
+/// segments and the heap pool.
+pub(crate) struct Shared {
+    /// Frees by threads that never allocated: per class (frees, requested, pending).
+    orphan_frees: [AtomicUsize; NUM_CLASSES],
+    orphan_requested: [AtomicUsize; NUM_CLASSES],
+    orphan_pending: [AtomicUsize; NUM_CLASSES],
+    large_allocs: AtomicUsize,
+    large_frees: AtomicUsize,
+    large_usable: AtomicUsize,
+    large_requested: AtomicUsize,
+    large_reallocs: AtomicUsize,
+    pub(crate) segments_obtained: AtomicUsize,
+    pub(crate) segments_returned: AtomicUsize,
+    /// Bytes of OS memory holding heaps.
+    pub(crate) heap_meta: AtomicUsize,
+}
+
+#[allow(clippy::declare_interior_mutable_const)] // used only to build arrays
+const Z: AtomicUsize = AtomicUsize::new(0);
+
+pub(crate) static SHARED: Shared = Shared {
+    orphan_frees: [Z; NUM_CLASSES],
+    orphan_requested: [Z; NUM_CLASSES],
+    orphan_pending: [Z; NUM_CLASSES],
+    large_allocs: Z,
+    large_frees: Z,
+    large_usable: Z,
+    large_requested: Z,
+    large_reallocs: Z,
+    segments_obtained: Z,
+    segments_returned: Z,
+    heap_meta: Z,
+};
+
+impl Shared {
+    /// A free of a class-`c` block by a thread without a heap.
+    pub(crate) fn orphan_free(&self, c: usize, requested: usize) {
+        self.orphan_frees[c].fetch_add(1, Ordering::Relaxed);
+        self.orphan_requested[c].fetch_add(requested, Ordering::Relaxed);
+        self.orphan_pending[c].fetch_add(1, Ordering::Relaxed);
     }
-    /// One more large object of `bytes` usable bytes (a resize is a sub + add).
-    pub(crate) fn add(&self, bytes: usize) {
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    pub(crate) fn large_alloc(&self, usable: usize, requested: usize) {
+        self.large_allocs.fetch_add(1, Ordering::Relaxed);
+        self.large_usable.fetch_add(usable, Ordering::Relaxed);
+        self.large_requested.fetch_add(requested, Ordering::Relaxed);
     }
-    pub(crate) fn sub(&self, bytes: usize) {
-        self.count.fetch_sub(1, Ordering::Relaxed);
-        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+    pub(crate) fn large_free(&self, usable: usize, requested: usize) {
+        self.large_frees.fetch_add(1, Ordering::Relaxed);
+        self.large_usable.fetch_sub(usable, Ordering::Relaxed);
+        self.large_requested.fetch_sub(requested, Ordering::Relaxed);
     }
-    /// (live large objects, their usable bytes)
-    pub(crate) fn read(&self) -> (usize, usize) {
-        (self.count.load(Ordering::Relaxed), self.bytes.load(Ordering::Relaxed))
+    /// A large block resized in place (or moved by mremap) from `old` to `new`.
+    pub(crate) fn large_resize(&self, old: (usize, usize), new: (usize, usize)) {
+        self.large_reallocs.fetch_add(1, Ordering::Relaxed);
+        self.large_usable.fetch_add(new.0.wrapping_sub(old.0), Ordering::Relaxed);
+        self.large_requested.fetch_add(new.1.wrapping_sub(old.1), Ordering::Relaxed);
     }
 }
 
-/// Process-wide large-object counters (cold path: each change is a syscall).
-pub(crate) static LARGE: LargeCounters = LargeCounters::new();
+/// Figures of one size class in a [`Stats`] snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassStats {
+    /// Block size of the class, in bytes.
+    pub block_size: usize,
+    /// Blocks handed out and not yet freed.
+    pub live_blocks: usize,
+    /// Bytes asked for by the live blocks (the sum of their layouts' sizes).
+    pub requested: usize,
+    /// Pages of this class in use.
+    pub pages: usize,
+    /// Blocks of those pages that are not live (free, freed by another thread
+    /// and not yet collected, or not yet carved).
+    pub free_blocks: usize,
+}
+
+/// A snapshot of segalloc's memory, from [`stats`] or [`thread_stats`].
+///
+/// Byte figures are fields; derived figures are methods. After all threads
+/// that allocated have joined, `requested` is exact to the byte and
+/// `committed == allocated + metadata + external_fragmentation()` holds
+/// exactly. While other threads run, each counter is read whole but they are
+/// not read at one instant, so a snapshot may be off by what changed while it
+/// was taken.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stats {
+    /// Bytes asked for by live allocations (the sum of their layouts' sizes).
+    pub requested: usize,
+    /// Bytes handed out for them: block sizes, and usable sizes of large blocks.
+    pub allocated: usize,
+    /// Memory obtained from the OS and not given back (touched or dirty).
+    pub committed: usize,
+    /// Resident memory of the whole process (from /proc/self/statm), or 0
+    /// where it cannot be read.
+    pub resident: usize,
+    /// Address space segalloc has reserved from the OS.
+    pub mapped: usize,
+    /// segalloc's own bookkeeping: segment headers, heaps, large-block headers.
+    pub metadata: usize,
+    /// Free blocks inside pages in use (part of external fragmentation).
+    pub free_in_pages: usize,
+    /// Wholly free pages held, still resident (part of external fragmentation).
+    pub free_pages: usize,
+    /// Bytes of blocks freed by other threads and not yet collected by their
+    /// owner: the nearest thing segalloc has to blocks parked in thread caches.
+    /// Already included in `free_in_pages`.
+    pub remote_pending: usize,
+    /// Allocations made (small and large).
+    pub allocations: usize,
+    /// Frees made (small and large).
+    pub frees: usize,
+    /// Reallocations that kept the block where it was.
+    pub reallocs_in_place: usize,
+    /// Reallocations that moved the block (large ones moved by mremap count
+    /// as in place: no byte is copied).
+    pub reallocs_moved: usize,
+    /// Frees of blocks owned by another thread's heap (or an abandoned one).
+    pub cross_thread_frees: usize,
+    /// Pages made from segment slices.
+    pub pages_obtained: usize,
+    /// Pages given back to their segment.
+    pub pages_returned: usize,
+    /// Segments obtained from the OS.
+    pub segments_obtained: usize,
+    /// Segments given back to the OS.
+    pub segments_returned: usize,
+    /// Segments whose thread exited with live blocks, waiting to be reclaimed.
+    pub segments_abandoned: usize,
+    /// Live large (directly mapped) objects.
+    pub large_objects: usize,
+    /// Usable bytes of the live large objects.
+    pub large_bytes: usize,
+    /// System calls: mmap, munmap, madvise, mremap, brk.
+    pub os_calls: OsCalls,
+    /// Per size class, indexed by class.
+    pub classes: [ClassStats; NUM_CLASSES],
+}
+
+/// System calls made so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OsCalls {
+    /// `mmap` calls.
+    pub mmap: usize,
+    /// `munmap` calls.
+    pub munmap: usize,
+    /// `madvise` calls (purges).
+    pub madvise: usize,
+    /// `mremap` calls.
+    pub mremap: usize,
+    /// `sbrk` calls.
+    pub brk: usize,
+}
+
+impl Stats {
+    fn zero() -> Stats {
+        Stats {
+            requested: 0,
+            allocated: 0,
+            committed: 0,
+            resident: 0,
+            mapped: 0,
+            metadata: 0,
+            free_in_pages: 0,
+            free_pages: 0,
+            remote_pending: 0,
+            allocations: 0,
+            frees: 0,
+            reallocs_in_place: 0,
+            reallocs_moved: 0,
+            cross_thread_frees: 0,
+            pages_obtained: 0,
+            pages_returned: 0,
+            segments_obtained: 0,
+            segments_returned: 0,
+            segments_abandoned: 0,
+            large_objects: 0,
+            large_bytes: 0,
+            os_calls: OsCalls::default(),
+            classes: [ClassStats::default(); NUM_CLASSES],
+        }
+    }
+
+    /// Bytes handed out beyond what was asked: `allocated - requested`.
+    pub fn internal_fragmentation(&self) -> usize {
+        self.allocated.saturating_sub(self.requested)
+    }
+
+    /// [`internal_fragmentation`](Self::internal_fragmentation) over `allocated`
+    /// (0 when nothing is allocated).
+    pub fn internal_fragmentation_ratio(&self) -> f64 {
+        ratio(self.internal_fragmentation(), self.allocated)
+    }
+
+    /// Committed bytes that are neither handed out nor metadata:
+    /// `free_in_pages + free_pages`.
+    pub fn external_fragmentation(&self) -> usize {
+        self.free_in_pages + self.free_pages
+    }
+
+    /// [`external_fragmentation`](Self::external_fragmentation) over `committed`
+    /// (0 when nothing is committed).
+    pub fn external_fragmentation_ratio(&self) -> f64 {
+        ratio(self.external_fragmentation(), self.committed)
+    }
+
+    /// Live blocks and bytes, small and large.
+    pub fn live_blocks(&self) -> usize {
+        self.classes.iter().map(|c| c.live_blocks).sum::<usize>() + self.large_objects
+    }
+
+    /// Adds one heap's counters.
+    fn add_heap(&mut self, h: &HeapCounters) {
+        for (c, (row, k)) in self.classes.iter_mut().zip(h.class.iter()).enumerate() {
+            let pending = k.remote_pending.get().wrapping_mul(class_size(c));
+            self.remote_pending = self.remote_pending.wrapping_add(pending);
+            row.live_blocks = row.live_blocks.wrapping_add(k.allocs.get().wrapping_sub(k.frees.get()));
+            row.requested = row.requested.wrapping_add(k.requested.get());
+            row.pages = row.pages.wrapping_add(k.pages.get());
+            self.allocations = self.allocations.wrapping_add(k.allocs.get());
+            self.frees = self.frees.wrapping_add(k.frees.get());
+        }
+        self.reallocs_in_place = self.reallocs_in_place.wrapping_add(h.realloc_in_place.get());
+        self.reallocs_moved = self.reallocs_moved.wrapping_add(h.realloc_moved.get());
+        self.cross_thread_frees = self.cross_thread_frees.wrapping_add(h.remote_frees.get());
+        self.pages_obtained = self.pages_obtained.wrapping_add(h.pages_obtained.get());
+        self.pages_returned = self.pages_returned.wrapping_add(h.pages_returned.get());
+        self.free_pages = self.free_pages.wrapping_add(h.dirty_slices.get());
+        self.committed = self.committed.wrapping_add(h.used_slices.get());
+    }
+
+    /// Turns the summed counters into figures. Until here `free_pages` and
+    /// `committed` hold slice counts, and `requested` the large objects' bytes.
+    fn finish(&mut self, segments: usize, heap_meta: usize) {
+        let used_bytes = self.committed.wrapping_mul(SLICE_SIZE);
+        self.free_pages = self.free_pages.wrapping_mul(SLICE_SIZE);
+        let mut small_allocated = 0usize;
+        let mut small_requested = 0usize;
+        for (c, row) in self.classes.iter_mut().enumerate() {
+            let bs = class_size(c);
+            row.block_size = bs;
+            let capacity = row.pages.wrapping_mul(span_for(bs) * SLICE_SIZE / bs);
+            row.free_blocks = capacity.wrapping_sub(row.live_blocks);
+            small_allocated = small_allocated.wrapping_add(row.live_blocks.wrapping_mul(bs));
+            small_requested = small_requested.wrapping_add(row.requested);
+        }
+        self.free_in_pages = used_bytes.wrapping_sub(small_allocated);
+        let header = os::round_up(core::mem::size_of::<Segment>(), OS_PAGE).unwrap_or(0);
+        self.metadata = segments.wrapping_mul(header) + heap_meta + self.large_objects * OS_PAGE;
+        self.allocated = small_allocated.wrapping_add(self.large_bytes);
+        self.requested = small_requested.wrapping_add(self.requested);
+        self.committed = used_bytes
+            .wrapping_add(self.free_pages)
+            .wrapping_add(self.metadata)
+            .wrapping_add(self.large_bytes);
+    }
+}
+
+fn ratio(a: usize, b: usize) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+/// A snapshot of the whole process: every thread's heap, large objects, and
+/// the OS calls made. Callable at any time from any thread; it does not
+/// allocate.
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: segalloc::SegAlloc = segalloc::SegAlloc;
+///
+/// let before = segalloc::stats().requested;
+/// let v = vec![0u8; 1000];
+/// let s = segalloc::stats();
+/// assert_eq!(s.requested - before, 1000);
+/// assert!(s.allocated >= s.requested);
+/// drop(v);
+/// ```
+pub fn stats() -> Stats {
+    let mut s = Stats::zero();
+    crate::thread::for_each_heap(|h| s.add_heap(h));
+    let sh = &SHARED;
+    for c in 0..NUM_CLASSES {
+        let frees = sh.orphan_frees[c].load(Ordering::Relaxed);
+        let row = &mut s.classes[c];
+        row.live_blocks = row.live_blocks.wrapping_sub(frees);
+        row.requested = row.requested.wrapping_sub(sh.orphan_requested[c].load(Ordering::Relaxed));
+        s.frees = s.frees.wrapping_add(frees);
+        let p = sh.orphan_pending[c].load(Ordering::Relaxed);
+        s.remote_pending = s.remote_pending.wrapping_add(p.wrapping_mul(class_size(c)));
+    }
+    let la = sh.large_allocs.load(Ordering::Relaxed);
+    let lf = sh.large_frees.load(Ordering::Relaxed);
+    s.large_objects = la.wrapping_sub(lf);
+    s.large_bytes = sh.large_usable.load(Ordering::Relaxed);
+    s.requested = sh.large_requested.load(Ordering::Relaxed);
+    s.allocations = s.allocations.wrapping_add(la);
+    s.frees = s.frees.wrapping_add(lf);
+    s.reallocs_in_place = s.reallocs_in_place.wrapping_add(sh.large_reallocs.load(Ordering::Relaxed));
+    let obtained = sh.segments_obtained.load(Ordering::Relaxed);
+    let returned = sh.segments_returned.load(Ordering::Relaxed);
+    s.segments_obtained = obtained;
+    s.segments_returned = returned;
+    s.segments_abandoned = crate::segment::ABANDONED.len();
+    s.finish(obtained.wrapping_sub(returned), sh.heap_meta.load(Ordering::Relaxed));
+    fill_os(&mut s);
+    s
+}
+
+/// The calling thread's own counters: what it allocated and freed, its
+/// reallocs and cross-thread frees, the pages it made and returned, and the
+/// memory its pages hold. Process-wide figures (large objects, segments, OS
+/// calls, resident, mapped) are left at zero. A block this thread freed but
+/// another allocated counts as a negative live block here, so per-class live
+/// figures are deltas; they are exact for a thread that frees only its own.
+pub fn thread_stats() -> Stats {
+    let mut s = Stats::zero();
+    if let Some(k) = crate::thread::current_counters() {
+        s.add_heap(k);
+    }
+    s.finish(0, 0);
+    s
+}
+
+fn fill_os(s: &mut Stats) {
+    let c = &os::COUNTERS;
+    s.mapped = c.mapped.load(Ordering::Relaxed);
+    s.os_calls = OsCalls {
+        mmap: c.mmap.load(Ordering::Relaxed),
+        munmap: c.munmap.load(Ordering::Relaxed),
+        madvise: c.madvise.load(Ordering::Relaxed),
+        mremap: c.mremap.load(Ordering::Relaxed),
+        brk: c.brk.load(Ordering::Relaxed),
+    };
+    s.resident = os::resident_bytes();
+}
+
+/// Writes a byte count compactly: 512 B, 12.3 KiB, 4.0 MiB, 1.5 GiB.
+struct Bytes(usize);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0 as f64;
+        let w = f.width().unwrap_or(0);
+        let mut buf = FixedBuf::new();
+        let _ = if self.0 < 1024 {
+            fmt::write(&mut buf, format_args!("{} B", self.0))
+        } else if b < 1024.0 * 1024.0 {
+            fmt::write(&mut buf, format_args!("{:.1} KiB", b / 1024.0))
+        } else if b < 1024.0 * 1024.0 * 1024.0 {
+            fmt::write(&mut buf, format_args!("{:.1} MiB", b / (1024.0 * 1024.0)))
+        } else {
+            fmt::write(&mut buf, format_args!("{:.2} GiB", b / (1024.0 * 1024.0 * 1024.0)))
+        };
+        write!(f, "{:>w$}", buf.as_str(), w = w)
+    }
+}
+
+/// A small stack buffer for formatting without allocating.
+pub(crate) struct FixedBuf {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl FixedBuf {
+    pub(crate) const fn new() -> Self {
+        FixedBuf { buf: [0; 64], len: 0 }
+    }
+    pub(crate) fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+impl fmt::Write for FixedBuf {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+const BAR: usize = 20;
+
+impl fmt::Display for Stats {
+    /// A compact table: totals, the two fragmentation ratios, then one line per
+    /// size class in use with a bar of its pages' use (`#` live, `.` free).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "segalloc: requested {} allocated {} committed {} resident {} mapped {} metadata {}",
+            Bytes(self.requested),
+            Bytes(self.allocated),
+            Bytes(self.committed),
+            Bytes(self.resident),
+            Bytes(self.mapped),
+            Bytes(self.metadata)
+        )?;
+        writeln!(
+            f,
+            "  internal fragmentation {} ({:.1}% of allocated); external {} ({:.1}% of committed): \
+             {} free in pages, {} in free pages, {} pending remote frees",
+            Bytes(self.internal_fragmentation()),
+            100.0 * self.internal_fragmentation_ratio(),
+            Bytes(self.external_fragmentation()),
+            100.0 * self.external_fragmentation_ratio(),
+            Bytes(self.free_in_pages),
+            Bytes(self.free_pages),
+            Bytes(self.remote_pending)
+        )?;
+        writeln!(
+            f,
+            "  {} allocs, {} frees ({} cross-thread), reallocs {} in place / {} moved; \
+             pages +{} -{}, segments +{} -{} ({} abandoned); large {} ({})",
+            self.allocations,
+            self.frees,
+            self.cross_thread_frees,
+            self.reallocs_in_place,
+            self.reallocs_moved,
+            self.pages_obtained,
+            self.pages_returned,
+            self.segments_obtained,
+            self.segments_returned,
+            self.segments_abandoned,
+            self.large_objects,
+            Bytes(self.large_bytes)
+        )?;
+        writeln!(
+            f,
+            "  os calls: mmap {} munmap {} madvise {} mremap {} brk {}",
+            self.os_calls.mmap, self.os_calls.munmap, self.os_calls.madvise, self.os_calls.mremap, self.os_calls.brk
+        )?;
+        writeln!(f, "  {:>7} {:>9} {:>10} {:>6} {:>9} {:>6}  use", "block", "live", "requested", "pages", "free", "waste")?;
+        for row in self.classes.iter().filter(|r| r.pages != 0 || r.live_blocks != 0) {
+            let cap = row.live_blocks.wrapping_add(row.free_blocks);
+            let filled = if cap == 0 { 0 } else { (row.live_blocks.min(cap) * BAR).div_ceil(cap) };
+            let live_bytes = row.live_blocks.wrapping_mul(row.block_size);
+            let waste = 100.0 * ratio(live_bytes.saturating_sub(row.requested), live_bytes);
+            write!(
+                f,
+                "  {:>7} {:>9} {:>10} {:>6} {:>9} {:>5.1}%  ",
+                row.block_size,
+                row.live_blocks as isize,
+                Bytes(row.requested),
+                row.pages as isize,
+                row.free_blocks as isize,
+                waste
+            )?;
+            for i in 0..BAR {
+                f.write_str(if i < filled { "#" } else { "." })?;
+            }
+            f.write_str("\n")?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `s` to stderr without allocating.
+pub(crate) fn write_stderr(s: &Stats) {
+    struct Fd;
+    impl fmt::Write for Fd {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            let mut b = s.as_bytes();
+            while !b.is_empty() {
+                // SAFETY: writing a valid buffer to fd 2.
+                let n = unsafe { libc::write(2, b.as_ptr().cast(), b.len()) };
+                if n <= 0 {
+                    return Err(fmt::Error);
+                }
+                b = &b[n as usize..];
+            }
+            Ok(())
+        }
+    }
+    let _ = fmt::write(&mut Fd, format_args!("{s}"));
+}
+
+/// At exit, prints the statistics when `SEGALLOC_SHOW_STATS=1`.
+extern "C" fn print_at_exit() {
+    write_stderr(&stats());
+}
+
+/// Registers the exit printer if the environment asks for it. Called once,
+/// from the first heap's set-up.
+pub(crate) fn register_exit_printer() {
+    // SAFETY: getenv with a NUL-terminated name; the result is only read.
+    let v = unsafe { libc::getenv(c"SEGALLOC_SHOW_STATS".as_ptr()) };
+    // SAFETY: a non-null getenv result is a NUL-terminated string.
+    if !v.is_null() && unsafe { *v == b'1' as libc::c_char } {
+        // SAFETY: registering a plain extern "C" function.
+        unsafe { libc::atexit(print_at_exit) };
+    }
+}
+
+#[cfg(feature = "serde")]
+mod serde_impl {
+    use super::{ClassStats, OsCalls, Stats};
+    use serde::ser::{Serialize, SerializeStruct, Serializer};
+
+    impl Serialize for ClassStats {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut st = s.serialize_struct("ClassStats", 5)?;
+            st.serialize_field("block_size", &self.block_size)?;
+            st.serialize_field("live_blocks", &self.live_blocks)?;
+            st.serialize_field("requested", &self.requested)?;
+            st.serialize_field("pages", &self.pages)?;
+            st.serialize_field("free_blocks", &self.free_blocks)?;
+            st.end()
+        }
+    }
+
+    impl Serialize for OsCalls {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut st = s.serialize_struct("OsCalls", 5)?;
+            st.serialize_field("mmap", &self.mmap)?;
+            st.serialize_field("munmap", &self.munmap)?;
+            st.serialize_field("madvise", &self.madvise)?;
+            st.serialize_field("mremap", &self.mremap)?;
+            st.serialize_field("brk", &self.brk)?;
+            st.end()
+        }
+    }
+
+    impl Serialize for Stats {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut st = s.serialize_struct("Stats", 28)?;
+            st.serialize_field("requested", &self.requested)?;
+            st.serialize_field("allocated", &self.allocated)?;
+            st.serialize_field("committed", &self.committed)?;
+            st.serialize_field("resident", &self.resident)?;
+            st.serialize_field("mapped", &self.mapped)?;
+            st.serialize_field("metadata", &self.metadata)?;
+            st.serialize_field("free_in_pages", &self.free_in_pages)?;
+            st.serialize_field("free_pages", &self.free_pages)?;
+            st.serialize_field("remote_pending", &self.remote_pending)?;
+            st.serialize_field("internal_fragmentation", &self.internal_fragmentation())?;
+            st.serialize_field("internal_fragmentation_ratio", &self.internal_fragmentation_ratio())?;
+            st.serialize_field("external_fragmentation", &self.external_fragmentation())?;
+            st.serialize_field("external_fragmentation_ratio", &self.external_fragmentation_ratio())?;
+            st.serialize_field("allocations", &self.allocations)?;
+            st.serialize_field("frees", &self.frees)?;
+            st.serialize_field("reallocs_in_place", &self.reallocs_in_place)?;
+            st.serialize_field("reallocs_moved", &self.reallocs_moved)?;
+            st.serialize_field("cross_thread_frees", &self.cross_thread_frees)?;
+            st.serialize_field("pages_obtained", &self.pages_obtained)?;
+            st.serialize_field("pages_returned", &self.pages_returned)?;
+            st.serialize_field("segments_obtained", &self.segments_obtained)?;
+            st.serialize_field("segments_returned", &self.segments_returned)?;
+            st.serialize_field("segments_abandoned", &self.segments_abandoned)?;
+            st.serialize_field("large_objects", &self.large_objects)?;
+            st.serialize_field("large_bytes", &self.large_bytes)?;
+            st.serialize_field("os_calls", &self.os_calls)?;
+            st.serialize_field("classes", &self.classes[..])?;
+            st.end()
+        }
+    }
+}

@@ -17,6 +17,8 @@
 use crate::heap::Heap;
 use crate::os;
 use crate::page::Page;
+use crate::stats::{HeapCounters, SHARED};
+use core::sync::atomic::Ordering;
 use core::cell::{Cell, UnsafeCell};
 use core::ptr;
 
@@ -29,37 +31,73 @@ unsafe impl<T> Sync for Shared<T> {}
 
 /// The page that stands for "no page": its `free` list is always null.
 pub(crate) static EMPTY_PAGE: Shared<Page> = Shared(UnsafeCell::new(Page::EMPTY));
+/// A heap and its statistics. The counters sit beside the heap, not in it, so
+/// that readers in other threads never alias the owner's `&mut Heap`.
+#[repr(C)]
+pub(crate) struct HeapSlot {
+    /// First, so a slot's address is its heap's.
+    pub(crate) heap: Heap,
+    pub(crate) counters: HeapCounters,
+}
+
 /// The heap every thread starts with: never allocates, never written.
-static EMPTY_HEAP: Shared<Heap> = Shared(UnsafeCell::new(Heap::new(EMPTY_PAGE.0.get())));
+static EMPTY_SLOT: Shared<HeapSlot> = Shared(UnsafeCell::new(HeapSlot {
+    heap: Heap::new(EMPTY_PAGE.0.get()),
+    counters: HeapCounters::NEW,
+}));
 
 thread_local! {
-    static HEAP: Cell<*mut Heap> = const { Cell::new(EMPTY_HEAP.0.get()) };
+    static HEAP: Cell<*mut HeapSlot> = const { Cell::new(EMPTY_SLOT.0.get()) };
 }
 
 /// The calling thread's heap (maybe the empty heap).
 #[inline(always)]
 pub(crate) fn heap() -> *mut Heap {
-    HEAP.get()
+    HEAP.get().cast()
+}
+
+/// The counters of heap `h`, which must not be the empty heap.
+#[inline(always)]
+pub(crate) fn counters(h: *mut Heap) -> *const HeapCounters {
+    // SAFETY: every heap but the empty one lives in a pool slot (the pointer
+    // came from the slot, so it may reach the slot's counters).
+    unsafe { core::ptr::addr_of!((*h.cast::<HeapSlot>()).counters) }
 }
 
 /// Whether `h` is the shared empty heap.
 #[inline(always)]
 pub(crate) fn is_empty_heap(h: *mut Heap) -> bool {
-    h == EMPTY_HEAP.0.get()
+    h == EMPTY_SLOT.0.get().cast()
 }
 
-/// Unused heaps, and the tail of the last chunk heaps are carved from.
+/// Unused heaps, and the chunks heap slots are carved from.
 struct Pool {
     free: *mut Heap,
+    /// The newest chunk; each chunk begins with a link to the previous one.
+    chunk: *mut Chunk,
     chunk_next: usize,
     chunk_end: usize,
+}
+
+/// The header of a chunk of heap slots.
+#[repr(C, align(64))]
+struct Chunk {
+    prev: *mut Chunk,
+    /// One past the last slot carved from this chunk.
+    end: usize,
 }
 // SAFETY: only accessed under POOL's lock.
 unsafe impl Send for Pool {}
 
-static POOL: spin::Mutex<Pool> =
-    spin::Mutex::new(Pool { free: ptr::null_mut(), chunk_next: 0, chunk_end: 0 });
-const POOL_CHUNK: usize = 64 * 1024;
+static POOL: spin::Mutex<Pool> = spin::Mutex::new(Pool {
+    free: ptr::null_mut(),
+    chunk: ptr::null_mut(),
+    chunk_next: 0,
+    chunk_end: 0,
+});
+const POOL_CHUNK: usize = 256 * 1024;
+const SLOT_SIZE: usize = core::mem::size_of::<HeapSlot>().next_multiple_of(64);
+static_assertions::const_assert!(core::mem::size_of::<Chunk>() + SLOT_SIZE <= POOL_CHUNK);
 
 /// The pthread key whose destructor runs at thread exit; created once.
 static KEY: spin::Mutex<Option<libc::pthread_key_t>> = spin::Mutex::new(None);
@@ -71,31 +109,64 @@ fn key() -> Option<libc::pthread_key_t> {
         // SAFETY: pthread_key_create writes the key and does not allocate.
         if unsafe { libc::pthread_key_create(&mut key, Some(thread_done)) } == 0 {
             *k = Some(key);
+            fork::register(); // once, with the key: the first heap of the process
+            // Once per process, with the first heap.
+            crate::stats::register_exit_printer();
         }
     }
     *k
 }
 
-fn heap_from_pool() -> *mut Heap {
+/// A heap slot: from the pool, or carved fresh (then its counters are zero).
+fn heap_from_pool() -> *mut HeapSlot {
     let mut pool = POOL.lock();
     if !pool.free.is_null() {
         let h = pool.free;
         // SAFETY: heaps on the pool's list are valid and unused.
         pool.free = unsafe { (*h).next_free };
-        return h;
+        return h.cast();
     }
-    let size = core::mem::size_of::<Heap>().next_multiple_of(64);
-    if pool.chunk_next + size > pool.chunk_end {
-        let c = os::map_aligned(POOL_CHUNK, os::OS_PAGE);
+    if pool.chunk_next + SLOT_SIZE > pool.chunk_end {
+        let c = os::map_aligned(POOL_CHUNK, os::OS_PAGE).cast::<Chunk>();
         if c.is_null() {
             return ptr::null_mut();
         }
-        pool.chunk_next = c as usize;
+        SHARED.heap_meta.fetch_add(POOL_CHUNK, Ordering::Relaxed);
+        let first = c as usize + core::mem::size_of::<Chunk>();
+        // SAFETY: a fresh mapping, large enough for the header.
+        unsafe { c.write(Chunk { prev: pool.chunk, end: first }) };
+        pool.chunk = c;
+        pool.chunk_next = first;
         pool.chunk_end = c as usize + POOL_CHUNK;
     }
-    let h = pool.chunk_next as *mut Heap;
-    pool.chunk_next += size;
-    h
+    let slot = pool.chunk_next as *mut HeapSlot;
+    pool.chunk_next += SLOT_SIZE;
+    // SAFETY: `slot` lies in the current chunk; a fresh slot gets an empty
+    // heap and zero counters before anyone can see it (`end` covers it only
+    // from here on, under the lock).
+    unsafe {
+        slot.write(HeapSlot { heap: Heap::new(EMPTY_PAGE.0.get()), counters: HeapCounters::NEW });
+        (*pool.chunk).end = pool.chunk_next;
+    }
+    slot
+}
+
+/// Calls `f` on the counters of every heap slot ever made (live or pooled).
+pub(crate) fn for_each_heap(mut f: impl FnMut(&HeapCounters)) {
+    let pool = POOL.lock();
+    let mut c = pool.chunk;
+    while !c.is_null() {
+        // SAFETY: chunks are never unmapped; slots below `end` are initialised,
+        // and their counters are only ever accessed through shared references.
+        unsafe {
+            let mut slot = c as usize + core::mem::size_of::<Chunk>();
+            while slot + SLOT_SIZE <= (*c).end {
+                f(&*ptr::addr_of!((*(slot as *const HeapSlot)).counters));
+                slot += SLOT_SIZE;
+            }
+            c = (*c).prev;
+        }
+    }
 }
 
 fn heap_to_pool(h: *mut Heap) {
@@ -109,15 +180,16 @@ fn heap_to_pool(h: *mut Heap) {
 #[cold]
 #[inline(never)]
 pub(crate) fn init_heap() -> *mut Heap {
-    let h = heap_from_pool();
-    if h.is_null() {
-        return h;
+    let slot = heap_from_pool();
+    if slot.is_null() {
+        return ptr::null_mut();
     }
-    // SAFETY: `h` is an unused, suitably aligned heap slot of ours.
-    unsafe { h.write(Heap::new(EMPTY_PAGE.0.get())) };
+    let h = slot.cast::<Heap>();
+    // SAFETY: the slot is unused and ours; its counters keep their values.
+    unsafe { (*h).init(EMPTY_PAGE.0.get(), counters(h)) };
     // Set before registering: pthread_setspecific may allocate (keys past the
     // first 32), and that allocation must find this heap.
-    HEAP.set(h);
+    HEAP.set(slot);
     if let Some(k) = key() {
         // SAFETY: `k` is a live key; the value is only handed back to thread_done.
         unsafe { libc::pthread_setspecific(k, h.cast()) };
@@ -131,11 +203,19 @@ extern "C" fn thread_done(arg: *mut libc::c_void) {
     if h.is_null() {
         return;
     }
-    HEAP.set(EMPTY_HEAP.0.get());
+    HEAP.set(EMPTY_SLOT.0.get());
     // SAFETY: `h` is this thread's heap, which nothing else touches; after this
     // the thread allocates (if at all) from a new heap.
     unsafe { (*h).abandon() };
     heap_to_pool(h);
+}
+
+/// The calling thread's counters, creating its heap if needed.
+pub(crate) fn current_counters() -> Option<&'static HeapCounters> {
+    with_heap(|_| ())?;
+    // SAFETY: the thread's heap is now a pool slot, whose counters are never
+    // unmapped and only accessed through shared references.
+    Some(unsafe { &*counters(heap()) })
 }
 
 /// Runs `f` on the calling thread's heap, creating it if needed; `None` when
@@ -150,6 +230,43 @@ pub(crate) fn with_heap<R>(f: impl FnOnce(&mut Heap) -> R) -> Option<R> {
     }
     // SAFETY: the heap is this thread's own and not the empty one.
     Some(f(unsafe { &mut *h }))
+}
+
+/// Fork safety: a child forked while another thread held one of segalloc's
+/// spin locks would spin forever on its first slow-path allocation, so the
+/// handlers take every lock before `fork` and release them on both sides.
+/// Registered at the first heap's creation, so its prepare handler runs after
+/// those of (nearly) every other library, whose own allocations it would block.
+mod fork {
+    use crate::{os, segment};
+    use core::mem::forget;
+
+    pub(super) fn register() {
+        // SAFETY: the handlers are plain functions that live as long as the
+        // process; a failure (ENOMEM) only leaves fork as unsafe as before.
+        unsafe { libc::pthread_atfork(Some(prepare), Some(release), Some(release)) };
+    }
+
+    extern "C" fn prepare() {
+        // Leaked guards: each lock stays held until `release`.
+        forget(super::KEY.lock());
+        forget(super::POOL.lock());
+        forget(segment::ABANDONED.head.lock());
+        forget(segment::BRK_FREE.head.lock());
+        forget(os::BRK_LOCK.lock());
+    }
+
+    extern "C" fn release() {
+        // SAFETY: `prepare` took each of these locks in this thread and leaked
+        // its guard; the parent, or the child's only thread, now gives them back.
+        unsafe {
+            os::BRK_LOCK.force_unlock();
+            segment::BRK_FREE.head.force_unlock();
+            segment::ABANDONED.head.force_unlock();
+            super::POOL.force_unlock();
+            super::KEY.force_unlock();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,366 @@
+//! The C allocation API (cargo feature `override`): `malloc`, `free` and the
+//! rest, exported unmangled so that segalloc takes over every allocation of the
+//! process.
+//!
+//! Two ways in:
+//! - `cargo build --release --features override` also builds
+//!   `target/release/libsegalloc.so`; `LD_PRELOAD` it into any program.
+//! - A Rust binary that links segalloc with the feature gets these definitions
+//!   from the rlib; the linker then resolves libc's own `malloc` calls (and its
+//!   C dependencies') to them, since an executable's symbols come first.
+//!
+//! Semantics follow glibc: `errno` is `ENOMEM` on failure, `malloc(0)` is a
+//! unique live block, `realloc(p, 0)` frees `p` and returns null,
+//! `posix_memalign` returns `EINVAL` for an alignment that is not a power of
+//! two multiple of `sizeof(void *)`, `aligned_alloc` sets `EINVAL` for one that
+//! is not a power of two (glibc 2.38 and later), and `memalign` rounds such an
+//! alignment up. Alignments above [`crate::MAX_ALIGN`] fail with `ENOMEM`.
+//!
+//! Every block handed out is at least 16-aligned (`max_align_t`), so plain
+//! `malloc` asks the engine for alignment 16.
+//!
+//! Freeing a pointer segalloc did not hand out is undefined, as with any
+//! allocator: the engine aborts when it can tell, and may fault when the
+//! segment-aligned address below the pointer is unmapped.
+
+use crate::alloc;
+use crate::size_class::MIN_ALIGN;
+use core::ffi::{c_int, c_void};
+use core::ptr;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+#[inline]
+fn set_errno(e: c_int) {
+    // SAFETY: `__errno_location` returns the calling thread's errno slot, which
+    // is always valid to write (it lives in libc's initial-exec TLS).
+    unsafe { *libc::__errno_location() = e };
+}
+
+/// Out of memory: glibc sets `errno` and returns null.
+#[cold]
+fn enomem() -> *mut c_void {
+    set_errno(libc::ENOMEM);
+    ptr::null_mut()
+}
+
+/// `malloc` of `size` bytes at `align` (a power of two, at least 16).
+#[inline(always)]
+fn alloc_or_enomem(size: usize, align: usize) -> *mut c_void {
+    let p = alloc::malloc(size, align);
+    if p.is_null() {
+        return enomem();
+    }
+    p.cast()
+}
+
+/// The OS page size, read once (sysconf neither allocates nor locks).
+fn page_size() -> usize {
+    static PAGE: AtomicUsize = AtomicUsize::new(0);
+    let p = PAGE.load(Ordering::Relaxed);
+    if p != 0 {
+        return p;
+    }
+    // SAFETY: sysconf only reads a value the kernel gave at exec.
+    let s = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let s = if s > 0 && (s as usize).is_power_of_two() { s as usize } else { 4096 };
+    PAGE.store(s, Ordering::Relaxed);
+    s
+}
+
+/// C `malloc`: `size` bytes, 16-aligned; null with `errno = ENOMEM` on failure.
+/// `malloc(0)` returns a unique block.
+#[no_mangle]
+pub extern "C" fn malloc(size: usize) -> *mut c_void {
+    alloc_or_enomem(size, MIN_ALIGN)
+}
+
+/// C `free`: gives back a block from any function here; null is a no-op.
+///
+/// # Safety
+/// `p` is null or a live block from this allocator.
+#[no_mangle]
+pub unsafe extern "C" fn free(p: *mut c_void) {
+    // The null check comes before anything touches thread-local state: the
+    // dynamic loader calls free(NULL) while it updates a thread's TLS vector.
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: per the contract `p` is a live block of ours.
+    unsafe { alloc::free(p.cast()) }
+}
+
+/// C `calloc`: zeroed memory for `n` objects of `size` bytes; null with
+/// `errno = ENOMEM` when `n * size` overflows or memory runs out.
+#[no_mangle]
+pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
+    let Some(total) = n.checked_mul(size) else {
+        return enomem();
+    };
+    let p = alloc::zalloc(total, MIN_ALIGN);
+    if p.is_null() {
+        return enomem();
+    }
+    p.cast()
+}
+
+/// C `realloc`: `realloc(NULL, n)` is `malloc(n)`; `realloc(p, 0)` frees `p`
+/// and returns null (as glibc does); on failure returns null with `errno =
+/// ENOMEM` and leaves `p` intact.
+///
+/// # Safety
+/// `p` is null or a live block from this allocator.
+#[no_mangle]
+pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    if p.is_null() {
+        return malloc(size);
+    }
+    if size == 0 {
+        // SAFETY: `p` is a live block of ours.
+        unsafe { free(p) };
+        return ptr::null_mut();
+    }
+    // SAFETY: `p` is live; its old size is unknown to C, which usize::MAX
+    // says (the engine then copies up to the usable size).
+    let q = unsafe { alloc::realloc(p.cast(), usize::MAX, MIN_ALIGN, size) };
+    if q.is_null() {
+        return enomem();
+    }
+    q.cast()
+}
+
+/// `reallocarray`: `realloc(p, n * size)`, failing with `ENOMEM` (and `p`
+/// intact) when the product overflows.
+///
+/// # Safety
+/// `p` is null or a live block from this allocator.
+#[no_mangle]
+pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void {
+    let Some(total) = n.checked_mul(size) else {
+        return enomem();
+    };
+    // SAFETY: forwarded contract.
+    unsafe { realloc(p, total) }
+}
+
+/// `posix_memalign`: stores a block of `size` bytes aligned to `align` in
+/// `*out` and returns 0; returns `EINVAL` when `align` is not a power of two
+/// multiple of `sizeof(void *)`, `ENOMEM` when memory runs out (then `*out` is
+/// left alone). `errno` is not changed.
+///
+/// # Safety
+/// `out` is valid for a pointer write.
+#[no_mangle]
+pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
+    if !align.is_power_of_two() || align < core::mem::size_of::<*mut c_void>() {
+        return libc::EINVAL;
+    }
+    let p = alloc::malloc(size, align.max(MIN_ALIGN));
+    if p.is_null() {
+        return libc::ENOMEM;
+    }
+    // SAFETY: the caller passes a writable pointer slot.
+    unsafe { *out = p.cast() };
+    0
+}
+
+/// C11 `aligned_alloc`: `size` bytes aligned to `align`, any power of two;
+/// null with `errno = EINVAL` for another alignment (glibc 2.38 and later),
+/// `ENOMEM` when memory runs out or `align` exceeds 2 MiB.
+#[no_mangle]
+pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+    if !align.is_power_of_two() {
+        set_errno(libc::EINVAL);
+        return ptr::null_mut();
+    }
+    alloc_or_enomem(size, align.max(MIN_ALIGN))
+}
+
+/// `memalign`: `size` bytes aligned to `align`; an alignment that is not a
+/// power of two is rounded up to one (as glibc does), and one above
+/// `SIZE_MAX / 2 + 1` fails with `EINVAL`.
+#[no_mangle]
+pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
+    let Some(a) = align.checked_next_power_of_two() else {
+        set_errno(libc::EINVAL);
+        return ptr::null_mut();
+    };
+    alloc_or_enomem(size, a.max(MIN_ALIGN))
+}
+
+/// `valloc`: `size` bytes aligned to the page size.
+#[no_mangle]
+pub extern "C" fn valloc(size: usize) -> *mut c_void {
+    alloc_or_enomem(size, page_size())
+}
+
+/// `pvalloc`: `size` rounded up to whole pages, page-aligned.
+#[no_mangle]
+pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
+    let page = page_size();
+    let Some(rounded) = size.checked_add(page - 1) else {
+        return enomem();
+    };
+    alloc_or_enomem(rounded & !(page - 1), page)
+}
+
+/// `malloc_usable_size`: the bytes usable in the block `p` (at least what was
+/// asked for), 0 for null.
+///
+/// # Safety
+/// `p` is null or a live block from this allocator.
+#[no_mangle]
+pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
+    if p.is_null() {
+        return 0;
+    }
+    // SAFETY: `p` is a live block of ours.
+    unsafe { alloc::usable_size(p.cast()) }
+}
+
+/// C23 `free_sized`: `free`, the size being only a hint.
+///
+/// # Safety
+/// As [`free`].
+#[no_mangle]
+pub unsafe extern "C" fn free_sized(p: *mut c_void, _size: usize) {
+    // SAFETY: forwarded contract.
+    unsafe { free(p) }
+}
+
+/// C23 `free_aligned_sized`: `free`, the alignment and size being only hints.
+///
+/// # Safety
+/// As [`free`].
+#[no_mangle]
+pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, _align: usize, _size: usize) {
+    // SAFETY: forwarded contract.
+    unsafe { free(p) }
+}
+
+/// `malloc_trim`: returns what the calling thread can to the OS (see
+/// [`crate::collect`]); always reports that memory may have been released.
+#[no_mangle]
+pub extern "C" fn malloc_trim(_pad: usize) -> c_int {
+    crate::collect();
+    1
+}
+
+/// glibc's `struct mallinfo2`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MallInfo2 {
+    /// Non-mmapped space allocated (bytes): here, all address space segalloc
+    /// has mapped.
+    pub arena: usize,
+    /// Number of free chunks (not reported: 0).
+    pub ordblks: usize,
+    /// Number of free fastbin blocks (not reported: 0).
+    pub smblks: usize,
+    /// Number of mmapped regions (not reported: 0).
+    pub hblks: usize,
+    /// Space in mmapped regions (not reported: 0).
+    pub hblkhd: usize,
+    /// Unused (0).
+    pub usmblks: usize,
+    /// Space in freed fastbin blocks (not reported: 0).
+    pub fsmblks: usize,
+    /// Total allocated space (not reported: 0).
+    pub uordblks: usize,
+    /// Total free space (not reported: 0).
+    pub fordblks: usize,
+    /// Top-most releasable space (not reported: 0).
+    pub keepcost: usize,
+}
+
+/// glibc's `mallinfo2`: the mapped bytes in `arena`, zeros elsewhere.
+#[no_mangle]
+pub extern "C" fn mallinfo2() -> MallInfo2 {
+    MallInfo2 { arena: crate::os::COUNTERS.mapped.load(Ordering::Relaxed), ..MallInfo2::default() }
+}
+
+/// glibc's `malloc_stats`: one line on stderr, written without allocating.
+#[no_mangle]
+pub extern "C" fn malloc_stats() {
+    let mut buf = [0u8; 80];
+    let mut n = put(&mut buf, 0, b"segalloc: mapped bytes ");
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = mallinfo2().arena;
+    // usize has at most 20 decimal digits, so `i` never underflows.
+    while i > 0 {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    n = put(&mut buf, n, &digits[i..]);
+    n = put(&mut buf, n, b"\n");
+    // SAFETY: writes our own initialised buffer to fd 2.
+    unsafe { libc::write(2, buf.as_ptr().cast(), n) };
+}
+
+/// Appends `s` to `buf[..n]` as far as it fits; returns the new length.
+fn put(buf: &mut [u8], mut n: usize, s: &[u8]) -> usize {
+    for &b in s {
+        if let Some(slot) = buf.get_mut(n) {
+            *slot = b;
+            n += 1;
+        }
+    }
+    n
+}
+
+// glibc's internal names, which some programs and libraries call directly
+// (and which older dynamic loaders reach): the same functions.
+
+/// glibc alias of [`malloc`].
+#[no_mangle]
+pub extern "C" fn __libc_malloc(size: usize) -> *mut c_void {
+    malloc(size)
+}
+
+/// glibc alias of [`free`].
+///
+/// # Safety
+/// As [`free`].
+#[no_mangle]
+pub unsafe extern "C" fn __libc_free(p: *mut c_void) {
+    // SAFETY: forwarded contract.
+    unsafe { free(p) }
+}
+
+/// glibc alias of [`calloc`].
+#[no_mangle]
+pub extern "C" fn __libc_calloc(n: usize, size: usize) -> *mut c_void {
+    calloc(n, size)
+}
+
+/// glibc alias of [`realloc`].
+///
+/// # Safety
+/// As [`realloc`].
+#[no_mangle]
+pub unsafe extern "C" fn __libc_realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: forwarded contract.
+    unsafe { realloc(p, size) }
+}
+
+/// glibc alias of [`memalign`].
+#[no_mangle]
+pub extern "C" fn __libc_memalign(align: usize, size: usize) -> *mut c_void {
+    memalign(align, size)
+}
+
+/// glibc alias of [`valloc`].
+#[no_mangle]
+pub extern "C" fn __libc_valloc(size: usize) -> *mut c_void {
+    valloc(size)
+}
+
+/// glibc alias of [`pvalloc`].
+#[no_mangle]
+pub extern "C" fn __libc_pvalloc(size: usize) -> *mut c_void {
+    pvalloc(size)
+}
