@@ -15,7 +15,7 @@
 use crate::heap::{self, DIRECT_MAX};
 use crate::large;
 use crate::page::{self, Block};
-use crate::segment::{segment_of, Segment, KIND_HUGE, KIND_SMALL, SLICE_SIZE};
+use crate::segment::{self, segment_of, Segment, KIND_HUGE, KIND_SMALL, SLICE_SIZE};
 use crate::size_class::{class_for, class_of, MAX_SMALL, MIN_ALIGN};
 use crate::atomic::Ordering;
 use crate::stats::SHARED;
@@ -192,6 +192,16 @@ unsafe fn free_remote(seg: *mut Segment, page: *mut page::Page, p: *mut u8, size
     // SAFETY: the block is live until the push, so its page and segment are
     // too; `h` is the calling thread's heap, written only if it is not empty.
     unsafe {
+        if (*seg).owner.load(Ordering::Relaxed) == 0
+            && !thread::is_empty_heap(h)
+            && segment::ABANDONED.remove(seg)
+        {
+            // Its thread has exited: adopt the segment rather than leave the
+            // frees pending until some thread needs memory. Our block keeps its
+            // page (and so the segment) in use through the reclaim.
+            (*h).reclaim(seg);
+            return free(p, size);
+        }
         // Count first: once pushed, the page may be reused for another class.
         let c = (*page).class as usize;
         let requested = if size == UNSIZED { (*page).block_size } else { size };

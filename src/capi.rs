@@ -43,10 +43,12 @@ fn enomem() -> *mut c_void {
     ptr::null_mut()
 }
 
-/// `malloc` of `size` bytes at `align` (a power of two, at least 16).
+/// `malloc` of `size` bytes at `align` (a power of two, at least 16). C frees
+/// without a size, so the statistics count the whole block as requested: ask
+/// for all of it.
 #[inline(always)]
 fn alloc_or_enomem(size: usize, align: usize) -> *mut c_void {
-    let p = alloc::malloc(size, align);
+    let p = alloc::malloc(alloc::good_size(size, align), align);
     if p.is_null() {
         return enomem();
     }
@@ -62,7 +64,11 @@ fn page_size() -> usize {
     }
     // SAFETY: sysconf only reads a value the kernel gave at exec.
     let s = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    let s = if s > 0 && (s as usize).is_power_of_two() { s as usize } else { 4096 };
+    let s = if s > 0 && (s as usize).is_power_of_two() {
+        s as usize
+    } else {
+        4096
+    };
     PAGE.store(s, Ordering::Relaxed);
     s
 }
@@ -86,7 +92,7 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
         return;
     }
     // SAFETY: per the contract `p` is a live block of ours.
-    unsafe { alloc::free(p.cast()) }
+    unsafe { alloc::free(p.cast(), alloc::UNSIZED) }
 }
 
 /// C `calloc`: zeroed memory for `n` objects of `size` bytes; null with
@@ -96,7 +102,7 @@ pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
     let Some(total) = n.checked_mul(size) else {
         return enomem();
     };
-    let p = alloc::zalloc(total, MIN_ALIGN);
+    let p = alloc::zalloc(alloc::good_size(total, MIN_ALIGN), MIN_ALIGN);
     if p.is_null() {
         return enomem();
     }
@@ -119,9 +125,16 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         unsafe { free(p) };
         return ptr::null_mut();
     }
-    // SAFETY: `p` is live; its old size is unknown to C, which usize::MAX
-    // says (the engine then copies up to the usable size).
-    let q = unsafe { alloc::realloc(p.cast(), usize::MAX, MIN_ALIGN, size) };
+    // SAFETY: `p` is live; C does not know its old size, which UNSIZED says
+    // (the engine then copies up to the usable size).
+    let q = unsafe {
+        alloc::realloc(
+            p.cast(),
+            alloc::UNSIZED,
+            MIN_ALIGN,
+            alloc::good_size(size, MIN_ALIGN),
+        )
+    };
     if q.is_null() {
         return enomem();
     }
@@ -154,7 +167,8 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
     if !align.is_power_of_two() || align < core::mem::size_of::<*mut c_void>() {
         return libc::EINVAL;
     }
-    let p = alloc::malloc(size, align.max(MIN_ALIGN));
+    let align = align.max(MIN_ALIGN);
+    let p = alloc::malloc(alloc::good_size(size, align), align);
     if p.is_null() {
         return libc::ENOMEM;
     }
@@ -275,7 +289,10 @@ pub struct MallInfo2 {
 /// glibc's `mallinfo2`: the mapped bytes in `arena`, zeros elsewhere.
 #[no_mangle]
 pub extern "C" fn mallinfo2() -> MallInfo2 {
-    MallInfo2 { arena: crate::os::COUNTERS.mapped.load(Ordering::Relaxed), ..MallInfo2::default() }
+    MallInfo2 {
+        arena: crate::os::COUNTERS.mapped.load(Ordering::Relaxed),
+        ..MallInfo2::default()
+    }
 }
 
 /// glibc's `malloc_stats`: one line on stderr, written without allocating.

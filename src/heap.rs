@@ -650,7 +650,9 @@ impl Heap {
         }
     }
 
-    /// Unlinks and unmaps a wholly free segment of ours.
+    /// Unlinks and unmaps a wholly free segment of ours. The caller keeps
+    /// `free_segments` right: it counts segments kept in reserve, and a segment
+    /// released as soon as it empties was never counted.
     unsafe fn release_segment(&mut self, s: *mut Segment) {
         // SAFETY: `s` is ours, on the avail list, with no page in use.
         unsafe {
@@ -658,7 +660,6 @@ impl Heap {
             let dirty = (*s).dirty_slices.count_ones() as usize;
             self.dirty_slices -= dirty;
             self.k().dirty_slices.sub(dirty);
-            self.free_segments -= 1;
             Segment::release(s);
         }
     }
@@ -680,8 +681,8 @@ impl Heap {
     /// are freed. May release the segment if nothing in it is live.
     ///
     /// # Safety
-    /// `s` was popped from the abandoned list.
-    unsafe fn reclaim(&mut self, s: *mut Segment) {
+    /// `s` was taken off the abandoned list by this thread.
+    pub(crate) unsafe fn reclaim(&mut self, s: *mut Segment) {
         // SAFETY: we hold the only reference to the abandoned segment; the
         // previous owner's writes were published through the list's lock.
         unsafe {
@@ -752,6 +753,7 @@ impl Heap {
                 let next = (*s).next;
                 if (*s).used_pages == 0 {
                     self.release_segment(s);
+                    self.free_segments -= 1;
                 }
                 s = next;
             }
@@ -878,9 +880,80 @@ pub(crate) fn free_was_zero(p: &Page) -> bool {
 }
 
 #[cfg(test)]
+impl Heap {
+    /// (segments owned, of which wholly free)
+    fn census(&self) -> (usize, usize) {
+        let (mut n, mut empty) = (0, 0);
+        for list in [self.avail, self.full_segs] {
+            let mut s = list.first;
+            while !s.is_null() {
+                // SAFETY: our segments, read by the owning thread.
+                unsafe {
+                    n += 1;
+                    empty += ((*s).used_pages == 0) as usize;
+                    s = (*s).next;
+                }
+            }
+        }
+        (n, empty)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::size_class::class_of;
+
+    /// Fills `segments` segments' worth of 8 KiB blocks, frees them in the
+    /// given order, and returns the heap's census afterwards.
+    fn fill_and_free(segments: usize, reverse: bool) -> (usize, usize) {
+        std::thread::spawn(move || {
+            let n = segments * (SLICES - 1) * 8;
+            let mut v: std::vec::Vec<*mut u8> = (0..n).map(|_| crate::alloc::malloc(8192, 8)).collect();
+            assert!(v.iter().all(|p| !p.is_null()));
+            let during = crate::thread::with_heap(|h| h.census()).unwrap();
+            assert!(during.0 >= segments, "{during:?}");
+            if reverse {
+                v.reverse();
+            }
+            for p in v {
+                // SAFETY: live blocks from malloc, freed once.
+                unsafe { crate::alloc::free(p, 8192) };
+            }
+            crate::thread::with_heap(|h| h.census()).unwrap()
+        })
+        .join()
+        .unwrap()
+    }
+
+    #[test]
+    fn at_most_one_empty_segment_is_kept() {
+        for reverse in [false, true] {
+            let (n, empty) = fill_and_free(5, reverse);
+            assert!(empty <= 1, "{empty} empty segments kept (of {n})");
+            // Besides the reserve, only the segment holding the one page the
+            // class keeps for reuse (see `free_slow`) may stay.
+            assert!(n - empty <= 1, "{n} segments kept after freeing everything");
+        }
+    }
+
+    #[test]
+    fn collect_releases_the_reserve_segment() {
+        let census = std::thread::spawn(|| {
+            let p = crate::alloc::malloc(100, 8);
+            // SAFETY: a live block, freed once.
+            unsafe { crate::alloc::free(p, 100) };
+            crate::thread::with_heap(|h| {
+                // SAFETY: the calling thread's own heap.
+                unsafe { h.collect() };
+                h.census()
+            })
+            .unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(census, (0, 0));
+    }
 
     #[test]
     fn direct_ranges_tile_the_slots() {
@@ -914,3 +987,4 @@ mod tests {
         }
     }
 }
+

@@ -83,6 +83,8 @@ pub(crate) struct Segment {
     pub(crate) source: Source,
     /// Which of the owner's lists the segment is on: no free slice left.
     pub(crate) in_full_list: bool,
+    /// On the abandoned (or brk free) list; read and written under its lock.
+    pub(crate) on_shared_list: bool,
     /// For each slice, the first slice of the page covering it.
     pub(crate) slice_head: [u8; SLICES],
     /// Page descriptors, indexed by a page's first slice.
@@ -194,26 +196,35 @@ impl Segment {
     }
 }
 
-/// A stack of segments under a spin lock (cold paths only: once per segment).
-pub(crate) struct SegmentStack {
+/// A list of segments under a spin lock (cold paths only: once per segment).
+/// Doubly linked, so a segment can be taken out of the middle.
+pub(crate) struct SegmentList {
     pub(crate) head: spin::Mutex<SegPtr>,
     len: AtomicUsize,
 }
 
 pub(crate) struct SegPtr(*mut Segment);
 // SAFETY: the pointer is only followed under the lock, and segments on the
-// stack belong to no thread.
+// list belong to no thread.
 unsafe impl Send for SegPtr {}
 
-impl SegmentStack {
+impl SegmentList {
     pub(crate) const fn new() -> Self {
-        SegmentStack { head: spin::Mutex::new(SegPtr(ptr::null_mut())), len: AtomicUsize::new(0) }
+        SegmentList { head: spin::Mutex::new(SegPtr(ptr::null_mut())), len: AtomicUsize::new(0) }
     }
 
     pub(crate) fn push(&self, seg: *mut Segment) {
         let mut head = self.head.lock();
-        // SAFETY: the caller handed `seg` over; its `next` is ours to set.
-        unsafe { (*seg).next = head.0 };
+        // SAFETY: the caller handed `seg` over; its links are ours to set, and
+        // the old head is on the list, valid under the lock.
+        unsafe {
+            (*seg).prev = ptr::null_mut();
+            (*seg).next = head.0;
+            (*seg).on_shared_list = true;
+            if !head.0.is_null() {
+                (*head.0).prev = seg;
+            }
+        }
         head.0 = seg;
         self.len.fetch_add(1, Ordering::Relaxed);
     }
@@ -225,11 +236,48 @@ impl SegmentStack {
         let mut head = self.head.lock();
         let seg = head.0;
         if !seg.is_null() {
-            // SAFETY: segments on the stack are valid until popped.
-            head.0 = unsafe { (*seg).next };
+            // SAFETY: segments on the list are valid until taken off it.
+            unsafe { Self::unlink(&mut head, seg) };
             self.len.fetch_sub(1, Ordering::Relaxed);
         }
         seg
+    }
+
+    /// Takes `seg` off the list if it is on it; returns whether it was.
+    ///
+    /// # Safety
+    /// `seg` is a valid segment header (it may or may not be on the list).
+    pub(crate) unsafe fn remove(&self, seg: *mut Segment) -> bool {
+        let mut head = self.head.lock();
+        // SAFETY: `on_shared_list` is only read and written under the lock.
+        unsafe {
+            if !(*seg).on_shared_list {
+                return false;
+            }
+            Self::unlink(&mut head, seg);
+        }
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        true
+    }
+
+    /// # Safety
+    /// `seg` is on the list, and the lock is held (`head`).
+    unsafe fn unlink(head: &mut SegPtr, seg: *mut Segment) {
+        // SAFETY: `seg` and its neighbours are on the list.
+        unsafe {
+            let (prev, next) = ((*seg).prev, (*seg).next);
+            if prev.is_null() {
+                head.0 = next;
+            } else {
+                (*prev).next = next;
+            }
+            if !next.is_null() {
+                (*next).prev = prev;
+            }
+            (*seg).next = ptr::null_mut();
+            (*seg).prev = ptr::null_mut();
+            (*seg).on_shared_list = false;
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -238,9 +286,9 @@ impl SegmentStack {
 }
 
 /// Segments whose thread exited while they still held live blocks.
-pub(crate) static ABANDONED: SegmentStack = SegmentStack::new();
+pub(crate) static ABANDONED: SegmentList = SegmentList::new();
 /// Wholly free segments carved from the program break, ready for reuse.
-pub(crate) static BRK_FREE: SegmentStack = SegmentStack::new();
+pub(crate) static BRK_FREE: SegmentList = SegmentList::new();
 
 /// A segment for `owner`: a recycled brk segment, or a new one from the OS.
 pub(crate) fn obtain(owner: usize) -> *mut Segment {

@@ -46,7 +46,10 @@ fn sizes() -> Vec<usize> {
 }
 
 fn alignments() -> Vec<usize> {
-    (0..).map(|k| 1usize << k).take_while(|&a| a <= MAX_ALIGN).collect()
+    (0..)
+        .map(|k| 1usize << k)
+        .take_while(|&a| a <= MAX_ALIGN)
+        .collect()
 }
 
 /// The 12.5% waste bound, where the alignment does not force more: with

@@ -21,7 +21,14 @@ const IMAX: usize = isize::MAX as usize;
 fn huge_layouts() -> Vec<Layout> {
     let mut v = Vec::new();
     for align in [1usize, 8, 16, 64, 4096, 65536, MAX_ALIGN] {
-        for size in [IMAX, IMAX - 1, IMAX - 4095, IMAX - 65536, 1 << 62, (1 << 62) + 1] {
+        for size in [
+            IMAX,
+            IMAX - 1,
+            IMAX - 4095,
+            IMAX - 65536,
+            1 << 62,
+            (1 << 62) + 1,
+        ] {
             // Keep only sizes that form a valid Layout with this alignment.
             if let Ok(l) = Layout::from_size_align(size & !(align - 1), align) {
                 v.push(l);
@@ -42,7 +49,10 @@ fn huge_sizes_return_null() {
         let p = unsafe { SegAlloc.alloc(l) };
         assert!(p.is_null(), "alloc({l:?}) returned {p:p}, expected null");
         let p = unsafe { SegAlloc.alloc_zeroed(l) };
-        assert!(p.is_null(), "alloc_zeroed({l:?}) returned {p:p}, expected null");
+        assert!(
+            p.is_null(),
+            "alloc_zeroed({l:?}) returned {p:p}, expected null"
+        );
     }
 }
 
@@ -54,7 +64,10 @@ fn alignment_above_max_align_returns_null() {
             let p = unsafe { SegAlloc.alloc(l) };
             assert!(p.is_null(), "alloc({l:?}) returned {p:p}, expected null");
             let p = unsafe { SegAlloc.alloc_zeroed(l) };
-            assert!(p.is_null(), "alloc_zeroed({l:?}) returned {p:p}, expected null");
+            assert!(
+                p.is_null(),
+                "alloc_zeroed({l:?}) returned {p:p}, expected null"
+            );
         }
     }
 }

@@ -39,13 +39,21 @@ unsafe fn walk(mut p: *mut u8, mut layout: Layout, id: u64, chain: &[usize]) -> 
         let old = layout.size();
         let q = unsafe { SegAlloc.realloc(p, layout, new_size) };
         let new_layout = Layout::from_size_align(new_size, layout.align()).unwrap();
-        assert!(!q.is_null(), "realloc {layout:?} -> {new_size} returned null");
+        assert!(
+            !q.is_null(),
+            "realloc {layout:?} -> {new_size} returned null"
+        );
         assert_aligned(q, new_layout, "realloc");
         let usable = unsafe { usable_size(q) };
         assert!(usable >= new_size, "usable_size {usable} < {new_size}");
         let keep = old.min(new_size);
         unsafe {
-            check(q, keep, id, &format!("realloc {old} -> {new_size} (align {})", layout.align()));
+            check(
+                q,
+                keep,
+                id,
+                &format!("realloc {old} -> {new_size} (align {})", layout.align()),
+            );
             // Extend the pattern over the new tail so the next step checks it too.
             if new_size > old {
                 let tail = std::slice::from_raw_parts_mut(q.add(old), new_size - old);

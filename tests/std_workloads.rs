@@ -21,7 +21,11 @@ fn value_for(k: u64) -> String {
 fn vec_of_vecs_mixed_sizes() {
     let mut rng = Rng::new(1);
     let vv: Vec<Vec<u64>> = (0..20_000u64)
-        .map(|i| (0..rng.range(0, 300) as u64).map(|j| i * 1000 + j).collect())
+        .map(|i| {
+            (0..rng.range(0, 300) as u64)
+                .map(|j| i * 1000 + j)
+                .collect()
+        })
         .collect();
     for (i, v) in vv.iter().enumerate() {
         for (j, &x) in v.iter().enumerate() {
@@ -194,7 +198,11 @@ fn mutex_collections_filled_by_many_threads() {
         assert_eq!(v.len() as u64, k % 50);
         assert!(v.iter().enumerate().all(|(j, &x)| x == k ^ j as u64));
     }
-    assert!(map.len() > 30_000 && map.len() <= 40_000, "len {}", map.len());
+    assert!(
+        map.len() > 30_000 && map.len() <= 40_000,
+        "len {}",
+        map.len()
+    );
 }
 
 #[test]

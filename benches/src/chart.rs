@@ -17,6 +17,33 @@ fn color(a: Alloc) -> RGBColor {
     }
 }
 
+/// Tick values for a log axis spanning `lo..hi`: 1-2-5 steps, plus 0.75
+/// and 1.5 when the range is narrow.
+fn ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let mut t = Vec::new();
+    let mut decade = 10f64.powf(lo.log10().floor());
+    while decade <= hi {
+        for m in [1.0, 1.5, 2.0, 3.0, 5.0, 7.5] {
+            let v = decade * m;
+            if v >= lo && v <= hi {
+                t.push(v);
+            }
+        }
+        decade *= 10.0;
+    }
+    // Thin out to about ten labels on wide ranges.
+    if t.len() > 10 {
+        t.retain(|v| {
+            let m = v / 10f64.powf(v.log10().floor());
+            (m - 1.0).abs() < 1e-9 || (m - 2.0).abs() < 1e-9 || (m - 5.0).abs() < 1e-9
+        });
+    }
+    t
+}
+
+/// Selects the time or the RSS ratio from a (time, RSS) pair.
+type Pick = fn((f64, f64)) -> f64;
+
 /// Writes a two-panel grouped bar chart (time ratio, peak-RSS ratio; log
 /// scale, bars grow up or down from 1.0 = baseline) with one group per row,
 /// plus a geometric-mean group when there is more than one row.
@@ -44,8 +71,7 @@ pub fn ratio_chart(
         ("sans-serif", 22),
     )?;
     let panels = root.split_evenly((2, 1));
-    let metrics: [(&str, fn((f64, f64)) -> f64); 2] =
-        [("wall time", |v| v.0), ("peak RSS", |v| v.1)];
+    let metrics: [(&str, Pick); 2] = [("wall time", |v| v.0), ("peak RSS", |v| v.1)];
     for (panel, (metric, pick)) in panels.iter().zip(metrics) {
         let all: Vec<f64> = values
             .iter()
@@ -62,7 +88,10 @@ pub fn ratio_chart(
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(70)
-            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), (lo..hi).log_scale())?;
+            .build_cartesian_2d(
+                -2.5f64..(n as f64 - 0.5),
+                (lo..hi).log_scale().with_key_points(ticks(lo, hi)),
+            )?;
         let label_of = |x: &f64| {
             let i = x.round();
             if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n {
@@ -74,10 +103,13 @@ pub fn ratio_chart(
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_labels(n + 2)
+            .x_labels(n + 3)
             .x_label_formatter(&label_of)
             .y_labels(8)
-            .y_label_formatter(&|y| format!("{y:.2}×"))
+            .y_label_formatter(&|y| {
+                let s = format!("{y:.2}");
+                format!("{}×", s.trim_end_matches('0').trim_end_matches('.'))
+            })
             .y_desc("ratio (log scale)")
             .draw()?;
         let bar = 0.8 / allocs.len() as f64;
@@ -94,11 +126,15 @@ pub fn ratio_chart(
                         c.filled(),
                     ))
                 }))?
-                .label(alloc.name())
+                .label(if ai == baseline(allocs) {
+                    format!("{} (baseline)", alloc.name())
+                } else {
+                    alloc.name().to_string()
+                })
                 .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 12, y + 6)], c.filled()));
         }
         chart.draw_series(LineSeries::new(
-            [(-0.5, 1.0), (n as f64 - 0.5, 1.0)],
+            [(-2.5, 1.0), (n as f64 - 0.5, 1.0)],
             BLACK.stroke_width(1),
         ))?;
         chart

@@ -38,7 +38,7 @@ options:
   --svg PATH        where to write the bar chart (default benches/results/whole-program.svg,
                     or benches/results/scaling.svg with --scaling)
   --scaling         measure thread scaling (1,2,4,8,16 threads) and live-heap scaling instead
-  --max-heap SIZE   largest live heap for --scaling, e.g. 1G, 256M (default 4G, capped by MemAvailable/4)
+  --max-heap SIZE   largest live heap for --scaling, e.g. 1G, 256M (default 1G, capped by MemAvailable/4)
   -h, --help        this text
 ";
 
@@ -79,7 +79,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         svg: None,
         scaling: false,
         quick: false,
-        max_heap: 4 << 30,
+        max_heap: 1 << 30,
     };
     let mut reps = None;
     let mut scale = None;

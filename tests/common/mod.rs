@@ -36,6 +36,18 @@ pub fn rss_bytes() -> usize {
     resident * page_size()
 }
 
+/// Virtual size in bytes: field 1 of `/proc/self/statm` times the page size.
+pub fn vm_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
+    let size: usize = statm
+        .split_whitespace()
+        .next()
+        .expect("statm has a size field")
+        .parse()
+        .expect("statm size field is a number");
+    size * page_size()
+}
+
 pub const MIB: usize = 1024 * 1024;
 
 /// Bytes as MiB with one decimal, for readable failure messages.

@@ -1,0 +1,459 @@
+//! Real programs under `LD_PRELOAD=libsegalloc.so` (the C API, feature
+//! `override`): the symbol table, a C program checking every exported function
+//! and its edge cases, the system's python3 churning in threads and forking,
+//! and command-line tools (sort, grep; sqlite3 and git when installed). Each
+//! program must exit 0 and print exactly what it prints without the preload.
+//!
+//! The test builds the cdylib itself (`cargo build --release --features
+//! override --lib`, in a target directory of its own so it does not wait on
+//! the one `cargo test` holds), so it runs under a plain `cargo test`. Set
+//! `SEGALLOC_PRELOAD_SO` to use an already built library instead.
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
+const SCRATCH: &str = env!("CARGO_TARGET_TMPDIR");
+/// Longest any one program may run before the test calls it hung.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The preload library, built once per test binary.
+fn cdylib() -> &'static Path {
+    static SO: OnceLock<PathBuf> = OnceLock::new();
+    SO.get_or_init(|| {
+        if let Some(p) = std::env::var_os("SEGALLOC_PRELOAD_SO") {
+            return PathBuf::from(p);
+        }
+        let target = Path::new(SCRATCH).join("capi-preload-target");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = Command::new(cargo)
+            .args(["build", "--release", "--features", "override", "--lib"])
+            .env("CARGO_TARGET_DIR", &target)
+            .current_dir(MANIFEST)
+            .output()
+            .expect("run cargo build");
+        assert!(
+            out.status.success(),
+            "building the cdylib failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let so = target.join("release/libsegalloc.so");
+        assert!(so.is_file(), "{} missing after the build", so.display());
+        so
+    })
+}
+
+/// A scratch directory for one test, emptied first.
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(SCRATCH).join("capi-preload").join(name);
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// Whether `prog` can be run (found on PATH and starts).
+fn have(prog: &str) -> bool {
+    Command::new(prog)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// Runs `cmd` with stdout and stderr captured to files (so a chatty program
+/// cannot block on a full pipe), killing it after [`TIMEOUT`].
+fn run(mut cmd: Command, dir: &Path, tag: &str) -> Output {
+    let out_path = dir.join(format!("{tag}.stdout"));
+    let err_path = dir.join(format!("{tag}.stderr"));
+    cmd.stdout(fs::File::create(&out_path).expect("stdout file"));
+    cmd.stderr(fs::File::create(&err_path).expect("stderr file"));
+    cmd.stdin(Stdio::null());
+    let desc = format!("{cmd:?}");
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {desc}: {e}"));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if start.elapsed() > TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{tag}: {desc} did not finish within {TIMEOUT:?}");
+        }
+        sleep(Duration::from_millis(5));
+    };
+    Output {
+        status,
+        stdout: fs::read(&out_path).expect("read stdout"),
+        stderr: fs::read(&err_path).expect("read stderr"),
+    }
+}
+
+/// Runs the command `make()` builds twice, without and with the preload;
+/// both must exit 0 and print the same stdout (and stderr when
+/// `same_stderr`). Returns the preloaded run's output.
+fn compare(make: impl Fn() -> Command, dir: &Path, tag: &str, same_stderr: bool) -> Output {
+    let plain = run(make(), dir, &format!("{tag}.plain"));
+    let mut cmd = make();
+    cmd.env("LD_PRELOAD", cdylib());
+    let pre = run(cmd, dir, &format!("{tag}.preload"));
+    let show = |o: &Output| {
+        format!(
+            "status {:?}\n--- stdout (first 2000 bytes)\n{}\n--- stderr\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout[..o.stdout.len().min(2000)]),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    assert!(
+        plain.status.success(),
+        "{tag} fails even without the preload:\n{}",
+        show(&plain)
+    );
+    assert!(
+        pre.status.success(),
+        "{tag} fails under the preload:\n{}",
+        show(&pre)
+    );
+    assert!(
+        plain.stdout == pre.stdout,
+        "{tag}: stdout differs under the preload:\n{}",
+        show(&pre)
+    );
+    if same_stderr {
+        assert!(
+            plain.stderr == pre.stderr,
+            "{tag}: stderr differs:\n{}",
+            show(&pre)
+        );
+    }
+    pre
+}
+
+/// Every C entry point the issue lists is exported, as a defined function.
+#[test]
+fn cdylib_exports_the_c_api() {
+    let so = cdylib();
+    if !have("nm") {
+        println!("note: nm not found; symbol check skipped");
+        return;
+    }
+    let out = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(so)
+        .output()
+        .expect("nm");
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout);
+    let exported: Vec<&str> = table
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_addr, kind, name) = (f.next()?, f.next()?, f.next()?);
+            (kind == "T").then_some(name)
+        })
+        .collect();
+    for name in [
+        "malloc",
+        "free",
+        "calloc",
+        "realloc",
+        "reallocarray",
+        "posix_memalign",
+        "aligned_alloc",
+        "memalign",
+        "valloc",
+        "pvalloc",
+        "malloc_usable_size",
+        "free_sized",
+        "free_aligned_sized",
+        "__libc_malloc",
+        "__libc_free",
+        "__libc_calloc",
+        "__libc_realloc",
+        "__libc_memalign",
+        "malloc_stats",
+        "mallinfo2",
+    ] {
+        assert!(
+            exported.contains(&name),
+            "{name} not exported; nm -D says:\n{table}"
+        );
+    }
+    // Nothing of Rust's leaks out: only the C API.
+    assert!(
+        !exported
+            .iter()
+            .any(|n| n.starts_with("_ZN") || n.starts_with("_R")),
+        "Rust symbols exported:\n{table}"
+    );
+}
+
+/// tests/preload/capi_check.c: every function and edge case, threads, fork
+/// from a multi-threaded parent, dlopen/dlclose of an allocating library.
+#[test]
+fn c_program_checks_every_function() {
+    let so = cdylib();
+    if !have("cc") {
+        println!("note: no C compiler (cc); C API program skipped");
+        return;
+    }
+    let dir = scratch("c");
+    let src = Path::new(MANIFEST).join("tests/preload");
+    let exe = dir.join("capi_check");
+    let lib = dir.join("libcapi_dlib.so");
+    for (args, what) in [
+        (
+            vec![
+                "-O1".into(),
+                "-pthread".into(),
+                "-o".into(),
+                exe.clone().into_os_string(),
+                src.join("capi_check.c").into_os_string(),
+                "-ldl".into(),
+            ],
+            "capi_check",
+        ),
+        (
+            vec![
+                "-O1".into(),
+                "-shared".into(),
+                "-fPIC".into(),
+                "-o".into(),
+                lib.clone().into_os_string(),
+                src.join("capi_dlib.c").into_os_string(),
+            ],
+            "capi_dlib",
+        ),
+    ] {
+        let out = Command::new("cc").args(&args).output().expect("run cc");
+        assert!(
+            out.status.success(),
+            "cc {what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Against glibc: proves the checks themselves are right.
+    let plain = run(
+        {
+            let mut c = Command::new(&exe);
+            c.arg(&lib);
+            c
+        },
+        &dir,
+        "plain",
+    );
+    assert!(
+        plain.status.success(),
+        "capi_check fails against glibc:\n{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+    let mut c = Command::new(&exe);
+    c.arg("--segalloc").arg(&lib).env("LD_PRELOAD", so);
+    let pre = run(c, &dir, "preload");
+    let stderr = String::from_utf8_lossy(&pre.stderr);
+    assert!(
+        pre.status.success(),
+        "capi_check under segalloc: {:?}\n{stderr}",
+        pre.status
+    );
+    assert_eq!(plain.stdout, pre.stdout);
+    // malloc_stats wrote segalloc's line, and nothing else went to stderr.
+    assert!(
+        stderr.starts_with("segalloc: mapped bytes "),
+        "stderr: {stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "stderr: {stderr}");
+}
+
+/// The system's python3: dicts, lists, strings and C extensions in four
+/// threads, and a fork while they run.
+#[test]
+fn python_threads_and_fork() {
+    cdylib();
+    let python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    if !have(python) {
+        println!("note: python3 not found; skipped");
+        return;
+    }
+    let dir = scratch("python");
+    let script = Path::new(MANIFEST).join("tests/preload/churn.py");
+    let make = || {
+        let mut c = Command::new(python);
+        c.arg(&script).arg("20000").env("PYTHONHASHSEED", "0");
+        c
+    };
+    let out = compare(make, &dir, "churn", true);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 5, "{text}");
+    assert!(text.contains("status 0"), "{text}");
+}
+
+/// A deterministic text file of `lines` lines of words and numbers.
+fn write_words(path: &Path, lines: usize) {
+    const WORDS: [&str; 12] = [
+        "alpha", "beta", "gamma", "delta", "segment", "slice", "page", "heap", "free", "list",
+        "arena", "zebra",
+    ];
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut text = String::with_capacity(lines * 40);
+    for i in 0..lines {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let w = |k: u64| WORDS[(k % WORDS.len() as u64) as usize];
+        text.push_str(&format!(
+            "{} {} {}{} {}\n",
+            w(x),
+            x % 100_000,
+            w(x >> 8),
+            x >> 40,
+            i
+        ));
+    }
+    fs::write(path, text).expect("write words");
+}
+
+/// sort and grep always; sqlite3 and git when installed. Also checks that
+/// the preload is really mapped into the programs it runs.
+#[test]
+fn command_line_tools() {
+    let so = cdylib();
+    let dir = scratch("tools");
+
+    let maps = run(
+        {
+            let mut c = Command::new("cat");
+            c.arg("/proc/self/maps").env("LD_PRELOAD", so);
+            c
+        },
+        &dir,
+        "maps",
+    );
+    assert!(
+        String::from_utf8_lossy(&maps.stdout).contains("libsegalloc"),
+        "preload not mapped"
+    );
+
+    let words = dir.join("words.txt");
+    write_words(&words, 300_000);
+    for (tag, args) in [
+        (
+            "sort",
+            vec!["--parallel=2", "-S", "64M", "-k2,2n", "-k1,1", "-s"],
+        ),
+        ("sort-unique", vec!["-u", "-k3,3"]),
+        ("grep", vec!["-E", "-n", "(gamma|heap) [0-9]+7 "]),
+        ("grep-count", vec!["-c", "-i", "SEGMENT"]),
+    ] {
+        let prog = tag.split('-').next().unwrap_or(tag);
+        let make = || {
+            let mut c = Command::new(prog);
+            c.args(&args).arg(&words).env("LC_ALL", "C");
+            c
+        };
+        let out = compare(make, &dir, tag, true);
+        assert!(!out.stdout.is_empty(), "{tag} printed nothing");
+    }
+
+    if have("sqlite3") {
+        let sql = "\
+            CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, v REAL);\n\
+            WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 100000)\n\
+              INSERT INTO t SELECT i, printf('name-%d-%s', i % 977, hex(i * 7919)), i * 0.5 FROM c;\n\
+            CREATE INDEX t_name ON t(name);\n\
+            SELECT count(*), sum(v), count(DISTINCT name) FROM t;\n\
+            SELECT name, count(*) AS n, total(v) FROM t GROUP BY name ORDER BY n DESC, name LIMIT 5;\n\
+            SELECT group_concat(id) FROM (SELECT id FROM t WHERE name LIKE 'name-13-%' ORDER BY id LIMIT 20);\n\
+            DELETE FROM t WHERE id % 3 = 0; VACUUM;\n\
+            SELECT count(*), max(length(name)) FROM t;\n";
+        let script = dir.join("script.sql");
+        fs::write(&script, sql).expect("write sql");
+        let make = || {
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg("sqlite3 :memory: < \"$1\"")
+                .arg("sh")
+                .arg(&script);
+            c
+        };
+        compare(make, &dir, "sqlite3", true);
+    } else {
+        println!("note: sqlite3 not found; skipped");
+    }
+
+    if have("git") {
+        // One repository per run, built the same way: identical commits.
+        let script = "\
+            set -e; rm -rf \"$1\"; mkdir -p \"$1\"; cd \"$1\"; git init -q .\n\
+            i=0; while [ $i -lt 150 ]; do printf 'file %s\\nline %s\\n' $i $((i*i)) > f$i.txt; i=$((i+1)); done\n\
+            git add .; git commit -q -m first\n\
+            sed -i 's/line/LINE/' f1*.txt; git commit -q -am second\n\
+            git rev-parse HEAD; git log --stat --format='%H %s' | head -40\n\
+            git grep -c LINE | head -20; git repack -adq; git count-objects -v | grep -v size\n";
+        let home = dir.join("home");
+        fs::create_dir_all(&home).expect("home");
+        let repo = dir.join("repo");
+        let make = || {
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg(script)
+                .arg("sh")
+                .arg(&repo)
+                .env("HOME", &home)
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .env("GIT_AUTHOR_NAME", "t")
+                .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+                .env("GIT_COMMITTER_NAME", "t")
+                .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+                .env("GIT_AUTHOR_DATE", "2000-01-01T00:00:00Z")
+                .env("GIT_COMMITTER_DATE", "2000-01-01T00:00:00Z")
+                .env("LC_ALL", "C");
+            c
+        };
+        compare(make, &dir, "git", true);
+    } else {
+        println!("note: git not found; skipped");
+    }
+}
+
+/// Many short-lived programs (the loader's and libc's start-up allocations,
+/// before main and before any thread-local state of the program exists),
+/// each compared with its plain run.
+#[test]
+fn start_up_of_many_programs() {
+    cdylib();
+    let dir = scratch("startup");
+    let preload_dir = Path::new(MANIFEST).join("tests/preload");
+    for (i, prog) in ["true", "ls", "date", "env", "id", "uname", "sh", "cat"]
+        .iter()
+        .enumerate()
+    {
+        if !have(prog) {
+            continue;
+        }
+        let make = || {
+            let mut c = Command::new(prog);
+            match *prog {
+                "ls" => c.arg(&preload_dir),
+                "date" => c.arg("-d").arg("@0").arg("+%F").env("TZ", "UTC"),
+                "env" => c.arg("-i").arg("A=1"),
+                "sh" => c.arg("-c").arg("echo $((6*7))"),
+                "cat" => c.arg(Path::new(MANIFEST).join("Cargo.toml")),
+                _ => &mut c,
+            };
+            c
+        };
+        compare(make, &dir, &format!("{i}-{prog}"), true);
+    }
+}
