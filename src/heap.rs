@@ -40,11 +40,22 @@ pub(crate) const DIRECT_MAX: usize = 1024;
 pub(crate) const DIRECT_SLOTS: usize = DIRECT_MAX / 8 + 1;
 /// Dirty slices a heap may always keep before purging (1 MiB).
 pub(crate) const DIRTY_MIN_SLICES: usize = 16;
+/// How long free slices may stay resident below the threshold.
+pub(crate) const PURGE_DELAY_MS: u64 = 10;
 /// How many abandoned segments one slow path may try to reclaim.
 const RECLAIM_TRIES: usize = 8;
 
 const_assert!(DIRECT_MAX % 16 == 0);
 const_assert!(class_size(crate::size_class::class_of(DIRECT_MAX)) == DIRECT_MAX);
+
+/// A full page goes back to its queue once this many of its blocks are free.
+/// Waiting for a batch means a page nearly full of live blocks is not moved
+/// back and forth for every single free (each move would yield one block).
+#[inline]
+fn unfull_threshold(p: *const Page) -> u32 {
+    // SAFETY: callers pass a valid page.
+    (unsafe { (*p).reserved } / 8).max(1)
+}
 
 /// Slices a page of block size `bs` spans: one, or enough for eight blocks.
 pub(crate) const fn span_for(bs: usize) -> usize {
@@ -181,6 +192,8 @@ pub(crate) struct Heap {
     dirty_slices: usize,
     /// Slices in use by pages.
     used_slices: usize,
+    /// When to purge the dirty slices (monotonic ms), or 0 if none are waiting.
+    purge_at: u64,
     /// Link in the pool of unused heaps.
     pub(crate) next_free: *mut Heap,
     /// This heap's statistics, beside it in its pool slot; they outlive the
@@ -207,6 +220,7 @@ impl Heap {
             free_segments: 0,
             dirty_slices: 0,
             used_slices: 0,
+            purge_at: 0,
             next_free: ptr::null_mut(),
             counters: ptr::null(),
         }
@@ -238,6 +252,7 @@ impl Heap {
         self.free_segments = 0;
         self.dirty_slices = 0;
         self.used_slices = 0;
+        self.purge_at = 0;
         self.next_free = ptr::null_mut();
     }
 
@@ -420,7 +435,7 @@ impl Heap {
                             let p = ptr::addr_of_mut!((*s).pages[i]);
                             if self.collect_remote(p) > 0 {
                                 any = true;
-                                if self.settle(p) {
+                                if self.settle(p, unfull_threshold(p)) {
                                     break; // the segment was released
                                 }
                             }
@@ -434,18 +449,19 @@ impl Heap {
     }
 
     /// After frees came back to `p`: retire it if empty, or bring it back from
-    /// the full list. Returns whether `p`'s segment was released.
+    /// the full list once it has `min_free` free blocks. Returns whether `p`'s
+    /// segment was released.
     ///
     /// # Safety
     /// `p` is an in-use page of this heap.
-    unsafe fn settle(&mut self, p: *mut Page) -> bool {
+    unsafe fn settle(&mut self, p: *mut Page, min_free: u32) -> bool {
         // SAFETY: per the contract.
         unsafe {
             if (*p).used == 0 {
                 self.unlink(p);
                 return self.free_page(p);
             }
-            if (*p).has(IN_FULL) {
+            if (*p).has(IN_FULL) && (*p).reserved - (*p).used >= min_free {
                 self.unfull(p);
             }
             false
@@ -469,7 +485,7 @@ impl Heap {
                 }
                 self.unlink(p);
                 self.free_page(p);
-            } else if (*p).has(IN_FULL) {
+            } else if (*p).has(IN_FULL) && (*p).reserved - (*p).used >= unfull_threshold(p) {
                 self.unfull(p);
             }
         }
@@ -480,6 +496,7 @@ impl Heap {
     /// frees) from a new segment.
     unsafe fn new_page(&mut self, c: usize) -> *mut Page {
         let span = span_for(CLASS_SIZES[c] as usize);
+        self.maybe_purge();
         // SAFETY: every segment reached is one of ours (or just became ours).
         unsafe {
             if let Some(p) = self.page_from_segments(c, span) {
@@ -546,7 +563,8 @@ impl Heap {
                 let next = (*p).next;
                 if self.collect_remote(p) > 0 {
                     any = true;
-                    self.settle(p);
+                    // Before growing, any free block is worth reusing.
+                    self.settle(p, 1);
                 }
                 p = next;
             }
@@ -643,9 +661,7 @@ impl Heap {
                 }
                 self.free_segments += 1;
             }
-            if self.dirty_slices > DIRTY_MIN_SLICES.max(self.used_slices / 8) {
-                self.purge_all();
-            }
+            self.maybe_purge();
             false
         }
     }
@@ -664,8 +680,29 @@ impl Heap {
         }
     }
 
+    /// Purges the dirty slices when there are more than an eighth of the used
+    /// ones (and at least [`DIRTY_MIN_SLICES`]), or when they have waited
+    /// [`PURGE_DELAY_MS`]: memory freed and soon reused costs no system call,
+    /// and memory left free goes back to the OS shortly.
+    fn maybe_purge(&mut self) {
+        if self.dirty_slices == 0 {
+            return;
+        }
+        if self.dirty_slices > DIRTY_MIN_SLICES.max(self.used_slices / 8) {
+            self.purge_all();
+            return;
+        }
+        let now = os::now_ms();
+        if self.purge_at == 0 {
+            self.purge_at = now + PURGE_DELAY_MS;
+        } else if now >= self.purge_at {
+            self.purge_all();
+        }
+    }
+
     /// Purges every dirty slice of every segment we own.
     pub(crate) fn purge_all(&mut self) {
+        self.purge_at = 0;
         let mut s = self.avail.first;
         while !s.is_null() {
             // SAFETY: `s` is one of ours; dirty slices hold no live data.

@@ -79,6 +79,14 @@ fn mmap_at(hint: usize, size: usize) -> *mut u8 {
     p.cast()
 }
 
+/// A coarse monotonic clock in milliseconds (a vDSO read, no system call).
+pub(crate) fn now_ms() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
 /// Resident memory of the whole process, from /proc/self/statm (0 if unknown).
 /// Reads into a stack buffer: no allocation.
 pub(crate) fn resident_bytes() -> usize {
