@@ -38,10 +38,12 @@ use static_assertions::const_assert;
 pub(crate) const DIRECT_MAX: usize = 1024;
 /// One slot per 8-byte step up to [`DIRECT_MAX`].
 pub(crate) const DIRECT_SLOTS: usize = DIRECT_MAX / 8 + 1;
-/// Dirty slices a heap may always keep before purging (1 MiB).
-pub(crate) const DIRTY_MIN_SLICES: usize = 16;
+/// Dirty slices a heap may always keep before purging (2 MiB).
+pub(crate) const DIRTY_MIN_SLICES: usize = 32;
 /// How long free slices may stay resident below the threshold.
 pub(crate) const PURGE_DELAY_MS: u64 = 10;
+/// Abandoned segments beyond this many are purged of free slices when abandoned.
+const ABANDONED_DIRTY_MAX: usize = 8;
 /// How many abandoned segments one slow path may try to reclaim.
 const RECLAIM_TRIES: usize = 8;
 
@@ -795,6 +797,7 @@ impl Heap {
                 s = next;
             }
             self.purge_all();
+            segment::drain_free_segments();
         }
     }
 
@@ -838,11 +841,17 @@ impl Heap {
                     seg.next = ptr::null_mut();
                     seg.prev = ptr::null_mut();
                     seg.in_full_list = false;
-                    self.k().dirty_slices.sub(seg.dirty_slices.count_ones() as usize);
                     if seg.used_pages == 0 {
+                        self.k().dirty_slices.sub(seg.dirty_slices.count_ones() as usize);
                         Segment::release(s);
                     } else {
-                        purge_segment(seg);
+                        // Whoever reclaims the segment purges its free slices
+                        // by its own policy (and its counters take them over);
+                        // only when many wait unclaimed are they purged now,
+                        // to bound what they hold.
+                        if ABANDONED.len() >= ABANDONED_DIRTY_MAX {
+                            self.k().dirty_slices.sub(purge_segment(seg));
+                        }
                         // Release: our page writes happen-before the reclaimer's
                         // reads (it also synchronises through the list's lock).
                         seg.owner.store(0, Ordering::Release);

@@ -178,14 +178,17 @@ impl Segment {
         // SAFETY: per the contract, the header is ours to read and then drop.
         let source = unsafe { (*seg).source };
         crate::stats::SHARED.segments_returned.fetch_add(1, Ordering::Relaxed);
-        match source {
-            Source::Mmap => os::unmap(seg.cast(), SEGMENT_SIZE),
-            Source::Brk => {
-                // The break cannot shrink under other users; keep the range,
-                // drop its memory, and recycle it for the next segment.
-                os::purge(seg.cast(), SEGMENT_SIZE);
-                BRK_FREE.push(seg);
-            }
+        // The break cannot shrink under other users, so brk segments are always
+        // kept for reuse; a few mmap ones are too, so that threads coming and
+        // going do not map and unmap a segment each. Kept segments are purged
+        // whole: they hold no memory but their address space.
+        if source == Source::Brk || FREE_SEGMENTS.len() < SEGMENT_CACHE {
+            os::purge(seg.cast(), SEGMENT_SIZE);
+            // SAFETY: the header page reads zero now; `source` must survive.
+            unsafe { (*seg).source = source };
+            FREE_SEGMENTS.push(seg);
+        } else {
+            os::unmap(seg.cast(), SEGMENT_SIZE);
         }
     }
 
@@ -287,23 +290,52 @@ impl SegmentList {
 
 /// Segments whose thread exited while they still held live blocks.
 pub(crate) static ABANDONED: SegmentList = SegmentList::new();
-/// Wholly free segments carved from the program break, ready for reuse.
-pub(crate) static BRK_FREE: SegmentList = SegmentList::new();
+/// Wholly free segments kept for reuse: every brk segment, and up to
+/// [`SEGMENT_CACHE`] mmap ones. All are purged.
+pub(crate) static FREE_SEGMENTS: SegmentList = SegmentList::new();
+/// How many free mmap segments are kept mapped for reuse.
+pub(crate) const SEGMENT_CACHE: usize = 8;
 
-/// A segment for `owner`: a recycled brk segment, or a new one from the OS.
+/// Unmaps every kept mmap segment (brk ones stay: the break cannot shrink).
+pub(crate) fn drain_free_segments() {
+    let mut brk = ptr::null_mut::<Segment>();
+    loop {
+        let seg = FREE_SEGMENTS.pop();
+        if seg.is_null() {
+            break;
+        }
+        // SAFETY: a kept segment belongs to nobody; its header is readable.
+        unsafe {
+            if (*seg).source == Source::Brk {
+                (*seg).next = brk;
+                brk = seg;
+            } else {
+                os::unmap(seg.cast(), SEGMENT_SIZE);
+            }
+        }
+    }
+    while !brk.is_null() {
+        // SAFETY: segments we just took off the list, linked through `next`.
+        let next = unsafe { (*brk).next };
+        FREE_SEGMENTS.push(brk);
+        brk = next;
+    }
+}
+
+/// A segment for `owner`: a kept free one, or a new one from the OS.
 pub(crate) fn obtain(owner: usize) -> *mut Segment {
-    let seg = BRK_FREE.pop();
+    let seg = FREE_SEGMENTS.pop();
     if !seg.is_null() {
         crate::stats::SHARED.segments_obtained.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: a recycled brk segment was purged whole on release, so its
-        // memory reads zero again; re-initialise it as a fresh segment.
+        // SAFETY: a kept segment was purged whole, so it reads zero but for
+        // `source`; re-initialise it as a fresh segment.
         unsafe {
             (*seg).kind = KIND_SMALL;
             (*seg).owner.store(owner, Ordering::Relaxed);
             (*seg).free_slices = ALL_PAGE_SLICES;
             (*seg).dirty_slices = 0;
             (*seg).next = ptr::null_mut();
-            (*seg).source = Source::Brk;
+            (*seg).prev = ptr::null_mut();
         }
         return seg;
     }

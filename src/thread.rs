@@ -252,7 +252,7 @@ mod fork {
         forget(super::KEY.lock());
         forget(super::POOL.lock());
         forget(segment::ABANDONED.head.lock());
-        forget(segment::BRK_FREE.head.lock());
+        forget(segment::FREE_SEGMENTS.head.lock());
         forget(os::BRK_LOCK.lock());
     }
 
@@ -261,7 +261,7 @@ mod fork {
         // its guard; the parent, or the child's only thread, now gives them back.
         unsafe {
             os::BRK_LOCK.force_unlock();
-            segment::BRK_FREE.head.force_unlock();
+            segment::FREE_SEGMENTS.head.force_unlock();
             segment::ABANDONED.head.force_unlock();
             super::POOL.force_unlock();
             super::KEY.force_unlock();
