@@ -59,12 +59,20 @@ fn unfull_threshold(p: *const Page) -> u32 {
     (unsafe { (*p).reserved } / 8).max(1)
 }
 
-/// Slices a page of block size `bs` spans: one, or enough for eight blocks.
+/// Slices a page of block size `bs` spans: one for blocks up to 8 KiB; enough
+/// for eight blocks up to 128 KiB; above that (where every class is a multiple
+/// of 16 KiB) the fewest blocks that fill whole slices exactly, one to four.
 pub(crate) const fn span_for(bs: usize) -> usize {
     if bs <= SLICE_SIZE / 8 {
         1
-    } else {
+    } else if bs <= 128 * 1024 {
         (bs * 8).div_ceil(SLICE_SIZE)
+    } else {
+        let mut n = 1;
+        while (n * bs) % SLICE_SIZE != 0 {
+            n += 1;
+        }
+        n * bs / SLICE_SIZE
     }
 }
 const_assert!(span_for(crate::size_class::MAX_SMALL) <= MAX_SPAN);
@@ -1026,9 +1034,13 @@ mod tests {
         for c in 0..NUM_CLASSES {
             let bs = class_size(c);
             let span = span_for(bs);
-            assert!((1..=MAX_SPAN).contains(&span));
+            assert!((1..=MAX_SPAN).contains(&span), "class {c}: span {span}");
             let bytes = span * SLICE_SIZE;
-            assert!(bytes / bs >= 8, "class {c}");
+            if bs <= 128 * 1024 {
+                assert!(bytes / bs >= 8, "class {c}");
+            } else {
+                assert_eq!(bytes % bs, 0, "class {c}: pages above 128 KiB are exact");
+            }
             assert!((bytes % bs) * 8 <= bytes, "class {c}: tail waste over 1/8");
         }
     }

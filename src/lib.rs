@@ -12,7 +12,7 @@
 //! # Where a pointer goes
 //! Read the modules in the order data flows:
 //! - `os`: mmap, brk, madvise, mremap; the only system calls.
-//! - `size_class`: a request's size becomes one of 92 block sizes.
+//! - `size_class`: a request's size becomes one of 116 block sizes.
 //! - `segment`: 4 MiB aligned regions cut into 64 KiB slices; from any pointer,
 //!   masking finds the segment header and a shift finds the page.
 //! - `page`: the blocks of one size class and their three free lists.

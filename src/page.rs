@@ -60,7 +60,9 @@ pub(crate) struct Page {
 }
 
 impl Page {
-    /// An empty, unused page: the state of zeroed memory.
+    /// An empty, unused page: the state of zeroed memory. A template for
+    /// statics and fresh values, never shared as a constant.
+    #[allow(clippy::declare_interior_mutable_const)]
     pub(crate) const EMPTY: Page = Page {
         free: ptr::null_mut(),
         used: 0,

@@ -39,7 +39,7 @@ pub(crate) const SLICE_SIZE: usize = 1 << SLICE_SHIFT;
 pub(crate) const SLICES: usize = SEGMENT_SIZE / SLICE_SIZE;
 /// Bitmap of the slices that can hold pages.
 const ALL_PAGE_SLICES: u64 = !1;
-/// The longest page, in slices: 8 blocks of the largest class.
+/// The longest page, in slices: one block of the largest class (1 MiB).
 pub(crate) const MAX_SPAN: usize = 16;
 /// Where the block of a huge segment starts when its alignment does not ask
 /// for more: right after the page that holds the header prefix.
@@ -47,7 +47,7 @@ pub(crate) const HUGE_BLOCK_OFFSET: usize = os::OS_PAGE;
 
 const_assert!(SLICES == 64); // the slice bitmaps are u64
 const_assert!(SLICE_SIZE * MAX_SPAN < SEGMENT_SIZE);
-const_assert!(crate::size_class::MAX_SMALL * 8 <= MAX_SPAN * SLICE_SIZE);
+const_assert!(crate::size_class::MAX_SMALL <= MAX_SPAN * SLICE_SIZE);
 const_assert!(SLICE_SIZE % os::OS_PAGE == 0);
 
 /// Which kind of segment a header describes.

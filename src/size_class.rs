@@ -19,10 +19,10 @@
 use static_assertions::const_assert;
 
 /// Number of small size classes.
-pub const NUM_CLASSES: usize = 92;
+pub const NUM_CLASSES: usize = 116;
 /// The largest request served from size-classed pages; larger ones are mapped
 /// on their own.
-pub const MAX_SMALL: usize = 128 * 1024;
+pub const MAX_SMALL: usize = 1024 * 1024;
 /// Every block is at least this aligned when the request asks for 16 or more,
 /// and every class but the four documented above is a multiple of it.
 pub const MIN_ALIGN: usize = 16;
@@ -58,6 +58,7 @@ const_assert!(TABLE[3] == 64);
 const_assert!(TABLE[4] == 72);
 const_assert!(TABLE[11] == 128);
 const_assert!(TABLE[12] == 144);
+const_assert!(TABLE[91] == 128 * 1024);
 const_assert!(TABLE[NUM_CLASSES - 1] as usize == MAX_SMALL);
 const_assert!(MAX_SMALL.is_power_of_two());
 
@@ -107,7 +108,7 @@ const_assert!(multiples_of_8(&TABLE));
 pub const fn class_of(size: usize) -> usize {
     if size <= 64 {
         // 0 and 1..=16 both land in class 0.
-        (size + 15) / 16 - (size != 0) as usize
+        size.div_ceil(16) - (size != 0) as usize
     } else {
         let w = size - 1;
         let k = (usize::BITS - 1 - w.leading_zeros()) as usize; // 2^k <= w < 2^(k+1)
@@ -173,8 +174,8 @@ mod tests {
 
     #[test]
     fn table_matches_function() {
-        for c in 0..NUM_CLASSES {
-            assert_eq!(CLASS_SIZES[c] as usize, class_size(c));
+        for (c, &size) in CLASS_SIZES.iter().enumerate() {
+            assert_eq!(size as usize, class_size(c));
         }
     }
 

@@ -73,6 +73,7 @@ pub(crate) struct ClassCounters {
 }
 
 impl ClassCounters {
+    #[allow(clippy::declare_interior_mutable_const)] // a template for fresh values
     const NEW: ClassCounters = ClassCounters {
         allocs: Counter::new(),
         frees: Counter::new(),
@@ -98,6 +99,7 @@ pub(crate) struct HeapCounters {
 }
 
 impl HeapCounters {
+    #[allow(clippy::declare_interior_mutable_const)] // a template for fresh values
     pub(crate) const NEW: HeapCounters = HeapCounters {
         class: [ClassCounters::NEW; NUM_CLASSES],
         realloc_in_place: Counter::new(),

@@ -57,7 +57,7 @@ fn workload(seed: u64, n: usize) -> Vec<Block> {
         let size = match rng.range(0, 99) {
             0..=79 => rng.range(1, 512),
             80..=98 => rng.range(513, 32 * 1024),
-            _ => rng.range(LARGE_THRESHOLD + 1, 1024 * 1024),
+            _ => rng.range(LARGE_THRESHOLD + 1, 2 * LARGE_THRESHOLD),
         };
         let align = 1 << rng.range(0, 6);
         let b = Block::new(size, align, (seed << 32) | i);

@@ -117,8 +117,8 @@ fn random_size(rng: &mut Rng) -> usize {
     match rng.range(0, 999) {
         0..=699 => rng.range(1, 256),
         700..=949 => rng.range(257, 4096),
-        950..=996 => rng.range(4097, LARGE_THRESHOLD),
-        _ => rng.range(LARGE_THRESHOLD + 1, 1024 * 1024),
+        950..=996 => rng.range(4097, 256 * 1024),
+        _ => rng.range(LARGE_THRESHOLD + 1, 2 * LARGE_THRESHOLD),
     }
 }
 
