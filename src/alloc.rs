@@ -217,9 +217,7 @@ unsafe fn free_remote(seg: *mut Segment, page: *mut page::Page, p: *mut u8, size
         }
         let bit = 1u64 << (*seg).page_index(page);
         // Flag first: once the block is pushed its page may be freed at once.
-        if (*seg).thread_freed.load(Ordering::Relaxed) & bit == 0 {
-            (*seg).thread_freed.fetch_or(bit, Ordering::Release);
-        }
+        (*seg).thread_freed.set(bit);
         page::free_remote(&*page, p);
     }
 }

@@ -20,10 +20,12 @@
 //! the OS for a new segment. A missed flag can delay reuse, never lose a block.
 //!
 //! Memory goes back to the OS in three steps: an empty page returns its slices
-//! to its segment (they stay resident, "dirty"); dirty slices beyond an eighth
-//! of the heap's used slices (at least [`DIRTY_MIN_SLICES`]) are purged with
-//! `madvise`; and a wholly free segment is unmapped unless it is the only one
-//! the heap keeps in reserve. [`Heap::collect`] does all of it at once.
+//! to its segment (the part it touched stays resident, "dirty"); dirty bytes
+//! beyond an eighth of the heap's used memory (at least [`DIRTY_MIN_BYTES`]),
+//! or older than [`PURGE_DELAY_MS`], are purged with `madvise`; and a wholly
+//! free segment goes to a small process-wide cache or is unmapped, unless it
+//! is the only one the heap keeps in reserve. [`Heap::collect`] does all of it
+//! at once.
 
 use crate::atomic::Ordering;
 use crate::os;
@@ -38,8 +40,8 @@ use static_assertions::const_assert;
 pub(crate) const DIRECT_MAX: usize = 1024;
 /// One slot per 8-byte step up to [`DIRECT_MAX`].
 pub(crate) const DIRECT_SLOTS: usize = DIRECT_MAX / 8 + 1;
-/// Dirty slices a heap may always keep before purging (2 MiB).
-pub(crate) const DIRTY_MIN_SLICES: usize = 32;
+/// Resident free bytes a heap may always keep before purging.
+pub(crate) const DIRTY_MIN_BYTES: usize = 2 << 20;
 /// How long free slices may stay resident below the threshold.
 pub(crate) const PURGE_DELAY_MS: u64 = 10;
 /// Abandoned segments beyond this many are purged of free slices when abandoned.
@@ -198,8 +200,8 @@ pub(crate) struct Heap {
     empty_page: *mut Page,
     /// Owned segments with no page in use.
     free_segments: usize,
-    /// Free slices still resident, over all owned segments.
-    dirty_slices: usize,
+    /// Resident bytes of free slices, over all owned segments.
+    dirty_bytes: usize,
     /// Slices in use by pages.
     used_slices: usize,
     /// When to purge the dirty slices (monotonic ms), or 0 if none are waiting.
@@ -228,7 +230,7 @@ impl Heap {
             full_segs: SegList::EMPTY,
             empty_page,
             free_segments: 0,
-            dirty_slices: 0,
+            dirty_bytes: 0,
             used_slices: 0,
             purge_at: 0,
             next_free: ptr::null_mut(),
@@ -260,7 +262,7 @@ impl Heap {
         self.full_segs = SegList::EMPTY;
         self.empty_page = empty_page;
         self.free_segments = 0;
-        self.dirty_slices = 0;
+        self.dirty_bytes = 0;
         self.used_slices = 0;
         self.purge_at = 0;
         self.next_free = ptr::null_mut();
@@ -434,8 +436,8 @@ impl Heap {
                 // settle its pages, so its successor is read first.
                 unsafe {
                     let next = (*s).next;
-                    if (*s).thread_freed.load(Ordering::Relaxed) != 0 {
-                        let mut bits = (*s).thread_freed.swap(0, Ordering::Acquire);
+                    if (*s).thread_freed.any() {
+                        let mut bits = (*s).thread_freed.take();
                         while bits != 0 {
                             let i = bits.trailing_zeros() as usize;
                             bits &= bits - 1;
@@ -540,6 +542,10 @@ impl Heap {
             if s.is_null() {
                 return ptr::null_mut();
             }
+            // A kept segment brings its resident free slices along.
+            let dirty = (*s).dirty_bytes(u64::MAX);
+            self.dirty_bytes += dirty;
+            self.k().dirty_bytes.add(dirty);
             self.avail.push(s);
             self.free_segments += 1;
             self.init_page(s, 1, span, c)
@@ -584,15 +590,11 @@ impl Heap {
 
     /// Makes slices `i..i + span` of `s` a page of class `c`, current in its queue.
     unsafe fn init_page(&mut self, s: *mut Segment, i: usize, span: usize, c: usize) -> *mut Page {
-        let mask = (u64::MAX >> (64 - span)) << i;
         // SAFETY: `s` is ours, and the run is free, so no one else refers to it.
         unsafe {
             let seg = &mut *s;
-            debug_assert_eq!(seg.free_slices & mask, mask);
-            let dirty = seg.dirty_slices & mask;
-            seg.free_slices &= !mask;
-            seg.dirty_slices &= !mask;
-            self.dirty_slices -= dirty.count_ones() as usize;
+            let resident = seg.take_run(i, span);
+            self.dirty_bytes -= resident;
             for h in &mut seg.slice_head[i..i + span] {
                 *h = i as u8;
             }
@@ -605,7 +607,7 @@ impl Heap {
             k.class[c].pages.add(1);
             k.pages_obtained.add(1);
             k.used_slices.add(span);
-            k.dirty_slices.sub(dirty.count_ones() as usize);
+            k.dirty_bytes.sub(resident);
             if seg.free_slices == 0 {
                 self.avail.remove(s);
                 self.full_segs.push(s);
@@ -614,7 +616,7 @@ impl Heap {
             let bs = CLASS_SIZES[c] as usize;
             let start = seg.slice_addr(i);
             let p = ptr::addr_of_mut!(seg.pages[i]);
-            debug_assert!((*p).thread_free.load(Ordering::Relaxed).is_null());
+            debug_assert!((*p).thread_free.is_empty());
             (*p).free = ptr::null_mut();
             (*p).local_free = ptr::null_mut();
             (*p).used = 0;
@@ -624,8 +626,9 @@ impl Heap {
             (*p).class = c as u8;
             (*p).span = span as u8;
             (*p).start = start;
-            // Slices that were never used or were purged read zero.
-            (*p).flags = IN_USE | if dirty == 0 { FRESH_TAIL } else { 0 };
+            // Slices never touched since they came from the OS or were
+            // purged read zero.
+            (*p).flags = IN_USE | if resident == 0 { FRESH_TAIL } else { 0 };
             self.enqueue(p, true);
             let ok = self.refill(p);
             debug_assert!(ok);
@@ -645,20 +648,18 @@ impl Heap {
             let seg = &mut *s;
             let i = seg.page_index(p);
             let span = (*p).span as usize;
-            let mask = (u64::MAX >> (64 - span)) << i;
+            let resident = seg.free_run(i, span, carved_bytes(p));
             (*p).flags = 0;
             (*p).free = ptr::null_mut();
             (*p).local_free = ptr::null_mut();
-            seg.free_slices |= mask;
-            seg.dirty_slices |= mask;
             seg.used_pages -= 1;
-            self.dirty_slices += span;
+            self.dirty_bytes += resident;
             self.used_slices -= span;
             let k = self.k();
             k.class[(*p).class as usize].pages.sub(1);
             k.pages_returned.add(1);
             k.used_slices.sub(span);
-            k.dirty_slices.add(span);
+            k.dirty_bytes.add(resident);
             if seg.in_full_list {
                 self.full_segs.remove(s);
                 self.avail.push(s);
@@ -683,22 +684,22 @@ impl Heap {
         // SAFETY: `s` is ours, on the avail list, with no page in use.
         unsafe {
             self.avail.remove(s);
-            let dirty = (*s).dirty_slices.count_ones() as usize;
-            self.dirty_slices -= dirty;
-            self.k().dirty_slices.sub(dirty);
+            let dirty = (*s).dirty_bytes(u64::MAX);
+            self.dirty_bytes -= dirty;
+            self.k().dirty_bytes.sub(dirty);
             Segment::release(s);
         }
     }
 
-    /// Purges the dirty slices when there are more than an eighth of the used
-    /// ones (and at least [`DIRTY_MIN_SLICES`]), or when they have waited
+    /// Purges the dirty slices when they hold more than an eighth of the used
+    /// memory (and at least [`DIRTY_MIN_BYTES`]), or when they have waited
     /// [`PURGE_DELAY_MS`]: memory freed and soon reused costs no system call,
     /// and memory left free goes back to the OS shortly.
     fn maybe_purge(&mut self) {
-        if self.dirty_slices == 0 {
+        if self.dirty_bytes == 0 {
             return;
         }
-        if self.dirty_slices > DIRTY_MIN_SLICES.max(self.used_slices / 8) {
+        if self.dirty_bytes > DIRTY_MIN_BYTES.max(self.used_slices * SLICE_SIZE / 8) {
             self.purge_all();
             return;
         }
@@ -717,11 +718,11 @@ impl Heap {
         while !s.is_null() {
             // SAFETY: `s` is one of ours; dirty slices hold no live data.
             unsafe {
-                self.k().dirty_slices.sub(purge_segment(&mut *s));
+                self.k().dirty_bytes.sub(segment::purge_dirty(&mut *s));
                 s = (*s).next;
             }
         }
-        self.dirty_slices = 0;
+        self.dirty_bytes = 0;
     }
 
     /// Takes over an abandoned segment: its pages join our queues, empty ones
@@ -735,10 +736,10 @@ impl Heap {
         unsafe {
             let seg = &mut *s;
             seg.owner.store(self.id(), Ordering::Release);
-            seg.thread_freed.store(0, Ordering::Relaxed);
+            seg.thread_freed.clear();
             seg.next = ptr::null_mut();
             seg.prev = ptr::null_mut();
-            self.dirty_slices += seg.dirty_slices.count_ones() as usize;
+            self.dirty_bytes += seg.dirty_bytes(u64::MAX);
             seg.in_full_list = seg.free_slices == 0;
             if seg.in_full_list {
                 self.full_segs.push(s);
@@ -832,17 +833,15 @@ impl Heap {
                         (*p).prev = ptr::null_mut();
                         if (*p).used == 0 {
                             let span = (*p).span as usize;
-                            let mask = (u64::MAX >> (64 - span)) << i;
+                            let resident = seg.free_run(i, span, carved_bytes(p));
                             let k = self.k();
                             k.class[(*p).class as usize].pages.sub(1);
                             k.pages_returned.add(1);
                             k.used_slices.sub(span);
-                            k.dirty_slices.add(span);
+                            k.dirty_bytes.add(resident);
                             (*p).flags = 0;
                             (*p).free = ptr::null_mut();
                             (*p).local_free = ptr::null_mut();
-                            seg.free_slices |= mask;
-                            seg.dirty_slices |= mask;
                             seg.used_pages -= 1;
                         }
                     }
@@ -850,7 +849,7 @@ impl Heap {
                     seg.prev = ptr::null_mut();
                     seg.in_full_list = false;
                     if seg.used_pages == 0 {
-                        self.k().dirty_slices.sub(seg.dirty_slices.count_ones() as usize);
+                        self.k().dirty_bytes.sub(seg.dirty_bytes(u64::MAX));
                         Segment::release(s);
                     } else {
                         // Whoever reclaims the segment purges its free slices
@@ -858,7 +857,7 @@ impl Heap {
                         // only when many wait unclaimed are they purged now,
                         // to bound what they hold.
                         if ABANDONED.len() >= ABANDONED_DIRTY_MAX {
-                            self.k().dirty_slices.sub(purge_segment(seg));
+                            self.k().dirty_bytes.sub(segment::purge_dirty(seg));
                         }
                         // Release: our page writes happen-before the reclaimer's
                         // reads (it also synchronises through the list's lock).
@@ -896,21 +895,6 @@ fn in_use_pages(seg: &Segment) -> impl Iterator<Item = usize> {
     })
 }
 
-/// Purges the dirty slices of `seg`, one `madvise` per contiguous run.
-/// Returns how many slices it purged.
-fn purge_segment(seg: &mut Segment) -> usize {
-    let n = seg.dirty_slices.count_ones() as usize;
-    let mut d = seg.dirty_slices;
-    while d != 0 {
-        let i = d.trailing_zeros() as usize;
-        let run = (d >> i).trailing_ones() as usize;
-        os::purge(seg.slice_addr(i), run * SLICE_SIZE);
-        d &= !((u64::MAX >> (64 - run)) << i);
-    }
-    seg.dirty_slices = 0;
-    n
-}
-
 /// Pops a block for class `c` from `heap`, whose current page had none.
 ///
 /// # Safety
@@ -925,6 +909,16 @@ pub(crate) unsafe fn alloc_from_new_page(heap: &mut Heap, c: usize) -> *mut u8 {
         }
         page::pop(p)
     }
+}
+
+/// Bytes of `p` that its carving may have touched (so may be resident).
+///
+/// # Safety
+/// `p` is a valid page.
+unsafe fn carved_bytes(p: *const Page) -> usize {
+    // SAFETY: per the contract.
+    let n = unsafe { (*p).capacity as usize * (*p).block_size };
+    os::round_up(n, os::OS_PAGE).unwrap_or(n)
 }
 
 /// Whether the `free` list that `p`'s last block came from was zero-filled.

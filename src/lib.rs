@@ -34,8 +34,12 @@
 //! - Requests of 64 bytes or more waste less than 12.5% of their block.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
+// Under loom only `atomic` and `remote` can build (thread-locals and `const`
+// statics cannot); `tests/loom.rs` compiles those two files itself.
+#![cfg(not(loom))]
 
 mod atomic;
+mod remote;
 mod os;
 mod size_class;
 mod page;

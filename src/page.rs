@@ -15,14 +15,9 @@
 //! whose `used` is zero has no live block and no free in flight, and nobody
 //! else can be touching it.
 
-use crate::atomic::{AtomicPtr, Ordering};
+pub(crate) use crate::remote::Block;
+use crate::remote::ThreadFreeStack;
 use core::ptr;
-
-/// A free block: its first word links to the next free block.
-#[repr(C)]
-pub(crate) struct Block {
-    pub(crate) next: *mut Block,
-}
 
 /// The page is carved from segment slices and serves a size class.
 pub(crate) const IN_USE: u8 = 1;
@@ -47,7 +42,7 @@ pub(crate) struct Page {
     /// Slices the page spans.
     pub(crate) span: u8,
     pub(crate) local_free: *mut Block,
-    pub(crate) thread_free: AtomicPtr<Block>,
+    pub(crate) thread_free: ThreadFreeStack,
     pub(crate) block_size: usize,
     /// Blocks carved so far; `capacity <= reserved`.
     pub(crate) capacity: u32,
@@ -70,7 +65,7 @@ impl Page {
         flags: 0,
         span: 0,
         local_free: ptr::null_mut(),
-        thread_free: AtomicPtr::new(ptr::null_mut()),
+        thread_free: ThreadFreeStack::new(),
         block_size: 0,
         capacity: 0,
         reserved: 0,
@@ -102,24 +97,10 @@ impl Page {
     /// Moves frees made by other threads onto `local_free`. Owner only.
     /// Returns how many blocks came back.
     pub(crate) fn collect_thread_free(&mut self) -> u32 {
-        if self.thread_free.load(Ordering::Relaxed).is_null() {
+        // The swap, the walk and the append are `remote`'s, checked by loom.
+        let (head, n) = self.thread_free.take_all(self.local_free);
+        if n == 0 {
             return 0;
-        }
-        // Acquire: the pushers' link writes (Release CAS) are visible to us.
-        let head = self.thread_free.swap(ptr::null_mut(), Ordering::Acquire);
-        if head.is_null() {
-            return 0;
-        }
-        let mut n = 1;
-        let mut tail = head;
-        // SAFETY: every block on the stack was pushed by free_remote with a valid
-        // link; the chain ends in the null (or older) head each pusher saw.
-        unsafe {
-            while !(*tail).next.is_null() {
-                tail = (*tail).next;
-                n += 1;
-            }
-            (*tail).next = self.local_free;
         }
         self.local_free = head;
         self.used = self.used.wrapping_sub(n);
@@ -209,18 +190,7 @@ pub(crate) unsafe fn pop(page: *mut Page) -> *mut u8 {
 /// `b` is a live block of `page`, and the caller gives up all access to it.
 #[inline]
 pub(crate) unsafe fn free_remote(page: &Page, b: *mut u8) {
-    let b = b.cast::<Block>();
-    let mut head = page.thread_free.load(Ordering::Relaxed);
-    loop {
-        // SAFETY: the block is ours until the CAS publishes it.
-        unsafe { (*b).next = head };
-        // Release: the link write above is visible to the owner's Acquire swap.
-        match page
-            .thread_free
-            .compare_exchange_weak(head, b, Ordering::Release, Ordering::Relaxed)
-        {
-            Ok(_) => return,
-            Err(h) => head = h,
-        }
-    }
+    // SAFETY: per the contract the block is live and given up; it stays valid
+    // until the owner takes it, since its page stays in use until then.
+    unsafe { page.thread_free.push(b.cast()) }
 }

@@ -34,7 +34,9 @@ pub(crate) struct Block {
 impl Block {
     /// A fake block for the loom models.
     pub(crate) fn new() -> Block {
-        Block { next: loom::cell::UnsafeCell::new(ptr::null_mut()) }
+        Block {
+            next: loom::cell::UnsafeCell::new(ptr::null_mut()),
+        }
     }
 }
 
@@ -113,7 +115,10 @@ impl ThreadFreeStack {
             // SAFETY: the block is ours until the CAS publishes it.
             unsafe { set_next(b, head) };
             // Release: the link write above is visible to the owner's Acquire swap.
-            match self.0.compare_exchange_weak(head, b, Ordering::Release, Ordering::Relaxed) {
+            match self
+                .0
+                .compare_exchange_weak(head, b, Ordering::Release, Ordering::Relaxed)
+            {
                 Ok(_) => return,
                 Err(h) => head = h,
             }
@@ -160,14 +165,8 @@ impl ThreadFreeStack {
 pub(crate) struct HintBits(AtomicU64);
 
 impl HintBits {
-    /// No bit set (the state of zeroed memory).
-    #[cfg(not(loom))]
-    #[allow(dead_code)] // segments start zeroed; kept for symmetry with loom
-    pub(crate) const fn new() -> Self {
-        HintBits(AtomicU64::new(0))
-    }
-
-    /// No bit set (loom's atomics have no `const` constructor).
+    /// No bit set. Segments start zeroed, which is the same state, so only
+    /// the loom models need this.
     #[cfg(loom)]
     pub(crate) fn new() -> Self {
         HintBits(AtomicU64::new(0))

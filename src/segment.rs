@@ -19,9 +19,10 @@
 //! becomes 0 and it goes on a global list, from which another thread reclaims
 //! it when it needs memory.
 
-use crate::atomic::{AtomicU64, AtomicUsize, Ordering};
+use crate::atomic::{AtomicUsize, Ordering};
 use crate::os::{self, Source};
 use crate::page::Page;
+use crate::remote::HintBits;
 use core::mem::{align_of, offset_of, size_of};
 use core::ptr;
 use static_assertions::const_assert;
@@ -70,7 +71,7 @@ pub(crate) struct Segment {
     /// Address of the owning heap, or 0 while abandoned.
     pub(crate) owner: AtomicUsize,
     /// Bit i: page i may have frees on its `thread_free` (a hint, see heap).
-    pub(crate) thread_freed: AtomicU64,
+    pub(crate) thread_freed: HintBits,
     /// Links in the owner's segment lists, or in the abandoned list.
     pub(crate) next: *mut Segment,
     pub(crate) prev: *mut Segment,
@@ -87,6 +88,11 @@ pub(crate) struct Segment {
     pub(crate) on_shared_list: bool,
     /// For each slice, the first slice of the page covering it.
     pub(crate) slice_head: [u8; SLICES],
+    /// For each slice, how many bytes from its start may be resident: touched
+    /// since the slice was last purged (or came fresh from the OS). Purges
+    /// give back just that, and a page on slices that were never touched
+    /// knows its memory reads zero.
+    pub(crate) touched: [u32; SLICES],
     /// Page descriptors, indexed by a page's first slice.
     pub(crate) pages: [Page; SLICES],
 }
@@ -180,16 +186,67 @@ impl Segment {
         crate::stats::SHARED.segments_returned.fetch_add(1, Ordering::Relaxed);
         // The break cannot shrink under other users, so brk segments are always
         // kept for reuse; a few mmap ones are too, so that threads coming and
-        // going do not map and unmap a segment each. Kept segments are purged
-        // whole: they hold no memory but their address space.
+        // going do not map and unmap a segment each, nor fault its pages in
+        // again: kept segments keep their free slices resident, up to
+        // CACHE_DIRTY_MAX slices in all; past that they are purged first.
         if source == Source::Brk || FREE_SEGMENTS.len() < SEGMENT_CACHE {
-            os::purge(seg.cast(), SEGMENT_SIZE);
-            // SAFETY: the header page reads zero now; `source` must survive.
-            unsafe { (*seg).source = source };
+            // SAFETY: per the contract, the header is ours.
+            let dirty = unsafe { (*seg).dirty_bytes(u64::MAX) };
+            if CACHED_DIRTY.load(Ordering::Relaxed) + dirty > CACHE_DIRTY_MAX {
+                // SAFETY: as above; purged slices read zero, so clean.
+                unsafe {
+                    purge_dirty(&mut *seg);
+                }
+            } else {
+                CACHED_DIRTY.fetch_add(dirty, Ordering::Relaxed);
+            }
             FREE_SEGMENTS.push(seg);
         } else {
             os::unmap(seg.cast(), SEGMENT_SIZE);
         }
+    }
+
+    /// Resident bytes of the slices in `mask` that are dirty.
+    pub(crate) fn dirty_bytes(&self, mask: u64) -> usize {
+        let mut m = mask & self.dirty_slices;
+        let mut n = 0;
+        while m != 0 {
+            n += self.touched[m.trailing_zeros() as usize] as usize;
+            m &= m - 1;
+        }
+        n
+    }
+
+    /// Hands slices `i..i + span` to a new page. Returns the resident bytes
+    /// they bring along (0 means the page's memory reads zero).
+    pub(crate) fn take_run(&mut self, i: usize, span: usize) -> usize {
+        let mask = run_mask(i, span);
+        debug_assert_eq!(self.free_slices & mask, mask);
+        let mut resident = 0;
+        for k in i..i + span {
+            resident += self.touched[k] as usize;
+        }
+        let dirty = self.dirty_bytes(mask);
+        debug_assert!(dirty <= resident);
+        self.free_slices &= !mask;
+        self.dirty_slices &= !mask;
+        resident
+    }
+
+    /// Takes back the slices `i..i + span` of a page whose first `touched`
+    /// bytes were carved. Returns the resident bytes the run now holds.
+    pub(crate) fn free_run(&mut self, i: usize, span: usize, touched: usize) -> usize {
+        let mut resident = 0;
+        for k in 0..span {
+            let t = touched.saturating_sub(k * SLICE_SIZE).min(SLICE_SIZE) as u32;
+            let e = &mut self.touched[i + k];
+            *e = (*e).max(t);
+            resident += *e as usize;
+        }
+        let mask = run_mask(i, span);
+        self.free_slices |= mask;
+        self.dirty_slices |= mask;
+        resident
     }
 
     /// Whether the page with first slice `i` is in use.
@@ -295,8 +352,52 @@ pub(crate) static ABANDONED: SegmentList = SegmentList::new();
 pub(crate) static FREE_SEGMENTS: SegmentList = SegmentList::new();
 /// How many free mmap segments are kept mapped for reuse.
 pub(crate) const SEGMENT_CACHE: usize = 8;
+/// At most this many bytes of kept segments stay resident.
+const CACHE_DIRTY_MAX: usize = 4 << 20;
+/// Resident bytes of kept segments.
+pub(crate) static CACHED_DIRTY: AtomicUsize = AtomicUsize::new(0);
 
-/// Unmaps every kept mmap segment (brk ones stay: the break cannot shrink).
+/// Bitmap of slices `i..i + span`.
+#[inline]
+pub(crate) const fn run_mask(i: usize, span: usize) -> u64 {
+    (u64::MAX >> (64 - span)) << i
+}
+
+/// Purges the resident part of every dirty slice of `seg` (one `madvise` per
+/// contiguous stretch) and returns how many bytes it gave back.
+pub(crate) fn purge_dirty(seg: &mut Segment) -> usize {
+    let mut purged = 0;
+    let mut d = seg.dirty_slices;
+    // The stretch being gathered: [start, end).
+    let (mut start, mut end) = (0usize, 0usize);
+    while d != 0 {
+        let k = d.trailing_zeros() as usize;
+        d &= d - 1;
+        let t = seg.touched[k] as usize;
+        seg.touched[k] = 0;
+        if t == 0 {
+            continue;
+        }
+        let a = seg.slice_addr(k) as usize;
+        if a != end {
+            os::purge(start as *mut u8, end - start);
+            start = a;
+        }
+        end = a + t;
+        purged += t;
+        if t < SLICE_SIZE {
+            // The stretch cannot go on past an untouched tail.
+            os::purge(start as *mut u8, end - start);
+            (start, end) = (0, 0);
+        }
+    }
+    os::purge(start as *mut u8, end - start);
+    seg.dirty_slices = 0;
+    purged
+}
+
+/// Unmaps every kept mmap segment, and purges the kept brk ones (the break
+/// cannot shrink).
 pub(crate) fn drain_free_segments() {
     let mut brk = ptr::null_mut::<Segment>();
     loop {
@@ -304,9 +405,11 @@ pub(crate) fn drain_free_segments() {
         if seg.is_null() {
             break;
         }
-        // SAFETY: a kept segment belongs to nobody; its header is readable.
+        // SAFETY: a kept segment belongs to nobody; its header is ours now.
         unsafe {
+            CACHED_DIRTY.fetch_sub((*seg).dirty_bytes(u64::MAX), Ordering::Relaxed);
             if (*seg).source == Source::Brk {
+                purge_dirty(&mut *seg);
                 (*seg).next = brk;
                 brk = seg;
             } else {
@@ -322,18 +425,22 @@ pub(crate) fn drain_free_segments() {
     }
 }
 
-/// A segment for `owner`: a kept free one, or a new one from the OS.
+/// A segment for `owner`: a kept free one (its resident free slices still
+/// marked dirty), or a new one from the OS.
 pub(crate) fn obtain(owner: usize) -> *mut Segment {
     let seg = FREE_SEGMENTS.pop();
     if !seg.is_null() {
         crate::stats::SHARED.segments_obtained.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: a kept segment was purged whole, so it reads zero but for
-        // `source`; re-initialise it as a fresh segment.
+        // SAFETY: a kept segment belongs to nobody and has no page in use (every
+        // descriptor's flags are 0); reset what a fresh one would have.
         unsafe {
+            CACHED_DIRTY.fetch_sub((*seg).dirty_bytes(u64::MAX), Ordering::Relaxed);
             (*seg).kind = KIND_SMALL;
             (*seg).owner.store(owner, Ordering::Relaxed);
+            (*seg).thread_freed.clear();
             (*seg).free_slices = ALL_PAGE_SLICES;
-            (*seg).dirty_slices = 0;
+            (*seg).used_pages = 0;
+            (*seg).in_full_list = false;
             (*seg).next = ptr::null_mut();
             (*seg).prev = ptr::null_mut();
         }

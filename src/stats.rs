@@ -94,8 +94,8 @@ pub(crate) struct HeapCounters {
     pub(crate) pages_returned: Counter,
     /// Slices held by pages in use.
     pub(crate) used_slices: Counter,
-    /// Free slices still resident.
-    pub(crate) dirty_slices: Counter,
+    /// Resident bytes of free slices.
+    pub(crate) dirty_bytes: Counter,
 }
 
 impl HeapCounters {
@@ -108,7 +108,7 @@ impl HeapCounters {
         pages_obtained: Counter::new(),
         pages_returned: Counter::new(),
         used_slices: Counter::new(),
-        dirty_slices: Counter::new(),
+        dirty_bytes: Counter::new(),
     };
 }
 
@@ -338,15 +338,14 @@ impl Stats {
         self.cross_thread_frees = self.cross_thread_frees.wrapping_add(h.remote_frees.get());
         self.pages_obtained = self.pages_obtained.wrapping_add(h.pages_obtained.get());
         self.pages_returned = self.pages_returned.wrapping_add(h.pages_returned.get());
-        self.free_pages = self.free_pages.wrapping_add(h.dirty_slices.get());
+        self.free_pages = self.free_pages.wrapping_add(h.dirty_bytes.get());
         self.committed = self.committed.wrapping_add(h.used_slices.get());
     }
 
-    /// Turns the summed counters into figures. Until here `free_pages` and
-    /// `committed` hold slice counts, and `requested` the large objects' bytes.
+    /// Turns the summed counters into figures. Until here `committed` holds
+    /// a slice count, and `requested` the large objects' bytes.
     fn finish(&mut self, segments: usize, heap_meta: usize) {
         let used_bytes = self.committed.wrapping_mul(SLICE_SIZE);
-        self.free_pages = self.free_pages.wrapping_mul(SLICE_SIZE);
         let mut small_allocated = 0usize;
         let mut small_requested = 0usize;
         for (c, row) in self.classes.iter_mut().enumerate() {
@@ -418,6 +417,8 @@ pub fn stats() -> Stats {
     s.segments_obtained = obtained;
     s.segments_returned = returned;
     s.segments_abandoned = crate::segment::ABANDONED.len();
+    // Free slices of kept segments are resident: count them as free pages.
+    s.free_pages = s.free_pages.wrapping_add(crate::segment::CACHED_DIRTY.load(Ordering::Relaxed));
     s.finish(obtained.wrapping_sub(returned), sh.heap_meta.load(Ordering::Relaxed));
     fill_os(&mut s);
     s
