@@ -12,19 +12,26 @@ pub(crate) use loom_loads::{AtomicPtr, AtomicU64, AtomicUsize};
 #[cfg(not(loom))]
 pub(crate) use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
-/// loom's atomics, except that `load` is a read-modify-write that writes back
-/// what it read.
+/// loom's atomics, except that `load` and `store` are read-modify-writes (a
+/// load writes back what it read, a store is a swap), with the same orderings.
 ///
 /// loom 0.7 remembers only the last access to an atomic for its partial-order
 /// reduction, so when thread A loads, then thread B loads and does an RMW
 /// (every CAS loop, and the hint bits' test-then-set), the race between A's
 /// load and B's RMW is never seen and the interleavings where B's RMW comes
-/// first are never run (tokio-rs/loom#392): the models would pass without
-/// checking the concurrent cases at all. As an RMW, every load conflicts with
-/// every access and all orders are explored (up to the preemption bound). The
-/// price: a load reads the latest value in the order explored rather than an
-/// older one that a relaxed load could also see; for one location that only
-/// stands for an earlier interleaving, which is explored too.
+/// first are never run (tokio-rs/loom#392): the models passed without checking
+/// the concurrent cases at all (one execution each). As an RMW, every load
+/// conflicts with every access and all orders are explored (up to the
+/// preemption bound). Stores are swaps because loom orders a plain store and a
+/// concurrent RMW only partially, and then lets a later RMW of the storing
+/// thread read the other thread's older value (a coherence violation that
+/// fails correct models).
+///
+/// The price: a relaxed load reads the latest value of the order explored,
+/// never an older one (for one location that stands for an earlier
+/// interleaving, also explored), and a store never breaks a release sequence.
+/// What loom still checks fully is the happens-before that Release/Acquire
+/// pairs give to plain memory (the block links and the owner's fields).
 #[cfg(loom)]
 mod loom_loads {
     use loom::sync::atomic as l;
@@ -51,7 +58,7 @@ mod loom_loads {
                     self.0.fetch_or(0, s)
                 }
                 pub(crate) fn store(&self, v: $int, order: Ordering) {
-                    self.0.store(v, order)
+                    self.0.swap(v, order);
                 }
                 pub(crate) fn swap(&self, v: $int, order: Ordering) -> $int {
                     self.0.swap(v, order)
@@ -109,7 +116,7 @@ mod loom_loads {
             }
         }
         pub(crate) fn store(&self, p: *mut T, order: Ordering) {
-            self.0.store(p, order)
+            self.0.swap(p, order);
         }
         pub(crate) fn swap(&self, p: *mut T, order: Ordering) -> *mut T {
             self.0.swap(p, order)

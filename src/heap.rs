@@ -41,9 +41,9 @@ pub(crate) const DIRECT_MAX: usize = 1024;
 /// One slot per 8-byte step up to [`DIRECT_MAX`].
 pub(crate) const DIRECT_SLOTS: usize = DIRECT_MAX / 8 + 1;
 /// Resident free bytes a heap may always keep before purging.
-pub(crate) const DIRTY_MIN_BYTES: usize = 2 << 20;
+pub(crate) const DIRTY_MIN_BYTES: usize = 4 << 20;
 /// How long free slices may stay resident below the threshold.
-pub(crate) const PURGE_DELAY_MS: u64 = 10;
+pub(crate) const PURGE_DELAY_MS: u64 = 100;
 /// Abandoned segments beyond this many are purged of free slices when abandoned.
 const ABANDONED_DIRTY_MAX: usize = 8;
 /// How many abandoned segments one slow path may try to reclaim.
@@ -204,6 +204,8 @@ pub(crate) struct Heap {
     dirty_bytes: usize,
     /// Slices in use by pages.
     used_slices: usize,
+    /// The most slices in use since the last timed purge.
+    peak_slices: usize,
     /// When to purge the dirty slices (monotonic ms), or 0 if none are waiting.
     purge_at: u64,
     /// Link in the pool of unused heaps.
@@ -232,6 +234,7 @@ impl Heap {
             free_segments: 0,
             dirty_bytes: 0,
             used_slices: 0,
+            peak_slices: 0,
             purge_at: 0,
             next_free: ptr::null_mut(),
             counters: ptr::null(),
@@ -264,6 +267,7 @@ impl Heap {
         self.free_segments = 0;
         self.dirty_bytes = 0;
         self.used_slices = 0;
+        self.peak_slices = 0;
         self.purge_at = 0;
         self.next_free = ptr::null_mut();
     }
@@ -508,7 +512,7 @@ impl Heap {
     /// frees) from a new segment.
     unsafe fn new_page(&mut self, c: usize) -> *mut Page {
         let span = span_for(CLASS_SIZES[c] as usize);
-        self.maybe_purge();
+        self.maybe_purge(ptr::null_mut());
         // SAFETY: every segment reached is one of ours (or just became ours).
         unsafe {
             if let Some(p) = self.page_from_segments(c, span) {
@@ -603,6 +607,7 @@ impl Heap {
             }
             seg.used_pages += 1;
             self.used_slices += span;
+            self.peak_slices = self.peak_slices.max(self.used_slices);
             let k = self.k();
             k.class[c].pages.add(1);
             k.pages_obtained.add(1);
@@ -666,13 +671,15 @@ impl Heap {
                 seg.in_full_list = false;
             }
             if seg.used_pages == 0 {
+                // One wholly free segment stays in reserve; others go to the
+                // process-wide cache, where any thread can pick them up.
                 if self.free_segments >= 1 {
                     self.release_segment(s);
                     return true;
                 }
                 self.free_segments += 1;
             }
-            self.maybe_purge();
+            self.maybe_purge(s);
             false
         }
     }
@@ -695,31 +702,52 @@ impl Heap {
     /// memory (and at least [`DIRTY_MIN_BYTES`]), or when they have waited
     /// [`PURGE_DELAY_MS`]: memory freed and soon reused costs no system call,
     /// and memory left free goes back to the OS shortly.
-    fn maybe_purge(&mut self) {
+    /// Never releases `keep` (the segment the caller is working in).
+    fn maybe_purge(&mut self, keep: *mut Segment) {
         if self.dirty_bytes == 0 {
             return;
         }
-        if self.dirty_bytes > DIRTY_MIN_BYTES.max(self.used_slices * SLICE_SIZE / 8) {
-            self.purge_all();
+        if self.dirty_bytes > self.dirty_budget() {
+            self.purge_all(keep);
             return;
         }
         let now = os::now_ms();
         if self.purge_at == 0 {
             self.purge_at = now + PURGE_DELAY_MS;
         } else if now >= self.purge_at {
-            self.purge_all();
+            self.purge_all(keep);
+            self.peak_slices = self.used_slices;
+            segment::trim_free_segments();
         }
     }
 
-    /// Purges every dirty slice of every segment we own.
-    pub(crate) fn purge_all(&mut self) {
+    /// Resident free bytes the heap may keep: enough to grow back to its
+    /// recent peak without faulting memory in again, an eighth of what it
+    /// uses, or [`DIRTY_MIN_BYTES`], whichever is most. The peak is forgotten
+    /// at each timed purge, so memory a heap no longer needs goes back within
+    /// [`PURGE_DELAY_MS`] of its next slow path.
+    fn dirty_budget(&self) -> usize {
+        let regrow = self.peak_slices.saturating_sub(self.used_slices) * SLICE_SIZE;
+        DIRTY_MIN_BYTES.max(self.used_slices * SLICE_SIZE / 8).max(regrow)
+    }
+
+    /// Releases every wholly free segment but one (never `keep`) and purges
+    /// every dirty slice of the others.
+    pub(crate) fn purge_all(&mut self, keep: *mut Segment) {
         self.purge_at = 0;
         let mut s = self.avail.first;
         while !s.is_null() {
-            // SAFETY: `s` is one of ours; dirty slices hold no live data.
+            // SAFETY: `s` is one of ours; dirty slices hold no live data. Its
+            // successor is read before it may be released.
             unsafe {
-                self.k().dirty_bytes.sub(segment::purge_dirty(&mut *s));
-                s = (*s).next;
+                let next = (*s).next;
+                if (*s).used_pages == 0 && s != keep && self.free_segments > 1 {
+                    self.release_segment(s);
+                    self.free_segments -= 1;
+                } else {
+                    self.k().dirty_bytes.sub(segment::purge_dirty(&mut *s));
+                }
+                s = next;
             }
         }
         self.dirty_bytes = 0;
@@ -805,7 +833,7 @@ impl Heap {
                 }
                 s = next;
             }
-            self.purge_all();
+            self.purge_all(ptr::null_mut());
             segment::drain_free_segments();
         }
     }

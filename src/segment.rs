@@ -352,8 +352,9 @@ pub(crate) static ABANDONED: SegmentList = SegmentList::new();
 pub(crate) static FREE_SEGMENTS: SegmentList = SegmentList::new();
 /// How many free mmap segments are kept mapped for reuse.
 pub(crate) const SEGMENT_CACHE: usize = 8;
-/// At most this many bytes of kept segments stay resident.
-const CACHE_DIRTY_MAX: usize = 4 << 20;
+/// At most this many bytes of kept segments stay resident (until a heap's
+/// timed purge trims them, see `heap`).
+const CACHE_DIRTY_MAX: usize = 8 << 20;
 /// Resident bytes of kept segments.
 pub(crate) static CACHED_DIRTY: AtomicUsize = AtomicUsize::new(0);
 
@@ -394,6 +395,32 @@ pub(crate) fn purge_dirty(seg: &mut Segment) -> usize {
     os::purge(start as *mut u8, end - start);
     seg.dirty_slices = 0;
     purged
+}
+
+/// Purges the resident memory of the kept segments, keeping them mapped.
+pub(crate) fn trim_free_segments() {
+    if CACHED_DIRTY.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let mut taken = ptr::null_mut::<Segment>();
+    loop {
+        let seg = FREE_SEGMENTS.pop();
+        if seg.is_null() {
+            break;
+        }
+        // SAFETY: a kept segment belongs to nobody; its header is ours now.
+        unsafe {
+            CACHED_DIRTY.fetch_sub(purge_dirty(&mut *seg), Ordering::Relaxed);
+            (*seg).next = taken;
+            taken = seg;
+        }
+    }
+    while !taken.is_null() {
+        // SAFETY: segments we just took off the list, linked through `next`.
+        let next = unsafe { (*taken).next };
+        FREE_SEGMENTS.push(taken);
+        taken = next;
+    }
 }
 
 /// Unmaps every kept mmap segment, and purges the kept brk ones (the break
