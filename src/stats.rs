@@ -44,14 +44,23 @@ impl Counter {
         Counter(AtomicUsize::new(0))
     }
     /// Adds `n` (wrapping). Only the owning thread may call this.
+    ///
+    /// Built with `RUSTFLAGS="--cfg segalloc_no_stats"`, counters do nothing:
+    /// that build exists only to measure what counting costs.
     #[inline(always)]
     pub(crate) fn add(&self, n: usize) {
+        #[cfg(not(segalloc_no_stats))]
         self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        #[cfg(segalloc_no_stats)]
+        let _ = n;
     }
     /// Subtracts `n` (wrapping). Only the owning thread may call this.
     #[inline(always)]
     pub(crate) fn sub(&self, n: usize) {
+        #[cfg(not(segalloc_no_stats))]
         self.0.store(self.0.load(Ordering::Relaxed).wrapping_sub(n), Ordering::Relaxed);
+        #[cfg(segalloc_no_stats)]
+        let _ = n;
     }
     #[inline]
     pub(crate) fn get(&self) -> usize {

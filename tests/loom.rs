@@ -28,14 +28,15 @@ use loom::thread;
 use remote::{next_of, set_next, Block, HintBits, ThreadFreeStack};
 use std::collections::HashMap;
 
-/// Runs `f` under loom, exploring every interleaving with at most
-/// `LOOM_MAX_PREEMPTIONS` (default 3) preemptions: bugs in protocols this
-/// small show up within two or three, and the bound keeps the whole file
-/// within a few minutes.
-fn model<F: Fn() + Sync + Send + 'static>(f: F) {
+/// Runs `f` under loom, exploring every interleaving with at most `bound`
+/// preemptions (`LOOM_MAX_PREEMPTIONS` overrides it). Bugs in protocols this
+/// small show up within two or three; the bounds used (5 and 6) keep the
+/// whole file under half a minute on two cores, where unbounded runs take
+/// hours.
+fn model<F: Fn() + Sync + Send + 'static>(bound: usize, f: F) {
     let mut b = loom::model::Builder::new();
     if b.preemption_bound.is_none() {
-        b.preemption_bound = Some(3);
+        b.preemption_bound = Some(bound);
     }
     // Counted so that a model that stops exploring (as loom#392 made them do
     // before the shim's loads became RMWs) shows up as a tiny number.
@@ -152,7 +153,11 @@ impl PageModel {
     fn assert_exactly(&self, expect: &[usize], live: u32) {
         let (seen, used) = self.census();
         for b in expect {
-            assert_eq!(seen.get(b), Some(&1), "block {b:#x} lost or duplicated: {seen:?}");
+            assert_eq!(
+                seen.get(b),
+                Some(&1),
+                "block {b:#x} lost or duplicated: {seen:?}"
+            );
         }
         assert_eq!(seen.len(), expect.len(), "stray blocks: {seen:?}");
         assert_eq!(used, live, "used count is off");
@@ -163,7 +168,7 @@ impl PageModel {
 /// final collect every block is on `local_free` exactly once and `used` is 0.
 #[test]
 fn thread_free_push_and_collect() {
-    model(|| {
+    model(6, || {
         let bs = blocks(4);
         let page = Arc::new(PageModel::new(4));
         let freers: Vec<_> = [[bs[0], bs[1]], [bs[2], bs[3]]]
@@ -195,7 +200,7 @@ fn thread_free_push_and_collect() {
 /// each block ends up on `local_free` once, and the reallocated one counts.
 #[test]
 fn thread_free_reuse_of_a_collected_block() {
-    model(|| {
+    model(6, || {
         let bs = blocks(3);
         let page = Arc::new(PageModel::new(3));
         page.free_remote(bs[0]);
@@ -272,7 +277,7 @@ static MISSED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::
 #[test]
 fn hints_never_lose_a_block() {
     MISSED.store(0, std::sync::atomic::Ordering::Relaxed);
-    model(|| {
+    model(6, || {
         let bs = blocks(3);
         let seg = Arc::new(SegModel::new([2, 1]));
         // Two frees into page 0 (the second may skip the RMW), one into page 1.
@@ -389,7 +394,7 @@ fn free(list: &List, seg: &Segment, me: usize, b: usize) -> bool {
 /// and, after a final collect, every block freed, exactly once.
 #[test]
 fn abandon_and_reclaim_handover() {
-    model(|| {
+    model(5, || {
         let bs = blocks(3);
         let list: List = Arc::new(Mutex::new(None));
         let seg = Arc::new(Segment {
@@ -434,8 +439,10 @@ fn abandon_and_reclaim_handover() {
         }
         seg.page.collect();
         seg.page.assert_exactly(&bs[..2], 1);
-        assert!(list.lock().unwrap().is_none(), "the segment is still listed");
+        assert!(
+            list.lock().unwrap().is_none(),
+            "the segment is still listed"
+        );
         free_blocks(&bs);
     });
 }
-
