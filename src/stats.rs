@@ -1,5 +1,15 @@
 //! Statistics: what segalloc holds, and where the memory went.
 //!
+//! Two kinds of figures:
+//! - always on, counted only on slow paths (page, segment and OS events,
+//!   cross-thread frees, reallocations, large objects): committed, mapped,
+//!   metadata, free pages, pages per class, resident;
+//! - counted on the allocation fast path, with the cargo feature `stats` (on
+//!   by default): `requested`, `allocated`, live blocks per class,
+//!   allocations and frees, and so internal fragmentation and the split of
+//!   external fragmentation. Without the feature these read 0 for small blocks
+//!   (large blocks are always counted), and the fast paths do no counting.
+//!
 //! Counting is per thread and costs no atomic read-modify-write: each heap
 //! keeps its own counters ([`HeapCounters`]), which only its thread writes
 //! (a relaxed load and store, i.e. a plain add) and any thread may read. All
@@ -44,23 +54,14 @@ impl Counter {
         Counter(AtomicUsize::new(0))
     }
     /// Adds `n` (wrapping). Only the owning thread may call this.
-    ///
-    /// Built with `RUSTFLAGS="--cfg segalloc_no_stats"`, counters do nothing:
-    /// that build exists only to measure what counting costs.
     #[inline(always)]
     pub(crate) fn add(&self, n: usize) {
-        #[cfg(not(segalloc_no_stats))]
         self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
-        #[cfg(segalloc_no_stats)]
-        let _ = n;
     }
     /// Subtracts `n` (wrapping). Only the owning thread may call this.
     #[inline(always)]
     pub(crate) fn sub(&self, n: usize) {
-        #[cfg(not(segalloc_no_stats))]
         self.0.store(self.0.load(Ordering::Relaxed).wrapping_sub(n), Ordering::Relaxed);
-        #[cfg(segalloc_no_stats)]
-        let _ = n;
     }
     #[inline]
     pub(crate) fn get(&self) -> usize {
@@ -68,13 +69,43 @@ impl Counter {
     }
 }
 
+/// A counter on the allocation fast path: counts only with the `stats`
+/// feature (on by default). Without it, adding does nothing, so the fast paths
+/// carry no counting at all and the figures built on these counters read 0.
+#[repr(transparent)]
+pub(crate) struct FastCounter(Counter);
+
+impl FastCounter {
+    pub(crate) const fn new() -> Self {
+        FastCounter(Counter::new())
+    }
+    #[inline(always)]
+    pub(crate) fn add(&self, n: usize) {
+        #[cfg(feature = "stats")]
+        self.0.add(n);
+        #[cfg(not(feature = "stats"))]
+        let _ = n;
+    }
+    #[inline(always)]
+    pub(crate) fn sub(&self, n: usize) {
+        #[cfg(feature = "stats")]
+        self.0.sub(n);
+        #[cfg(not(feature = "stats"))]
+        let _ = n;
+    }
+    #[inline]
+    pub(crate) fn get(&self) -> usize {
+        self.0.get()
+    }
+}
+
 /// Per size class counters of one heap, side by side so that an allocation or
 /// a free touches one cache line.
 #[repr(C, align(64))]
 pub(crate) struct ClassCounters {
-    pub(crate) allocs: Counter,
-    pub(crate) frees: Counter,
-    pub(crate) requested: Counter,
+    pub(crate) allocs: FastCounter,
+    pub(crate) frees: FastCounter,
+    pub(crate) requested: FastCounter,
     /// Pages of this class made (+) and freed (-).
     pub(crate) pages: Counter,
     /// Blocks pushed on other heaps' `thread_free` (+) and collected (-).
@@ -84,9 +115,9 @@ pub(crate) struct ClassCounters {
 impl ClassCounters {
     #[allow(clippy::declare_interior_mutable_const)] // a template for fresh values
     const NEW: ClassCounters = ClassCounters {
-        allocs: Counter::new(),
-        frees: Counter::new(),
-        requested: Counter::new(),
+        allocs: FastCounter::new(),
+        frees: FastCounter::new(),
+        requested: FastCounter::new(),
         pages: Counter::new(),
         remote_pending: Counter::new(),
     };

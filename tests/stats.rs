@@ -4,6 +4,8 @@
 //! holds to the byte. One test function, so no other test in this binary
 //! allocates while it measures.
 
+#![cfg(feature = "stats")]
+
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::mpsc;
 use std::thread;
