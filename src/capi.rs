@@ -259,75 +259,129 @@ pub extern "C" fn malloc_trim(_pad: usize) -> c_int {
     1
 }
 
-/// glibc's `struct mallinfo2`.
+/// glibc's `struct mallinfo2`, filled from segalloc's own figures.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MallInfo2 {
-    /// Non-mmapped space allocated (bytes): here, all address space segalloc
-    /// has mapped.
+    /// Committed bytes of the small-object heap (segalloc's `committed`
+    /// minus large objects).
     pub arena: usize,
-    /// Number of free chunks (not reported: 0).
+    /// Free blocks inside pages in use, over all size classes.
     pub ordblks: usize,
-    /// Number of free fastbin blocks (not reported: 0).
+    /// Unused by segalloc (0).
     pub smblks: usize,
-    /// Number of mmapped regions (not reported: 0).
+    /// Live large (directly mapped) objects.
     pub hblks: usize,
-    /// Space in mmapped regions (not reported: 0).
+    /// Usable bytes of the live large objects.
     pub hblkhd: usize,
-    /// Unused (0).
+    /// Unused (0, as in glibc).
     pub usmblks: usize,
-    /// Space in freed fastbin blocks (not reported: 0).
+    /// Unused by segalloc (0).
     pub fsmblks: usize,
-    /// Total allocated space (not reported: 0).
+    /// Bytes handed out (segalloc's `allocated`).
     pub uordblks: usize,
-    /// Total free space (not reported: 0).
+    /// Committed bytes free but not handed out (external fragmentation).
     pub fordblks: usize,
-    /// Top-most releasable space (not reported: 0).
+    /// Wholly free memory that `malloc_trim` would give back (`free_pages`).
     pub keepcost: usize,
 }
 
-/// glibc's `mallinfo2`: the mapped bytes in `arena`, zeros elsewhere.
+/// glibc's `mallinfo2`, answered from [`crate::stats`].
 #[no_mangle]
 pub extern "C" fn mallinfo2() -> MallInfo2 {
+    let s = crate::stats();
     MallInfo2 {
-        arena: crate::os::COUNTERS.mapped.load(Ordering::Relaxed),
+        arena: s.committed - s.large_bytes,
+        ordblks: s.classes.iter().map(|c| c.free_blocks).sum(),
+        hblks: s.large_objects,
+        hblkhd: s.large_bytes,
+        uordblks: s.allocated,
+        fordblks: s.external_fragmentation(),
+        keepcost: s.free_pages,
         ..MallInfo2::default()
     }
 }
 
-/// glibc's `malloc_stats`: one line on stderr, written without allocating.
+/// glibc's `malloc_stats`: segalloc's statistics table on stderr.
 #[no_mangle]
 pub extern "C" fn malloc_stats() {
-    let mut buf = [0u8; 80];
-    let mut n = put(&mut buf, 0, b"segalloc: mapped bytes ");
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut v = mallinfo2().arena;
-    // usize has at most 20 decimal digits, so `i` never underflows.
-    while i > 0 {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    n = put(&mut buf, n, &digits[i..]);
-    n = put(&mut buf, n, b"\n");
-    // SAFETY: writes our own initialised buffer to fd 2.
-    unsafe { libc::write(2, buf.as_ptr().cast(), n) };
+    segalloc_stats_print(2);
 }
 
-/// Appends `s` to `buf[..n]` as far as it fits; returns the new length.
-fn put(buf: &mut [u8], mut n: usize, s: &[u8]) -> usize {
-    for &b in s {
-        if let Some(slot) = buf.get_mut(n) {
-            *slot = b;
-            n += 1;
-        }
-    }
-    n
+/// Writes segalloc's statistics table (the `Display` of [`crate::Stats`]) to
+/// the file descriptor `fd`, without allocating.
+#[no_mangle]
+pub extern "C" fn segalloc_stats_print(fd: c_int) {
+    crate::stats::write_fd(fd, &crate::stats());
 }
+
+/// The main figures of [`crate::Stats`] as a plain C struct (all bytes but
+/// the counts), for `segalloc_stats`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SegallocStats {
+    /// Bytes asked for by live allocations.
+    pub requested: usize,
+    /// Bytes handed out for them.
+    pub allocated: usize,
+    /// Memory obtained from the OS and not given back.
+    pub committed: usize,
+    /// Resident memory of the process.
+    pub resident: usize,
+    /// Address space reserved.
+    pub mapped: usize,
+    /// segalloc's own bookkeeping.
+    pub metadata: usize,
+    /// Free blocks inside pages in use.
+    pub free_in_pages: usize,
+    /// Wholly free pages still resident.
+    pub free_pages: usize,
+    /// Blocks freed by other threads, not yet collected.
+    pub remote_pending: usize,
+    /// Allocations made.
+    pub allocations: usize,
+    /// Frees made.
+    pub frees: usize,
+    /// Frees of blocks owned by another thread.
+    pub cross_thread_frees: usize,
+    /// Live large objects.
+    pub large_objects: usize,
+    /// Usable bytes of live large objects.
+    pub large_bytes: usize,
+}
+
+/// Fills `*out` with a snapshot of segalloc's statistics. Returns 0, or
+/// EINVAL when `out` is null.
+///
+/// # Safety
+/// `out` is null or points to writable memory for one `SegallocStats`.
+#[no_mangle]
+pub unsafe extern "C" fn segalloc_stats(out: *mut SegallocStats) -> c_int {
+    if out.is_null() {
+        return libc::EINVAL;
+    }
+    let s = crate::stats();
+    let v = SegallocStats {
+        requested: s.requested,
+        allocated: s.allocated,
+        committed: s.committed,
+        resident: s.resident,
+        mapped: s.mapped,
+        metadata: s.metadata,
+        free_in_pages: s.free_in_pages,
+        free_pages: s.free_pages,
+        remote_pending: s.remote_pending,
+        allocations: s.allocations,
+        frees: s.frees,
+        cross_thread_frees: s.cross_thread_frees,
+        large_objects: s.large_objects,
+        large_bytes: s.large_bytes,
+    };
+    // SAFETY: per the contract, `out` is valid for writing one struct.
+    unsafe { out.write(v) };
+    0
+}
+
 
 // glibc's internal names, which some programs and libraries call directly
 // (and which older dynamic loaders reach): the same functions.

@@ -612,15 +612,16 @@ impl fmt::Display for Stats {
     }
 }
 
-/// Writes `s` to stderr without allocating.
-pub(crate) fn write_stderr(s: &Stats) {
-    struct Fd;
+/// Writes `s`'s table to the file descriptor `fd` without allocating.
+pub(crate) fn write_fd(fd: libc::c_int, s: &Stats) {
+    struct Fd(libc::c_int);
     impl fmt::Write for Fd {
         fn write_str(&mut self, s: &str) -> fmt::Result {
             let mut b = s.as_bytes();
             while !b.is_empty() {
-                // SAFETY: writing a valid buffer to fd 2.
-                let n = unsafe { libc::write(2, b.as_ptr().cast(), b.len()) };
+                // SAFETY: writing a valid buffer to a descriptor; a bad one
+                // only makes write fail.
+                let n = unsafe { libc::write(self.0, b.as_ptr().cast(), b.len()) };
                 if n <= 0 {
                     return Err(fmt::Error);
                 }
@@ -629,12 +630,12 @@ pub(crate) fn write_stderr(s: &Stats) {
             Ok(())
         }
     }
-    let _ = fmt::write(&mut Fd, format_args!("{s}"));
+    let _ = fmt::write(&mut Fd(fd), format_args!("{s}"));
 }
 
 /// At exit, prints the statistics when `SEGALLOC_SHOW_STATS=1`.
 extern "C" fn print_at_exit() {
-    write_stderr(&stats());
+    write_fd(2, &stats());
 }
 
 /// Registers the exit printer if the environment asks for it. Called once,

@@ -26,8 +26,8 @@ use std::thread;
 static GLOBAL: SegAlloc = SegAlloc;
 
 const THREADS: usize = 16;
-const ROUNDS: usize = 8;
-const OPS: usize = 1500;
+const ROUNDS: usize = 12;
+const OPS: usize = 2500;
 
 /// An owned raw block with a pattern of its id.
 struct Blk {

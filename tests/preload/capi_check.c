@@ -279,6 +279,19 @@ static void check_symbols(int segalloc) {
     CHECK(strstr(first.dli_fname, "segalloc") != NULL);
     struct mallinfo2 mi = mallinfo2();
     CHECK(mi.arena > 0);
+    /* mallinfo2 answers from segalloc's statistics: a live large block shows. */
+    void *big = malloc(3u << 20);
+    CHECK(big != NULL);
+    mi = mallinfo2();
+    CHECK(mi.hblks >= 1 && mi.hblkhd >= (3u << 20) && mi.uordblks >= mi.hblkhd);
+    /* segalloc_stats fills a plain struct; its first two fields are requested
+     * and allocated bytes, which include the live large block. */
+    int (*stats)(size_t *) = (int (*)(size_t *))dlsym(RTLD_DEFAULT, "segalloc_stats");
+    size_t fields[14] = {0};
+    CHECK(stats != NULL && stats(fields) == 0);
+    CHECK(fields[0] >= (3u << 20) && fields[1] >= fields[0]);
+    CHECK(stats != NULL && stats(NULL) == EINVAL);
+    free(big);
   }
   /* Both allocators print something of their own on stderr. */
   malloc_stats();
