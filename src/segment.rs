@@ -397,59 +397,61 @@ pub(crate) fn purge_dirty(seg: &mut Segment) -> usize {
     purged
 }
 
+/// Takes every kept segment off the list, calls `f` on it, and puts back
+/// those for which `f` returns true.
+fn sweep_free_segments(mut f: impl FnMut(*mut Segment) -> bool) {
+    let mut kept = ptr::null_mut::<Segment>();
+    loop {
+        let seg = FREE_SEGMENTS.pop();
+        if seg.is_null() {
+            break;
+        }
+        // SAFETY: a kept segment belongs to nobody; taken off the list, it is
+        // ours until pushed back or unmapped.
+        unsafe {
+            CACHED_DIRTY.fetch_sub((*seg).dirty_bytes(u64::MAX), Ordering::Relaxed);
+            if f(seg) {
+                CACHED_DIRTY.fetch_add((*seg).dirty_bytes(u64::MAX), Ordering::Relaxed);
+                (*seg).next = kept;
+                kept = seg;
+            }
+        }
+    }
+    while !kept.is_null() {
+        // SAFETY: segments we took off the list, linked through `next`.
+        let next = unsafe { (*kept).next };
+        FREE_SEGMENTS.push(kept);
+        kept = next;
+    }
+}
+
 /// Purges the resident memory of the kept segments, keeping them mapped.
 pub(crate) fn trim_free_segments() {
     if CACHED_DIRTY.load(Ordering::Relaxed) == 0 {
         return;
     }
-    let mut taken = ptr::null_mut::<Segment>();
-    loop {
-        let seg = FREE_SEGMENTS.pop();
-        if seg.is_null() {
-            break;
-        }
-        // SAFETY: a kept segment belongs to nobody; its header is ours now.
-        unsafe {
-            CACHED_DIRTY.fetch_sub(purge_dirty(&mut *seg), Ordering::Relaxed);
-            (*seg).next = taken;
-            taken = seg;
-        }
-    }
-    while !taken.is_null() {
-        // SAFETY: segments we just took off the list, linked through `next`.
-        let next = unsafe { (*taken).next };
-        FREE_SEGMENTS.push(taken);
-        taken = next;
-    }
+    sweep_free_segments(|seg| {
+        // SAFETY: the sweep hands us a segment nobody else holds.
+        purge_dirty(unsafe { &mut *seg });
+        true
+    });
 }
 
 /// Unmaps every kept mmap segment, and purges the kept brk ones (the break
 /// cannot shrink).
 pub(crate) fn drain_free_segments() {
-    let mut brk = ptr::null_mut::<Segment>();
-    loop {
-        let seg = FREE_SEGMENTS.pop();
-        if seg.is_null() {
-            break;
-        }
-        // SAFETY: a kept segment belongs to nobody; its header is ours now.
+    sweep_free_segments(|seg| {
+        // SAFETY: the sweep hands us a segment nobody else holds.
         unsafe {
-            CACHED_DIRTY.fetch_sub((*seg).dirty_bytes(u64::MAX), Ordering::Relaxed);
             if (*seg).source == Source::Brk {
                 purge_dirty(&mut *seg);
-                (*seg).next = brk;
-                brk = seg;
+                true
             } else {
                 os::unmap(seg.cast(), SEGMENT_SIZE);
+                false
             }
         }
-    }
-    while !brk.is_null() {
-        // SAFETY: segments we just took off the list, linked through `next`.
-        let next = unsafe { (*brk).next };
-        FREE_SEGMENTS.push(brk);
-        brk = next;
-    }
+    });
 }
 
 /// A segment for `owner`: a kept free one (its resident free slices still

@@ -102,7 +102,13 @@ fn random_align(rng: &mut Rng) -> usize {
 }
 
 /// One worker: returns its survivors (blocks that outlive it).
-fn worker(t: usize, round: usize, inherit: Vec<Blk>, rx: mpsc::Receiver<Blk>, next: mpsc::Sender<Blk>) -> Vec<Blk> {
+fn worker(
+    t: usize,
+    round: usize,
+    inherit: Vec<Blk>,
+    rx: mpsc::Receiver<Blk>,
+    next: mpsc::Sender<Blk>,
+) -> Vec<Blk> {
     let mut rng = Rng::new((round * THREADS + t) as u64);
     let base = ((round * THREADS + t) as u64) << 32;
     let mut mine: Vec<Blk> = Vec::new();
@@ -114,7 +120,11 @@ fn worker(t: usize, round: usize, inherit: Vec<Blk>, rx: mpsc::Receiver<Blk>, ne
             drop(b); // a cross-thread free, verified first
         }
         match rng.range(0, 9) {
-            0..=3 => mine.push(Blk::new(random_size(&mut rng), random_align(&mut rng), base + i as u64)),
+            0..=3 => mine.push(Blk::new(
+                random_size(&mut rng),
+                random_align(&mut rng),
+                base + i as u64,
+            )),
             4 if !mine.is_empty() => {
                 // A realloc chain: grow and shrink a few times.
                 let k = rng.range(0, mine.len() - 1);
@@ -192,7 +202,7 @@ fn sixteen_threads_exact_accounting() {
     let started = std::time::Instant::now();
     // Warm up what std allocates once (thread and channel machinery), so that
     // only the workload counts between the two snapshots.
-    thread::spawn(|| mpsc::channel::<u8>()).join().unwrap();
+    thread::spawn(mpsc::channel::<u8>).join().unwrap();
     let before = segalloc::stats();
 
     let survivors = rounds();
@@ -211,8 +221,15 @@ fn sixteen_threads_exact_accounting() {
         after.allocations - before.allocations,
         after.cross_thread_frees - before.cross_thread_frees
     );
-    assert_eq!(after.requested, before.requested, "requested bytes did not come back exactly");
-    assert_eq!(after.live_blocks(), before.live_blocks(), "live blocks did not come back");
+    assert_eq!(
+        after.requested, before.requested,
+        "requested bytes did not come back exactly"
+    );
+    assert_eq!(
+        after.live_blocks(),
+        before.live_blocks(),
+        "live blocks did not come back"
+    );
     assert_eq!(
         after.committed,
         after.allocated + after.metadata + after.external_fragmentation(),

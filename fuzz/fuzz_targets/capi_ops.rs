@@ -36,10 +36,19 @@ impl Backend for C {
                     // calloc has no alignment: aligned, then zeroed by hand is
                     // not what we test, so take a plain calloc and check it.
                     let p = calloc(1, size).cast::<u8>();
-                    return if p as usize % align == 0 { p } else { fix_align(p, size, align) };
+                    return if p as usize % align == 0 {
+                        p
+                    } else {
+                        fix_align(p, size, align)
+                    };
                 }
                 // Split the size to exercise the multiplication.
-                return if size % 8 == 0 { calloc(size / 8, 8) } else { calloc(size, 1) }.cast();
+                return if size % 8 == 0 {
+                    calloc(size / 8, 8)
+                } else {
+                    calloc(size, 1)
+                }
+                .cast();
             }
             match how % 3 {
                 0 if align <= 16 => malloc(size).cast(),
@@ -58,7 +67,11 @@ impl Backend for C {
                 _ => {
                     let p = aligned_alloc(align, size).cast::<u8>();
                     if p.is_null() {
-                        assert_eq!(errno(), libc_enomem(), "aligned_alloc({align}, {size}) errno");
+                        assert_eq!(
+                            errno(),
+                            libc_enomem(),
+                            "aligned_alloc({align}, {size}) errno"
+                        );
                     }
                     p
                 }

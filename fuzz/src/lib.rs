@@ -64,21 +64,53 @@ struct Live {
 /// One operation of one thread.
 #[derive(Clone, Copy, Debug)]
 enum Op {
-    Alloc { size: usize, align: usize, zeroed: bool, how: u8 },
+    Alloc {
+        size: usize,
+        align: usize,
+        zeroed: bool,
+        how: u8,
+    },
     /// `n` blocks of one size: fills pages, so frees empty them.
-    Batch { size: usize, align: usize, n: u8 },
-    Free { idx: u8 },
-    Realloc { idx: u8, new_size: usize },
-    Send { idx: u8, to: u8 },
+    Batch {
+        size: usize,
+        align: usize,
+        n: u8,
+    },
+    Free {
+        idx: u8,
+    },
+    Realloc {
+        idx: u8,
+        new_size: usize,
+    },
+    Send {
+        idx: u8,
+        to: u8,
+    },
     /// A request that must fail.
-    Impossible { size: usize, align: usize, zeroed: bool },
+    Impossible {
+        size: usize,
+        align: usize,
+        zeroed: bool,
+    },
     FreeAll,
 }
 
 /// segalloc's size boundaries worth hitting exactly (and one off).
 fn boundary(sel: u8) -> usize {
     const B: [usize; 12] = [
-        8, 16, 64, 128, 1024, 1032, 8192, 65536, 131072, 1 << 20, 2 << 20, 4 << 20,
+        8,
+        16,
+        64,
+        128,
+        1024,
+        1032,
+        8192,
+        65536,
+        131072,
+        1 << 20,
+        2 << 20,
+        4 << 20,
     ];
     let base = if sel & 1 == 0 {
         B[(sel as usize >> 1) % B.len()]
@@ -124,23 +156,47 @@ fn decode(data: &[u8]) -> Vec<Vec<Op>> {
     for c in rest.chunks_exact(6) {
         let (t, tag, a, b, cc, d) = (c[0], c[1], c[2], c[3], c[4], c[5]);
         let op = match tag % 16 {
-            0..=4 => Op::Alloc { size: size(a, b, cc), align: align(d), zeroed: false, how: tag >> 4 },
-            5 => Op::Alloc { size: size(a, b, cc), align: align(d), zeroed: true, how: tag >> 4 },
+            0..=4 => Op::Alloc {
+                size: size(a, b, cc),
+                align: align(d),
+                zeroed: false,
+                how: tag >> 4,
+            },
+            5 => Op::Alloc {
+                size: size(a, b, cc),
+                align: align(d),
+                zeroed: true,
+                how: tag >> 4,
+            },
             6..=8 => Op::Free { idx: a },
-            9 | 10 => Op::Realloc { idx: a, new_size: size(b, cc, d) },
+            9 | 10 => Op::Realloc {
+                idx: a,
+                new_size: size(b, cc, d),
+            },
             11 | 12 => Op::Send { idx: a, to: b },
             13 => {
                 // Alignment beyond MAX_ALIGN, or a size that overflows with any
                 // header: both Layout-valid, both must give null.
                 let (size, align) = if a & 1 == 0 {
-                    (size(b, cc, 0).max(1), segalloc::MAX_ALIGN << (1 + d as usize % 20))
+                    (
+                        size(b, cc, 0).max(1),
+                        segalloc::MAX_ALIGN << (1 + d as usize % 20),
+                    )
                 } else {
                     let align = 1usize << (d % 12);
                     (isize::MAX as usize - (align - 1) - (b as usize), align)
                 };
-                Op::Impossible { size, align, zeroed: tag & 0x10 != 0 }
+                Op::Impossible {
+                    size,
+                    align,
+                    zeroed: tag & 0x10 != 0,
+                }
             }
-            14 => Op::Batch { size: size(a, b, 0), align: align(cc), n: 1 + d % 64 },
+            14 => Op::Batch {
+                size: size(a, b, 0),
+                align: align(cc),
+                n: 1 + d % 64,
+            },
             _ => Op::FreeAll,
         };
         streams[t as usize % threads].push(op);
@@ -157,7 +213,9 @@ fn positions(size: usize) -> impl Iterator<Item = usize> {
 }
 
 fn pattern(id: u64, i: usize) -> u8 {
-    (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8 ^ (i as u8).wrapping_mul(31) ^ (i >> 12) as u8
+    (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8
+        ^ (i as u8).wrapping_mul(31)
+        ^ (i >> 12) as u8
 }
 
 /// Shared state of one run.
@@ -177,14 +235,25 @@ impl<B: Backend> Run<'_, B> {
         let end = l.p + l.size.max(1);
         let mut r = self.ranges.lock().unwrap();
         if let Some((&s, &(e, id))) = r.range(..end).next_back() {
-            assert!(e <= l.p, "block {:#x}+{} (id {}) overlaps live {s:#x}..{e:#x} (id {id})", l.p, l.size, l.id);
+            assert!(
+                e <= l.p,
+                "block {:#x}+{} (id {}) overlaps live {s:#x}..{e:#x} (id {id})",
+                l.p,
+                l.size,
+                l.id
+            );
         }
         r.insert(l.p, (end, l.id));
     }
 
     fn unregister(&self, l: &Live) {
         let got = self.ranges.lock().unwrap().remove(&l.p);
-        assert_eq!(got.map(|g| g.1), Some(l.id), "block {:#x} not registered", l.p);
+        assert_eq!(
+            got.map(|g| g.1),
+            Some(l.id),
+            "block {:#x} not registered",
+            l.p
+        );
     }
 
     fn fill(&self, l: &Live) {
@@ -199,20 +268,42 @@ impl<B: Backend> Run<'_, B> {
         for i in positions(l.size).take_while(|&i| i < upto) {
             // SAFETY: `i < upto <= size` of the live block at `p`.
             let got = unsafe { *(p as *const u8).add(i) };
-            assert_eq!(got, pattern(l.id, i), "{what}: block id {} at {p:#x} (size {}) corrupt at {i}", l.id, l.size);
+            assert_eq!(
+                got,
+                pattern(l.id, i),
+                "{what}: block id {} at {p:#x} (size {}) corrupt at {i}",
+                l.id,
+                l.size
+            );
         }
     }
 
     fn check_new(&self, p: *mut u8, size: usize, align: usize, what: &str) {
         let a = align.max(self.b.min_align());
-        assert_eq!(p as usize % a, 0, "{what}: {p:p} not aligned to {a} (size {size})");
+        assert_eq!(
+            p as usize % a,
+            0,
+            "{what}: {p:p} not aligned to {a} (size {size})"
+        );
         // SAFETY: a live block we just got.
         let usable = unsafe { self.b.usable_size(p) };
         assert!(usable >= size, "{what}: usable size {usable} < {size}");
     }
 
-    fn alloc(&self, mine: &mut Vec<Live>, held: &mut usize, size: usize, align: usize, zeroed: bool, how: u8) {
-        let size = if self.b.zero_size_ok() { size } else { size.max(1) };
+    fn alloc(
+        &self,
+        mine: &mut Vec<Live>,
+        held: &mut usize,
+        size: usize,
+        align: usize,
+        zeroed: bool,
+        how: u8,
+    ) {
+        let size = if self.b.zero_size_ok() {
+            size
+        } else {
+            size.max(1)
+        };
         if *held + size > BUDGET {
             return;
         }
@@ -226,8 +317,15 @@ impl<B: Backend> Run<'_, B> {
                 assert_eq!(got, 0, "zeroed alloc({size}, {align}) has {got:#x} at {i}");
             }
         }
-        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let l = Live { p: p as usize, size, align, id };
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let l = Live {
+            p: p as usize,
+            size,
+            align,
+            id,
+        };
         self.register(&l);
         self.fill(&l);
         *held += size;
@@ -245,7 +343,11 @@ impl<B: Backend> Run<'_, B> {
         let Some(new_align) = self.b.realloc_align(l.align) else {
             return;
         };
-        let new_size = if self.b.zero_size_ok() { new_size } else { new_size.max(1) };
+        let new_size = if self.b.zero_size_ok() {
+            new_size
+        } else {
+            new_size.max(1)
+        };
         self.verify(l, l.p, l.size, "before realloc");
         self.unregister(l);
         // SAFETY: a live block of ours with its allocation parameters.
@@ -273,7 +375,12 @@ impl<B: Backend> Run<'_, B> {
         for &op in ops {
             mine.extend(self.mailboxes[me].lock().unwrap().drain(..));
             match op {
-                Op::Alloc { size, align, zeroed, how } => self.alloc(&mut mine, &mut held, size, align, zeroed, how),
+                Op::Alloc {
+                    size,
+                    align,
+                    zeroed,
+                    how,
+                } => self.alloc(&mut mine, &mut held, size, align, zeroed, how),
                 Op::Batch { size, align, n } => {
                     for _ in 0..n {
                         self.alloc(&mut mine, &mut held, size, align, false, 0);
@@ -304,9 +411,16 @@ impl<B: Backend> Run<'_, B> {
                     let to = to as usize % self.mailboxes.len();
                     self.mailboxes[to].lock().unwrap().push(l);
                 }
-                Op::Impossible { size, align, zeroed } => {
+                Op::Impossible {
+                    size,
+                    align,
+                    zeroed,
+                } => {
                     let p = self.b.alloc(size, align, zeroed, 0);
-                    assert!(p.is_null(), "impossible request ({size}, {align}) gave {p:p}");
+                    assert!(
+                        p.is_null(),
+                        "impossible request ({size}, {align}) gave {p:p}"
+                    );
                 }
                 Op::FreeAll => {
                     for l in mine.drain(..) {
@@ -362,8 +476,15 @@ pub fn run<B: Backend>(b: &B, data: &[u8]) {
     assert!(run.ranges.lock().unwrap().is_empty(), "blocks left live");
     let after = segalloc::stats();
     if b.exact_stats() {
-        assert_eq!(after.requested, before.requested, "requested bytes did not come back");
-        assert_eq!(after.live_blocks(), before.live_blocks(), "live blocks did not come back");
+        assert_eq!(
+            after.requested, before.requested,
+            "requested bytes did not come back"
+        );
+        assert_eq!(
+            after.live_blocks(),
+            before.live_blocks(),
+            "live blocks did not come back"
+        );
     }
     assert_eq!(
         after.committed,
