@@ -40,13 +40,18 @@ fn main() {
             kept += 1;
         }
     }
-    phase(&format!("2. freed 7 of 8 in a scattered pattern ({kept} left)"));
+    phase(&format!(
+        "2. freed 7 of 8 in a scattered pattern ({kept} left)"
+    ));
 
-    let larger: Vec<Vec<u8>> = (0..2_000usize).map(|i| vec![1u8; 3 * 1024 + (i * 97) % 2048]).collect();
+    let larger: Vec<Vec<u8>> = (0..2_000usize)
+        .map(|i| vec![1u8; 3 * 1024 + (i * 97) % 2048])
+        .collect();
     phase("3. allocated 2,000 larger objects (3-5 KiB)");
 
     // Check contents before letting go, so nothing above was optimised away.
-    let sum: u64 = small.iter().flatten().map(|v| v[0] as u64).sum::<u64>() + larger.iter().map(|v| v.len() as u64).sum::<u64>();
+    let sum: u64 = small.iter().flatten().map(|v| v[0] as u64).sum::<u64>()
+        + larger.iter().map(|v| v.len() as u64).sum::<u64>();
     black_box(sum);
     let before = segalloc::stats();
     drop(small);

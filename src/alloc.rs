@@ -12,12 +12,12 @@
 //! thread owns the segment the block goes on the page's `local_free` (plain
 //! stores); otherwise it is pushed on the page's `thread_free` with one CAS.
 
+use crate::atomic::Ordering;
 use crate::heap::{self, DIRECT_MAX};
 use crate::large;
 use crate::page::{self, Block};
 use crate::segment::{self, segment_of, Segment, KIND_HUGE, KIND_SMALL, SLICE_SIZE};
 use crate::size_class::{class_for, class_of, MAX_SMALL, MIN_ALIGN};
-use crate::atomic::Ordering;
 use crate::stats::SHARED;
 use crate::thread;
 use core::ptr;
@@ -161,9 +161,15 @@ pub(crate) unsafe fn free(p: *mut u8, size: usize) {
         let page = (*seg).page_of(p);
         let h = thread::heap();
         if (*seg).owner.load(Ordering::Relaxed) == h as usize {
-            let k = (*thread::counters(h)).class.get_unchecked((*page).class as usize);
+            let k = (*thread::counters(h))
+                .class
+                .get_unchecked((*page).class as usize);
             k.frees.add(1);
-            k.requested.sub(if size == UNSIZED { (*page).block_size } else { size });
+            k.requested.sub(if size == UNSIZED {
+                (*page).block_size
+            } else {
+                size
+            });
             if (*page).free_local(p) {
                 (*h).free_slow(page);
             }
@@ -188,7 +194,13 @@ unsafe fn free_huge(seg: *mut Segment) {
 
 /// Frees a block of a segment owned by another thread (or abandoned).
 #[inline(never)]
-unsafe fn free_remote(seg: *mut Segment, page: *mut page::Page, p: *mut u8, size: usize, h: *mut heap::Heap) {
+unsafe fn free_remote(
+    seg: *mut Segment,
+    page: *mut page::Page,
+    p: *mut u8,
+    size: usize,
+    h: *mut heap::Heap,
+) {
     // SAFETY: the block is live until the push, so its page and segment are
     // too; `h` is the calling thread's heap, written only if it is not empty.
     unsafe {
@@ -204,7 +216,11 @@ unsafe fn free_remote(seg: *mut Segment, page: *mut page::Page, p: *mut u8, size
         }
         // Count first: once pushed, the page may be reused for another class.
         let c = (*page).class as usize;
-        let requested = if size == UNSIZED { (*page).block_size } else { size };
+        let requested = if size == UNSIZED {
+            (*page).block_size
+        } else {
+            size
+        };
         if thread::is_empty_heap(h) {
             SHARED.orphan_free(c, requested);
         } else {
@@ -245,7 +261,12 @@ pub(crate) unsafe fn usable_size(p: *const u8) -> usize {
 ///
 /// # Safety
 /// `p` is a live block of at least `old_size` bytes aligned to `align`.
-pub(crate) unsafe fn realloc(p: *mut u8, old_size: usize, align: usize, new_size: usize) -> *mut u8 {
+pub(crate) unsafe fn realloc(
+    p: *mut u8,
+    old_size: usize,
+    align: usize,
+    new_size: usize,
+) -> *mut u8 {
     let seg = segment_of(p);
     // SAFETY: `p` is live, so its segment header (and page) are valid.
     unsafe {

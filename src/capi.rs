@@ -382,7 +382,6 @@ pub unsafe extern "C" fn segalloc_stats(out: *mut SegallocStats) -> c_int {
     0
 }
 
-
 // glibc's internal names, which some programs and libraries call directly
 // (and which older dynamic loaders reach): the same functions.
 

@@ -86,7 +86,10 @@ struct PageQueue {
 }
 
 impl PageQueue {
-    const EMPTY: PageQueue = PageQueue { first: ptr::null_mut(), last: ptr::null_mut() };
+    const EMPTY: PageQueue = PageQueue {
+        first: ptr::null_mut(),
+        last: ptr::null_mut(),
+    };
 
     /// # Safety
     /// `p` is a valid page on no list.
@@ -149,7 +152,9 @@ struct SegList {
 }
 
 impl SegList {
-    const EMPTY: SegList = SegList { first: ptr::null_mut() };
+    const EMPTY: SegList = SegList {
+        first: ptr::null_mut(),
+    };
 
     /// # Safety
     /// `s` is a valid segment on no list.
@@ -282,7 +287,9 @@ impl Heap {
         unsafe {
             let n = (*p).collect_thread_free();
             if n > 0 {
-                self.k().class[(*p).class as usize].remote_pending.sub(n as usize);
+                self.k().class[(*p).class as usize]
+                    .remote_pending
+                    .sub(n as usize);
             }
             n
         }
@@ -728,7 +735,9 @@ impl Heap {
     /// [`PURGE_DELAY_MS`] of its next slow path.
     fn dirty_budget(&self) -> usize {
         let regrow = self.peak_slices.saturating_sub(self.used_slices) * SLICE_SIZE;
-        DIRTY_MIN_BYTES.max(self.used_slices * SLICE_SIZE / 8).max(regrow)
+        DIRTY_MIN_BYTES
+            .max(self.used_slices * SLICE_SIZE / 8)
+            .max(regrow)
     }
 
     /// Releases every wholly free segment but one (never `keep`) and purges
@@ -985,7 +994,8 @@ mod tests {
     fn fill_and_free(segments: usize, reverse: bool) -> (usize, usize) {
         std::thread::spawn(move || {
             let n = segments * (SLICES - 1) * 8;
-            let mut v: std::vec::Vec<*mut u8> = (0..n).map(|_| crate::alloc::malloc(8192, 8)).collect();
+            let mut v: std::vec::Vec<*mut u8> =
+                (0..n).map(|_| crate::alloc::malloc(8192, 8)).collect();
             assert!(v.iter().all(|p| !p.is_null()));
             let during = crate::thread::with_heap(|h| h.census()).unwrap();
             assert!(during.0 >= segments, "{during:?}");
@@ -1067,4 +1077,3 @@ mod tests {
         }
     }
 }
-

@@ -83,8 +83,12 @@ pub(crate) unsafe fn resize(seg: *mut Segment, p: *mut u8, new_size: usize) -> *
         return ptr::null_mut();
     }
     // SAFETY: per the contract the header is ours.
-    let (map, offset, requested) = unsafe { ((*seg).map_size, (*seg).block_offset, (*seg).requested) };
-    let Some(new_map) = offset.checked_add(new_size).and_then(|n| round_up(n, OS_PAGE)) else {
+    let (map, offset, requested) =
+        unsafe { ((*seg).map_size, (*seg).block_offset, (*seg).requested) };
+    let Some(new_map) = offset
+        .checked_add(new_size)
+        .and_then(|n| round_up(n, OS_PAGE))
+    else {
         return ptr::null_mut();
     };
     if new_map > isize::MAX as usize {

@@ -38,25 +38,25 @@
 // statics cannot); `tests/loom.rs` compiles those two files itself.
 #![cfg(not(loom))]
 
-mod atomic;
-mod remote;
-mod os;
-mod size_class;
-mod page;
-mod segment;
-mod heap;
-mod large;
-mod stats;
-mod thread;
 mod alloc;
+mod atomic;
 #[cfg(feature = "override")]
 mod capi;
+mod heap;
+mod large;
+mod os;
+mod page;
+mod remote;
+mod segment;
+mod size_class;
+mod stats;
+mod thread;
 
 use core::alloc::{GlobalAlloc, Layout};
 
 pub use large::MAX_ALIGN;
-pub use stats::{stats, thread_stats, ClassStats, OsCalls, Stats};
 pub use size_class::{MAX_SMALL as LARGE_THRESHOLD, MIN_ALIGN};
+pub use stats::{stats, thread_stats, ClassStats, OsCalls, Stats};
 
 /// The segalloc allocator. Install it as the global allocator:
 ///
@@ -167,7 +167,11 @@ pub unsafe fn usable_size(p: *const u8) -> usize {
 pub(crate) fn fatal(what: &str, addr: *const u8) -> ! {
     let mut buf = [0u8; 160];
     let mut n = 0;
-    for part in [b"segalloc: ".as_slice(), what.as_bytes(), b" at 0x".as_slice()] {
+    for part in [
+        b"segalloc: ".as_slice(),
+        what.as_bytes(),
+        b" at 0x".as_slice(),
+    ] {
         for &b in part {
             if n < buf.len() {
                 buf[n] = b;
@@ -192,4 +196,3 @@ pub(crate) fn fatal(what: &str, addr: *const u8) -> ! {
         libc::abort()
     }
 }
-

@@ -16,8 +16,8 @@
 //!   paths, each one already a system call).
 
 // Counters and hints, not protocols: plain core atomics, never modelled by loom.
-use core::sync::atomic::{AtomicUsize, Ordering};
 use core::ptr;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// The granularity of the OS calls made here.
 pub(crate) const OS_PAGE: usize = 4096;
@@ -81,7 +81,10 @@ fn mmap_at(hint: usize, size: usize) -> *mut u8 {
 
 /// A coarse monotonic clock in milliseconds (a vDSO read, no system call).
 pub(crate) fn now_ms() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
@@ -94,7 +97,10 @@ pub(crate) fn resident_bytes() -> usize {
     // SAFETY: opening a NUL-terminated path read-only, reading into our buffer
     // within its length, and closing the descriptor we opened.
     let n = unsafe {
-        let fd = libc::open(c"/proc/self/statm".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        let fd = libc::open(
+            c"/proc/self/statm".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
         if fd < 0 {
             return 0;
         }

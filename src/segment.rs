@@ -161,7 +161,9 @@ impl Segment {
         if base.is_null() {
             return ptr::null_mut();
         }
-        crate::stats::SHARED.segments_obtained.fetch_add(1, Ordering::Relaxed);
+        crate::stats::SHARED
+            .segments_obtained
+            .fetch_add(1, Ordering::Relaxed);
         let seg = base.cast::<Segment>();
         // SAFETY: `base` is a fresh, zeroed, aligned region of SEGMENT_SIZE bytes
         // (mmap/brk give zeroed memory, recycled brk segments are purged), and a
@@ -183,7 +185,9 @@ impl Segment {
     pub(crate) unsafe fn release(seg: *mut Segment) {
         // SAFETY: per the contract, the header is ours to read and then drop.
         let source = unsafe { (*seg).source };
-        crate::stats::SHARED.segments_returned.fetch_add(1, Ordering::Relaxed);
+        crate::stats::SHARED
+            .segments_returned
+            .fetch_add(1, Ordering::Relaxed);
         // The break cannot shrink under other users, so brk segments are always
         // kept for reuse; a few mmap ones are too, so that threads coming and
         // going do not map and unmap a segment each, nor fault its pages in
@@ -270,7 +274,10 @@ unsafe impl Send for SegPtr {}
 
 impl SegmentList {
     pub(crate) const fn new() -> Self {
-        SegmentList { head: spin::Mutex::new(SegPtr(ptr::null_mut())), len: AtomicUsize::new(0) }
+        SegmentList {
+            head: spin::Mutex::new(SegPtr(ptr::null_mut())),
+            len: AtomicUsize::new(0),
+        }
     }
 
     pub(crate) fn push(&self, seg: *mut Segment) {
@@ -459,7 +466,9 @@ pub(crate) fn drain_free_segments() {
 pub(crate) fn obtain(owner: usize) -> *mut Segment {
     let seg = FREE_SEGMENTS.pop();
     if !seg.is_null() {
-        crate::stats::SHARED.segments_obtained.fetch_add(1, Ordering::Relaxed);
+        crate::stats::SHARED
+            .segments_obtained
+            .fetch_add(1, Ordering::Relaxed);
         // SAFETY: a kept segment belongs to nobody and has no page in use (every
         // descriptor's flags are 0); reset what a fresh one would have.
         unsafe {

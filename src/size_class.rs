@@ -155,7 +155,10 @@ mod tests {
             assert!(c < NUM_CLASSES, "size {size}");
             assert!(class_size(c) >= size, "size {size} class {c}");
             if c > 0 {
-                assert!(class_size(c - 1) < size.max(1), "size {size} not in smallest class");
+                assert!(
+                    class_size(c - 1) < size.max(1),
+                    "size {size} not in smallest class"
+                );
             }
         }
     }
@@ -169,7 +172,10 @@ mod tests {
             worst = worst.max(w);
             assert!(w <= 0.125, "size {size} block {b} waste {w}");
         }
-        assert!(worst > 0.10, "the table is not as fine as it claims: {worst}");
+        assert!(
+            worst > 0.10,
+            "the table is not as fine as it claims: {worst}"
+        );
     }
 
     #[test]
@@ -186,7 +192,10 @@ mod tests {
             for size in (0..=MAX_SMALL).step_by(7) {
                 if let Some(c) = class_for(size, align) {
                     let b = class_size(c);
-                    assert!(b >= size && b % align == 0, "size {size} align {align} -> {b}");
+                    assert!(
+                        b >= size && b % align == 0,
+                        "size {size} align {align} -> {b}"
+                    );
                 } else {
                     assert!(size.next_multiple_of(align) > MAX_SMALL);
                 }

@@ -56,12 +56,18 @@ impl Counter {
     /// Adds `n` (wrapping). Only the owning thread may call this.
     #[inline(always)]
     pub(crate) fn add(&self, n: usize) {
-        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
     /// Subtracts `n` (wrapping). Only the owning thread may call this.
     #[inline(always)]
     pub(crate) fn sub(&self, n: usize) {
-        self.0.store(self.0.load(Ordering::Relaxed).wrapping_sub(n), Ordering::Relaxed);
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_sub(n),
+            Ordering::Relaxed,
+        );
     }
     #[inline]
     pub(crate) fn get(&self) -> usize {
@@ -207,8 +213,10 @@ impl Shared {
     /// A large block resized in place (or moved by mremap) from `old` to `new`.
     pub(crate) fn large_resize(&self, old: (usize, usize), new: (usize, usize)) {
         self.large_reallocs.fetch_add(1, Ordering::Relaxed);
-        self.large_usable.fetch_add(new.0.wrapping_sub(old.0), Ordering::Relaxed);
-        self.large_requested.fetch_add(new.1.wrapping_sub(old.1), Ordering::Relaxed);
+        self.large_usable
+            .fetch_add(new.0.wrapping_sub(old.0), Ordering::Relaxed);
+        self.large_requested
+            .fetch_add(new.1.wrapping_sub(old.1), Ordering::Relaxed);
     }
 }
 
@@ -367,13 +375,17 @@ impl Stats {
         for (c, (row, k)) in self.classes.iter_mut().zip(h.class.iter()).enumerate() {
             let pending = k.remote_pending.get().wrapping_mul(class_size(c));
             self.remote_pending = self.remote_pending.wrapping_add(pending);
-            row.live_blocks = row.live_blocks.wrapping_add(k.allocs.get().wrapping_sub(k.frees.get()));
+            row.live_blocks = row
+                .live_blocks
+                .wrapping_add(k.allocs.get().wrapping_sub(k.frees.get()));
             row.requested = row.requested.wrapping_add(k.requested.get());
             row.pages = row.pages.wrapping_add(k.pages.get());
             self.allocations = self.allocations.wrapping_add(k.allocs.get());
             self.frees = self.frees.wrapping_add(k.frees.get());
         }
-        self.reallocs_in_place = self.reallocs_in_place.wrapping_add(h.realloc_in_place.get());
+        self.reallocs_in_place = self
+            .reallocs_in_place
+            .wrapping_add(h.realloc_in_place.get());
         self.reallocs_moved = self.reallocs_moved.wrapping_add(h.realloc_moved.get());
         self.cross_thread_frees = self.cross_thread_frees.wrapping_add(h.remote_frees.get());
         self.pages_obtained = self.pages_obtained.wrapping_add(h.pages_obtained.get());
@@ -439,7 +451,9 @@ pub fn stats() -> Stats {
         let frees = sh.orphan_frees[c].load(Ordering::Relaxed);
         let row = &mut s.classes[c];
         row.live_blocks = row.live_blocks.wrapping_sub(frees);
-        row.requested = row.requested.wrapping_sub(sh.orphan_requested[c].load(Ordering::Relaxed));
+        row.requested = row
+            .requested
+            .wrapping_sub(sh.orphan_requested[c].load(Ordering::Relaxed));
         s.frees = s.frees.wrapping_add(frees);
         let p = sh.orphan_pending[c].load(Ordering::Relaxed);
         s.remote_pending = s.remote_pending.wrapping_add(p.wrapping_mul(class_size(c)));
@@ -451,15 +465,22 @@ pub fn stats() -> Stats {
     s.requested = sh.large_requested.load(Ordering::Relaxed);
     s.allocations = s.allocations.wrapping_add(la);
     s.frees = s.frees.wrapping_add(lf);
-    s.reallocs_in_place = s.reallocs_in_place.wrapping_add(sh.large_reallocs.load(Ordering::Relaxed));
+    s.reallocs_in_place = s
+        .reallocs_in_place
+        .wrapping_add(sh.large_reallocs.load(Ordering::Relaxed));
     let obtained = sh.segments_obtained.load(Ordering::Relaxed);
     let returned = sh.segments_returned.load(Ordering::Relaxed);
     s.segments_obtained = obtained;
     s.segments_returned = returned;
     s.segments_abandoned = crate::segment::ABANDONED.len();
     // Free slices of kept segments are resident: count them as free pages.
-    s.free_pages = s.free_pages.wrapping_add(crate::segment::CACHED_DIRTY.load(Ordering::Relaxed));
-    s.finish(obtained.wrapping_sub(returned), sh.heap_meta.load(Ordering::Relaxed));
+    s.free_pages = s
+        .free_pages
+        .wrapping_add(crate::segment::CACHED_DIRTY.load(Ordering::Relaxed));
+    s.finish(
+        obtained.wrapping_sub(returned),
+        sh.heap_meta.load(Ordering::Relaxed),
+    );
     fill_os(&mut s);
     s
 }
@@ -507,7 +528,10 @@ impl fmt::Display for Bytes {
         } else if b < 1024.0 * 1024.0 * 1024.0 {
             fmt::write(&mut buf, format_args!("{:.1} MiB", b / (1024.0 * 1024.0)))
         } else {
-            fmt::write(&mut buf, format_args!("{:.2} GiB", b / (1024.0 * 1024.0 * 1024.0)))
+            fmt::write(
+                &mut buf,
+                format_args!("{:.2} GiB", b / (1024.0 * 1024.0 * 1024.0)),
+            )
         };
         write!(f, "{:>w$}", buf.as_str(), w = w)
     }
@@ -521,7 +545,10 @@ pub(crate) struct FixedBuf {
 
 impl FixedBuf {
     pub(crate) const fn new() -> Self {
-        FixedBuf { buf: [0; 64], len: 0 }
+        FixedBuf {
+            buf: [0; 64],
+            len: 0,
+        }
     }
     pub(crate) fn as_str(&self) -> &str {
         core::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
@@ -585,12 +612,28 @@ impl fmt::Display for Stats {
         writeln!(
             f,
             "  os calls: mmap {} munmap {} madvise {} mremap {} brk {}",
-            self.os_calls.mmap, self.os_calls.munmap, self.os_calls.madvise, self.os_calls.mremap, self.os_calls.brk
+            self.os_calls.mmap,
+            self.os_calls.munmap,
+            self.os_calls.madvise,
+            self.os_calls.mremap,
+            self.os_calls.brk
         )?;
-        writeln!(f, "  {:>7} {:>9} {:>10} {:>6} {:>9} {:>6}  use", "block", "live", "requested", "pages", "free", "waste")?;
-        for row in self.classes.iter().filter(|r| r.pages != 0 || r.live_blocks != 0) {
+        writeln!(
+            f,
+            "  {:>7} {:>9} {:>10} {:>6} {:>9} {:>6}  use",
+            "block", "live", "requested", "pages", "free", "waste"
+        )?;
+        for row in self
+            .classes
+            .iter()
+            .filter(|r| r.pages != 0 || r.live_blocks != 0)
+        {
             let cap = row.live_blocks.wrapping_add(row.free_blocks);
-            let filled = if cap == 0 { 0 } else { (row.live_blocks.min(cap) * BAR).div_ceil(cap) };
+            let filled = if cap == 0 {
+                0
+            } else {
+                (row.live_blocks.min(cap) * BAR).div_ceil(cap)
+            };
             let live_bytes = row.live_blocks.wrapping_mul(row.block_size);
             let waste = 100.0 * ratio(live_bytes.saturating_sub(row.requested), live_bytes);
             write!(
@@ -692,9 +735,15 @@ mod serde_impl {
             st.serialize_field("free_pages", &self.free_pages)?;
             st.serialize_field("remote_pending", &self.remote_pending)?;
             st.serialize_field("internal_fragmentation", &self.internal_fragmentation())?;
-            st.serialize_field("internal_fragmentation_ratio", &self.internal_fragmentation_ratio())?;
+            st.serialize_field(
+                "internal_fragmentation_ratio",
+                &self.internal_fragmentation_ratio(),
+            )?;
             st.serialize_field("external_fragmentation", &self.external_fragmentation())?;
-            st.serialize_field("external_fragmentation_ratio", &self.external_fragmentation_ratio())?;
+            st.serialize_field(
+                "external_fragmentation_ratio",
+                &self.external_fragmentation_ratio(),
+            )?;
             st.serialize_field("allocations", &self.allocations)?;
             st.serialize_field("frees", &self.frees)?;
             st.serialize_field("reallocs_in_place", &self.reallocs_in_place)?;

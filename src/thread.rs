@@ -18,9 +18,9 @@ use crate::heap::Heap;
 use crate::os;
 use crate::page::Page;
 use crate::stats::{HeapCounters, SHARED};
-use core::sync::atomic::Ordering;
 use core::cell::{Cell, UnsafeCell};
 use core::ptr;
+use core::sync::atomic::Ordering;
 
 /// A static that is only written by code that proved exclusive access.
 #[repr(transparent)]
@@ -110,7 +110,7 @@ fn key() -> Option<libc::pthread_key_t> {
         if unsafe { libc::pthread_key_create(&mut key, Some(thread_done)) } == 0 {
             *k = Some(key);
             fork::register(); // once, with the key: the first heap of the process
-            // Once per process, with the first heap.
+                              // Once per process, with the first heap.
             crate::stats::register_exit_printer();
         }
     }
@@ -134,7 +134,12 @@ fn heap_from_pool() -> *mut HeapSlot {
         SHARED.heap_meta.fetch_add(POOL_CHUNK, Ordering::Relaxed);
         let first = c as usize + core::mem::size_of::<Chunk>();
         // SAFETY: a fresh mapping, large enough for the header.
-        unsafe { c.write(Chunk { prev: pool.chunk, end: first }) };
+        unsafe {
+            c.write(Chunk {
+                prev: pool.chunk,
+                end: first,
+            })
+        };
         pool.chunk = c;
         pool.chunk_next = first;
         pool.chunk_end = c as usize + POOL_CHUNK;
@@ -145,7 +150,10 @@ fn heap_from_pool() -> *mut HeapSlot {
     // heap and zero counters before anyone can see it (`end` covers it only
     // from here on, under the lock).
     unsafe {
-        slot.write(HeapSlot { heap: Heap::new(EMPTY_PAGE.0.get()), counters: HeapCounters::NEW });
+        slot.write(HeapSlot {
+            heap: Heap::new(EMPTY_PAGE.0.get()),
+            counters: HeapCounters::NEW,
+        });
         (*pool.chunk).end = pool.chunk_next;
     }
     slot
@@ -295,11 +303,16 @@ mod tests {
         };
         let before = slots();
         for _ in 0..200 {
-            std::thread::spawn(|| with_heap(|_| ()).unwrap()).join().unwrap();
+            std::thread::spawn(|| with_heap(|_| ()).unwrap())
+                .join()
+                .unwrap();
         }
         // Other tests run threads meanwhile, so allow some growth; without
         // reuse, 200 sequential threads would carve 200 new slots.
         let grown = slots() - before;
-        assert!(grown < 50, "{grown} new heap slots for 200 sequential threads");
+        assert!(
+            grown < 50,
+            "{grown} new heap slots for 200 sequential threads"
+        );
     }
 }

@@ -86,19 +86,33 @@ fn statistics_are_exact_after_join() {
         + kept.iter().flatten().map(|b| b.len()).sum::<usize>()
         + received.capacity() * std::mem::size_of::<Box<[u8]>>()
         + kept.capacity() * std::mem::size_of::<Vec<Box<[u8]>>>()
-        + kept.iter().map(|v| v.capacity() * std::mem::size_of::<Box<[u8]>>()).sum::<usize>()
+        + kept
+            .iter()
+            .map(|v| v.capacity() * std::mem::size_of::<Box<[u8]>>())
+            .sum::<usize>()
         + large.len();
     let blocks = received.len() + kept.iter().map(Vec::len).sum::<usize>() + 1 + 1 + kept.len() + 1;
 
     let s = segalloc::stats();
-    assert_eq!(s.requested - base.requested, held, "requested must move by exactly what is held");
+    assert_eq!(
+        s.requested - base.requested,
+        held,
+        "requested must move by exactly what is held"
+    );
     assert_eq!(s.live_blocks() - base.live_blocks(), blocks, "live blocks");
     assert_eq!(s.large_objects - base.large_objects, 1);
     assert!(s.large_bytes - base.large_bytes >= large.len());
-    assert!(s.cross_thread_frees > base.cross_thread_frees, "main freed blocks of other threads");
+    assert!(
+        s.cross_thread_frees > base.cross_thread_frees,
+        "main freed blocks of other threads"
+    );
     identity_holds(&s);
     for c in s.classes.iter() {
-        assert!(c.requested <= c.live_blocks * c.block_size, "class {}", c.block_size);
+        assert!(
+            c.requested <= c.live_blocks * c.block_size,
+            "class {}",
+            c.block_size
+        );
     }
 
     // Contents survived, and everything goes back.
@@ -109,7 +123,10 @@ fn statistics_are_exact_after_join() {
     drop(kept);
     drop(large);
     let after = segalloc::stats();
-    assert_eq!(after.requested, base.requested, "all freed: requested back to the start");
+    assert_eq!(
+        after.requested, base.requested,
+        "all freed: requested back to the start"
+    );
     assert_eq!(after.live_blocks(), base.live_blocks());
     assert_eq!(after.large_objects, base.large_objects);
     identity_holds(&after);
@@ -150,7 +167,11 @@ fn statistics_are_exact_after_join() {
         let b = segalloc::thread_stats();
         drop(v);
         let c = segalloc::thread_stats();
-        (b.allocations - a.allocations, c.frees - b.frees, b.requested - a.requested)
+        (
+            b.allocations - a.allocations,
+            c.frees - b.frees,
+            b.requested - a.requested,
+        )
     })
     .join()
     .unwrap();
@@ -160,7 +181,13 @@ fn statistics_are_exact_after_join() {
 
     // The table a person reads.
     let text = segalloc::stats().to_string();
-    for needle in ["segalloc: requested", "internal fragmentation", "external", "os calls", "block"] {
+    for needle in [
+        "segalloc: requested",
+        "internal fragmentation",
+        "external",
+        "os calls",
+        "block",
+    ] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }
 
@@ -169,6 +196,9 @@ fn statistics_are_exact_after_join() {
     segalloc::collect();
     let c = segalloc::stats();
     identity_holds(&c);
-    assert!(c.committed <= pre.committed, "collect() must not grow committed memory");
+    assert!(
+        c.committed <= pre.committed,
+        "collect() must not grow committed memory"
+    );
     assert!(c.free_pages <= pre.free_pages);
 }

@@ -22,7 +22,8 @@ fn child() {
 
 fn run_child(show: Option<&str>) -> String {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "child", "--test-threads", "1"]).env(MARKER, "1");
+    cmd.args(["--exact", "child", "--test-threads", "1"])
+        .env(MARKER, "1");
     match show {
         Some(v) => cmd.env("SEGALLOC_SHOW_STATS", v),
         None => cmd.env_remove("SEGALLOC_SHOW_STATS"),
@@ -35,10 +36,19 @@ fn run_child(show: Option<&str>) -> String {
 #[test]
 fn exit_printer_follows_the_environment() {
     let shown = run_child(Some("1"));
-    assert!(shown.contains("segalloc: requested"), "no table in:\n{shown}");
+    assert!(
+        shown.contains("segalloc: requested"),
+        "no table in:\n{shown}"
+    );
     assert!(shown.contains("internal fragmentation"), "{shown}");
     // The 100 vectors of 200-299 bytes live at exit show up in their classes.
     assert!(shown.contains("    block      live"), "{shown}");
-    assert!(!run_child(None).contains("segalloc:"), "printed without being asked");
-    assert!(!run_child(Some("0")).contains("segalloc:"), "printed for SEGALLOC_SHOW_STATS=0");
+    assert!(
+        !run_child(None).contains("segalloc:"),
+        "printed without being asked"
+    );
+    assert!(
+        !run_child(Some("0")).contains("segalloc:"),
+        "printed for SEGALLOC_SHOW_STATS=0"
+    );
 }

@@ -16,7 +16,10 @@ fn stats_serialise_to_json() {
     assert!((ratio - s.external_fragmentation_ratio()).abs() < 1e-12);
     let classes = json["classes"].as_array().unwrap();
     assert_eq!(classes.len(), s.classes.len());
-    let live: u64 = classes.iter().map(|c| c["live_blocks"].as_u64().unwrap()).sum();
+    let live: u64 = classes
+        .iter()
+        .map(|c| c["live_blocks"].as_u64().unwrap())
+        .sum();
     assert!(live as usize >= keep.len());
     assert!(json["os_calls"]["mmap"].as_u64().unwrap() > 0);
     drop(keep);
