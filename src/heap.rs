@@ -41,7 +41,7 @@ pub(crate) const DIRECT_MAX: usize = 1024;
 /// One slot per 8-byte step up to [`DIRECT_MAX`].
 pub(crate) const DIRECT_SLOTS: usize = DIRECT_MAX / 8 + 1;
 /// Resident free bytes a heap may always keep before purging.
-pub(crate) const DIRTY_MIN_BYTES: usize = 4 << 20;
+pub(crate) const DIRTY_MIN_BYTES: usize = 1 << 20;
 /// How long free slices may stay resident below the threshold.
 pub(crate) const PURGE_DELAY_MS: u64 = 100;
 /// Abandoned segments beyond this many are purged of free slices when abandoned.

@@ -361,7 +361,7 @@ pub(crate) static FREE_SEGMENTS: SegmentList = SegmentList::new();
 pub(crate) const SEGMENT_CACHE: usize = 8;
 /// At most this many bytes of kept segments stay resident (until a heap's
 /// timed purge trims them, see `heap`).
-const CACHE_DIRTY_MAX: usize = 8 << 20;
+const CACHE_DIRTY_MAX: usize = 2 << 20;
 /// Resident bytes of kept segments.
 pub(crate) static CACHED_DIRTY: AtomicUsize = AtomicUsize::new(0);
 
