@@ -15,6 +15,7 @@
 use crate::atomic::Ordering;
 use crate::heap::{self, DIRECT_MAX};
 use crate::large;
+use crate::os;
 use crate::page::{self, Block};
 use crate::segment::{self, segment_of, Segment, KIND_HUGE, KIND_SMALL, SLICE_SIZE};
 use crate::size_class::{class_for, class_of, MAX_SMALL, MIN_ALIGN};
@@ -152,14 +153,18 @@ pub(crate) fn zalloc(size: usize, align: usize) -> *mut u8 {
 #[inline(always)]
 pub(crate) unsafe fn free(p: *mut u8, size: usize) {
     let seg = segment_of(p);
+    #[cfg(feature = "secure")]
+    check_ours(seg, p);
     // SAFETY: `p` is live, so its segment header is valid and the page found
     // through it is the block's; ownership decides who may touch the page.
     unsafe {
         if (*seg).kind != KIND_SMALL {
-            return free_huge(seg);
+            return free_huge(seg, p);
         }
         let page = (*seg).page_of(p);
         let h = thread::heap();
+        #[cfg(feature = "secure")]
+        check_live_block(seg, page, p, h, "double free");
         if (*seg).owner.load(Ordering::Relaxed) == h as usize {
             let k = (*thread::counters(h))
                 .class
@@ -181,13 +186,65 @@ pub(crate) unsafe fn free(p: *mut u8, size: usize) {
 
 #[cold]
 #[inline(never)]
-unsafe fn free_huge(seg: *mut Segment) {
+unsafe fn free_huge(seg: *mut Segment, p: *mut u8) {
     // SAFETY: the caller's block lives in `seg`.
     unsafe {
-        if (*seg).kind == KIND_HUGE {
-            large::free(seg);
-        } else {
-            crate::fatal("free of a pointer segalloc does not own", seg.cast());
+        check_huge(seg, p);
+        large::free(seg);
+    }
+}
+
+/// Always on, for pointers whose segment is not a small one: the header must
+/// be a huge segment's and `p` its block. Costs nothing on the small paths.
+///
+/// # Safety
+/// `seg`'s first page is readable.
+#[cold]
+unsafe fn check_huge(seg: *mut Segment, p: *const u8) {
+    // SAFETY: per the contract; the prefix fields are in the first page.
+    unsafe {
+        if (*seg).kind != KIND_HUGE {
+            crate::fatal("free of a pointer segalloc does not own", p);
+        }
+        if p != seg.cast::<u8>().add((*seg).block_offset) {
+            crate::fatal("free of an interior pointer of a large block", p);
+        }
+    }
+}
+
+/// `secure`: `p` must lie in a segment segalloc mapped, checked before any
+/// header is read (which would fault for a pointer into unmapped memory).
+#[cfg(feature = "secure")]
+#[inline]
+pub(crate) fn check_ours(seg: *mut Segment, p: *const u8) {
+    if !segment::registry::contains(seg.cast()) {
+        crate::fatal("free or realloc of a pointer segalloc does not own", p);
+    }
+}
+
+/// `secure`: `p` must be the start of a carved block of a page in use, and,
+/// when the caller owns the page, not already free. A block freed by another
+/// thread is only checked for the first two: the owner's lists are its own.
+///
+/// # Safety
+/// `seg` is a small segment of segalloc's and `page` the page covering `p`.
+#[cfg(feature = "secure")]
+#[inline]
+pub(crate) unsafe fn check_live_block(
+    seg: *mut Segment,
+    page: *mut page::Page,
+    p: *const u8,
+    h: *mut heap::Heap,
+    what: &str,
+) {
+    // SAFETY: per the contract; the page's carved range and flags are only
+    // read, and its lists only by their owner.
+    unsafe {
+        if !(*page).has(page::IN_USE) || !(*page).is_block_start(p) {
+            crate::fatal("free or realloc of an interior or invalid pointer", p);
+        }
+        if (*seg).owner.load(Ordering::Relaxed) == h as usize && (*page).is_free_block(p) {
+            crate::fatal(what, p);
         }
     }
 }
@@ -244,6 +301,8 @@ unsafe fn free_remote(
 /// `p` is a live block returned by this allocator.
 pub(crate) unsafe fn usable_size(p: *const u8) -> usize {
     let seg = segment_of(p);
+    #[cfg(feature = "secure")]
+    check_ours(seg, p);
     // SAFETY: `p` is live, so its segment header is valid.
     unsafe {
         if (*seg).kind == KIND_HUGE {
@@ -268,10 +327,13 @@ pub(crate) unsafe fn realloc(
     new_size: usize,
 ) -> *mut u8 {
     let seg = segment_of(p);
+    #[cfg(feature = "secure")]
+    check_ours(seg, p);
     // SAFETY: `p` is live, so its segment header (and page) are valid.
     unsafe {
-        if (*seg).kind == KIND_HUGE {
-            if align <= large::MAX_ALIGN {
+        if (*seg).kind != KIND_SMALL {
+            check_huge(seg, p);
+            if align <= large::MAX_ALIGN && os::mremap_usable() {
                 let q = large::resize(seg, p, new_size);
                 if !q.is_null() {
                     return q;
@@ -282,6 +344,8 @@ pub(crate) unsafe fn realloc(
             }
         } else {
             let page = (*seg).page_of(p);
+            #[cfg(feature = "secure")]
+            check_live_block(seg, page, p, thread::heap(), "realloc of a freed block");
             let bs = (*page).block_size;
             if new_size <= bs && align <= SLICE_SIZE {
                 let c = (*page).class as usize;

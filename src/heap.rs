@@ -218,6 +218,10 @@ pub(crate) struct Heap {
     /// This heap's statistics, beside it in its pool slot; they outlive the
     /// thread (see `stats`). Null only for the shared empty heap.
     counters: *const HeapCounters,
+    /// The heap of a first-class `crate::Heap`, not of a thread: it never
+    /// takes over abandoned segments, whose live blocks belong to the global
+    /// allocator's users and must outlive the first-class heap.
+    private: bool,
 }
 
 /// Slots of `direct` that class `c` serves: `lo..=hi`.
@@ -243,6 +247,7 @@ impl Heap {
             purge_at: 0,
             next_free: ptr::null_mut(),
             counters: ptr::null(),
+            private: false,
         }
     }
 
@@ -259,6 +264,13 @@ impl Heap {
     pub(crate) fn init(&mut self, empty_page: *mut Page, counters: *const HeapCounters) {
         self.reset(empty_page);
         self.counters = counters;
+        self.private = false;
+    }
+
+    /// Sets up a heap from the pool for a first-class `crate::Heap`.
+    pub(crate) fn init_private(&mut self, empty_page: *mut Page, counters: *const HeapCounters) {
+        self.init(empty_page, counters);
+        self.private = true;
     }
 
     /// Empties the heap (its counters stay).
@@ -525,7 +537,8 @@ impl Heap {
             if let Some(p) = self.page_from_segments(c, span) {
                 return p;
             }
-            for _ in 0..RECLAIM_TRIES {
+            let tries = if self.private { 0 } else { RECLAIM_TRIES };
+            for _ in 0..tries {
                 let s = ABANDONED.pop();
                 if s.is_null() {
                     break;
@@ -907,6 +920,117 @@ impl Heap {
         }
         let empty = self.empty_page;
         self.reset(empty);
+    }
+}
+
+impl Heap {
+    /// Frees every page at once, live blocks or not, without visiting the
+    /// blocks: the drop (`keep` false) or reset (`keep` true) of a
+    /// first-class heap. Frees other threads pushed are collected first, so
+    /// the counters stay exact. Segments are given back, or with `keep` kept
+    /// wholly free, their memory resident for the refill that usually follows
+    /// a reset, under the usual purge policy (the budget to grow back to the
+    /// peak, purged 100 ms after the next slow path). Leaves the heap empty
+    /// and ready to allocate again.
+    ///
+    /// # Safety
+    /// Called by the one thread using this private heap, and no block of it
+    /// is used afterwards (nor freed: its memory may belong to anyone now).
+    pub(crate) unsafe fn release_all(&mut self, keep: bool) {
+        debug_assert!(self.private);
+        let mut kept: *mut Segment = ptr::null_mut();
+        // Live blocks per class, counted from the pages (exact) rather than
+        // the counters (which other threads' frees of our blocks do not reach).
+        let mut live = [0u32; NUM_CLASSES];
+        for list in [self.avail, self.full_segs] {
+            let mut s = list.first;
+            while !s.is_null() {
+                // SAFETY: `s` is ours until released; its successor is read
+                // first. Its pages are ours, and once their remote frees are
+                // collected no other thread refers to them (the caller's
+                // contract: no block is live any more).
+                unsafe {
+                    let next = (*s).next;
+                    let seg = &mut *s;
+                    for i in in_use_pages(seg) {
+                        let p = ptr::addr_of_mut!(seg.pages[i]);
+                        self.collect_remote(p);
+                        if let Some(n) = live.get_mut((*p).class as usize) {
+                            *n = n.wrapping_add((*p).used);
+                        }
+                        let span = (*p).span as usize;
+                        let resident = seg.free_run(i, span, carved_bytes(p));
+                        let k = self.k();
+                        k.class[(*p).class as usize].pages.sub(1);
+                        k.pages_returned.add(1);
+                        k.used_slices.sub(span);
+                        k.dirty_bytes.add(resident);
+                        (*p).flags = 0;
+                        (*p).used = 0;
+                        (*p).free = ptr::null_mut();
+                        (*p).local_free = ptr::null_mut();
+                        (*p).next = ptr::null_mut();
+                        (*p).prev = ptr::null_mut();
+                        seg.used_pages -= 1;
+                    }
+                    seg.next = ptr::null_mut();
+                    seg.prev = ptr::null_mut();
+                    seg.in_full_list = false;
+                    seg.thread_freed.clear();
+                    if keep {
+                        seg.next = kept;
+                        kept = s;
+                    } else {
+                        self.k().dirty_bytes.sub(seg.dirty_bytes(u64::MAX));
+                        Segment::release(s);
+                    }
+                    s = next;
+                }
+            }
+        }
+        let k = self.k();
+        for (c, &n) in live.iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            let row = &k.class[c];
+            row.frees.add(n as usize);
+            // What the live blocks asked for is what this heap counted and
+            // its own frees did not take back; exact unless some block was
+            // freed through another allocator (whose thread took its size
+            // off its own counters), hence the bound by the blocks' sizes.
+            let requested = (row.requested.get() as isize).max(0) as usize;
+            row.requested.sub(requested.min(n as usize * class_size(c)));
+        }
+        let (empty, peak) = (self.empty_page, self.peak_slices);
+        self.reset(empty);
+        self.peak_slices = peak;
+        while !kept.is_null() {
+            // SAFETY: our segments, now with no page in use; their resident
+            // free slices are already in the counters' `dirty_bytes`.
+            unsafe {
+                let next = (*kept).next;
+                self.dirty_bytes += (*kept).dirty_bytes(u64::MAX);
+                self.free_segments += 1;
+                self.avail.push(kept);
+                kept = next;
+            }
+        }
+        self.maybe_purge(ptr::null_mut());
+    }
+
+    /// Segments this heap owns.
+    pub(crate) fn segment_count(&self) -> usize {
+        let mut n = 0;
+        for list in [self.avail, self.full_segs] {
+            let mut s = list.first;
+            while !s.is_null() {
+                n += 1;
+                // SAFETY: our segments, read by the thread using the heap.
+                s = unsafe { (*s).next };
+            }
+        }
+        n
     }
 }
 

@@ -47,6 +47,8 @@ pub(crate) fn alloc(size: usize, align: usize) -> *mut u8 {
         ptr::addr_of_mut!((*seg).requested).write(size);
     }
     SHARED.large_alloc(map - offset, size);
+    #[cfg(feature = "secure")]
+    crate::segment::registry::add(base);
     // SAFETY: offset < map.
     unsafe { base.add(offset) }
 }
@@ -66,9 +68,17 @@ pub(crate) unsafe fn usable_size(seg: *const Segment) -> usize {
 /// # Safety
 /// `seg` is the header of a live huge segment whose block the caller frees.
 pub(crate) unsafe fn free(seg: *mut Segment) {
+    // A block of a first-class heap freed through the global allocator (a
+    // misuse, see `region`): that heap unmaps it when dropped or reset.
+    // SAFETY: per the contract the header is readable.
+    if unsafe { crate::region::owned_large(seg) } {
+        return;
+    }
     // SAFETY: per the contract.
     let (map, usable, requested) = unsafe { ((*seg).map_size, usable_size(seg), (*seg).requested) };
     SHARED.large_free(usable, requested);
+    #[cfg(feature = "secure")]
+    crate::segment::registry::remove(seg.cast());
     os::unmap(seg.cast(), map);
 }
 
@@ -79,7 +89,9 @@ pub(crate) unsafe fn free(seg: *mut Segment) {
 /// # Safety
 /// `seg` is the header of the live huge segment holding `p`.
 pub(crate) unsafe fn resize(seg: *mut Segment, p: *mut u8, new_size: usize) -> *mut u8 {
-    if new_size <= MAX_SMALL {
+    // SAFETY: per the contract the header is readable. A first-class heap's
+    // block must not move under the heap's list of them (see `region`).
+    if new_size <= MAX_SMALL || unsafe { crate::region::owned_large(seg) } {
         return ptr::null_mut();
     }
     // SAFETY: per the contract the header is ours.
@@ -112,6 +124,11 @@ pub(crate) unsafe fn resize(seg: *mut Segment, p: *mut u8, new_size: usize) -> *
     };
     if new_base.is_null() {
         return ptr::null_mut();
+    }
+    #[cfg(feature = "secure")]
+    if new_base != base {
+        crate::segment::registry::remove(base);
+        crate::segment::registry::add(new_base);
     }
     let seg = new_base.cast::<Segment>();
     // SAFETY: the header moved with the mapping; `new_map` bytes are mapped.

@@ -23,6 +23,8 @@
 //! - `thread`: a heap per thread, handed back when the thread exits.
 //! - `alloc`: malloc, free, realloc over all of the above; [`SegAlloc`] is the
 //!   `GlobalAlloc` front end.
+//! - `region`: first-class heaps ([`Heap`]), for collections through the
+//!   `Allocator` trait, freed all at once; `pool`: typed pools ([`Pool`]).
 //!
 //! # Guarantees
 //! - Allocation never panics, never takes a std lock and never allocates
@@ -32,6 +34,11 @@
 //!   for 16 or more (see `size_class` for the four 8-aligned classes that keep
 //!   waste under 12.5% between 64 and 128 bytes).
 //! - Requests of 64 bytes or more waste less than 12.5% of their block.
+//! - Misuse that segalloc detects (always: a freed pointer it does not own,
+//!   an interior pointer of a large block; with the `secure` feature also
+//!   double frees, interior pointers of small blocks, pointers into unmapped
+//!   memory, overwritten free-list links) aborts after one line on stderr
+//!   naming the error and the address.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 // Under loom only `atomic` and `remote` can build (thread-locals and `const`
@@ -46,6 +53,8 @@ mod heap;
 mod large;
 mod os;
 mod page;
+mod pool;
+mod region;
 mod remote;
 mod segment;
 mod size_class;
@@ -55,8 +64,15 @@ mod thread;
 use core::alloc::{GlobalAlloc, Layout};
 
 pub use large::MAX_ALIGN;
+pub use pool::{Pool, PoolBox};
+pub use region::Heap;
 pub use size_class::{MAX_SMALL as LARGE_THRESHOLD, MIN_ALIGN};
 pub use stats::{stats, thread_stats, ClassStats, OsCalls, Stats};
+
+/// The `allocator-api2` crate that [`Heap`] implements `Allocator` for: use
+/// its `Vec`, `Box` and traits (or those of a crate built on the same
+/// version, such as `hashbrown` with its `allocator-api2` feature).
+pub use allocator_api2;
 
 /// The segalloc allocator. Install it as the global allocator:
 ///

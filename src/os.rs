@@ -198,6 +198,44 @@ pub(crate) fn purge(p: *mut u8, size: usize) {
     }
 }
 
+/// Makes `[p, p + size)` inaccessible (a guard: any access faults).
+#[cfg(feature = "secure")]
+pub(crate) fn protect_none(p: *mut u8, size: usize) {
+    // SAFETY: the range is segalloc's and is never handed out.
+    unsafe {
+        libc::mprotect(p.cast(), size, libc::PROT_NONE);
+    }
+}
+
+/// Whether large blocks may be resized with `mremap`. Not under valgrind
+/// (memcheck does not follow the pages `mremap` moves or grows, and reports
+/// accesses to them as invalid), which is detected from its preload library
+/// in `LD_PRELOAD`; `SEGALLOC_NO_MREMAP=1` turns it off too. Then a large
+/// block is resized by allocating, copying and freeing. Read once.
+pub(crate) fn mremap_usable() -> bool {
+    static STATE: AtomicUsize = AtomicUsize::new(0); // 0 unknown, 1 yes, 2 no
+    match STATE.load(Ordering::Relaxed) {
+        1 => return true,
+        2 => return false,
+        _ => {}
+    }
+    let has = |var: &core::ffi::CStr, needle: &[u8]| -> bool {
+        // SAFETY: getenv with a NUL-terminated name; a non-null result is a
+        // NUL-terminated string we only read.
+        unsafe {
+            let v = libc::getenv(var.as_ptr());
+            if v.is_null() {
+                return false;
+            }
+            let bytes = core::ffi::CStr::from_ptr(v).to_bytes();
+            needle.is_empty() || bytes.windows(needle.len()).any(|w| w == needle)
+        }
+    };
+    let usable = !has(c"SEGALLOC_NO_MREMAP", b"") && !has(c"LD_PRELOAD", b"vgpreload");
+    STATE.store(if usable { 1 } else { 2 }, Ordering::Relaxed);
+    usable
+}
+
 /// Resizes the mapping `[p, p + old)` to `new` bytes without moving it.
 /// Returns whether it succeeded (shrinking always does).
 pub(crate) fn remap_in_place(p: *mut u8, old: usize, new: usize) -> bool {

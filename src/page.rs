@@ -17,6 +17,7 @@
 
 pub(crate) use crate::remote::Block;
 use crate::remote::ThreadFreeStack;
+use crate::remote::{next_of, set_next};
 use core::ptr;
 
 /// The page is carved from segment slices and serves a size class.
@@ -88,7 +89,7 @@ impl Page {
     pub(crate) unsafe fn free_local(&mut self, b: *mut u8) -> bool {
         let b = b.cast::<Block>();
         // SAFETY: the block is ours to reuse now; it is at least 16 bytes.
-        unsafe { (*b).next = self.local_free };
+        unsafe { set_next(b, self.local_free) };
         self.local_free = b;
         self.used = self.used.wrapping_sub(1);
         self.used == 0 || self.has(IN_FULL)
@@ -139,10 +140,10 @@ impl Page {
             let mut b = first;
             for _ in 1..n {
                 let next = b.add(bs);
-                (*b.cast::<Block>()).next = next.cast();
+                set_next(b.cast(), next.cast());
                 b = next;
             }
-            (*b.cast::<Block>()).next = ptr::null_mut();
+            set_next(b.cast(), ptr::null_mut());
             self.free = first.cast();
         }
         self.capacity += n as u32;
@@ -150,6 +151,47 @@ impl Page {
             self.flags |= FREE_ZERO;
         } else {
             self.flags &= !FREE_ZERO;
+        }
+    }
+
+    /// Whether `p` lies in the carved part of this page.
+    #[cfg(feature = "secure")]
+    #[inline]
+    pub(crate) fn holds(&self, p: *const u8) -> bool {
+        (p as usize).wrapping_sub(self.start as usize) < self.capacity as usize * self.block_size
+    }
+
+    /// Whether `p` is the start of a carved block of this page.
+    #[cfg(feature = "secure")]
+    pub(crate) fn is_block_start(&self, p: *const u8) -> bool {
+        self.holds(p) && (p as usize - self.start as usize) % self.block_size == 0
+    }
+
+    /// Whether the block `b` is free: on `free`, `local_free` or `thread_free`.
+    /// Walks the lists, so only for the checks of the `secure` feature, and only
+    /// when `b`'s first word already looks like a link of this page (as it
+    /// does after a free). Owner only.
+    #[cfg(feature = "secure")]
+    pub(crate) fn is_free_block(&self, b: *const u8) -> bool {
+        // SAFETY: the page is ours; its lists hold valid blocks, and blocks
+        // pushed on `thread_free` stay valid until we take them.
+        unsafe {
+            let first = next_of(b.cast());
+            if !first.is_null() && !self.holds(first.cast()) {
+                return false; // live data, not a link
+            }
+            let on = |mut x: *mut Block| {
+                let mut steps = self.capacity;
+                while !x.is_null() && steps > 0 {
+                    if x.cast::<u8>() == b.cast_mut() {
+                        return true;
+                    }
+                    x = next_of(x);
+                    steps -= 1;
+                }
+                false
+            };
+            on(self.free) || on(self.local_free) || on(self.thread_free.peek())
         }
     }
 
@@ -176,7 +218,20 @@ pub(crate) unsafe fn pop(page: *mut Page) -> *mut u8 {
             return ptr::null_mut();
         }
         // Blocks on `free` hold the link written when they were put there.
-        (*page).free = (*b).next;
+        let next = next_of(b);
+        #[cfg(feature = "secure")]
+        {
+            if !next.is_null() && !(*page).holds(next.cast()) {
+                crate::fatal(
+                    "corrupted free list (a freed block was overwritten)",
+                    b.cast(),
+                );
+            }
+            // Clear the link: a block handed out must not look freed to the
+            // double-free check if the program never writes its first word.
+            b.cast::<usize>().write(0);
+        }
+        (*page).free = next;
         (*page).used = (*page).used.wrapping_add(1);
         b.cast()
     }

@@ -40,6 +40,44 @@ impl Block {
     }
 }
 
+/// With the `secure` feature, links are stored XOR-ed with a per-process
+/// random key and the block's own address, so that a program overwriting a
+/// freed block cannot make the allocator hand out an address of its choosing
+/// (a forged link decodes to garbage, which `page::pop` rejects).
+#[cfg(all(feature = "secure", not(loom)))]
+pub(crate) static LINK_KEY: core::sync::atomic::AtomicUsize =
+    core::sync::atomic::AtomicUsize::new(0x9e37_79b9_7f4a_7c15);
+
+/// Sets [`LINK_KEY`] from the kernel's per-process random bytes; called once,
+/// before the first page exists.
+#[cfg(all(feature = "secure", not(loom)))]
+pub(crate) fn init_link_key() {
+    // SAFETY: AT_RANDOM points to 16 random bytes the kernel placed on the
+    // initial stack; they stay mapped for the life of the process.
+    let key = unsafe {
+        let p = libc::getauxval(libc::AT_RANDOM) as *const usize;
+        if p.is_null() {
+            return;
+        }
+        p.read_unaligned()
+    };
+    LINK_KEY.store(key | 1, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// What a link of block `b` is XOR-ed with: 0 unless `secure`.
+#[inline(always)]
+fn link_mask(b: *const Block) -> usize {
+    #[cfg(all(feature = "secure", not(loom)))]
+    {
+        LINK_KEY.load(core::sync::atomic::Ordering::Relaxed) ^ (b as usize).rotate_left(29)
+    }
+    #[cfg(not(all(feature = "secure", not(loom))))]
+    {
+        let _ = b;
+        0
+    }
+}
+
 /// Writes `b`'s link.
 ///
 /// # Safety
@@ -49,7 +87,7 @@ pub(crate) unsafe fn set_next(b: *mut Block, next: *mut Block) {
     #[cfg(not(loom))]
     // SAFETY: per the contract, `b` is a valid block nobody else touches.
     unsafe {
-        (*b).next = next;
+        (*b).next = (next as usize ^ link_mask(b)) as *mut Block;
     }
     #[cfg(loom)]
     // SAFETY: as above; loom checks the exclusivity.
@@ -67,7 +105,7 @@ pub(crate) unsafe fn next_of(b: *const Block) -> *mut Block {
     #[cfg(not(loom))]
     // SAFETY: per the contract.
     unsafe {
-        (*b).next
+        ((*b).next as usize ^ link_mask(b)) as *mut Block
     }
     #[cfg(loom)]
     // SAFETY: per the contract; loom checks the ordering.
@@ -92,6 +130,13 @@ impl ThreadFreeStack {
     #[cfg(loom)]
     pub(crate) fn new() -> Self {
         ThreadFreeStack(AtomicPtr::new(ptr::null_mut()))
+    }
+
+    /// The current head, for the owner's double-free check (`secure`): blocks
+    /// on the stack stay valid until the owner takes them.
+    #[cfg(all(feature = "secure", not(loom)))]
+    pub(crate) fn peek(&self) -> *mut Block {
+        self.0.load(Ordering::Acquire)
     }
 
     /// Whether the stack looks empty: a relaxed peek, exact only for the owner

@@ -38,8 +38,14 @@ pub(crate) const SLICE_SHIFT: usize = 16;
 pub(crate) const SLICE_SIZE: usize = 1 << SLICE_SHIFT;
 /// Slices per segment (slice 0 is the header).
 pub(crate) const SLICES: usize = SEGMENT_SIZE / SLICE_SIZE;
-/// Bitmap of the slices that can hold pages.
+/// Bitmap of the slices that can hold pages: all but the header's. With the
+/// `secure` feature the last slice is a guard (no access) instead, so a
+/// buffer overflow off the end of a segment faults before it reaches the
+/// next one.
+#[cfg(not(feature = "secure"))]
 const ALL_PAGE_SLICES: u64 = !1;
+#[cfg(feature = "secure")]
+const ALL_PAGE_SLICES: u64 = !1 & !(1 << (SLICES - 1));
 /// The longest page, in slices: one block of the largest class (1 MiB).
 pub(crate) const MAX_SPAN: usize = 16;
 /// Where the block of a huge segment starts when its alignment does not ask
@@ -164,6 +170,12 @@ impl Segment {
         crate::stats::SHARED
             .segments_obtained
             .fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "secure")]
+        {
+            registry::add(base);
+            // SAFETY: a fresh region of ours; the guard slice is never used.
+            os::protect_none(unsafe { base.add(SEGMENT_SIZE - SLICE_SIZE) }, SLICE_SIZE);
+        }
         let seg = base.cast::<Segment>();
         // SAFETY: `base` is a fresh, zeroed, aligned region of SEGMENT_SIZE bytes
         // (mmap/brk give zeroed memory, recycled brk segments are purged), and a
@@ -206,6 +218,8 @@ impl Segment {
             }
             FREE_SEGMENTS.push(seg);
         } else {
+            #[cfg(feature = "secure")]
+            registry::remove(seg.cast());
             os::unmap(seg.cast(), SEGMENT_SIZE);
         }
     }
@@ -454,6 +468,8 @@ pub(crate) fn drain_free_segments() {
                 purge_dirty(&mut *seg);
                 true
             } else {
+                #[cfg(feature = "secure")]
+                registry::remove(seg.cast());
                 os::unmap(seg.cast(), SEGMENT_SIZE);
                 false
             }
@@ -485,6 +501,77 @@ pub(crate) fn obtain(owner: usize) -> *mut Segment {
         return seg;
     }
     Segment::create(owner)
+}
+
+/// Which 4 MiB stretches of address space hold segalloc segments (small or
+/// huge): one bit each, so that with the `secure` feature `free` can reject a
+/// pointer segalloc never handed out before reading a header that may not be
+/// mapped. The bitmap covers the 47-bit user address space (4 MiB of bits),
+/// mapped on first use and touched only where segments live.
+#[cfg(feature = "secure")]
+pub(crate) mod registry {
+    use super::SEGMENT_SHIFT;
+    use crate::os;
+    use core::ptr;
+    use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+
+    const ADDRESS_BITS: usize = 47;
+    const WORDS: usize = 1 << (ADDRESS_BITS - SEGMENT_SHIFT - 6);
+    static MAP: AtomicPtr<AtomicU64> = AtomicPtr::new(ptr::null_mut());
+
+    /// The bitmap, mapped on first use (null if the OS refused).
+    fn map() -> *mut AtomicU64 {
+        let m = MAP.load(Ordering::Acquire);
+        if !m.is_null() {
+            return m;
+        }
+        let fresh = os::map_aligned(WORDS * 8, os::OS_PAGE).cast::<AtomicU64>();
+        if fresh.is_null() {
+            return fresh;
+        }
+        match MAP.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => fresh,
+            Err(won) => {
+                os::unmap(fresh.cast(), WORDS * 8);
+                won
+            }
+        }
+    }
+
+    /// The bitmap word and bit of the segment containing `p`, if in range.
+    fn slot(p: *const u8) -> Option<(usize, u64)> {
+        let i = (p as usize) >> SEGMENT_SHIFT;
+        (i < WORDS * 64).then_some((i / 64, 1u64 << (i % 64)))
+    }
+
+    /// Records the segment at `base`.
+    pub(crate) fn add(base: *const u8) {
+        let m = map();
+        if let (false, Some((w, bit))) = (m.is_null(), slot(base)) {
+            // SAFETY: `w < WORDS`, inside the mapped bitmap.
+            unsafe { (*m.add(w)).fetch_or(bit, Ordering::Release) };
+        }
+    }
+
+    /// Forgets the segment at `base` (it is being unmapped).
+    pub(crate) fn remove(base: *const u8) {
+        let m = map();
+        if let (false, Some((w, bit))) = (m.is_null(), slot(base)) {
+            // SAFETY: as in `add`.
+            unsafe { (*m.add(w)).fetch_and(!bit, Ordering::Release) };
+        }
+    }
+
+    /// Whether `p` lies in a segment of segalloc's.
+    #[inline]
+    pub(crate) fn contains(p: *const u8) -> bool {
+        let m = MAP.load(Ordering::Acquire);
+        match (m.is_null(), slot(p)) {
+            // SAFETY: as in `add`.
+            (false, Some((w, bit))) => unsafe { (*m.add(w)).load(Ordering::Acquire) & bit != 0 },
+            _ => false,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -513,6 +513,70 @@ fn fill_os(s: &mut Stats) {
     s.resident = os::resident_bytes();
 }
 
+/// Counts moved off pool slots taken for first-class heaps, so that those
+/// heaps' counters start at zero while the process-wide sum stays the same.
+/// Written only under the heap pool's lock (see `thread::private_heap`).
+pub(crate) static RETIRED: HeapCounters = HeapCounters::NEW;
+
+/// Moves everything `k` counted into [`RETIRED`] and zeroes `k`.
+/// Called under the heap pool's lock, on a slot no thread uses.
+pub(crate) fn retire(k: &HeapCounters) {
+    fn mv(to: &Counter, from: &Counter) {
+        let v = from.get();
+        to.add(v);
+        from.sub(v);
+    }
+    for (to, from) in RETIRED.class.iter().zip(k.class.iter()) {
+        mv(&to.allocs.0, &from.allocs.0);
+        mv(&to.frees.0, &from.frees.0);
+        mv(&to.requested.0, &from.requested.0);
+        mv(&to.pages, &from.pages);
+        mv(&to.remote_pending, &from.remote_pending);
+    }
+    mv(&RETIRED.realloc_in_place, &k.realloc_in_place);
+    mv(&RETIRED.realloc_moved, &k.realloc_moved);
+    mv(&RETIRED.remote_frees, &k.remote_frees);
+    mv(&RETIRED.pages_obtained, &k.pages_obtained);
+    mv(&RETIRED.pages_returned, &k.pages_returned);
+    mv(&RETIRED.used_slices, &k.used_slices);
+    mv(&RETIRED.dirty_bytes, &k.dirty_bytes);
+}
+
+/// What a first-class heap knows of its large objects.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct LargeCounts {
+    pub(crate) allocs: usize,
+    pub(crate) frees: usize,
+    pub(crate) live: usize,
+    pub(crate) usable: usize,
+    pub(crate) requested: usize,
+    pub(crate) mapped: usize,
+    pub(crate) reallocs: usize,
+}
+
+/// The snapshot of one first-class heap: its counters (which start at zero,
+/// see [`retire`]), its `segments` and large objects, and `meta` bytes of
+/// bookkeeping. Process-wide figures (resident, OS calls, abandoned
+/// segments) are left at zero; `mapped` is the heap's own.
+pub(crate) fn heap_stats(
+    k: &HeapCounters,
+    segments: usize,
+    large: LargeCounts,
+    meta: usize,
+) -> Stats {
+    let mut s = Stats::zero();
+    s.add_heap(k);
+    s.large_objects = large.live;
+    s.large_bytes = large.usable;
+    s.requested = large.requested;
+    s.allocations = s.allocations.wrapping_add(large.allocs);
+    s.frees = s.frees.wrapping_add(large.frees);
+    s.reallocs_in_place = s.reallocs_in_place.wrapping_add(large.reallocs);
+    s.finish(segments, meta);
+    s.mapped = segments * crate::segment::SEGMENT_SIZE + large.mapped;
+    s
+}
+
 /// Writes a byte count compactly: 512 B, 12.3 KiB, 4.0 MiB, 1.5 GiB.
 struct Bytes(usize);
 

@@ -109,9 +109,11 @@ fn key() -> Option<libc::pthread_key_t> {
         // SAFETY: pthread_key_create writes the key and does not allocate.
         if unsafe { libc::pthread_key_create(&mut key, Some(thread_done)) } == 0 {
             *k = Some(key);
-            fork::register(); // once, with the key: the first heap of the process
-                              // Once per process, with the first heap.
+            // Once per process, with the first heap (before its first page).
+            fork::register();
             crate::stats::register_exit_printer();
+            #[cfg(feature = "secure")]
+            crate::remote::init_link_key();
         }
     }
     *k
@@ -162,6 +164,9 @@ fn heap_from_pool() -> *mut HeapSlot {
 /// Calls `f` on the counters of every heap slot ever made (live or pooled).
 pub(crate) fn for_each_heap(mut f: impl FnMut(&HeapCounters)) {
     let pool = POOL.lock();
+    // Counts moved off slots taken for first-class heaps (see `private_heap`),
+    // read under the same lock as the move.
+    f(&crate::stats::RETIRED);
     let mut c = pool.chunk;
     while !c.is_null() {
         // SAFETY: chunks are never unmapped; slots below `end` are initialised,
@@ -238,6 +243,45 @@ pub(crate) fn with_heap<R>(f: impl FnOnce(&mut Heap) -> R) -> Option<R> {
     }
     // SAFETY: the heap is this thread's own and not the empty one.
     Some(f(unsafe { &mut *h }))
+}
+
+// --- First-class heaps (`crate::region`) ---
+
+/// The shared empty heap: a first-class heap stands on it until its first
+/// allocation, so that allocation misses on the fast path like a thread's.
+pub(crate) fn empty_heap() -> *mut Heap {
+    EMPTY_SLOT.0.get().cast()
+}
+
+/// A pool slot set up as the private heap of a first-class `crate::Heap`,
+/// with counters starting at zero so that they are that heap's own figures.
+/// What the slot counted before moves to the retired totals, under the lock
+/// `stats()` sums under, so the process-wide sum never changes. Null when out
+/// of memory.
+pub(crate) fn private_heap() -> *mut Heap {
+    let slot = heap_from_pool();
+    if slot.is_null() {
+        return ptr::null_mut();
+    }
+    {
+        let _pool = POOL.lock();
+        // SAFETY: the slot is ours and unused; its counters are only ever
+        // accessed through shared references.
+        crate::stats::retire(unsafe { &*ptr::addr_of!((*slot).counters) });
+    }
+    let h = slot.cast::<Heap>();
+    // SAFETY: the slot is unused and ours.
+    unsafe { (*h).init_private(EMPTY_PAGE.0.get(), counters(h)) };
+    h
+}
+
+/// Gives the slot of a first-class heap back to the pool.
+///
+/// # Safety
+/// `h` came from [`private_heap`], is empty (`release_all`) and is not used
+/// afterwards.
+pub(crate) unsafe fn release_private_heap(h: *mut Heap) {
+    heap_to_pool(h);
 }
 
 /// Fork safety: a child forked while another thread held one of segalloc's

@@ -228,5 +228,162 @@ fn collections(c: &mut Criterion) {
     collection_group(c, "btreemap_churn/10k", N, btreemap_churn);
 }
 
-criterion_group!(benches, raw, collections);
+// --- First-class heaps and pools: building and dropping a structure of
+// many blocks in a `segalloc::Heap` (freed block by block, or all at once by
+// dropping the heap) against the global allocators, and `Pool<T>` churn
+// against `Box<T>`.
+
+use segalloc::allocator_api2::boxed::Box as HBox;
+use segalloc::allocator_api2::vec::Vec as HVec;
+
+const BIG: u64 = 100_000;
+
+/// A map of 100k keys to small vectors (100k + 1 blocks), built and dropped.
+fn map_global() -> u64 {
+    let mut m: hashbrown::HashMap<u64, Vec<u8>> = hashbrown::HashMap::new();
+    for i in 0..BIG {
+        m.insert(i, vec![i as u8; 16]);
+    }
+    m.len() as u64
+}
+
+fn map_in_heap(drop_each: bool) -> u64 {
+    map_in(&segalloc::Heap::new(), drop_each)
+}
+
+fn map_in(heap: &segalloc::Heap, drop_each: bool) -> u64 {
+    let mut m = hashbrown::HashMap::new_in(heap);
+    for i in 0..BIG {
+        let mut v = HVec::with_capacity_in(16, heap);
+        v.resize(16, i as u8);
+        m.insert(i, v);
+    }
+    let n = m.len() as u64;
+    if drop_each {
+        drop(m);
+    } else {
+        std::mem::forget(m); // the heap's drop frees it all
+    }
+    n
+}
+
+/// A vector of 100k boxed 32-byte nodes, built and dropped.
+fn boxes_global() -> u64 {
+    let v: Vec<Box<[u64; 4]>> = (0..BIG).map(|i| Box::new([i; 4])).collect();
+    v.len() as u64
+}
+
+fn boxes_in_heap(drop_each: bool) -> u64 {
+    boxes_in(&segalloc::Heap::new(), drop_each)
+}
+
+fn boxes_in(heap: &segalloc::Heap, drop_each: bool) -> u64 {
+    let mut v = HVec::with_capacity_in(BIG as usize, heap);
+    for i in 0..BIG {
+        v.push(HBox::new_in([i; 4], heap));
+    }
+    let n = v.len() as u64;
+    if drop_each {
+        drop(v);
+    } else {
+        std::mem::forget(v);
+    }
+    n
+}
+
+/// A ring of 1024 live 48-byte objects replaced round-robin 100k times.
+type Obj = [u64; 6];
+const RING: usize = 1024;
+
+fn churn_box() -> u64 {
+    let mut ring: Vec<Box<Obj>> = (0..RING as u64).map(|i| Box::new([i; 6])).collect();
+    let mut s = 0;
+    for i in 0..BIG {
+        let old = std::mem::replace(&mut ring[i as usize % RING], Box::new([i; 6]));
+        s += black_box(old[0]);
+    }
+    s
+}
+
+fn churn_pool() -> u64 {
+    let pool = segalloc::Pool::new();
+    let mut ring: Vec<segalloc::PoolBox<'_, Obj>> =
+        (0..RING as u64).map(|i| pool.alloc([i; 6])).collect();
+    let mut s = 0;
+    for i in 0..BIG {
+        let old = std::mem::replace(&mut ring[i as usize % RING], pool.alloc([i; 6]));
+        s += black_box(old[0]);
+    }
+    s
+}
+
+fn churn_heap_box() -> u64 {
+    let heap = segalloc::Heap::new();
+    let mut ring: Vec<HBox<Obj, &segalloc::Heap>> = (0..RING as u64)
+        .map(|i| HBox::new_in([i; 6], &heap))
+        .collect();
+    let mut s = 0;
+    for i in 0..BIG {
+        let new = HBox::new_in([i; 6], &heap);
+        let old = std::mem::replace(&mut ring[i as usize % RING], new);
+        s += black_box(old[0]);
+    }
+    s
+}
+
+fn heaps(c: &mut Criterion) {
+    let global = [Alloc::Segalloc, Alloc::Mimalloc];
+    type Work = (
+        &'static str,
+        fn() -> u64,
+        fn(bool) -> u64,
+        fn(&segalloc::Heap, bool) -> u64,
+    );
+    let builds: [Work; 2] = [
+        ("map_build_drop/100k", map_global, map_in_heap, map_in),
+        (
+            "boxes_build_drop/100k",
+            boxes_global,
+            boxes_in_heap,
+            boxes_in,
+        ),
+    ];
+    for (name, in_global, in_heap, in_this) in builds {
+        let mut g = c.benchmark_group(name);
+        configure(&mut g);
+        g.throughput(Throughput::Elements(BIG));
+        for a in global {
+            g.bench_function(format!("global-{}", a.name()), |b| {
+                b.iter(|| with_allocator(a, in_global))
+            });
+        }
+        // Nothing here goes through the global allocator (the dispatcher
+        // stays on System): the heap maps its own segments.
+        g.bench_function("heap-free-each", |b| b.iter(|| in_heap(true)));
+        g.bench_function("heap-drop-all", |b| b.iter(|| in_heap(false)));
+        // One heap, reset after each build: its pool slot is kept.
+        let mut heap = segalloc::Heap::new();
+        g.bench_function("heap-reset", |b| {
+            b.iter(|| {
+                let n = in_this(&heap, false);
+                heap.reset();
+                n
+            })
+        });
+        g.finish();
+    }
+    let mut g = c.benchmark_group("churn48/100k");
+    configure(&mut g);
+    g.throughput(Throughput::Elements(BIG));
+    for a in global {
+        g.bench_function(format!("box-{}", a.name()), |b| {
+            b.iter(|| with_allocator(a, churn_box))
+        });
+    }
+    g.bench_function("heap-box", |b| b.iter(churn_heap_box));
+    g.bench_function("pool", |b| b.iter(churn_pool));
+    g.finish();
+}
+
+criterion_group!(benches, raw, collections, heaps);
 criterion_main!(benches);

@@ -1,0 +1,169 @@
+//! Misuse gets a clear answer, not silent corruption: each misuse runs in a
+//! child process (this same binary, the `child` test, told what to do by an
+//! environment variable), which must die of SIGABRT after one line on stderr
+//! that names the error and the address.
+//!
+//! Always on: a free of a pointer into memory segalloc does not own (mapped),
+//! and a free of an interior pointer of a large block. With the `secure`
+//! feature (`cargo test --release --features secure --test misuse`) also: a
+//! double free, a free of an interior pointer of a small block, a free of a
+//! pointer into unmapped memory, a realloc of a freed block, and an overwrite
+//! of a freed block's link detected when the free list reaches it.
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+
+#[global_allocator]
+static GLOBAL: segalloc::SegAlloc = segalloc::SegAlloc;
+
+const SCENARIO: &str = "SEGALLOC_MISUSE_SCENARIO";
+
+fn layout(size: usize) -> Layout {
+    Layout::from_size_align(size, 8).unwrap()
+}
+
+/// A 4 MiB-aligned address inside a fresh mapping of our own (not segalloc's),
+/// whose first page reads zero.
+fn foreign_aligned() -> *mut u8 {
+    // SAFETY: an anonymous mapping; we only read and write inside it.
+    unsafe {
+        let len = 12 << 20;
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        let aligned = (p as usize + (4 << 20) - 1) & !((4 << 20) - 1);
+        aligned as *mut u8
+    }
+}
+
+/// Does the misuse named by the environment; never returns normally when the
+/// check works.
+#[test]
+fn child() {
+    let Ok(which) = std::env::var(SCENARIO) else {
+        return;
+    };
+    // SAFETY: none of this is safe: each arm misuses the allocator on purpose,
+    // in a child process, to check that segalloc stops it.
+    unsafe {
+        match which.as_str() {
+            "foreign_mapped" => {
+                let p = foreign_aligned().add(64);
+                GLOBAL.dealloc(p, layout(16));
+            }
+            "large_interior" => {
+                let p = GLOBAL.alloc(layout(3 << 20));
+                GLOBAL.dealloc(p.add(4096), layout(3 << 20));
+            }
+            "double_free" => {
+                let keep = GLOBAL.alloc(layout(64));
+                let p = GLOBAL.alloc(layout(64));
+                GLOBAL.dealloc(p, layout(64));
+                GLOBAL.dealloc(p, layout(64));
+                GLOBAL.dealloc(keep, layout(64));
+            }
+            "small_interior" => {
+                let p = GLOBAL.alloc(layout(64));
+                GLOBAL.dealloc(p.add(16), layout(48));
+            }
+            "foreign_unmapped" => {
+                GLOBAL.dealloc(0x1234_5670_0040 as *mut u8, layout(16));
+            }
+            "realloc_freed" => {
+                let keep = GLOBAL.alloc(layout(100));
+                let p = GLOBAL.alloc(layout(100));
+                GLOBAL.dealloc(p, layout(100));
+                let q = GLOBAL.realloc(p, layout(100), 200);
+                GLOBAL.dealloc(q, layout(200));
+                GLOBAL.dealloc(keep, layout(100));
+            }
+            "overwrite_freed" => {
+                let a = GLOBAL.alloc(layout(48));
+                GLOBAL.dealloc(a, layout(48));
+                // A use after free overwrites the link the allocator keeps there.
+                (a as *mut u64).write(0x4141_4141_4141_4141);
+                for _ in 0..100_000 {
+                    std::hint::black_box(GLOBAL.alloc(layout(48)));
+                }
+            }
+            other => panic!("unknown scenario {other}"),
+        }
+    }
+    // Reaching here means the misuse went unnoticed.
+    std::process::exit(3);
+}
+
+/// Runs `scenario` in a child and checks it aborted with `message`.
+fn expect_abort(scenario: &str, message: &str) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child", "--nocapture", "--test-threads", "1"])
+        .env(SCENARIO, scenario)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGABRT),
+        "{scenario}: expected an abort, got {:?}\n{stderr}",
+        out.status
+    );
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("segalloc: "))
+        .unwrap_or_else(|| panic!("{scenario}: no segalloc message in\n{stderr}"));
+    assert!(
+        line.contains(message),
+        "{scenario}: {line:?} does not say {message:?}"
+    );
+    assert!(
+        line.contains(" at 0x"),
+        "{scenario}: {line:?} names no address"
+    );
+}
+
+#[test]
+fn free_of_a_foreign_pointer_aborts() {
+    expect_abort("foreign_mapped", "segalloc does not own");
+}
+
+#[test]
+fn free_of_an_interior_pointer_of_a_large_block_aborts() {
+    expect_abort("large_interior", "interior pointer");
+}
+
+#[cfg(feature = "secure")]
+mod secure {
+    use super::expect_abort;
+
+    #[test]
+    fn double_free_aborts() {
+        expect_abort("double_free", "double free");
+    }
+
+    #[test]
+    fn free_of_an_interior_pointer_of_a_small_block_aborts() {
+        expect_abort("small_interior", "interior or invalid pointer");
+    }
+
+    #[test]
+    fn free_of_an_unmapped_pointer_aborts() {
+        expect_abort("foreign_unmapped", "segalloc does not own");
+    }
+
+    #[test]
+    fn realloc_of_a_freed_block_aborts() {
+        expect_abort("realloc_freed", "realloc of a freed block");
+    }
+
+    #[test]
+    fn overwritten_free_list_link_aborts() {
+        expect_abort("overwrite_freed", "corrupted free list");
+    }
+}
