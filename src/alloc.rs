@@ -42,9 +42,10 @@ pub(crate) fn good_size(size: usize, align: usize) -> usize {
     size
 }
 
-/// Counts an allocation of `size` bytes from a class-`c` page in heap `h`.
+/// Counts an allocation of `size` bytes from a class-`c` page in heap `h`
+/// (a thread's heap or a first-class one).
 #[inline(always)]
-unsafe fn count_alloc(h: *mut heap::Heap, c: usize, size: usize) {
+pub(crate) unsafe fn count_alloc(h: *mut heap::Heap, c: usize, size: usize) {
     // SAFETY: `h` is the caller's own (non-empty) heap; `c` is a page's class,
     // always below NUM_CLASSES.
     unsafe {
@@ -112,6 +113,16 @@ unsafe fn malloc_slow(mut h: *mut heap::Heap, c: usize, size: usize) -> *mut u8 
         }
     }
     // SAFETY: `h` is the calling thread's own heap.
+    unsafe { pop_from_new_page(h, c, size) }
+}
+
+/// Pops a block of class `c` for a request of `size` bytes from a page the
+/// slow path finds or makes in heap `h`, and counts it. Null when out of memory.
+///
+/// # Safety
+/// `h` is a real heap (not the empty one) used by the calling thread alone.
+pub(crate) unsafe fn pop_from_new_page(h: *mut heap::Heap, c: usize, size: usize) -> *mut u8 {
+    // SAFETY: per the contract.
     unsafe {
         let b = heap::alloc_from_new_page(&mut *h, c);
         if !b.is_null() {

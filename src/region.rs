@@ -34,6 +34,7 @@
 //! checker sees to that: a `Vec<T, &'a Heap>` or `Box<T, &'a Heap>` borrows the
 //! heap for `'a`, and `Heap::reset` takes `&mut self`.
 
+use crate::alloc::count_alloc;
 use crate::atomic::Ordering;
 use crate::heap::{self, DIRECT_MAX};
 use crate::large;
@@ -227,13 +228,7 @@ impl Heap {
             return ptr::null_mut();
         }
         // SAFETY: `h` is our private heap, used by this thread alone.
-        unsafe {
-            let b = heap::alloc_from_new_page(&mut *h, c);
-            if !b.is_null() {
-                count_alloc(h, c, size);
-            }
-            b
-        }
+        unsafe { crate::alloc::pop_from_new_page(h, c, size) }
     }
 
     /// A large object: its own mapping, put on our list and marked ours.
@@ -544,20 +539,6 @@ impl Drop for Heap {
 enum Way {
     In,
     Out,
-}
-
-/// Counts an allocation of `size` bytes of class `c` in heap `h`.
-///
-/// # Safety
-/// `h` is a private heap (in a slot), `c < NUM_CLASSES`.
-#[inline(always)]
-unsafe fn count_alloc(h: *mut heap::Heap, c: usize, size: usize) {
-    // SAFETY: per the contract.
-    unsafe {
-        let k = (*thread::counters(h)).class.get_unchecked(c);
-        k.allocs.add(1);
-        k.requested.add(size);
-    }
 }
 
 /// Whether the huge segment `seg` belongs to a first-class heap, which alone
