@@ -25,22 +25,9 @@ use core::ptr;
 
 /// The `size` to pass to [`free`] and [`realloc`] when the caller does not know
 /// the size it asked for (C's `free`); the block then counts as wholly
-/// requested, so such allocations should ask for [`good_size`] bytes.
+/// requested, so such allocations should be made with [`malloc_whole`].
 #[cfg_attr(not(feature = "override"), allow(dead_code))]
 pub(crate) const UNSIZED: usize = usize::MAX;
-
-/// The size a request of `size` bytes with alignment `align` really gets:
-/// its block size when small, else `size`.
-#[cfg_attr(not(feature = "override"), allow(dead_code))]
-#[inline]
-pub(crate) fn good_size(size: usize, align: usize) -> usize {
-    if align <= SLICE_SIZE {
-        if let Some(c) = class_for(size, align) {
-            return crate::size_class::class_size(c);
-        }
-    }
-    size
-}
 
 /// Counts an allocation of `size` bytes from a class-`c` page in heap `h`
 /// (a thread's heap or a first-class one).
@@ -56,8 +43,35 @@ pub(crate) unsafe fn count_alloc(h: *mut heap::Heap, c: usize, size: usize) {
 }
 
 /// Allocates `size` bytes aligned to `align` (a power of two). Null on failure.
+/// The statistics count `size` bytes as requested.
 #[inline(always)]
 pub(crate) fn malloc(size: usize, align: usize) -> *mut u8 {
+    malloc_in::<false>(size, align)
+}
+
+/// [`malloc`] for callers that free without a size (C): the statistics count
+/// the whole block as requested, as [`free`] with [`UNSIZED`] takes it back.
+/// The block size is read from the page the block came from, so this costs
+/// no size-class lookup.
+#[cfg_attr(not(feature = "override"), allow(dead_code))]
+#[inline(always)]
+pub(crate) fn malloc_whole(size: usize, align: usize) -> *mut u8 {
+    malloc_in::<true>(size, align)
+}
+
+/// The bytes a block of class `c` counts as requested: `size`, or with `WHOLE`
+/// the block size.
+#[inline(always)]
+fn counted<const WHOLE: bool>(size: usize, c: usize) -> usize {
+    if WHOLE {
+        crate::size_class::class_size(c)
+    } else {
+        size
+    }
+}
+
+#[inline(always)]
+fn malloc_in<const WHOLE: bool>(size: usize, align: usize) -> *mut u8 {
     if align <= MIN_ALIGN && size <= DIRECT_MAX {
         // Rounding to the alignment keeps 16-aligned requests off the 8-aligned
         // classes; for alignment 8 or less it changes nothing.
@@ -67,35 +81,38 @@ pub(crate) fn malloc(size: usize, align: usize) -> *mut u8 {
         // `(s + 7) / 8 < DIRECT_SLOTS` since `s <= DIRECT_MAX`; direct slots
         // hold pages of this heap or the empty page, which `pop` allows.
         unsafe {
-            let p = (*h).direct[(s + 7) >> 3];
+            let p = *(*h).direct.get_unchecked((s + 7) >> 3);
             let b = page::pop(p);
             if !b.is_null() {
                 // A page with a block is never the empty page: `h` is real.
-                count_alloc(h, (*p).class as usize, size);
+                let n = if WHOLE { (*p).block_size } else { size };
+                count_alloc(h, (*p).class as usize, n);
                 return b;
             }
-            return malloc_slow(h, class_of(s), size);
+            let c = class_of(s);
+            return malloc_slow(h, c, counted::<WHOLE>(size, c));
         }
     }
-    malloc_generic(size, align)
+    malloc_generic::<WHOLE>(size, align)
 }
 
 /// Small requests outside the direct range or with alignment above 16, and
 /// large requests.
 #[inline(never)]
-fn malloc_generic(size: usize, align: usize) -> *mut u8 {
+fn malloc_generic<const WHOLE: bool>(size: usize, align: usize) -> *mut u8 {
     if align <= SLICE_SIZE && size <= MAX_SMALL {
         if let Some(c) = class_for(size, align) {
             let h = thread::heap();
+            let n = counted::<WHOLE>(size, c);
             // SAFETY: as in `malloc`; `current_page` gives a page of this heap or
             // the empty page.
             unsafe {
                 let b = page::pop((*h).current_page(c));
                 if !b.is_null() {
-                    count_alloc(h, c, size);
+                    count_alloc(h, c, n);
                     return b;
                 }
-                return malloc_slow(h, c, size);
+                return malloc_slow(h, c, n);
             }
         }
     }
@@ -134,7 +151,17 @@ pub(crate) unsafe fn pop_from_new_page(h: *mut heap::Heap, c: usize, size: usize
 
 /// Allocates zeroed memory, skipping the memset for memory fresh from the OS.
 pub(crate) fn zalloc(size: usize, align: usize) -> *mut u8 {
-    let p = malloc(size, align);
+    zalloc_in::<false>(size, align)
+}
+
+/// [`zalloc`] counted as [`malloc_whole`] counts.
+#[cfg_attr(not(feature = "override"), allow(dead_code))]
+pub(crate) fn zalloc_whole(size: usize, align: usize) -> *mut u8 {
+    zalloc_in::<true>(size, align)
+}
+
+fn zalloc_in<const WHOLE: bool>(size: usize, align: usize) -> *mut u8 {
+    let p = malloc_in::<WHOLE>(size, align);
     if p.is_null() {
         return p;
     }
@@ -337,6 +364,32 @@ pub(crate) unsafe fn realloc(
     align: usize,
     new_size: usize,
 ) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    unsafe { realloc_in::<false>(p, old_size, align, new_size) }
+}
+
+/// [`realloc`] for callers that free without a size (C): the new block counts
+/// as wholly requested, as with [`malloc_whole`].
+///
+/// # Safety
+/// As [`realloc`].
+#[cfg_attr(not(feature = "override"), allow(dead_code))]
+pub(crate) unsafe fn realloc_whole(
+    p: *mut u8,
+    old_size: usize,
+    align: usize,
+    new_size: usize,
+) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    unsafe { realloc_in::<true>(p, old_size, align, new_size) }
+}
+
+unsafe fn realloc_in<const WHOLE: bool>(
+    p: *mut u8,
+    old_size: usize,
+    align: usize,
+    new_size: usize,
+) -> *mut u8 {
     let seg = segment_of(p);
     #[cfg(feature = "secure")]
     check_ours(seg, p);
@@ -363,14 +416,15 @@ pub(crate) unsafe fn realloc(
                 if class_for(new_size, align) == Some(c) {
                     if let Some(k) = thread::current_counters() {
                         let old = if old_size == UNSIZED { bs } else { old_size };
-                        k.class[c].requested.add(new_size.wrapping_sub(old));
+                        let new = counted::<WHOLE>(new_size, c);
+                        k.class[c].requested.add(new.wrapping_sub(old));
                         k.realloc_in_place.add(1);
                     }
                     return p;
                 }
             }
         }
-        let q = malloc(new_size, align);
+        let q = malloc_in::<WHOLE>(new_size, align);
         if q.is_null() {
             return q;
         }

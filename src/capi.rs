@@ -44,11 +44,10 @@ fn enomem() -> *mut c_void {
 }
 
 /// `malloc` of `size` bytes at `align` (a power of two, at least 16). C frees
-/// without a size, so the statistics count the whole block as requested: ask
-/// for all of it.
+/// without a size, so the statistics count the whole block as requested.
 #[inline(always)]
 fn alloc_or_enomem(size: usize, align: usize) -> *mut c_void {
-    let p = alloc::malloc(alloc::good_size(size, align), align);
+    let p = alloc::malloc_whole(size, align);
     if p.is_null() {
         return enomem();
     }
@@ -102,7 +101,7 @@ pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
     let Some(total) = n.checked_mul(size) else {
         return enomem();
     };
-    let p = alloc::zalloc(alloc::good_size(total, MIN_ALIGN), MIN_ALIGN);
+    let p = alloc::zalloc_whole(total, MIN_ALIGN);
     if p.is_null() {
         return enomem();
     }
@@ -127,14 +126,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     }
     // SAFETY: `p` is live; C does not know its old size, which UNSIZED says
     // (the engine then copies up to the usable size).
-    let q = unsafe {
-        alloc::realloc(
-            p.cast(),
-            alloc::UNSIZED,
-            MIN_ALIGN,
-            alloc::good_size(size, MIN_ALIGN),
-        )
-    };
+    let q = unsafe { alloc::realloc_whole(p.cast(), alloc::UNSIZED, MIN_ALIGN, size) };
     if q.is_null() {
         return enomem();
     }
@@ -168,7 +160,7 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
         return libc::EINVAL;
     }
     let align = align.max(MIN_ALIGN);
-    let p = alloc::malloc(alloc::good_size(size, align), align);
+    let p = alloc::malloc_whole(size, align);
     if p.is_null() {
         return libc::ENOMEM;
     }

@@ -4,8 +4,9 @@
 //! shared static heap that is always empty (every direct slot is the empty
 //! page), so a thread's first allocation simply misses on the fast path and
 //! lands in [`init_heap`], with no "initialised?" branch on the fast path. The
-//! thread-local is a `Cell` of a raw pointer with a `const` initialiser, so an
-//! access costs one TLS load: no lazy-init check, no destructor registration.
+//! thread-local is a plain pointer with a static initial value, so an access
+//! costs one TLS load: no lazy-init check, no destructor registration, and no
+//! `__tls_get_addr` call in the shared library either (see `slot`).
 //!
 //! Thread exit is seen through a pthread key whose destructor abandons the
 //! heap's segments (see [`Heap::abandon`]) and returns the heap to a pool. The
@@ -18,7 +19,7 @@ use crate::heap::Heap;
 use crate::os;
 use crate::page::Page;
 use crate::stats::{HeapCounters, SHARED};
-use core::cell::{Cell, UnsafeCell};
+use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::Ordering;
 
@@ -46,14 +47,10 @@ static EMPTY_SLOT: Shared<HeapSlot> = Shared(UnsafeCell::new(HeapSlot {
     counters: HeapCounters::NEW,
 }));
 
-thread_local! {
-    static HEAP: Cell<*mut HeapSlot> = const { Cell::new(EMPTY_SLOT.0.get()) };
-}
-
 /// The calling thread's heap (maybe the empty heap).
 #[inline(always)]
 pub(crate) fn heap() -> *mut Heap {
-    HEAP.get().cast()
+    slot::get().cast()
 }
 
 /// The counters of heap `h`, which must not be the empty heap.
@@ -68,6 +65,105 @@ pub(crate) fn counters(h: *mut Heap) -> *const HeapCounters {
 #[inline(always)]
 pub(crate) fn is_empty_heap(h: *mut Heap) -> bool {
     h == EMPTY_SLOT.0.get().cast()
+}
+
+/// The thread-local heap pointer, reached without a call.
+///
+/// In a shared library (the `LD_PRELOAD` build) a Rust `thread_local!` uses
+/// the general-dynamic TLS model: every access calls `__tls_get_addr`. On
+/// x86-64 Linux the pointer is instead a TLS symbol declared in assembly and
+/// read with the initial-exec model: one load of its thread-pointer offset
+/// (from the GOT in a shared library; the linker turns it into a constant in
+/// an executable) and one `%fs`-relative load. Its initial value, the shared
+/// empty heap, is in the TLS image, so a thread that never ran segalloc code
+/// (started before the library was loaded, or before `main`) still reads a
+/// valid heap.
+///
+/// Initial-exec variables live in the static TLS block every thread gets at
+/// creation. A preloaded library is loaded before any thread exists; a
+/// `dlopen`ed one takes its 8 bytes from glibc's reserve for this purpose,
+/// and glibc copies the image into every thread already running (so the
+/// library is marked `STATIC_TLS`). `fork` copies the calling thread's block
+/// with the rest of its memory. `tests/capi_preload.rs` checks all of these.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod slot {
+    use super::{HeapSlot, EMPTY_SLOT};
+    use core::arch::{asm, global_asm};
+
+    /// The symbol's name: hidden, so a shared library does not export it.
+    macro_rules! sym_name {
+        () => {
+            "__segalloc_thread_heap"
+        };
+    }
+
+    global_asm!(
+        ".pushsection .tdata,\"awT\",@progbits",
+        ".p2align 3",
+        concat!(".globl ", sym_name!()),
+        concat!(".hidden ", sym_name!()),
+        concat!(".type ", sym_name!(), ", @object"),
+        concat!(".size ", sym_name!(), ", 8"),
+        concat!(sym_name!(), ":"),
+        ".quad {empty}",
+        ".popsection",
+        empty = sym EMPTY_SLOT,
+    );
+
+    /// The calling thread's heap slot.
+    #[inline(always)]
+    pub(super) fn get() -> *mut HeapSlot {
+        let v: *mut HeapSlot;
+        // SAFETY: the symbol is an 8-byte initial-exec TLS variable defined
+        // above; the GOT entry holds its offset from the thread pointer, and
+        // every thread's static TLS block holds it (see the module docs).
+        unsafe {
+            asm!(
+                concat!("mov {v}, qword ptr [rip + ", sym_name!(), "@GOTTPOFF]"),
+                "mov {v}, qword ptr fs:[{v}]",
+                v = out(reg) v,
+                options(nostack, preserves_flags, readonly, pure),
+            );
+        }
+        v
+    }
+
+    /// Points the calling thread at `slot`.
+    #[inline(always)]
+    pub(super) fn set(slot: *mut HeapSlot) {
+        // SAFETY: as in `get`; the variable is this thread's own.
+        unsafe {
+            asm!(
+                concat!("mov {t}, qword ptr [rip + ", sym_name!(), "@GOTTPOFF]"),
+                "mov qword ptr fs:[{t}], {v}",
+                t = out(reg) _,
+                v = in(reg) slot,
+                options(nostack, preserves_flags),
+            );
+        }
+    }
+}
+
+/// Elsewhere a plain `thread_local!` (one TLS access; a call in a shared
+/// library).
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+mod slot {
+    use super::{HeapSlot, EMPTY_SLOT};
+    use core::cell::Cell;
+
+    thread_local! {
+        static HEAP: Cell<*mut HeapSlot> = const { Cell::new(EMPTY_SLOT.0.get()) };
+    }
+
+    #[inline(always)]
+    pub(super) fn get() -> *mut HeapSlot {
+        HEAP.get()
+    }
+
+    #[inline(always)]
+    pub(super) fn set(slot: *mut HeapSlot) {
+        HEAP.set(slot)
+    }
 }
 
 /// Unused heaps, and the chunks heap slots are carved from.
@@ -202,7 +298,7 @@ pub(crate) fn init_heap() -> *mut Heap {
     unsafe { (*h).init(EMPTY_PAGE.0.get(), counters(h)) };
     // Set before registering: pthread_setspecific may allocate (keys past the
     // first 32), and that allocation must find this heap.
-    HEAP.set(slot);
+    slot::set(slot);
     if let Some(k) = key() {
         // SAFETY: `k` is a live key; the value is only handed back to thread_done.
         unsafe { libc::pthread_setspecific(k, h.cast()) };
@@ -216,7 +312,7 @@ extern "C" fn thread_done(arg: *mut libc::c_void) {
     if h.is_null() {
         return;
     }
-    HEAP.set(EMPTY_SLOT.0.get());
+    slot::set(EMPTY_SLOT.0.get());
     // SAFETY: `h` is this thread's heap, which nothing else touches; after this
     // the thread allocates (if at all) from a new heap.
     unsafe { (*h).abandon() };

@@ -458,3 +458,171 @@ fn start_up_of_many_programs() {
         compare(make, &dir, &format!("{i}-{prog}"), true);
     }
 }
+
+/// tests/preload/tls_dlopen.c: the library `dlopen`ed into a running program
+/// (not preloaded), used through `dlsym` by threads that existed before it was
+/// loaded, by a thread made after, across cross-thread frees and reallocs,
+/// and in a forked child. Its thread-local heap pointer is initial-exec TLS
+/// (see `thread::slot`), which glibc must set up in threads already running.
+#[test]
+fn dlopened_library_serves_threads_made_before_it_and_forked_children() {
+    let so = cdylib();
+    if !have("cc") {
+        println!("note: no C compiler (cc); dlopen test skipped");
+        return;
+    }
+    let dir = scratch("tls-dlopen");
+    let exe = dir.join("tls_dlopen");
+    let out = Command::new("cc")
+        .args(["-O1", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(Path::new(MANIFEST).join("tests/preload/tls_dlopen.c"))
+        .arg("-ldl")
+        .output()
+        .expect("run cc");
+    assert!(
+        out.status.success(),
+        "cc tls_dlopen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut c = Command::new(&exe);
+    c.arg(so);
+    let o = run(c, &dir, "dlopen");
+    assert!(
+        o.status.success() && o.stdout == b"ok\n",
+        "tls_dlopen: {:?}\n{}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// One instruction of an `objdump -d` listing.
+struct Insn {
+    addr: u64,
+    mnemonic: String,
+    /// The branch target, for jumps.
+    target: Option<u64>,
+}
+
+/// The instructions of function `name` in the library, from objdump.
+fn disassemble(so: &Path, name: &str) -> Vec<Insn> {
+    let out = Command::new("objdump")
+        .args(["-d", "--no-show-raw-insn"])
+        .arg(so)
+        .output()
+        .expect("objdump");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let header = format!("<{name}>:");
+    let mut insns = Vec::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if line.ends_with(&header) {
+            inside = true;
+            continue;
+        }
+        if !inside {
+            continue;
+        }
+        if line.trim().is_empty() {
+            break;
+        }
+        let mut parts = line.trim().splitn(2, ':');
+        let (Some(addr), Some(rest)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Ok(addr) = u64::from_str_radix(addr.trim(), 16) else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let mnemonic = f.next().unwrap_or("").to_string();
+        let target = f.next().and_then(|t| u64::from_str_radix(t, 16).ok());
+        insns.push(Insn {
+            addr,
+            mnemonic,
+            target,
+        });
+    }
+    insns
+}
+
+/// The fewest instructions on a path from the entry of `insns` to a `ret`
+/// that passes no `call` (a jump out of the function counts as a call: a
+/// tail call), or None when every path calls.
+fn shortest_call_free_path(insns: &[Insn]) -> Option<usize> {
+    use std::collections::{HashMap, VecDeque};
+    let index: HashMap<u64, usize> = insns.iter().enumerate().map(|(i, x)| (x.addr, i)).collect();
+    let mut dist = vec![usize::MAX; insns.len()];
+    let mut queue = VecDeque::from([(0usize, 1usize)]);
+    while let Some((i, d)) = queue.pop_front() {
+        if i >= insns.len() || dist[i] <= d {
+            continue;
+        }
+        dist[i] = d;
+        let m = insns[i].mnemonic.as_str();
+        if m.starts_with("ret") {
+            return Some(d);
+        }
+        if m.starts_with("call") || m == "ud2" || m == "int3" {
+            continue;
+        }
+        if m.starts_with('j') {
+            match insns[i].target.and_then(|t| index.get(&t)) {
+                Some(&t) => queue.push_back((t, d + 1)),
+                None => continue, // a jump elsewhere: a tail call
+            }
+            if m == "jmp" {
+                continue;
+            }
+        }
+        queue.push_back((i + 1, d + 1));
+    }
+    None
+}
+
+/// The C fast paths in the shared library make no call: no `__tls_get_addr`
+/// anywhere in `malloc` or `free`, and a path from entry to `ret` through no
+/// call at all (the fast path), of a few dozen instructions at most.
+#[test]
+fn malloc_and_free_fast_paths_make_no_call() {
+    let so = cdylib();
+    if !have("objdump") {
+        println!("note: objdump not found; machine-code check skipped");
+        return;
+    }
+    for name in ["malloc", "free", "calloc", "realloc", "malloc_usable_size"] {
+        let insns = disassemble(so, name);
+        assert!(insns.len() > 3, "{name}: not found in the disassembly");
+        let calls: Vec<_> = insns
+            .iter()
+            .filter(|x| x.mnemonic.starts_with("call"))
+            .collect();
+        let listing = Command::new("objdump")
+            .args(["-d", "--no-show-raw-insn"])
+            .arg(so)
+            .output()
+            .expect("objdump");
+        let text = String::from_utf8_lossy(&listing.stdout);
+        let body: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.ends_with(&format!("<{name}>:")))
+            .take_while(|l| !l.trim().is_empty())
+            .collect();
+        assert!(
+            !body.iter().any(|l| l.contains("__tls_get_addr")),
+            "{name} calls __tls_get_addr:\n{}",
+            body.join("\n")
+        );
+        if name == "malloc" || name == "free" {
+            let path = shortest_call_free_path(&insns);
+            assert!(
+                matches!(path, Some(n) if n <= 40),
+                "{name}: no call-free path to ret of at most 40 instructions \
+                 ({path:?}; {} calls in the body):\n{}",
+                calls.len(),
+                body.join("\n")
+            );
+        }
+    }
+}
