@@ -29,19 +29,6 @@ use core::ptr;
 #[cfg_attr(not(feature = "override"), allow(dead_code))]
 pub(crate) const UNSIZED: usize = usize::MAX;
 
-/// Counts an allocation of `size` bytes from a class-`c` page in heap `h`
-/// (a thread's heap or a first-class one).
-#[inline(always)]
-pub(crate) unsafe fn count_alloc(h: *mut heap::Heap, c: usize, size: usize) {
-    // SAFETY: `h` is the caller's own (non-empty) heap; `c` is a page's class,
-    // always below NUM_CLASSES.
-    unsafe {
-        let k = (*thread::counters(h)).class.get_unchecked(c);
-        k.allocs.add(1);
-        k.requested.add(size);
-    }
-}
-
 /// Allocates `size` bytes aligned to `align` (a power of two). Null on failure.
 /// The statistics count `size` bytes as requested.
 #[inline(always)]
@@ -84,9 +71,8 @@ fn malloc_in<const WHOLE: bool>(size: usize, align: usize) -> *mut u8 {
             let p = *(*h).direct.get_unchecked((s + 7) >> 3);
             let b = page::pop(p);
             if !b.is_null() {
-                // A page with a block is never the empty page: `h` is real.
-                let n = if WHOLE { (*p).block_size } else { size };
-                count_alloc(h, (*p).class as usize, n);
+                // A page with a block is never the empty page: it is ours.
+                (*p).note_alloc(if WHOLE { (*p).block_size } else { size });
                 return b;
             }
             let c = class_of(s);
@@ -107,9 +93,10 @@ fn malloc_generic<const WHOLE: bool>(size: usize, align: usize) -> *mut u8 {
             // SAFETY: as in `malloc`; `current_page` gives a page of this heap or
             // the empty page.
             unsafe {
-                let b = page::pop((*h).current_page(c));
+                let p = (*h).current_page(c);
+                let b = page::pop(p);
                 if !b.is_null() {
-                    count_alloc(h, c, n);
+                    (*p).note_alloc(n);
                     return b;
                 }
                 return malloc_slow(h, c, n);
@@ -140,13 +127,7 @@ unsafe fn malloc_slow(mut h: *mut heap::Heap, c: usize, size: usize) -> *mut u8 
 /// `h` is a real heap (not the empty one) used by the calling thread alone.
 pub(crate) unsafe fn pop_from_new_page(h: *mut heap::Heap, c: usize, size: usize) -> *mut u8 {
     // SAFETY: per the contract.
-    unsafe {
-        let b = heap::alloc_from_new_page(&mut *h, c);
-        if !b.is_null() {
-            count_alloc(h, c, size);
-        }
-        b
-    }
+    unsafe { heap::alloc_from_new_page(&mut *h, c, size) }
 }
 
 /// Allocates zeroed memory, skipping the memset for memory fresh from the OS.
@@ -204,20 +185,35 @@ pub(crate) unsafe fn free(p: *mut u8, size: usize) {
         #[cfg(feature = "secure")]
         check_live_block(seg, page, p, h, "double free");
         if (*seg).owner.load(Ordering::Relaxed) == h as usize {
-            let k = (*thread::counters(h))
-                .class
-                .get_unchecked((*page).class as usize);
-            k.frees.add(1);
-            k.requested.sub(if size == UNSIZED {
-                (*page).block_size
-            } else {
-                size
-            });
-            if (*page).free_local(p) {
-                (*h).free_slow(page);
-            }
+            free_local(h, page, p, size);
         } else {
             free_remote(seg, page, p, size, h);
+        }
+    }
+}
+
+/// Frees `p`, asked for with `size` bytes ([`UNSIZED`] if unknown), to its
+/// page in heap `h`, which owns it: the local free that thread heaps and
+/// first-class heaps share.
+///
+/// # Safety
+/// `p` is a live block of `page`, a page of `h`, and `h` is the caller's own.
+#[inline(always)]
+pub(crate) unsafe fn free_local(
+    h: *mut heap::Heap,
+    page: *mut page::Page,
+    p: *mut u8,
+    size: usize,
+) {
+    // SAFETY: per the contract.
+    unsafe {
+        let requested = if size == UNSIZED {
+            (*page).block_size
+        } else {
+            size
+        };
+        if (*page).free_local(p, requested) {
+            (*h).free_slow(page);
         }
     }
 }

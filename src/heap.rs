@@ -307,7 +307,8 @@ impl Heap {
         }
     }
 
-    /// Makes `p`'s `free` list non-empty if it has any block left.
+    /// Makes `p`'s `free` list non-empty if it has any block left. Its
+    /// `free` having run dry, this is where its counts are taken.
     ///
     /// # Safety
     /// `p` is an in-use page of this heap.
@@ -317,8 +318,45 @@ impl Heap {
             if !(*p).free.is_null() {
                 return true;
             }
+            self.fold(p, false);
             self.collect_remote(p);
             (*p).refill_local()
+        }
+    }
+
+    /// Adds what `p`'s fast paths did to this heap's counters (see
+    /// `page::Page::take_counts`; `walk` unless `p.free` is empty).
+    ///
+    /// # Safety
+    /// `p` is an in-use page of this heap.
+    unsafe fn fold(&mut self, p: *mut Page, walk: bool) {
+        // SAFETY: per the contract.
+        unsafe {
+            let n = (*p).take_counts(walk);
+            let k = &self.k().class[(*p).class as usize];
+            k.allocs.add(n.allocs as usize);
+            k.frees.add(n.local_frees as usize);
+            k.requested.add(n.requested);
+        }
+    }
+
+    /// Takes the counts of every page in use, so that this heap's counters
+    /// are exact (for a snapshot taken by its own thread).
+    ///
+    /// # Safety
+    /// Called by the thread using this heap.
+    pub(crate) unsafe fn fold_all(&mut self) {
+        for list in [self.avail, self.full_segs] {
+            let mut s = list.first;
+            while !s.is_null() {
+                // SAFETY: our segments and their in-use pages.
+                unsafe {
+                    for i in in_use_pages(&*s) {
+                        self.fold(ptr::addr_of_mut!((*s).pages[i]), true);
+                    }
+                    s = (*s).next;
+                }
+            }
         }
     }
 
@@ -642,15 +680,9 @@ impl Heap {
             let start = seg.slice_addr(i);
             let p = ptr::addr_of_mut!(seg.pages[i]);
             debug_assert!((*p).thread_free.is_empty());
-            (*p).free = ptr::null_mut();
-            (*p).local_free = ptr::null_mut();
-            (*p).used = 0;
-            (*p).capacity = 0;
-            (*p).reserved = Page::blocks_in(span * SLICE_SIZE, bs);
-            (*p).block_size = bs;
+            (*p).reset(start, bs, Page::blocks_in(span * SLICE_SIZE, bs));
             (*p).class = c as u8;
             (*p).span = span as u8;
-            (*p).start = start;
             // Slices never touched since they came from the OS or were
             // purged read zero.
             (*p).flags = IN_USE | if resident == 0 { FRESH_TAIL } else { 0 };
@@ -669,6 +701,7 @@ impl Heap {
     unsafe fn free_page(&mut self, p: *mut Page) -> bool {
         // SAFETY: per the contract; the page's segment is one of ours.
         unsafe {
+            self.fold(p, true);
             let s = segment::segment_of(p.cast());
             let seg = &mut *s;
             let i = seg.page_index(p);
@@ -877,6 +910,9 @@ impl Heap {
                     let seg = &mut *s;
                     for i in in_use_pages(seg) {
                         let p = ptr::addr_of_mut!(seg.pages[i]);
+                        // Counted here: whoever reclaims the page counts on
+                        // from what it finds.
+                        self.fold(p, true);
                         self.collect_remote(p);
                         (*p).flags &= !IN_FULL;
                         (*p).next = ptr::null_mut();
@@ -954,6 +990,7 @@ impl Heap {
                     let seg = &mut *s;
                     for i in in_use_pages(seg) {
                         let p = ptr::addr_of_mut!(seg.pages[i]);
+                        self.fold(p, true);
                         self.collect_remote(p);
                         if let Some(n) = live.get_mut((*p).class as usize) {
                             *n = n.wrapping_add((*p).used);
@@ -1056,19 +1093,22 @@ fn in_use_pages(seg: &Segment) -> impl Iterator<Item = usize> {
     })
 }
 
-/// Pops a block for class `c` from `heap`, whose current page had none.
+/// Pops a block for class `c` from `heap`, whose current page had none, for
+/// a request counted as `requested` bytes.
 ///
 /// # Safety
 /// `heap` is the calling thread's own heap (not the empty one).
 #[inline(never)]
-pub(crate) unsafe fn alloc_from_new_page(heap: &mut Heap, c: usize) -> *mut u8 {
+pub(crate) unsafe fn alloc_from_new_page(heap: &mut Heap, c: usize, requested: usize) -> *mut u8 {
     // SAFETY: the heap is ours, so are its pages.
     unsafe {
         let p = heap.find_page(c);
         if p.is_null() {
             return ptr::null_mut();
         }
-        page::pop(p)
+        let b = page::pop(p);
+        (*p).note_alloc(requested);
+        b
     }
 }
 

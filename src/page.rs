@@ -14,11 +14,29 @@
 //! a block on `thread_free` still counts until the owner collects it. So a page
 //! whose `used` is zero has no live block and no free in flight, and nobody
 //! else can be touching it.
+//!
+//! # Statistics without per-block counting
+//! The fast paths count nothing but what they must: `used`, and with the
+//! `stats` feature the bytes requested (`req`, one add). How many blocks were
+//! allocated and freed locally is worked out when the heap settles the page
+//! (see [`Page::take_counts`]): blocks reach the fast path only through
+//! `free`, a run at a time (`placed` of them at the last refill), so the
+//! allocations since then are `placed` less what is still on `free`, and the
+//! local frees are the allocations less the growth of `used` (other threads'
+//! frees, counted by their freers, are kept out of that growth through
+//! `fold_used`). When `free` has run dry, as it has whenever the page is
+//! refilled, nothing needs walking.
 
 pub(crate) use crate::remote::Block;
 use crate::remote::ThreadFreeStack;
 use crate::remote::{next_of, set_next};
 use core::ptr;
+
+/// Whether the fast paths count requested bytes: with the `stats` feature,
+/// except in the C front end's build (`override`), where every small block
+/// counts as wholly requested (C frees without a size) and so needs no
+/// counting: the snapshot takes live blocks times their size.
+pub(crate) const COUNT_REQUESTED: bool = cfg!(all(feature = "stats", not(feature = "override")));
 
 /// The page is carved from segment slices and serves a size class.
 pub(crate) const IN_USE: u8 = 1;
@@ -42,6 +60,9 @@ pub(crate) struct Page {
     pub(crate) flags: u8,
     /// Slices the page spans.
     pub(crate) span: u8,
+    /// Bytes requested by allocations from this page less those freed to it
+    /// by its owner, since the counts were last taken (wrapping; `stats`).
+    req: usize,
     pub(crate) local_free: *mut Block,
     pub(crate) thread_free: ThreadFreeStack,
     pub(crate) block_size: usize,
@@ -53,6 +74,23 @@ pub(crate) struct Page {
     /// Links in the owning heap's page queue (or its full list).
     pub(crate) next: *mut Page,
     pub(crate) prev: *mut Page,
+    /// Blocks put on `free` at its last refill (or left on it when the counts
+    /// were last taken) that had not been counted as allocated yet.
+    placed: u32,
+    /// `used` when the counts were last taken, less other threads' frees
+    /// collected since.
+    fold_used: u32,
+}
+
+/// What a page's fast paths did since its counts were last taken.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    /// Blocks handed out.
+    pub(crate) allocs: u32,
+    /// Blocks freed by the owner.
+    pub(crate) local_frees: u32,
+    /// Bytes requested less bytes freed by the owner (wrapping).
+    pub(crate) requested: usize,
 }
 
 impl Page {
@@ -65,6 +103,7 @@ impl Page {
         class: 0,
         flags: 0,
         span: 0,
+        req: 0,
         local_free: ptr::null_mut(),
         thread_free: ThreadFreeStack::new(),
         block_size: 0,
@@ -73,6 +112,8 @@ impl Page {
         start: ptr::null_mut(),
         next: ptr::null_mut(),
         prev: ptr::null_mut(),
+        placed: 0,
+        fold_used: 0,
     };
 
     #[inline(always)]
@@ -80,17 +121,28 @@ impl Page {
         self.flags & flag != 0
     }
 
-    /// Pushes a block freed by the owner. Returns whether the page now needs the
-    /// owner's attention (it became empty, or it was on the full list).
+    /// Counts `n` bytes requested by a block just popped from this page.
+    /// Owner only.
+    #[inline(always)]
+    pub(crate) fn note_alloc(&mut self, n: usize) {
+        if COUNT_REQUESTED {
+            self.req = self.req.wrapping_add(n);
+        }
+    }
+
+    /// Pushes a block freed by the owner, which had asked for `requested`
+    /// bytes. Returns whether the page now needs the owner's attention (it
+    /// became empty, or it was on the full list).
     ///
     /// # Safety
     /// `b` is a live block of this page, and the caller is the owning thread.
     #[inline(always)]
-    pub(crate) unsafe fn free_local(&mut self, b: *mut u8) -> bool {
+    pub(crate) unsafe fn free_local(&mut self, b: *mut u8, requested: usize) -> bool {
         let b = b.cast::<Block>();
         // SAFETY: the block is ours to reuse now; it is at least 16 bytes.
         unsafe { set_next(b, self.local_free) };
         self.local_free = b;
+        self.note_alloc(requested.wrapping_neg());
         self.used = self.used.wrapping_sub(1);
         self.used == 0 || self.has(IN_FULL)
     }
@@ -105,7 +157,57 @@ impl Page {
         }
         self.local_free = head;
         self.used = self.used.wrapping_sub(n);
+        // Their freers counted these frees.
+        self.fold_used = self.fold_used.wrapping_sub(n);
         n
+    }
+
+    /// What the fast paths did since the counts were last taken; starts
+    /// counting afresh. `walk` counts the blocks still on `free` (needed
+    /// unless `free` is empty, as it is when the page is refilled). Owner
+    /// only.
+    pub(crate) fn take_counts(&mut self, walk: bool) -> Counts {
+        let left = if walk { self.free_len() } else { 0 };
+        debug_assert!(walk || self.free.is_null());
+        let allocs = self.placed.wrapping_sub(left);
+        let grown = self.used.wrapping_sub(self.fold_used);
+        let counts = Counts {
+            allocs,
+            local_frees: allocs.wrapping_sub(grown),
+            requested: self.req,
+        };
+        self.placed = left;
+        self.fold_used = self.used;
+        self.req = 0;
+        counts
+    }
+
+    /// Blocks on `free`, walking at most `capacity` links (a corrupted list
+    /// cannot make this loop forever).
+    fn free_len(&self) -> u32 {
+        let mut n = 0;
+        let mut b = self.free;
+        while !b.is_null() && n < self.capacity {
+            n += 1;
+            // SAFETY: blocks on `free` are valid and hold links we wrote.
+            b = unsafe { next_of(b) };
+        }
+        n
+    }
+
+    /// Makes the page ready to serve blocks of `block_size` bytes from
+    /// `reserved` blocks at `start`, with nothing carved and nothing counted.
+    pub(crate) fn reset(&mut self, start: *mut u8, block_size: usize, reserved: u32) {
+        self.free = ptr::null_mut();
+        self.local_free = ptr::null_mut();
+        self.used = 0;
+        self.capacity = 0;
+        self.reserved = reserved;
+        self.block_size = block_size;
+        self.start = start;
+        self.req = 0;
+        self.placed = 0;
+        self.fold_used = 0;
     }
 
     /// Makes `free` non-empty if the page has any block left, once other
@@ -119,6 +221,8 @@ impl Page {
             self.free = self.local_free;
             self.local_free = ptr::null_mut();
             self.flags &= !FREE_ZERO;
+            // Every carved block that is not live was on `local_free`.
+            self.placed = self.placed.wrapping_add(self.capacity - self.used);
             return true;
         }
         if self.capacity < self.reserved {
@@ -147,6 +251,7 @@ impl Page {
             self.free = first.cast();
         }
         self.capacity += n as u32;
+        self.placed = self.placed.wrapping_add(n as u32);
         if self.has(FRESH_TAIL) {
             self.flags |= FREE_ZERO;
         } else {

@@ -34,7 +34,6 @@
 //! checker sees to that: a `Vec<T, &'a Heap>` or `Box<T, &'a Heap>` borrows the
 //! heap for `'a`, and `Heap::reset` takes `&mut self`.
 
-use crate::alloc::count_alloc;
 use crate::atomic::Ordering;
 use crate::heap::{self, DIRECT_MAX};
 use crate::large;
@@ -188,8 +187,8 @@ impl Heap {
                 let p = *(*h).direct.get_unchecked((s + 7) >> 3);
                 let b = page::pop(p);
                 if !b.is_null() {
-                    // A page with a block is never the empty page: `h` is ours.
-                    count_alloc(h, (*p).class as usize, size);
+                    // A page with a block is never the empty page: it is ours.
+                    (*p).note_alloc(size);
                     return b;
                 }
                 return self.alloc_slow(class_of(s), size);
@@ -207,9 +206,10 @@ impl Heap {
                 // SAFETY: as in `alloc_block`; `current_page` gives one of our
                 // pages or the empty page.
                 unsafe {
-                    let b = page::pop((*h).current_page(c));
+                    let p = (*h).current_page(c);
+                    let b = page::pop(p);
                     if !b.is_null() {
-                        count_alloc(h, c, size);
+                        (*p).note_alloc(size);
                         return b;
                     }
                 }
@@ -334,14 +334,7 @@ impl Heap {
             let page = (*seg).page_of(p);
             #[cfg(feature = "secure")]
             crate::alloc::check_live_block(seg, page, p, h, "double free");
-            let k = (*thread::counters(h))
-                .class
-                .get_unchecked((*page).class as usize);
-            k.frees.add(1);
-            k.requested.sub(size);
-            if (*page).free_local(p) {
-                (*h).free_slow(page);
-            }
+            crate::alloc::free_local(h, page, p, size);
         }
     }
 
@@ -514,8 +507,11 @@ impl Heap {
         let (segments, meta) = if thread::is_empty_heap(h) {
             (0, 0)
         } else {
-            // SAFETY: our private heap, read by the thread using it.
-            (unsafe { (*h).segment_count() }, size_of::<HeapSlot>())
+            // SAFETY: our private heap, used by this thread alone.
+            unsafe {
+                (*h).fold_all();
+                ((*h).segment_count(), size_of::<HeapSlot>())
+            }
         };
         // SAFETY: every heap, the empty one included, lives in a slot whose
         // counters are only accessed through shared references.

@@ -106,7 +106,7 @@ pub(crate) struct Segment {
 const_assert!(size_of::<Segment>() <= SLICE_SIZE);
 const_assert!(offset_of!(Segment, requested) + size_of::<usize>() <= HUGE_BLOCK_OFFSET);
 const_assert!(align_of::<Segment>() <= os::OS_PAGE);
-const_assert!(size_of::<Page>() <= 80);
+const_assert!(size_of::<Page>() <= 88);
 
 /// The segment holding `p`.
 #[inline(always)]

@@ -1,14 +1,20 @@
 //! Statistics: what segalloc holds, and where the memory went.
 //!
-//! Two kinds of figures:
-//! - always on, counted only on slow paths (page, segment and OS events,
-//!   cross-thread frees, reallocations, large objects): committed, mapped,
-//!   metadata, free pages, pages per class, resident;
-//! - counted on the allocation fast path, with the cargo feature `stats` (on
-//!   by default): `requested`, `allocated`, live blocks per class,
-//!   allocations and frees, and so internal fragmentation and the split of
-//!   external fragmentation. Without the feature these read 0 for small blocks
-//!   (large blocks are always counted), and the fast paths do no counting.
+//! Three kinds of figures:
+//! - counted only on slow paths (page, segment and OS events, cross-thread
+//!   frees, reallocations, large objects): committed, mapped, metadata, free
+//!   pages, pages per class, resident;
+//! - worked out from what each page's fast paths leave behind, at slow-path
+//!   events (see `page`): allocations, frees and live blocks per class, and so
+//!   `allocated` and the split of external fragmentation; the fast paths pay
+//!   nothing for them;
+//! - with the cargo feature `stats` (on by default), `requested`, and so
+//!   internal fragmentation: the one figure the fast paths count, one add on
+//!   the page per allocation and per free. Without the feature small blocks'
+//!   `requested` reads 0 (large blocks are always counted). With the feature
+//!   `override` (the C front end, where `free` does not say the size), every
+//!   small block counts as wholly requested and nothing is counted per block:
+//!   `requested` is the live blocks times their size.
 //!
 //! Counting is per thread and costs no atomic read-modify-write: each heap
 //! keeps its own counters ([`HeapCounters`]), which only its thread writes
@@ -19,6 +25,15 @@
 //! counters intact, and [`stats`] sums over every heap ever made, so nothing is
 //! lost when threads exit. A thread that frees before it ever allocated counts
 //! into a shared set of atomic counters instead (a cold path).
+//!
+//! A page's counts reach its heap's counters whenever its `free` list runs dry
+//! (every page in use does, at least once per its capacity of allocations),
+//! when it is freed, and when its thread exits; [`stats`] and
+//! [`thread_stats`] take the calling thread's own pages' counts first. So a
+//! snapshot is exact for the calling thread and for threads that have exited,
+//! and for each other running thread it may lag by what that thread's pages
+//! did since their `free` lists last ran dry: at most one page's worth of
+//! blocks (its capacity) per page in use.
 //!
 //! Large objects and OS calls are counted with shared atomics: each such event
 //! is a system call anyway.
@@ -39,6 +54,7 @@
 
 use crate::heap::span_for;
 use crate::os::{self, OS_PAGE};
+use crate::page::COUNT_REQUESTED;
 use crate::segment::{Segment, SLICE_SIZE};
 use crate::size_class::{class_size, NUM_CLASSES};
 use core::fmt;
@@ -75,9 +91,8 @@ impl Counter {
     }
 }
 
-/// A counter on the allocation fast path: counts only with the `stats`
-/// feature (on by default). Without it, adding does nothing, so the fast paths
-/// carry no counting at all and the figures built on these counters read 0.
+/// A counter of requested bytes: counts only where the fast paths count them
+/// ([`COUNT_REQUESTED`]). Elsewhere adding does nothing.
 #[repr(transparent)]
 pub(crate) struct FastCounter(Counter);
 
@@ -87,17 +102,15 @@ impl FastCounter {
     }
     #[inline(always)]
     pub(crate) fn add(&self, n: usize) {
-        #[cfg(feature = "stats")]
-        self.0.add(n);
-        #[cfg(not(feature = "stats"))]
-        let _ = n;
+        if COUNT_REQUESTED {
+            self.0.add(n);
+        }
     }
     #[inline(always)]
     pub(crate) fn sub(&self, n: usize) {
-        #[cfg(feature = "stats")]
-        self.0.sub(n);
-        #[cfg(not(feature = "stats"))]
-        let _ = n;
+        if COUNT_REQUESTED {
+            self.0.sub(n);
+        }
     }
     #[inline]
     pub(crate) fn get(&self) -> usize {
@@ -109,8 +122,8 @@ impl FastCounter {
 /// a free touches one cache line.
 #[repr(C, align(64))]
 pub(crate) struct ClassCounters {
-    pub(crate) allocs: FastCounter,
-    pub(crate) frees: FastCounter,
+    pub(crate) allocs: Counter,
+    pub(crate) frees: Counter,
     pub(crate) requested: FastCounter,
     /// Pages of this class made (+) and freed (-).
     pub(crate) pages: Counter,
@@ -121,8 +134,8 @@ pub(crate) struct ClassCounters {
 impl ClassCounters {
     #[allow(clippy::declare_interior_mutable_const)] // a template for fresh values
     const NEW: ClassCounters = ClassCounters {
-        allocs: FastCounter::new(),
-        frees: FastCounter::new(),
+        allocs: Counter::new(),
+        frees: Counter::new(),
         requested: FastCounter::new(),
         pages: Counter::new(),
         remote_pending: Counter::new(),
@@ -157,6 +170,10 @@ impl HeapCounters {
         dirty_bytes: Counter::new(),
     };
 }
+
+/// Small blocks count as wholly requested: the C front end's build, where
+/// nothing counts requested bytes (see [`COUNT_REQUESTED`]).
+const WHOLE_BLOCKS: bool = cfg!(all(feature = "stats", feature = "override"));
 
 /// Shared atomic counters for threads without a heap, and for large objects,
 /// segments and the heap pool.
@@ -405,6 +422,9 @@ impl Stats {
             row.block_size = bs;
             let capacity = row.pages.wrapping_mul(span_for(bs) * SLICE_SIZE / bs);
             row.free_blocks = capacity.wrapping_sub(row.live_blocks);
+            if WHOLE_BLOCKS {
+                row.requested = row.live_blocks.wrapping_mul(bs);
+            }
             small_allocated = small_allocated.wrapping_add(row.live_blocks.wrapping_mul(bs));
             small_requested = small_requested.wrapping_add(row.requested);
         }
@@ -444,6 +464,7 @@ fn ratio(a: usize, b: usize) -> f64 {
 /// drop(v);
 /// ```
 pub fn stats() -> Stats {
+    crate::thread::fold_own_counts();
     let mut s = Stats::zero();
     crate::thread::for_each_heap(|h| s.add_heap(h));
     let sh = &SHARED;
@@ -492,6 +513,7 @@ pub fn stats() -> Stats {
 /// another allocated counts as a negative live block here, so per-class live
 /// figures are deltas; they are exact for a thread that frees only its own.
 pub fn thread_stats() -> Stats {
+    crate::thread::fold_own_counts();
     let mut s = Stats::zero();
     if let Some(k) = crate::thread::current_counters() {
         s.add_heap(k);
@@ -527,8 +549,8 @@ pub(crate) fn retire(k: &HeapCounters) {
         from.sub(v);
     }
     for (to, from) in RETIRED.class.iter().zip(k.class.iter()) {
-        mv(&to.allocs.0, &from.allocs.0);
-        mv(&to.frees.0, &from.frees.0);
+        mv(&to.allocs, &from.allocs);
+        mv(&to.frees, &from.frees);
         mv(&to.requested.0, &from.requested.0);
         mv(&to.pages, &from.pages);
         mv(&to.remote_pending, &from.remote_pending);

@@ -69,15 +69,16 @@ pub(crate) fn is_empty_heap(h: *mut Heap) -> bool {
 
 /// The thread-local heap pointer, reached without a call.
 ///
-/// In a shared library (the `LD_PRELOAD` build) a Rust `thread_local!` uses
-/// the general-dynamic TLS model: every access calls `__tls_get_addr`. On
-/// x86-64 Linux the pointer is instead a TLS symbol declared in assembly and
-/// read with the initial-exec model: one load of its thread-pointer offset
-/// (from the GOT in a shared library; the linker turns it into a constant in
-/// an executable) and one `%fs`-relative load. Its initial value, the shared
-/// empty heap, is in the TLS image, so a thread that never ran segalloc code
-/// (started before the library was loaded, or before `main`) still reads a
-/// valid heap.
+/// In a shared library a Rust `thread_local!` uses the general-dynamic TLS
+/// model: every access calls `__tls_get_addr`. So with the `override` feature
+/// (the C front end: the `LD_PRELOAD` library, or the C API linked into a
+/// program) on x86-64 Linux, the pointer is a TLS symbol declared in assembly
+/// and read with the initial-exec model: one load of its thread-pointer
+/// offset (from the GOT in a shared library; the linker turns it into a
+/// constant in an executable) and one `%fs`-relative load. Its initial value,
+/// the shared empty heap, is in the TLS image, so a thread that never ran
+/// segalloc code (started before the library was loaded, or before `main`)
+/// still reads a valid heap.
 ///
 /// Initial-exec variables live in the static TLS block every thread gets at
 /// creation. A preloaded library is loaded before any thread exists; a
@@ -85,7 +86,7 @@ pub(crate) fn is_empty_heap(h: *mut Heap) -> bool {
 /// and glibc copies the image into every thread already running (so the
 /// library is marked `STATIC_TLS`). `fork` copies the calling thread's block
 /// with the rest of its memory. `tests/capi_preload.rs` checks all of these.
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[cfg(all(feature = "override", target_arch = "x86_64", target_os = "linux"))]
 mod slot {
     use super::{HeapSlot, EMPTY_SLOT};
     use core::arch::{asm, global_asm};
@@ -144,9 +145,10 @@ mod slot {
     }
 }
 
-/// Elsewhere a plain `thread_local!` (one TLS access; a call in a shared
-/// library).
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+/// Elsewhere a plain `thread_local!`: in an executable (the Rust front end
+/// without `override`) one `%fs`-relative load with the offset built in, one
+/// instruction fewer than the initial-exec access; in a shared library, a call.
+#[cfg(not(all(feature = "override", target_arch = "x86_64", target_os = "linux")))]
 mod slot {
     use super::{HeapSlot, EMPTY_SLOT};
     use core::cell::Cell;
@@ -325,6 +327,16 @@ pub(crate) fn current_counters() -> Option<&'static HeapCounters> {
     // SAFETY: the thread's heap is now a pool slot, whose counters are never
     // unmapped and only accessed through shared references.
     Some(unsafe { &*counters(heap()) })
+}
+
+/// Brings the calling thread's counters up to date with what its pages did
+/// (see `page::Page::take_counts`), if it has a heap.
+pub(crate) fn fold_own_counts() {
+    let h = heap();
+    if !is_empty_heap(h) {
+        // SAFETY: the thread's own heap, not the empty one.
+        unsafe { (*h).fold_all() };
+    }
 }
 
 /// Runs `f` on the calling thread's heap, creating it if needed; `None` when
