@@ -441,7 +441,7 @@ fn main() -> ExitCode {
             }
             eprint!("{USAGE}\nworkloads:\n");
             for w in WORKLOADS.iter().chain(std::iter::once(&HEAP)) {
-                eprintln!("  {:<14} {}", w.name, w.about);
+                eprintln!("  {:<16} {}", w.name, w.about);
             }
             return if e.is_empty() {
                 ExitCode::SUCCESS

@@ -71,6 +71,31 @@ impl Obj {
         self.ptr.as_ptr()
     }
 
+    /// Gives up ownership without freeing the block, returning its pointer;
+    /// [`Obj::from_raw`] takes it back (for workloads that keep blocks
+    /// behind thin pointers such as `AtomicPtr`).
+    #[inline]
+    pub fn into_raw(self) -> *mut u8 {
+        let p = self.ptr.as_ptr();
+        std::mem::forget(self);
+        p
+    }
+
+    /// Takes back a block released by [`Obj::into_raw`].
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must come from [`Obj::into_raw`] on an `Obj` of exactly `size`
+    /// bytes ([`Obj::size`]), and must not have been taken back before.
+    #[inline]
+    pub unsafe fn from_raw(ptr: *mut u8, size: usize) -> Obj {
+        Obj {
+            // SAFETY: into_raw only hands out non-null pointers.
+            ptr: unsafe { NonNull::new_unchecked(ptr) },
+            size,
+        }
+    }
+
     /// Verifies the tag, frees the block and returns the tag.
     #[inline]
     pub fn free(self) -> u64 {

@@ -11,6 +11,7 @@ use crate::obj::Obj;
 use crate::rng::Rng;
 use std::alloc::{alloc, dealloc, handle_alloc_error, realloc, Layout};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::thread;
 
@@ -46,6 +47,12 @@ pub const WORKLOADS: &[Workload] = &[
         run: larson,
     },
     Workload {
+        name: "shared-table",
+        multithreaded: true,
+        about: "threads swap new 16 B-1 KiB objects into random slots of a shared AtomicPtr table and free what they get back",
+        run: shared_table,
+    },
+    Workload {
         name: "xmalloc",
         multithreaded: true,
         about: "producer threads allocate, consumer threads free (all frees are cross-thread)",
@@ -56,6 +63,12 @@ pub const WORKLOADS: &[Workload] = &[
         multithreaded: true,
         about: "thousands of short threads, each allocating a little and handing some objects back",
         run: thread_churn,
+    },
+    Workload {
+        name: "thread-waves",
+        multithreaded: true,
+        about: "waves of short threads allocate thousands of objects each and hand most to main, which frees them during the next wave",
+        run: thread_waves,
     },
     Workload {
         name: "cache-scratch",
@@ -86,6 +99,12 @@ pub const WORKLOADS: &[Workload] = &[
         multithreaded: false,
         about: "four interleaved buffers grown by realloc from 4 KiB to 32 MiB, contents verified",
         run: realloc_large,
+    },
+    Workload {
+        name: "vec-grow-shrink",
+        multithreaded: true,
+        about: "Vec<u64>s pushed from empty to 8 MiB then truncated and shrink_to_fit, among many small Vec<u8>s growing and shrinking",
+        run: vec_grow_shrink,
     },
     Workload {
         name: "fragment",
@@ -179,6 +198,74 @@ fn larson(p: &Params) -> u64 {
     sum.wrapping_add(free_all(chunks.into_iter().flatten()))
 }
 
+/// Size of a `shared-table` object, derived from its tag so that whichever
+/// thread swaps it out can rebuild the [`Obj`] from a thin pointer:
+/// log-distributed over 16 B-1 KiB (six power-of-two bands).
+fn table_size(tag: u64) -> usize {
+    let lo = 16usize << ((tag >> 32) % 6);
+    lo + ((tag >> 40) as usize & (lo - 1))
+}
+
+fn table_obj(tag: u64) -> *mut u8 {
+    Obj::new(table_size(tag), tag).into_raw()
+}
+
+/// Verifies and frees a `shared-table` object, returning its tag.
+///
+/// # Safety
+///
+/// `ptr` must come from [`table_obj`] and be owned by the caller.
+unsafe fn table_free(ptr: *mut u8) -> u64 {
+    // SAFETY: the block is live and starts with its tag (caller's contract).
+    let tag = unsafe { ptr.cast::<u64>().read() };
+    // SAFETY: table_obj made the block with exactly this size; Obj::free
+    // also checks the last byte, which a wrong size or block would miss.
+    unsafe { Obj::from_raw(ptr, table_size(tag)) }.free()
+}
+
+/// Shared table: threads replace each other's boxes. The table's slots are
+/// `AtomicPtr`s; each thread allocates a new object, swaps it into a random
+/// slot and frees the one it got back, which another thread allocated in
+/// (threads-1)/threads of the cases. Which object a thread gets depends on
+/// scheduling, but every object is freed exactly once (the main thread
+/// drains the table at the end), so the sum of tags is fixed.
+fn shared_table(p: &Params) -> u64 {
+    const SLOTS: usize = 16 * 1024;
+    let t = p.threads;
+    let ops = scaled(5_000_000, p.scale) / t;
+    let mut r = Rng::new(seed(0, 7));
+    let table: Vec<AtomicPtr<u8>> = (0..SLOTS)
+        .map(|_| AtomicPtr::new(table_obj(r.next_u64())))
+        .collect();
+    let sum = thread::scope(|sc| {
+        let table = &table;
+        let handles: Vec<_> = (0..t)
+            .map(|id| {
+                sc.spawn(move || {
+                    let mut r = Rng::new(seed(id, 8));
+                    let mut s = 0u64;
+                    for _ in 0..ops {
+                        let new = table_obj(r.next_u64());
+                        // AcqRel: publish the new object's contents, and see
+                        // those of the old one written by another thread.
+                        let old = table[r.below(SLOTS)].swap(new, Ordering::AcqRel);
+                        // SAFETY: the swap made this thread the only owner.
+                        s = s.wrapping_add(unsafe { table_free(old) });
+                    }
+                    s
+                })
+            })
+            .collect();
+        handles.into_iter().fold(0u64, |s, h| {
+            s.wrapping_add(h.join().expect("shared-table thread panicked"))
+        })
+    });
+    table.into_iter().fold(sum, |s, slot| {
+        // SAFETY: all threads are joined; the table owns what is left.
+        s.wrapping_add(unsafe { table_free(slot.into_inner()) })
+    })
+}
+
 /// xmalloc: producers allocate batches and send them to consumers, which free
 /// them; the bounded channel keeps the live set small and steady.
 fn xmalloc(p: &Params) -> u64 {
@@ -257,6 +344,63 @@ fn thread_churn(p: &Params) -> u64 {
         started += wave;
     }
     sum
+}
+
+/// Thread waves: blocks that outlive their thread. Waves of `threads`
+/// short-lived threads each allocate a few thousand 16 B-1 KiB objects while
+/// churning a small scratch set of their own, free an eighth of the objects
+/// and hand the rest to the main thread as they exit. The main thread frees
+/// one wave's objects while the next wave is running, so those frees go to
+/// the heaps of exited threads while new threads allocate.
+fn thread_waves(p: &Params) -> u64 {
+    const BLOCKS: usize = 4000;
+    const SCRATCH: usize = 32;
+    let total = scaled(800, p.scale);
+    let mut sum = 0u64;
+    let mut prev: Vec<Vec<Obj>> = Vec::new();
+    let mut started = 0;
+    while started < total {
+        let wave = p.threads.min(total - started);
+        let handles: Vec<_> = (started..started + wave)
+            .map(|id| {
+                thread::spawn(move || {
+                    let mut r = Rng::new(seed(id, 9));
+                    let mut scratch: Vec<Obj> = (0..SCRATCH)
+                        .map(|_| Obj::new(r.log_size(16, 1024), r.next_u64()))
+                        .collect();
+                    let mut kept = Vec::with_capacity(BLOCKS);
+                    let mut s = 0u64;
+                    for _ in 0..BLOCKS {
+                        kept.push(Obj::new(r.log_size(16, 1024), r.next_u64()));
+                        let old = std::mem::replace(
+                            &mut scratch[r.below(SCRATCH)],
+                            Obj::new(r.log_size(16, 1024), r.next_u64()),
+                        );
+                        s = s.wrapping_add(old.free());
+                    }
+                    // Free a random eighth here, leaving holes; main gets the rest.
+                    let mut handed = Vec::with_capacity(BLOCKS);
+                    for o in kept {
+                        if r.below(8) == 0 {
+                            s = s.wrapping_add(o.free());
+                        } else {
+                            handed.push(o);
+                        }
+                    }
+                    (s.wrapping_add(free_all(scratch)), handed)
+                })
+            })
+            .collect();
+        // Free the previous wave's objects while this wave runs.
+        sum = sum.wrapping_add(free_all(prev.drain(..).flatten()));
+        for h in handles {
+            let (s, handed) = h.join().expect("wave thread panicked");
+            sum = sum.wrapping_add(s);
+            prev.push(handed);
+        }
+        started += wave;
+    }
+    sum.wrapping_add(free_all(prev.into_iter().flatten()))
 }
 
 // Per-thread work of the cache workloads: `objects` times, allocate an
@@ -463,6 +607,112 @@ fn realloc_large(p: &Params) -> u64 {
         }
     }
     sum
+}
+
+fn big_val(key: u64, j: usize) -> u64 {
+    key ^ (j as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+fn small_val(key: u64, j: usize) -> u8 {
+    (key.wrapping_add((j as u64).wrapping_mul(0x2545_F491_4F6C_DD1D)) >> 56) as u8
+}
+
+/// Checks every element of a vector against `val` and returns their sum.
+fn verify_vec<T: Copy + Into<u64> + PartialEq>(
+    v: &[T],
+    key: u64,
+    val: impl Fn(u64, usize) -> T,
+) -> u64 {
+    let mut ok = true;
+    let mut s = 0u64;
+    for (j, &x) in v.iter().enumerate() {
+        ok &= x == val(key, j);
+        s = s.wrapping_add(x.into());
+    }
+    assert!(ok, "vector contents corrupted");
+    s
+}
+
+/// One thread of `vec-grow-shrink`: `cycles` times, one of the big vectors
+/// reaches 8 MiB and is cut back.
+fn vec_grow_shrink_thread(id: usize, cycles: usize) -> u64 {
+    const BIG: usize = 4;
+    const MAX: usize = (8 << 20) / 8;
+    const CHUNK: usize = 8192;
+    const SMALL: usize = 1000;
+    const SMALL_MAX: usize = 4096;
+    const SMALL_OPS: usize = 256;
+    let mut r = Rng::new(seed(id, 10));
+    let mut big: Vec<(Vec<u64>, u64)> = (0..BIG).map(|_| (Vec::new(), r.next_u64())).collect();
+    let mut small: Vec<(Vec<u8>, u64)> = (0..SMALL).map(|_| (Vec::new(), r.next_u64())).collect();
+    let mut s = 0u64;
+    let mut done = 0;
+    while done < cycles {
+        // Each big vector gets a random number of pushes, so they drift out
+        // of phase and one is cut back while others are large.
+        for (v, key) in &mut big {
+            let n = r.range(1, 2 * CHUNK).min(MAX - v.len());
+            for j in v.len()..v.len() + n {
+                v.push(big_val(*key, j));
+            }
+            if v.len() == MAX && done < cycles {
+                s = s.wrapping_add(verify_vec(v, *key, big_val));
+                // Keep 0 or a power of two up to 2 KiB, so regrowth by
+                // doubling lands on exactly 8 MiB again.
+                let keep = if r.below(4) == 0 { 0 } else { 1 << r.below(9) };
+                v.truncate(keep);
+                v.shrink_to_fit();
+                s = s.wrapping_add(verify_vec(v, *key, big_val));
+                done += 1;
+            }
+        }
+        for _ in 0..SMALL_OPS {
+            let (v, key) = &mut small[r.below(SMALL)];
+            match r.below(16) {
+                0..=11 => {
+                    let n = r.range(1, 512).min(SMALL_MAX - v.len());
+                    for j in v.len()..v.len() + n {
+                        v.push(small_val(*key, j));
+                    }
+                }
+                12..=14 => {
+                    s = s.wrapping_add(verify_vec(v, *key, small_val));
+                    v.truncate(r.below(v.len() + 1));
+                    v.shrink_to_fit();
+                }
+                _ => {
+                    s = s.wrapping_add(verify_vec(v, *key, small_val));
+                    *v = Vec::new();
+                    *key = r.next_u64();
+                }
+            }
+        }
+    }
+    for (v, key) in big {
+        s = s.wrapping_add(verify_vec(&v, key, big_val));
+    }
+    for (v, key) in small {
+        s = s.wrapping_add(verify_vec(&v, key, small_val));
+    }
+    s
+}
+
+/// Vec growth and shrink: per thread, four `Vec<u64>`s grow by `push` from
+/// empty to 8 MiB (reallocation by doubling) and are then truncated and
+/// shrunk with `shrink_to_fit` (an 8 MiB block reallocated down to at most
+/// 2 KiB, or freed), while 1000 small `Vec<u8>`s grow by pushes of up to
+/// 512 bytes (to at most 4 KiB), are truncated and shrunk, or replaced.
+/// Every vector's contents are checked before it is cut back or dropped.
+fn vec_grow_shrink(p: &Params) -> u64 {
+    let t = p.threads;
+    let cycles = scaled(64, p.scale);
+    let handles: Vec<_> = (0..t)
+        .map(|id| {
+            let n = cycles / t + usize::from(id < cycles % t);
+            thread::spawn(move || vec_grow_shrink_thread(id, n))
+        })
+        .collect();
+    join_sum(handles)
 }
 
 /// Fragmentation: each round fills the heap with small objects, frees 90% of
