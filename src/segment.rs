@@ -76,6 +76,10 @@ pub(crate) struct Segment {
     // --- small segments ---
     /// Address of the owning heap, or 0 while abandoned.
     pub(crate) owner: AtomicUsize,
+    /// Owned by a first-class heap, which frees all its segments at once:
+    /// other threads never batch their frees into it (see `remote_batch`).
+    /// Set when a heap obtains the segment, so stable while a block lives.
+    pub(crate) private: bool,
     /// Bit i: page i may have frees on its `thread_free` (a hint, see heap).
     pub(crate) thread_freed: HintBits,
     /// Links in the owner's segment lists, or in the abandoned list.
