@@ -22,7 +22,7 @@ use crate::os;
 use crate::page::{self, Block};
 use crate::remote_batch;
 use crate::segment::{self, segment_of, Segment, KIND_HUGE, KIND_SMALL, SLICE_SIZE};
-use crate::size_class::{class_for, class_of, MAX_SMALL, MIN_ALIGN};
+use crate::size_class::{class_for, class_of, CLASS_SIZES, MAX_SMALL, MIN_ALIGN};
 use crate::stats::SHARED;
 use crate::thread;
 use core::ptr;
@@ -280,11 +280,14 @@ unsafe fn free_remote(
 ) {
     // SAFETY: the block is live until we give it up, so its page and segment
     // are too; `h` is the calling thread's heap, written only if it is not
-    // the empty one. A segment's `private` flag and a page's class and block
-    // size do not change while one of its blocks is live.
+    // the empty one. A segment's `private` flag and a page's class do not
+    // change while one of its blocks is live. The class comes from the
+    // segment header, not from the page descriptor, whose cache line its
+    // owner writes at every allocation (and classes are below NUM_CLASSES).
     unsafe {
         let owner = (*seg).owner.load(Ordering::Relaxed);
-        let bs = (*page).block_size;
+        let c = *(*seg).slice_class.get_unchecked(segment::slice_index(p)) as usize;
+        let bs = *CLASS_SIZES.get_unchecked(c) as usize;
         if owner == 0
             || (*seg).private
             || bs > remote_batch::BATCH_BLOCK_MAX
@@ -292,11 +295,7 @@ unsafe fn free_remote(
         {
             return free_remote_slow(seg, page, p, size, h);
         }
-        count_remote_free(
-            h,
-            (*page).class as usize,
-            if size == UNSIZED { bs } else { size },
-        );
+        count_remote_free(h, c, if size == UNSIZED { bs } else { size });
         // `owner` is a thread's heap (a heap slot, never unmapped).
         let inbox = thread::inbox(owner as *mut heap::Heap);
         remote_batch::add(&mut *h, owner, inbox, p, bs);

@@ -630,6 +630,9 @@ impl Heap {
             for h in &mut seg.slice_head[i..i + span] {
                 *h = i as u8;
             }
+            for k in &mut seg.slice_class[i..i + span] {
+                *k = c as u8;
+            }
             if seg.used_pages == 0 {
                 self.free_segments -= 1;
             }
