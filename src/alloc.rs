@@ -10,15 +10,19 @@
 //! free: the segment header is found by masking the pointer; a huge segment is
 //! unmapped, a small one gives the page through `slice_head`. If the calling
 //! thread owns the segment the block goes on the page's `local_free` (plain
-//! stores); otherwise it is pushed on the page's `thread_free` with one CAS.
+//! stores); otherwise it joins the calling thread's batch of frees for the
+//! owning heap (`remote_batch`), handed over with one CAS per batch, or (for
+//! big blocks, first-class heaps' blocks, and threads that cannot have a
+//! heap) is pushed on the page's `thread_free` with one CAS.
 
 use crate::atomic::Ordering;
 use crate::heap::{self, DIRECT_MAX};
 use crate::large;
 use crate::os;
 use crate::page::{self, Block};
+use crate::remote_batch;
 use crate::segment::{self, segment_of, Segment, KIND_HUGE, KIND_SMALL, SLICE_SIZE};
-use crate::size_class::{class_for, class_of, MAX_SMALL, MIN_ALIGN};
+use crate::size_class::{class_for, class_of, CLASS_SIZES, MAX_SMALL, MIN_ALIGN};
 use crate::stats::SHARED;
 use crate::thread;
 use core::ptr;
@@ -116,8 +120,11 @@ unsafe fn malloc_slow(mut h: *mut heap::Heap, c: usize, size: usize) -> *mut u8 
             return ptr::null_mut();
         }
     }
-    // SAFETY: `h` is the calling thread's own heap.
-    unsafe { pop_from_new_page(h, c, size) }
+    // SAFETY: `h` is the calling thread's own heap, and its inbox.
+    unsafe {
+        remote_batch::slow_path(&mut *h, &*thread::inbox(h));
+        pop_from_new_page(h, c, size)
+    }
 }
 
 /// Pops a block of class `c` for a request of `size` bytes from a page the
@@ -283,7 +290,9 @@ pub(crate) unsafe fn check_live_block(
     }
 }
 
-/// Frees a block of a segment owned by another thread (or abandoned).
+/// Frees a block of a segment owned by another thread (or abandoned): in
+/// the common case, counts it and adds it to the calling thread's batch for
+/// the owning heap (see `remote_batch`).
 #[inline(never)]
 unsafe fn free_remote(
     seg: *mut Segment,
@@ -292,13 +301,71 @@ unsafe fn free_remote(
     size: usize,
     h: *mut heap::Heap,
 ) {
-    // SAFETY: the block is live until the push, so its page and segment are
-    // too; `h` is the calling thread's heap, written only if it is not empty.
+    // SAFETY: the block is live until we give it up, so its page and segment
+    // are too; `h` is the calling thread's heap, written only if it is not
+    // the empty one. A segment's `private` flag and a page's class do not
+    // change while one of its blocks is live. The class comes from the
+    // segment header, not from the page descriptor, whose cache line its
+    // owner writes at every allocation (and classes are below NUM_CLASSES).
     unsafe {
-        if (*seg).owner.load(Ordering::Relaxed) == 0
-            && !thread::is_empty_heap(h)
-            && segment::ABANDONED.remove(seg)
+        let owner = (*seg).owner.load(Ordering::Relaxed);
+        let c = *(*seg).slice_class.get_unchecked(segment::slice_index(p)) as usize;
+        let bs = *CLASS_SIZES.get_unchecked(c) as usize;
+        if owner == 0
+            || (*seg).private
+            || bs > remote_batch::BATCH_BLOCK_MAX
+            || thread::is_empty_heap(h)
         {
+            return free_remote_slow(seg, page, p, size, h);
+        }
+        count_remote_free(h, c, if size == UNSIZED { bs } else { size });
+        // `owner` is a thread's heap (a heap slot, never unmapped).
+        let inbox = thread::inbox(owner as *mut heap::Heap);
+        remote_batch::add(&mut *h, owner, inbox, p, bs);
+    }
+}
+
+/// Counts a free by heap `h` (not the empty one) of a block of class `c`
+/// owned by another heap, which `requested` bytes were asked for.
+#[inline(always)]
+unsafe fn count_remote_free(h: *mut heap::Heap, c: usize, requested: usize) {
+    // SAFETY: `h` is a real heap, so it has counters; `c` is a page's class.
+    unsafe {
+        let counters = &*thread::counters(h);
+        let k = counters.class.get_unchecked(c);
+        k.frees.add(1);
+        k.requested.sub(requested);
+        k.remote_pending.add(1);
+        counters.remote_frees.add(1);
+    }
+}
+
+/// The rest of [`free_remote`]: a thread without a heap yet, an abandoned
+/// segment, a first-class heap's segment, or a big block.
+#[cold]
+#[inline(never)]
+unsafe fn free_remote_slow(
+    seg: *mut Segment,
+    page: *mut page::Page,
+    p: *mut u8,
+    size: usize,
+    mut h: *mut heap::Heap,
+) {
+    // SAFETY: as in `free_remote`.
+    unsafe {
+        if thread::is_empty_heap(h) {
+            // A thread that frees before it ever allocated (a consumer of
+            // blocks made elsewhere) gets a heap now, to batch its frees and
+            // count them in its own counters rather than in shared atomics.
+            h = thread::init_heap();
+            if h.is_null() {
+                h = thread::heap();
+            } else {
+                return free_remote(seg, page, p, size, h);
+            }
+        }
+        let owner = (*seg).owner.load(Ordering::Relaxed);
+        if owner == 0 && !thread::is_empty_heap(h) && segment::ABANDONED.remove(seg) {
             // Its thread has exited: adopt the segment rather than leave the
             // frees pending until some thread needs memory. Our block keeps its
             // page (and so the segment) in use through the reclaim.
@@ -315,12 +382,7 @@ unsafe fn free_remote(
         if thread::is_empty_heap(h) {
             SHARED.orphan_free(c, requested);
         } else {
-            let counters = &*thread::counters(h);
-            let k = counters.class.get_unchecked(c);
-            k.frees.add(1);
-            k.requested.sub(requested);
-            k.remote_pending.add(1);
-            counters.remote_frees.add(1);
+            count_remote_free(h, c, requested);
         }
         let bit = 1u64 << (*seg).page_index(page);
         // Flag first: once the block is pushed its page may be freed at once.

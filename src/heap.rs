@@ -30,6 +30,7 @@
 use crate::atomic::Ordering;
 use crate::os;
 use crate::page::{self, Page, FREE_ZERO, FRESH_TAIL, IN_FULL, IN_USE};
+use crate::remote::Outbox;
 use crate::segment::{self, Segment, ABANDONED, MAX_SPAN, SLICES, SLICE_SIZE};
 use crate::size_class::{class_size, CLASS_SIZES, NUM_CLASSES};
 use crate::stats::HeapCounters;
@@ -220,8 +221,12 @@ pub(crate) struct Heap {
     counters: *const HeapCounters,
     /// The heap of a first-class `crate::Heap`, not of a thread: it never
     /// takes over abandoned segments, whose live blocks belong to the global
-    /// allocator's users and must outlive the first-class heap.
+    /// allocator's users and must outlive the first-class heap. Its segments
+    /// are marked, so that no other thread batches frees into them.
     private: bool,
+    /// Blocks of other heaps this thread freed, gathered per destination
+    /// (see `remote_batch`); empty whenever the heap is not a thread's.
+    pub(crate) outbox: Outbox,
 }
 
 /// Slots of `direct` that class `c` serves: `lo..=hi`.
@@ -248,12 +253,13 @@ impl Heap {
             next_free: ptr::null_mut(),
             counters: ptr::null(),
             private: false,
+            outbox: Outbox::EMPTY,
         }
     }
 
     /// This heap's counters.
     #[inline]
-    fn k(&self) -> &'static HeapCounters {
+    pub(crate) fn k(&self) -> &'static HeapCounters {
         // SAFETY: set at set-up to the counters in this heap's pool slot, which
         // is never unmapped; only the empty heap has none and it never gets here.
         unsafe { &*self.counters }
@@ -275,6 +281,7 @@ impl Heap {
 
     /// Empties the heap (its counters stay).
     fn reset(&mut self, empty_page: *mut Page) {
+        debug_assert!(self.outbox.is_empty(), "batches left in a heap's outbox");
         self.direct = [empty_page; DIRECT_SLOTS];
         self.queues = [PageQueue::EMPTY; NUM_CLASSES];
         self.full = PageQueue::EMPTY;
@@ -604,6 +611,7 @@ impl Heap {
             if s.is_null() {
                 return ptr::null_mut();
             }
+            (*s).private = self.private;
             // A kept segment brings its resident free slices along.
             let dirty = (*s).dirty_bytes(u64::MAX);
             self.dirty_bytes += dirty;
@@ -659,6 +667,9 @@ impl Heap {
             self.dirty_bytes -= resident;
             for h in &mut seg.slice_head[i..i + span] {
                 *h = i as u8;
+            }
+            for k in &mut seg.slice_class[i..i + span] {
+                *k = c as u8;
             }
             if seg.used_pages == 0 {
                 self.free_segments -= 1;

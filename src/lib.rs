@@ -56,6 +56,7 @@ mod page;
 mod pool;
 mod region;
 mod remote;
+mod remote_batch;
 mod segment;
 mod size_class;
 mod stats;
@@ -147,18 +148,26 @@ pub fn set_page_source(source: PageSource) {
     os::set_use_brk(source == PageSource::Brk);
 }
 
-/// Returns memory to the OS now, as far as the calling thread can: collects
-/// frees other threads made into its pages, frees every empty page, takes over
-/// segments abandoned by exited threads, unmaps wholly free segments and
-/// purges every free slice still resident.
+/// Returns memory to the OS now, as far as the calling thread can: hands the
+/// blocks it freed of other threads' heaps over to them, collects frees other
+/// threads made into its pages, frees every empty page, takes over segments
+/// abandoned by exited threads, unmaps wholly free segments and purges every
+/// free slice still resident.
 ///
 /// Other running threads keep their own free pages until they allocate again
-/// (a bounded amount, see the `heap` module) or call `collect` themselves.
+/// (a bounded amount, see the `heap` module) or call `collect` themselves;
+/// the same holds for what they freed of this thread's blocks and gather to
+/// hand over in batches (at most 256 KiB per thread).
 pub fn collect() {
-    thread::with_heap(|h| {
-        // SAFETY: `with_heap` gives the calling thread's own heap.
-        unsafe { h.collect() }
-    });
+    if thread::with_heap(|_| ()).is_none() {
+        return;
+    }
+    let h = thread::heap();
+    // SAFETY: the calling thread's own heap (set up above) and its inbox.
+    unsafe {
+        remote_batch::collect(&mut *h, &*thread::inbox(h));
+        (*h).collect();
+    }
 }
 
 /// Usable size of a block allocated by segalloc: at least the size asked for.

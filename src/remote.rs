@@ -15,19 +15,37 @@
 //!   also scans its full pages before growing, and a missed hint only delays
 //!   reuse (see `heap`).
 //!
+//! - [`Inbox`]: a heap's inbox of batched remote frees (see `remote_batch`).
+//!   A thread that frees blocks of another heap gathers them in a [`Batch`]
+//!   (plain memory of its own, in its [`Outbox`]) and pushes the whole batch
+//!   with one CAS (Release); the owner takes every batch at once with a swap
+//!   (Acquire). A batch is a list of blocks through their first words, and
+//!   batches are linked through the second word of their first block (blocks
+//!   are at least 16 bytes). When the owner exits it closes its inbox (a
+//!   sentinel head), so later pushes fail and their blocks go the per-block
+//!   way; a new owner of the same heap slot reopens it. A push that read the
+//!   head before a close and lands after the reopen reaches the new owner,
+//!   which checks for every block it takes that it owns the block's segment.
+//!
 //! Block links are plain memory. Under loom they are `loom::cell::UnsafeCell`s,
 //! so that loom also checks that every link is read after it was written.
 
 use crate::atomic::{AtomicPtr, AtomicU64, Ordering};
 use core::ptr;
 
-/// A free block: its first word links to the next free block.
+/// A free block: its first word links to the next free block. The first
+/// block of a batch also uses its second word (see [`Inbox`]); every block
+/// is at least 16 bytes.
 #[repr(C)]
 pub(crate) struct Block {
     #[cfg(not(loom))]
     pub(crate) next: *mut Block,
     #[cfg(loom)]
     next: loom::cell::UnsafeCell<*mut Block>,
+    /// The second word, for the batch link (loom's fake blocks only: real
+    /// blocks are reached through a pointer to their first word).
+    #[cfg(loom)]
+    link: loom::cell::UnsafeCell<*mut Block>,
 }
 
 #[cfg(loom)]
@@ -36,6 +54,7 @@ impl Block {
     pub(crate) fn new() -> Block {
         Block {
             next: loom::cell::UnsafeCell::new(ptr::null_mut()),
+            link: loom::cell::UnsafeCell::new(ptr::null_mut()),
         }
     }
 }
@@ -246,4 +265,354 @@ impl HintBits {
     pub(crate) fn clear(&self) {
         self.0.store(0, Ordering::Relaxed);
     }
+}
+
+// --- Batches of remote frees ---------------------------------------------
+
+/// Most blocks in one batch. The owner's walk of a batch stops there, so a
+/// batch made cyclic by a double free cannot make it loop forever.
+pub(crate) const BATCH_BLOCKS: u32 = 64;
+/// A batch is handed over as soon as its blocks add up to this many bytes,
+/// so that little memory is withheld from its owner.
+pub(crate) const BATCH_BYTES: usize = 32 * 1024;
+/// Destinations a thread gathers batches for at once.
+pub(crate) const OUT_SLOTS: usize = 8;
+
+/// Writes the batch link (second word) of `b`, the first block of a batch.
+///
+/// # Safety
+/// The caller has exclusive access to the block `b`.
+#[inline(always)]
+unsafe fn set_batch_link(b: *mut Block, next: *mut Block) {
+    #[cfg(not(loom))]
+    // SAFETY: per the contract; blocks are at least two words long.
+    unsafe {
+        let w = b.cast::<*mut Block>().add(1);
+        *w = (next as usize ^ link_mask(w.cast())) as *mut Block;
+    }
+    #[cfg(loom)]
+    // SAFETY: as above; loom checks the exclusivity.
+    unsafe {
+        (*b).link.with_mut(|p| *p = next);
+    }
+}
+
+/// Reads the batch link of `b`.
+///
+/// # Safety
+/// `b` is the first block of a batch whose link was written before
+/// (happens-before) this.
+#[inline(always)]
+unsafe fn batch_link(b: *const Block) -> *mut Block {
+    #[cfg(not(loom))]
+    // SAFETY: per the contract; blocks are at least two words long.
+    unsafe {
+        let w = b.cast::<*mut Block>().add(1);
+        (*w as usize ^ link_mask(w.cast())) as *mut Block
+    }
+    #[cfg(loom)]
+    // SAFETY: per the contract; loom checks the ordering.
+    unsafe {
+        (*b).link.with(|p| *p)
+    }
+}
+
+/// How far ahead in a batch the second word of a block (other than the
+/// first) points: a prefetch hint for the owner's walk, whose loads would
+/// otherwise each wait for the previous one (every block was last written by
+/// the freeing thread, so each is a cache miss).
+const SKIP: usize = 4;
+
+/// Blocks one thread gathers for one destination heap: a list through their
+/// first words, each block's second word pointing [`SKIP`] blocks further
+/// (a hint only). Plain memory of the gathering thread.
+#[derive(Clone, Copy)]
+pub(crate) struct Batch {
+    first: *mut Block,
+    count: u32,
+    bytes: usize,
+    /// The last [`SKIP`] blocks added, by `count % SKIP`.
+    recent: [*mut Block; SKIP],
+}
+
+impl Batch {
+    /// No block.
+    pub(crate) const EMPTY: Batch = Batch {
+        first: ptr::null_mut(),
+        count: 0,
+        bytes: 0,
+        recent: [ptr::null_mut(); SKIP],
+    };
+
+    /// Adds `b`, a block of `bytes` bytes. Returns whether the batch is now
+    /// full (it must then be handed over before anything is added).
+    ///
+    /// # Safety
+    /// `b` is a block the caller gives up, which stays valid until the batch
+    /// is handed over and taken.
+    #[inline(always)]
+    pub(crate) unsafe fn add(&mut self, b: *mut Block, bytes: usize) -> bool {
+        let k = self.count as usize % SKIP;
+        // SAFETY: per the contract, the block is ours until handed over. The
+        // block added SKIP adds ago lies SKIP blocks further down the list.
+        unsafe {
+            set_next(b, self.first);
+            set_batch_link(b, self.recent[k]);
+        }
+        self.recent[k] = b;
+        self.first = b;
+        self.count += 1;
+        self.bytes += bytes;
+        self.count >= BATCH_BLOCKS || self.bytes >= BATCH_BYTES
+    }
+
+    /// Takes the blocks out as a list of one batch (its batch link null,
+    /// ready for [`Inbox::push`] or [`for_each_block`]): returns its first
+    /// block, null if none. The batch is empty afterwards.
+    #[inline(always)]
+    pub(crate) fn take(&mut self) -> *mut Block {
+        let first = self.first;
+        if !first.is_null() {
+            // SAFETY: the blocks are ours until handed over.
+            unsafe { set_batch_link(first, ptr::null_mut()) };
+        }
+        *self = Batch::EMPTY;
+        first
+    }
+}
+
+/// A thread's outgoing batches, one per destination heap (by address).
+/// Plain memory, used by its thread only.
+pub(crate) struct Outbox {
+    /// The destination heap of each slot; a slot keeps its destination after
+    /// its batch is handed over, so the next free there finds it again.
+    dest: [usize; OUT_SLOTS],
+    /// Where each destination's inbox is.
+    inbox: [*const Inbox; OUT_SLOTS],
+    batch: [Batch; OUT_SLOTS],
+    /// Bit i: slot i holds blocks.
+    pending: u32,
+    /// The slot to hand over and reuse next when every slot holds blocks.
+    victim: u32,
+}
+
+impl Outbox {
+    /// No batch.
+    pub(crate) const EMPTY: Outbox = Outbox {
+        dest: [0; OUT_SLOTS],
+        inbox: [ptr::null(); OUT_SLOTS],
+        batch: [Batch::EMPTY; OUT_SLOTS],
+        pending: 0,
+        victim: 0,
+    };
+
+    /// Whether some slot holds blocks.
+    #[inline(always)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pending == 0
+    }
+
+    /// The slot gathering for `dest`: `Ok` with its own, or with one that
+    /// held no block (now set to `dest` and `inbox`); `Err` with a slot to
+    /// hand over first (round robin) when every slot holds blocks for other
+    /// destinations, then to [`claim`](Self::claim).
+    #[inline(always)]
+    pub(crate) fn slot(&mut self, dest: usize, inbox: *const Inbox) -> Result<usize, usize> {
+        if let Some(i) = self.dest.iter().position(|&d| d == dest) {
+            return Ok(i);
+        }
+        let free = !self.pending & ((1 << OUT_SLOTS) - 1);
+        if free == 0 {
+            let v = self.victim as usize % OUT_SLOTS;
+            self.victim = self.victim.wrapping_add(1);
+            return Err(v);
+        }
+        let i = free.trailing_zeros() as usize % OUT_SLOTS;
+        self.claim(i, dest, inbox);
+        Ok(i)
+    }
+
+    /// Gives slot `i`, which holds no block, to `dest`.
+    #[inline(always)]
+    pub(crate) fn claim(&mut self, i: usize, dest: usize, inbox: *const Inbox) {
+        debug_assert!(self.pending & (1 << i) == 0);
+        self.dest[i % OUT_SLOTS] = dest;
+        self.inbox[i % OUT_SLOTS] = inbox;
+    }
+
+    /// Adds `b` (of `bytes` bytes) to slot `i`'s batch; returns whether the
+    /// batch is full.
+    ///
+    /// # Safety
+    /// As for [`Batch::add`]; `i` came from [`slot`](Self::slot).
+    #[inline(always)]
+    pub(crate) unsafe fn add(&mut self, i: usize, b: *mut Block, bytes: usize) -> bool {
+        self.pending |= 1 << i;
+        // SAFETY: per the contract.
+        unsafe { self.batch[i % OUT_SLOTS].add(b, bytes) }
+    }
+
+    /// Takes slot `i`'s batch out: its first block (null if none) and its
+    /// destination's inbox. The slot keeps its destination.
+    pub(crate) fn take(&mut self, i: usize) -> (*mut Block, *const Inbox) {
+        let i = i % OUT_SLOTS;
+        self.pending &= !(1 << i);
+        (self.batch[i].take(), self.inbox[i])
+    }
+
+    /// The first slot holding blocks, if any.
+    pub(crate) fn first_pending(&self) -> Option<usize> {
+        (self.pending != 0).then(|| self.pending.trailing_zeros() as usize % OUT_SLOTS)
+    }
+}
+
+/// The sentinel head of a closed inbox: never a block's address.
+#[inline(always)]
+fn closed() -> *mut Block {
+    core::ptr::NonNull::<Block>::dangling().as_ptr()
+}
+
+/// A heap's inbox of batches (see the module docs): an MPSC stack any thread
+/// pushes whole batches on and only the owner empties, all at once. Alone on
+/// its cache line, since every thread that hands batches over writes it.
+#[repr(C, align(64))]
+pub(crate) struct Inbox(AtomicPtr<Block>);
+
+impl Inbox {
+    /// A closed inbox: what a heap slot starts with, until a thread owns it.
+    #[cfg(not(loom))]
+    pub(crate) const fn new_closed() -> Self {
+        Inbox(AtomicPtr::new(
+            core::ptr::NonNull::<Block>::dangling().as_ptr(),
+        ))
+    }
+
+    /// A closed inbox (loom's atomics have no `const` constructor).
+    #[cfg(loom)]
+    pub(crate) fn new_closed() -> Self {
+        Inbox(AtomicPtr::new(closed()))
+    }
+
+    /// Whether no batch waits (or the inbox is closed): a relaxed peek for
+    /// the owner's slow path.
+    #[inline(always)]
+    pub(crate) fn is_empty(&self) -> bool {
+        let head = self.0.load(Ordering::Relaxed);
+        head.is_null() || head == closed()
+    }
+
+    /// Pushes the batch whose first block is `first`, with one CAS in the
+    /// common case. Returns false, and keeps nothing, if the inbox is closed.
+    ///
+    /// # Safety
+    /// `first` heads a batch (its blocks linked through their first words,
+    /// the last link null) that stays valid until the owner takes it; on
+    /// success the caller gives up all access to it.
+    #[inline]
+    pub(crate) unsafe fn push(&self, first: *mut Block) -> bool {
+        let mut head = self.0.load(Ordering::Relaxed);
+        loop {
+            if head == closed() {
+                return false;
+            }
+            // SAFETY: the batch is ours until the CAS publishes it.
+            unsafe { set_batch_link(first, head) };
+            // Release: the batch's links (and the link above) are visible to
+            // the owner's Acquire swap.
+            match self
+                .0
+                .compare_exchange_weak(head, first, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(h) => head = h,
+            }
+        }
+    }
+
+    /// Takes every batch pushed so far; null when none. Owner of an open
+    /// inbox only. Walk the result with [`for_each_block`].
+    #[inline]
+    pub(crate) fn take(&self) -> *mut Block {
+        if self.is_empty() {
+            return ptr::null_mut();
+        }
+        // Acquire: the pushers' writes (Release CAS) are visible to us.
+        let head = self.0.swap(ptr::null_mut(), Ordering::Acquire);
+        debug_assert!(head != closed(), "take from a closed inbox");
+        head
+    }
+
+    /// Closes the inbox: every later push fails. Returns the batches pushed
+    /// before (null when none, or when it was closed already). The owner, as
+    /// it gives the heap up.
+    pub(crate) fn close(&self) -> *mut Block {
+        // Acquire: as in `take`.
+        let head = self.0.swap(closed(), Ordering::Acquire);
+        if head == closed() {
+            ptr::null_mut()
+        } else {
+            head
+        }
+    }
+
+    /// Opens a closed inbox for the heap slot's new owner. Nothing waits in
+    /// a closed inbox, so nothing is lost.
+    pub(crate) fn reopen(&self) {
+        let old = self.0.swap(ptr::null_mut(), Ordering::Relaxed);
+        debug_assert!(old == closed(), "reopen of an open inbox");
+    }
+}
+
+/// Asks the CPU to start loading `p` (a hint: any address will do).
+#[inline(always)]
+fn prefetch(p: *const Block) {
+    #[cfg(all(target_arch = "x86_64", not(loom)))]
+    #[allow(unused_unsafe)] // safe in newer toolchains
+    // SAFETY: a prefetch never faults, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch(p.cast(), core::arch::x86_64::_MM_HINT_T0)
+    };
+    #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+    let _ = p;
+}
+
+/// Calls `f` on every block of the batches in `list` (as [`Inbox::take`] or
+/// [`Inbox::close`] return it), reading the links of a block before `f`
+/// gets it, so `f` may reuse or free it. Each batch is walked for at most
+/// [`BATCH_BLOCKS`] blocks: a longer one was corrupted (a block freed twice
+/// links a batch into a cycle), and the rest of it is dropped rather than
+/// walked forever; the return value is then false. Blocks further down are
+/// prefetched through the hints in their second words.
+///
+/// # Safety
+/// `list` came from an inbox this thread took it from, and every block on it
+/// is given to `f` alone.
+pub(crate) unsafe fn for_each_block(mut list: *mut Block, mut f: impl FnMut(*mut Block)) -> bool {
+    let mut intact = true;
+    while !list.is_null() {
+        // SAFETY: the batch was pushed with its links written (Release), and
+        // we took it (Acquire); each link is read before `f` may reuse its
+        // block.
+        unsafe {
+            let next_batch = batch_link(list);
+            let mut b = list;
+            let mut n = 0;
+            while !b.is_null() {
+                if n == BATCH_BLOCKS {
+                    intact = false;
+                    break;
+                }
+                let next = next_of(b);
+                if n > 0 {
+                    // The first block's second word is the batch link.
+                    prefetch(batch_link(b));
+                }
+                f(b);
+                b = next;
+                n += 1;
+            }
+            list = next_batch;
+        }
+    }
+    intact
 }

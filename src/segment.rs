@@ -76,6 +76,10 @@ pub(crate) struct Segment {
     // --- small segments ---
     /// Address of the owning heap, or 0 while abandoned.
     pub(crate) owner: AtomicUsize,
+    /// Owned by a first-class heap, which frees all its segments at once:
+    /// other threads never batch their frees into it (see `remote_batch`).
+    /// Set when a heap obtains the segment, so stable while a block lives.
+    pub(crate) private: bool,
     /// Bit i: page i may have frees on its `thread_free` (a hint, see heap).
     pub(crate) thread_freed: HintBits,
     /// Links in the owner's segment lists, or in the abandoned list.
@@ -94,6 +98,10 @@ pub(crate) struct Segment {
     pub(crate) on_shared_list: bool,
     /// For each slice, the first slice of the page covering it.
     pub(crate) slice_head: [u8; SLICES],
+    /// For each slice, the size class of the page covering it: what a
+    /// thread freeing a block of another heap reads, rather than the page
+    /// descriptor, whose line the owner writes at every allocation.
+    pub(crate) slice_class: [u8; SLICES],
     /// For each slice, how many bytes from its start may be resident: touched
     /// since the slice was last purged (or came fresh from the OS). Purges
     /// give back just that, and a page on slices that were never touched

@@ -18,6 +18,7 @@
 use crate::heap::Heap;
 use crate::os;
 use crate::page::Page;
+use crate::remote::Inbox;
 use crate::stats::{HeapCounters, SHARED};
 use core::cell::UnsafeCell;
 use core::ptr;
@@ -32,19 +33,24 @@ unsafe impl<T> Sync for Shared<T> {}
 
 /// The page that stands for "no page": its `free` list is always null.
 pub(crate) static EMPTY_PAGE: Shared<Page> = Shared(UnsafeCell::new(Page::EMPTY));
-/// A heap and its statistics. The counters sit beside the heap, not in it, so
-/// that readers in other threads never alias the owner's `&mut Heap`.
+/// A heap, its statistics and its inbox of batched remote frees. The
+/// counters and the inbox sit beside the heap, not in it, so that other
+/// threads (reading the counters, pushing batches) never alias the owner's
+/// `&mut Heap`.
 #[repr(C)]
 pub(crate) struct HeapSlot {
     /// First, so a slot's address is its heap's.
     pub(crate) heap: Heap,
     pub(crate) counters: HeapCounters,
+    /// Open while a thread owns the heap, closed otherwise (see `remote`).
+    pub(crate) inbox: Inbox,
 }
 
 /// The heap every thread starts with: never allocates, never written.
 static EMPTY_SLOT: Shared<HeapSlot> = Shared(UnsafeCell::new(HeapSlot {
     heap: Heap::new(EMPTY_PAGE.0.get()),
     counters: HeapCounters::NEW,
+    inbox: Inbox::new_closed(),
 }));
 
 /// The calling thread's heap (maybe the empty heap).
@@ -59,6 +65,14 @@ pub(crate) fn counters(h: *mut Heap) -> *const HeapCounters {
     // SAFETY: every heap but the empty one lives in a pool slot (the pointer
     // came from the slot, so it may reach the slot's counters).
     unsafe { core::ptr::addr_of!((*h.cast::<HeapSlot>()).counters) }
+}
+
+/// The inbox of heap `h`: any heap address (the owner of a segment), even
+/// of an exited thread; heap slots are never unmapped.
+#[inline(always)]
+pub(crate) fn inbox(h: *mut Heap) -> *const Inbox {
+    // SAFETY: as in `counters`.
+    unsafe { core::ptr::addr_of!((*h.cast::<HeapSlot>()).inbox) }
 }
 
 /// Whether `h` is the shared empty heap.
@@ -253,6 +267,7 @@ fn heap_from_pool() -> *mut HeapSlot {
         slot.write(HeapSlot {
             heap: Heap::new(EMPTY_PAGE.0.get()),
             counters: HeapCounters::NEW,
+            inbox: Inbox::new_closed(),
         });
         (*pool.chunk).end = pool.chunk_next;
     }
@@ -296,8 +311,12 @@ pub(crate) fn init_heap() -> *mut Heap {
         return ptr::null_mut();
     }
     let h = slot.cast::<Heap>();
-    // SAFETY: the slot is unused and ours; its counters keep their values.
-    unsafe { (*h).init(EMPTY_PAGE.0.get(), counters(h)) };
+    // SAFETY: the slot is unused and ours; its counters keep their values;
+    // its inbox was closed (and emptied) by its previous owner, if any.
+    unsafe {
+        (*h).init(EMPTY_PAGE.0.get(), counters(h));
+        (*inbox(h)).reopen();
+    }
     // Set before registering: pthread_setspecific may allocate (keys past the
     // first 32), and that allocation must find this heap.
     slot::set(slot);
@@ -317,7 +336,10 @@ extern "C" fn thread_done(arg: *mut libc::c_void) {
     slot::set(EMPTY_SLOT.0.get());
     // SAFETY: `h` is this thread's heap, which nothing else touches; after this
     // the thread allocates (if at all) from a new heap.
-    unsafe { (*h).abandon() };
+    unsafe {
+        crate::remote_batch::exit(&mut *h, &*inbox(h));
+        (*h).abandon();
+    }
     heap_to_pool(h);
 }
 
@@ -378,8 +400,13 @@ pub(crate) fn private_heap() -> *mut Heap {
         crate::stats::retire(unsafe { &*ptr::addr_of!((*slot).counters) });
     }
     let h = slot.cast::<Heap>();
-    // SAFETY: the slot is unused and ours.
-    unsafe { (*h).init_private(EMPTY_PAGE.0.get(), counters(h)) };
+    // SAFETY: the slot is unused and ours. Its inbox stays closed: nobody
+    // batches frees into a first-class heap's segments.
+    unsafe {
+        (*h).init_private(EMPTY_PAGE.0.get(), counters(h));
+        let left = (*inbox(h)).close();
+        debug_assert!(left.is_null(), "a pooled heap slot had batches");
+    }
     h
 }
 
