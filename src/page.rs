@@ -147,6 +147,20 @@ impl Page {
         self.used == 0 || self.has(IN_FULL)
     }
 
+    /// Pushes a block another thread freed, and counted, and handed to the
+    /// owner in a batch (see `remote_batch`). Returns what
+    /// [`free_local`](Self::free_local) returns.
+    ///
+    /// # Safety
+    /// As for [`free_local`](Self::free_local).
+    #[inline]
+    pub(crate) unsafe fn free_collected(&mut self, b: *mut u8) -> bool {
+        // Its freer counted the free: keep it out of the local frees.
+        self.fold_used = self.fold_used.wrapping_sub(1);
+        // SAFETY: per the contract.
+        unsafe { self.free_local(b, 0) }
+    }
+
     /// Moves frees made by other threads onto `local_free`. Owner only.
     /// Returns how many blocks came back.
     pub(crate) fn collect_thread_free(&mut self) -> u32 {

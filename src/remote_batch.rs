@@ -223,7 +223,7 @@ unsafe fn settle(h: &mut Heap, b: *mut Block, adopt: bool) {
                 .get_unchecked((*page).class as usize)
                 .remote_pending
                 .sub(1);
-            if (*page).free_local(p) {
+            if (*page).free_collected(p) {
                 h.free_slow(page);
             }
         } else {
