@@ -7,21 +7,23 @@
 //! and no lock. Anything else goes to [`malloc_generic`] (other small sizes and
 //! alignments, then the large path); an empty page goes to the heap's slow path.
 //!
-//! free: the segment header is found by masking the pointer; a huge segment is
-//! unmapped, a small one gives the page through `slice_head`. If the calling
-//! thread owns the segment the block goes on the page's `local_free` (plain
-//! stores); otherwise it joins the calling thread's batch of frees for the
-//! owning heap (`remote_batch`), handed over with one CAS per batch, or (for
-//! big blocks, first-class heaps' blocks, and threads that cannot have a
-//! heap) is pushed on the page's `thread_free` with one CAS.
+//! free: the segment header is found by masking the pointer; a huge segment
+//! goes to the large-block cache (or is unmapped), a small one gives the page
+//! through `slice_head`. If the calling thread owns the segment the block
+//! goes on the page's `local_free` (plain stores); otherwise it joins the
+//! calling thread's batch of frees for the owning heap (`remote_batch`),
+//! handed over with one CAS per batch, or (for big blocks, first-class heaps'
+//! blocks, and threads that cannot have a heap) is pushed on the page's
+//! `thread_free` with one CAS.
 
 use crate::atomic::Ordering;
 use crate::heap::{self, DIRECT_MAX};
 use crate::large;
+use crate::large_cache;
 use crate::os;
 use crate::page::{self, Block};
 use crate::remote_batch;
-use crate::segment::{self, segment_of, Segment, KIND_HUGE, KIND_SMALL, SLICE_SIZE};
+use crate::segment::{self, segment_of, Segment, KIND_CACHED, KIND_HUGE, KIND_SMALL, SLICE_SIZE};
 use crate::size_class::{class_for, class_of, CLASS_SIZES, MAX_SMALL, MIN_ALIGN};
 use crate::stats::SHARED;
 use crate::thread;
@@ -120,6 +122,9 @@ unsafe fn malloc_slow(mut h: *mut heap::Heap, c: usize, size: usize) -> *mut u8 
             return ptr::null_mut();
         }
     }
+    // Cached large blocks unused for a while go back to the OS even in a
+    // program that no longer allocates large ones (one load when none is due).
+    large_cache::purge_if_due();
     // SAFETY: `h` is the calling thread's own heap, and its inbox.
     unsafe {
         remote_batch::slow_path(&mut *h, &*thread::inbox(h));
@@ -137,7 +142,8 @@ pub(crate) unsafe fn pop_from_new_page(h: *mut heap::Heap, c: usize, size: usize
     unsafe { heap::alloc_from_new_page(&mut *h, c, size) }
 }
 
-/// Allocates zeroed memory, skipping the memset for memory fresh from the OS.
+/// Allocates zeroed memory, skipping the memset for memory fresh from the OS
+/// (for a large block, the part that is: it may be cached memory).
 pub(crate) fn zalloc(size: usize, align: usize) -> *mut u8 {
     zalloc_in::<false>(size, align)
 }
@@ -159,7 +165,8 @@ fn zalloc_in<const WHOLE: bool>(size: usize, align: usize) -> *mut u8 {
     // describes the list `p` was popped from (only this thread changes it).
     unsafe {
         if (*seg).kind == KIND_HUGE {
-            return p; // a fresh mapping
+            large::zero_stale(seg, p, size);
+            return p;
         }
         let page = (*seg).page_of(p);
         if heap::free_was_zero(&*page) {
@@ -230,20 +237,28 @@ pub(crate) unsafe fn free_local(
 unsafe fn free_huge(seg: *mut Segment, p: *mut u8) {
     // SAFETY: the caller's block lives in `seg`.
     unsafe {
-        check_huge(seg, p);
+        check_huge(seg, p, "double free of a large block");
         large::free(seg);
     }
 }
 
 /// Always on, for pointers whose segment is not a small one: the header must
-/// be a huge segment's and `p` its block. Costs nothing on the small paths.
+/// be a live huge segment's and `p` its block. A freed block still in the
+/// large-block cache says `freed` (a double free, or realloc of a freed
+/// block). Costs nothing on the small paths.
 ///
 /// # Safety
 /// `seg`'s first page is readable.
 #[cold]
-unsafe fn check_huge(seg: *mut Segment, p: *const u8) {
+unsafe fn check_huge(seg: *mut Segment, p: *const u8, freed: &str) {
     // SAFETY: per the contract; the prefix fields are in the first page.
     unsafe {
+        if (*seg).kind == KIND_CACHED {
+            if p == seg.cast::<u8>().add((*seg).block_offset) {
+                crate::fatal(freed, p);
+            }
+            crate::fatal("free or realloc of a pointer into a freed large block", p);
+        }
         if (*seg).kind != KIND_HUGE {
             crate::fatal("free of a pointer segalloc does not own", p);
         }
@@ -454,15 +469,23 @@ unsafe fn realloc_in<const WHOLE: bool>(
     // SAFETY: `p` is live, so its segment header (and page) are valid.
     unsafe {
         if (*seg).kind != KIND_SMALL {
-            check_huge(seg, p);
-            if align <= large::MAX_ALIGN && os::mremap_usable() {
+            check_huge(seg, p, "realloc of a freed large block");
+            if large::owned_by_heap(seg) {
+                // A first-class heap's block (a misuse, see `region`) must
+                // not move under its heap: only shrinking to a small block,
+                // which leaves the old one to the heap, is done.
+                if new_size > MAX_SMALL {
+                    return ptr::null_mut();
+                }
+            } else if align <= large::MAX_ALIGN && os::mremap_usable() {
                 let q = large::resize(seg, p, new_size);
                 if !q.is_null() {
                     return q;
                 }
-                if new_size > MAX_SMALL {
-                    return ptr::null_mut(); // the OS said no; `p` is intact
-                }
+                // A small size, or the OS said no: out of memory (then the
+                // copy below fails too, leaving `p` intact), or a mapping
+                // `mremap` cannot take whole (the program split it with
+                // `mprotect` or `madvise`): move it by copying.
             }
         } else {
             let page = (*seg).page_of(p);

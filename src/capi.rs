@@ -340,6 +340,9 @@ pub struct SegallocStats {
     pub large_objects: usize,
     /// Usable bytes of live large objects.
     pub large_bytes: usize,
+    /// Freed large blocks kept mapped for reuse (part of `free_pages`).
+    /// Added last, so that the fields before keep their offsets.
+    pub large_cached: usize,
 }
 
 /// Fills `*out` with a snapshot of segalloc's statistics. Returns 0, or
@@ -368,6 +371,7 @@ pub unsafe extern "C" fn segalloc_stats(out: *mut SegallocStats) -> c_int {
         cross_thread_frees: s.cross_thread_frees,
         large_objects: s.large_objects,
         large_bytes: s.large_bytes,
+        large_cached: s.large_cached,
     };
     // SAFETY: per the contract, `out` is valid for writing one struct.
     unsafe { out.write(v) };

@@ -5,15 +5,28 @@
 //! so `free` finds it by the same masking as small blocks and tells it apart by
 //! `kind`. The block starts one OS page in (or at its alignment, if larger),
 //! so the header never shares a page with the block and alignments up to
-//! [`MAX_ALIGN`] are served. Freeing unmaps the whole mapping; growing it uses
-//! `mremap`, in place when the address space after it is free and otherwise by
-//! moving the pages, never by copying bytes.
+//! [`MAX_ALIGN`] are served. Growing a block uses `mremap`, in place when the
+//! address space after it is free and otherwise by moving the pages, never by
+//! copying bytes.
+//!
+//! A freed block's mapping goes to the large-block cache (`large_cache`),
+//! still resident, marked [`KIND_CACHED`] so that a second free of it aborts;
+//! an allocation takes cached memory back before it maps any (in place, or
+//! moved and grown with `mremap`), and rewrites the whole header, so nothing
+//! of the previous block's header survives. What the block may still hold of
+//! the previous one is recorded (`stale`) for zeroed allocations.
+//!
+//! First-class heaps' large blocks (marked by a non-zero `owner` in their
+//! header, written by `region`) are left to their heap: never cached, freed
+//! or moved here; their heap unmaps them with [`release`].
 
+use crate::large_cache::{self, Found};
 use crate::os::{self, round_up, OS_PAGE};
-use crate::segment::{Segment, HUGE_BLOCK_OFFSET, KIND_HUGE, SEGMENT_SIZE};
+use crate::segment::{Segment, HUGE_BLOCK_OFFSET, KIND_CACHED, KIND_HUGE, SEGMENT_SIZE};
 use crate::size_class::MAX_SMALL;
 use crate::stats::SHARED;
 use core::ptr;
+use core::sync::atomic::Ordering;
 
 /// The largest alignment segalloc serves; larger requests return null.
 ///
@@ -21,36 +34,70 @@ use core::ptr;
 /// segment-sized stretch of its mapping for `free` to find the header.
 pub const MAX_ALIGN: usize = SEGMENT_SIZE / 2;
 
-/// Maps a block of `size` bytes aligned to `align`. Null on failure.
+/// A block of `size` bytes aligned to `align`: cached memory if there is
+/// some, else a fresh mapping. Null on failure.
 pub(crate) fn alloc(size: usize, align: usize) -> *mut u8 {
     if align > MAX_ALIGN {
         return ptr::null_mut();
     }
     let offset = HUGE_BLOCK_OFFSET.max(align);
-    let Some(map) = offset.checked_add(size).and_then(|n| round_up(n, OS_PAGE)) else {
+    let Some(need) = offset.checked_add(size).and_then(|n| round_up(n, OS_PAGE)) else {
         return ptr::null_mut();
     };
-    if map > isize::MAX as usize {
+    if need > isize::MAX as usize {
         return ptr::null_mut();
     }
-    let base = os::map_aligned(map, SEGMENT_SIZE);
+    large_cache::purge_if_due();
+    let (base, map, stale, split) = obtain(need);
     if base.is_null() {
         return base;
     }
     let seg = base.cast::<Segment>();
-    // SAFETY: a fresh mapping of `map` bytes; the header prefix fits before
-    // `offset` (checked in segment.rs), so these writes touch no block byte.
+    // SAFETY: `base` starts a mapping of `map` bytes that is ours alone (fresh,
+    // or taken out of the cache); the header prefix fits before `offset`
+    // (checked in segment.rs), so these writes touch no block byte. Every
+    // field a huge segment uses is written: nothing of a previous block's
+    // header survives.
     unsafe {
         ptr::addr_of_mut!((*seg).kind).write(KIND_HUGE);
         ptr::addr_of_mut!((*seg).map_size).write(map);
         ptr::addr_of_mut!((*seg).block_offset).write(offset);
         ptr::addr_of_mut!((*seg).requested).write(size);
+        ptr::addr_of_mut!((*seg).stale).write(stale.saturating_sub(offset));
+        ptr::addr_of_mut!((*seg).split).write(split);
+        (*seg).owner.store(0, Ordering::Relaxed);
     }
     SHARED.large_alloc(map - offset, size);
     #[cfg(feature = "secure")]
     crate::segment::registry::add(base);
     // SAFETY: offset < map.
     unsafe { base.add(offset) }
+}
+
+/// A segment-aligned mapping of at least `need` bytes for a block: its base,
+/// its length, how many bytes from the base may hold old data, and its
+/// `split` token. Null base on failure.
+fn obtain(need: usize) -> (*mut u8, usize, usize, usize) {
+    let (src, len, new_len) = match large_cache::take(need, os::mremap_usable()) {
+        Found::InPlace { addr, len, split } => return (addr as *mut u8, len, len, split),
+        Found::Move { addr, len } => (addr as *mut u8, len, len),
+        Found::Grow { addr, len } => (addr as *mut u8, len, need),
+        Found::Miss => return (os::map_aligned(need, SEGMENT_SIZE), need, 0, 0),
+    };
+    // `mremap` carries the resident pages over; a grown mapping's extension
+    // is fresh (zero) memory.
+    let base = os::remap_aligned(src, len, new_len, SEGMENT_SIZE);
+    #[cfg(feature = "secure")]
+    if src as usize % SEGMENT_SIZE == 0 {
+        crate::segment::registry::remove(src);
+    }
+    if !base.is_null() {
+        return (base, new_len, len, 0);
+    }
+    // The OS said no (out of memory, or a mapping the program split with
+    // `mprotect`/`madvise`): give the cached part back, and map afresh.
+    os::unmap(src, len);
+    (os::map_aligned(need, SEGMENT_SIZE), need, 0, 0)
 }
 
 /// Usable bytes of the huge block whose header is `seg`.
@@ -63,7 +110,19 @@ pub(crate) unsafe fn usable_size(seg: *const Segment) -> usize {
     unsafe { (*seg).map_size - (*seg).block_offset }
 }
 
-/// Unmaps the huge segment `seg`.
+/// Whether the huge segment `seg` is a first-class heap's block (see the
+/// module docs): `region` writes the heap's id in `owner`, `alloc` writes 0.
+///
+/// # Safety
+/// `seg` is the header of a live huge segment.
+#[inline]
+pub(crate) unsafe fn owned_by_heap(seg: *const Segment) -> bool {
+    // SAFETY: per the contract the header is readable.
+    unsafe { (*seg).owner.load(Ordering::Relaxed) != 0 }
+}
+
+/// Frees the block of the huge segment `seg`: its mapping goes to the
+/// large-block cache, or is unmapped when longer than the cache holds.
 ///
 /// # Safety
 /// `seg` is the header of a live huge segment whose block the caller frees.
@@ -71,32 +130,101 @@ pub(crate) unsafe fn free(seg: *mut Segment) {
     // A block of a first-class heap freed through the global allocator (a
     // misuse, see `region`): that heap unmaps it when dropped or reset.
     // SAFETY: per the contract the header is readable.
-    if unsafe { crate::region::owned_large(seg) } {
+    if unsafe { owned_by_heap(seg) } {
         return;
     }
+    let live = SHARED.large_live();
     // SAFETY: per the contract.
-    let (map, usable, requested) = unsafe { ((*seg).map_size, usable_size(seg), (*seg).requested) };
-    SHARED.large_free(usable, requested);
+    let (map, split) = unsafe { count_out(seg) };
+    large_cache::purge_if_due();
+    if large_cache::accepts(map) {
+        // Marked before it is published: once cached, another thread may
+        // take it and write a live header.
+        // SAFETY: the header is ours until `put` publishes it.
+        unsafe { (*seg).kind = KIND_CACHED };
+        large_cache::put(seg as usize, map, split, live, SHARED.large_live());
+    } else {
+        #[cfg(feature = "secure")]
+        crate::segment::registry::remove(seg.cast());
+        os::unmap(seg.cast(), map);
+    }
+}
+
+/// Unmaps the huge segment `seg` at once, never caching it: for the large
+/// blocks of first-class heaps, which give their memory back when dropped.
+///
+/// # Safety
+/// `seg` is the header of a live huge segment whose block the caller frees.
+pub(crate) unsafe fn release(seg: *mut Segment) {
+    // SAFETY: per the contract.
+    let (map, _) = unsafe { count_out(seg) };
     #[cfg(feature = "secure")]
     crate::segment::registry::remove(seg.cast());
     os::unmap(seg.cast(), map);
+}
+
+/// Takes the block of `seg` out of the statistics; returns its mapping's
+/// length and `split` token.
+///
+/// # Safety
+/// `seg` is the header of a live huge segment.
+unsafe fn count_out(seg: *mut Segment) -> (usize, usize) {
+    // SAFETY: per the contract the prefix fields are initialised.
+    let (map, usable, requested, split) = unsafe {
+        (
+            (*seg).map_size,
+            usable_size(seg),
+            (*seg).requested,
+            (*seg).split,
+        )
+    };
+    SHARED.large_free(usable, requested);
+    (map, split)
+}
+
+/// Clears what a zeroed allocation of `size` bytes must: the part of the
+/// block `p` (of the huge segment `seg`, just allocated) that may still hold
+/// a previous block's data. Memory fresh from the OS reads zero already.
+///
+/// # Safety
+/// `p` is the block of `seg`, just allocated with at least `size` bytes.
+pub(crate) unsafe fn zero_stale(seg: *mut Segment, p: *mut u8, size: usize) {
+    // SAFETY: per the contract `stale` is initialised and the first `size`
+    // bytes of `p` are the caller's.
+    unsafe {
+        let n = (*seg).stale.min(size);
+        if n != 0 {
+            p.write_bytes(0, n);
+        }
+    }
 }
 
 /// Resizes the huge block `p` (header `seg`) to `new_size` bytes, keeping its
 /// contents and alignment. Returns the block's new address, or null when the
 /// caller must move it (a small size) or the OS refused (then `p` is intact).
 ///
+/// Growing first takes back the tail cut from the block's mapping if it is
+/// still cached (no system call, resident pages), then asks `mremap` for the
+/// rest: in place if the address space after the mapping is free, else by
+/// moving it.
+///
 /// # Safety
 /// `seg` is the header of the live huge segment holding `p`.
 pub(crate) unsafe fn resize(seg: *mut Segment, p: *mut u8, new_size: usize) -> *mut u8 {
     // SAFETY: per the contract the header is readable. A first-class heap's
     // block must not move under the heap's list of them (see `region`).
-    if new_size <= MAX_SMALL || unsafe { crate::region::owned_large(seg) } {
+    if new_size <= MAX_SMALL || unsafe { owned_by_heap(seg) } {
         return ptr::null_mut();
     }
     // SAFETY: per the contract the header is ours.
-    let (map, offset, requested) =
-        unsafe { ((*seg).map_size, (*seg).block_offset, (*seg).requested) };
+    let (old_map, offset, requested, split) = unsafe {
+        (
+            (*seg).map_size,
+            (*seg).block_offset,
+            (*seg).requested,
+            (*seg).split,
+        )
+    };
     let Some(new_map) = offset
         .checked_add(new_size)
         .and_then(|n| round_up(n, OS_PAGE))
@@ -106,13 +234,32 @@ pub(crate) unsafe fn resize(seg: *mut Segment, p: *mut u8, new_size: usize) -> *
     if new_map > isize::MAX as usize {
         return ptr::null_mut();
     }
-    if new_map == map {
+    let old = (old_map - offset, requested);
+    let base = seg.cast::<u8>();
+    let mut map = old_map;
+    if new_map > map {
+        let got = large_cache::take_tail(base as usize + map, split, new_map - map);
+        if got != 0 {
+            map += got;
+            // SAFETY: the header is ours, and so is the tail (out of the
+            // cache), one mapping with the block's. If only part of the
+            // tail was needed, the rest stays cached right after the block.
+            unsafe {
+                (*seg).map_size = map;
+                if map != new_map {
+                    (*seg).split = 0;
+                }
+            }
+        }
+    }
+    if new_map == map || (new_map < map && map != old_map) {
+        // Fits as it is (with the tail taken back, perhaps a little more
+        // than asked, which the usable size shows).
         // SAFETY: the header is ours.
         unsafe { (*seg).requested = new_size };
-        SHARED.large_resize((map - offset, requested), (map - offset, new_size));
+        SHARED.large_resize(old, (map - offset, new_size));
         return p;
     }
-    let base = seg.cast::<u8>();
     let new_base = if new_map < map || os::remap_in_place(base, map, new_map) {
         if new_map < map {
             // Shrinking in place always works; count it the same way.
@@ -123,6 +270,10 @@ pub(crate) unsafe fn resize(seg: *mut Segment, p: *mut u8, new_size: usize) -> *
         os::remap_aligned(base, map, new_map, SEGMENT_SIZE)
     };
     if new_base.is_null() {
+        if map != old_map {
+            // The tail taken back stays with the block.
+            SHARED.large_resize(old, (map - offset, requested));
+        }
         return ptr::null_mut();
     }
     #[cfg(feature = "secure")]
@@ -132,11 +283,14 @@ pub(crate) unsafe fn resize(seg: *mut Segment, p: *mut u8, new_size: usize) -> *
     }
     let seg = new_base.cast::<Segment>();
     // SAFETY: the header moved with the mapping; `new_map` bytes are mapped.
+    // The mapping no longer ends where a tail cut from it may start: it will
+    // not join one again.
     unsafe {
         ptr::addr_of_mut!((*seg).map_size).write(new_map);
         ptr::addr_of_mut!((*seg).requested).write(new_size);
+        ptr::addr_of_mut!((*seg).split).write(0);
     }
-    SHARED.large_resize((map - offset, requested), (new_map - offset, new_size));
+    SHARED.large_resize(old, (new_map - offset, new_size));
     // SAFETY: offset < new_map.
     unsafe { new_base.add(offset) }
 }

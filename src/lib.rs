@@ -18,7 +18,8 @@
 //! - `page`: the blocks of one size class and their three free lists.
 //! - `heap`: a thread's pages per size class, and the slow path that finds or
 //!   makes a page.
-//! - `large`: requests above [`LARGE_THRESHOLD`] get a mapping of their own.
+//! - `large`: requests above [`LARGE_THRESHOLD`] get a mapping of their own;
+//!   `large_cache` keeps freed ones resident for a while, for reuse.
 //! - `stats`: counters of what is held.
 //! - `thread`: a heap per thread, handed back when the thread exits.
 //! - `alloc`: malloc, free, realloc over all of the above; [`SegAlloc`] is the
@@ -51,6 +52,7 @@ mod atomic;
 mod capi;
 mod heap;
 mod large;
+mod large_cache;
 mod os;
 mod page;
 mod pool;
@@ -151,23 +153,31 @@ pub fn set_page_source(source: PageSource) {
 /// Returns memory to the OS now, as far as the calling thread can: hands the
 /// blocks it freed of other threads' heaps over to them, collects frees other
 /// threads made into its pages, frees every empty page, takes over segments
-/// abandoned by exited threads, unmaps wholly free segments and purges every
-/// free slice still resident.
+/// abandoned by exited threads, unmaps wholly free segments, purges every
+/// free slice still resident, and empties the process-wide cache of freed
+/// large blocks ([`Stats::large_cached`] reads 0 after it).
 ///
 /// Other running threads keep their own free pages until they allocate again
 /// (a bounded amount, see the `heap` module) or call `collect` themselves;
 /// the same holds for what they freed of this thread's blocks and gather to
 /// hand over in batches (at most 256 KiB per thread).
+///
+/// ```
+/// # #[global_allocator] static G: segalloc::SegAlloc = segalloc::SegAlloc;
+/// drop(vec![1u8; 8 << 20]); // a large block, freed into the cache
+/// segalloc::collect();
+/// assert_eq!(segalloc::stats().large_cached, 0);
+/// ```
 pub fn collect() {
-    if thread::with_heap(|_| ()).is_none() {
-        return;
+    if thread::with_heap(|_| ()).is_some() {
+        let h = thread::heap();
+        // SAFETY: the calling thread's own heap (set up above) and its inbox.
+        unsafe {
+            remote_batch::collect(&mut *h, &*thread::inbox(h));
+            (*h).collect();
+        }
     }
-    let h = thread::heap();
-    // SAFETY: the calling thread's own heap (set up above) and its inbox.
-    unsafe {
-        remote_batch::collect(&mut *h, &*thread::inbox(h));
-        (*h).collect();
-    }
+    large_cache::drain();
 }
 
 /// Usable size of a block allocated by segalloc: at least the size asked for.

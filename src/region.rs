@@ -26,8 +26,11 @@
 //! not corrupt anything) finds a segment whose owner is not the calling
 //! thread's heap, and is pushed on its page's `thread_free` like any
 //! cross-thread free; the `Heap` collects it later. A large block freed that
-//! way stays mapped until the heap is dropped or reset (`large::free` leaves
-//! blocks whose header names an owner to that owner).
+//! way stays mapped until the heap is dropped or reset: the heap marks its
+//! large blocks by writing its id in their header's `owner`, and `large`
+//! leaves blocks so marked to their heap. A heap's large blocks never go to
+//! the process-wide large-block cache: they are unmapped when freed, and
+//! when the heap is dropped or reset.
 //!
 //! Lifetimes: after a `Heap` is dropped (or reset) its memory belongs to
 //! others, so a collection allocated in it must not outlive it. The borrow
@@ -350,8 +353,7 @@ impl Heap {
             }
             self.unlink_large(seg);
             self.count_large(seg, Way::Out, true);
-            (*seg).owner.store(0, Ordering::Relaxed);
-            large::free(seg);
+            large::release(seg);
         }
     }
 
@@ -446,13 +448,12 @@ impl Heap {
         let mut s = self.large.replace(ptr::null_mut());
         while !s.is_null() {
             // SAFETY: our large objects; the successor is read before the
-            // mapping goes. Unmarked, `large::free` unmaps them (and counts
-            // them out of the process-wide figures).
+            // mapping goes. `large::release` unmaps them (and counts them out
+            // of the process-wide figures).
             unsafe {
                 let next = (*s).next;
                 self.count_large(s, Way::Out, true);
-                (*s).owner.store(0, Ordering::Relaxed);
-                large::free(s);
+                large::release(s);
                 s = next;
             }
         }
@@ -537,18 +538,6 @@ enum Way {
     Out,
 }
 
-/// Whether the huge segment `seg` belongs to a first-class heap, which alone
-/// may free or move it (see the module docs).
-///
-/// # Safety
-/// `seg` is the header of a live huge segment.
-#[inline]
-pub(crate) unsafe fn owned_large(seg: *const Segment) -> bool {
-    // SAFETY: per the contract; global huge segments keep the zero `owner`
-    // of their fresh mapping.
-    unsafe { (*seg).owner.load(Ordering::Relaxed) != 0 }
-}
-
 /// A zero-sized block: no memory, just an aligned non-null address.
 #[inline]
 fn dangling(layout: Layout) -> NonNull<[u8]> {
@@ -583,12 +572,14 @@ unsafe impl Allocator for Heap {
         }
         let seg = segment_of(p);
         // SAFETY: `p` is a block we just allocated, of at least `size` bytes
-        // (and at least 16: the smallest class). A large block is a fresh
-        // mapping; a small block's page flag describes the list it came from
-        // (only this thread changes it): if zero-filled, only the link words
-        // at its start were written.
+        // (and at least 16: the smallest class). A large block knows how much
+        // of it may hold old data (it may be cached memory); a small block's
+        // page flag describes the list it came from (only this thread
+        // changes it): if zero-filled, only the link words at its start were
+        // written.
         unsafe {
             if (*seg).kind == KIND_HUGE {
+                large::zero_stale(seg, p, layout.size());
                 return Ok(b);
             }
             if heap::free_was_zero(&*(*seg).page_of(p)) {

@@ -13,7 +13,9 @@
 //!
 //! Large requests get a *huge* segment of their own: the same header prefix at
 //! the aligned base, the block at a page offset after it, and the mapping sized
-//! to the request. The header's `kind` tells the two apart on free.
+//! to the request. The header's `kind` tells the two apart on free; a freed
+//! huge segment waiting in the large-block cache is marked [`KIND_CACHED`], so
+//! that a second free of its block is caught instead of corrupting the cache.
 //!
 //! When its thread exits, a segment with live blocks is *abandoned*: its owner
 //! becomes 0 and it goes on a global list, from which another thread reclaims
@@ -60,21 +62,38 @@ const_assert!(SLICE_SIZE % os::OS_PAGE == 0);
 /// Which kind of segment a header describes.
 pub(crate) const KIND_SMALL: usize = 0x5e6a_110c;
 pub(crate) const KIND_HUGE: usize = 0x5e6a_1e6e;
+/// A huge segment whose block was freed and that waits in the large-block
+/// cache (`large_cache`) for reuse: not a live block.
+pub(crate) const KIND_CACHED: usize = 0x5e6a_cac4;
 
 /// Segment header, at the segment's aligned base.
 #[repr(C)]
 pub(crate) struct Segment {
-    /// [`KIND_SMALL`] or [`KIND_HUGE`]; anything else is not ours.
+    /// [`KIND_SMALL`], [`KIND_HUGE`] or [`KIND_CACHED`]; anything else is
+    /// not ours.
     pub(crate) kind: usize,
-    // --- huge segments use only the fields up to here and the two below ---
+    // --- huge segments use the fields up to `split`, and `owner`, `next`
+    // and `prev` (first-class heaps' large blocks, see `region`) ---
     /// Bytes mapped for a huge segment (from the base).
     pub(crate) map_size: usize,
     /// Offset of a huge segment's block from the base.
     pub(crate) block_offset: usize,
     /// Bytes asked for the huge block (for statistics).
     pub(crate) requested: usize,
+    /// Bytes at the start of a huge block that may hold a previous block's
+    /// data (0 when the block is a fresh mapping, which reads zero): what a
+    /// zeroed allocation must clear.
+    pub(crate) stale: usize,
+    /// Non-zero when the huge block was cut from the front of a larger cached
+    /// mapping whose rest (right after the block) went back to the cache
+    /// under this token: freed, the block joins it again if it is still there.
+    /// Cleared whenever the mapping is resized or moved.
+    pub(crate) split: usize,
     // --- small segments ---
-    /// Address of the owning heap, or 0 while abandoned.
+    /// Address of the owning heap, or 0 while abandoned. For a huge segment:
+    /// the first-class heap whose large block it is (set by `region`), or 0
+    /// for a block of the global allocator; `large` leaves the former to
+    /// their heap (never caches, frees or moves them itself).
     pub(crate) owner: AtomicUsize,
     /// Owned by a first-class heap, which frees all its segments at once:
     /// other threads never batch their frees into it (see `remote_batch`).
@@ -112,7 +131,7 @@ pub(crate) struct Segment {
 }
 
 const_assert!(size_of::<Segment>() <= SLICE_SIZE);
-const_assert!(offset_of!(Segment, requested) + size_of::<usize>() <= HUGE_BLOCK_OFFSET);
+const_assert!(offset_of!(Segment, split) + size_of::<usize>() <= HUGE_BLOCK_OFFSET);
 const_assert!(align_of::<Segment>() <= os::OS_PAGE);
 const_assert!(size_of::<Page>() <= 88);
 

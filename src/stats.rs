@@ -50,7 +50,8 @@
 //!   those freed by other threads and not yet collected, `remote_pending`),
 //!   blocks never carved yet, and the tail that fits no block;
 //! - `free_pages`: wholly free pages the heaps still hold, resident, ready
-//!   for reuse until they are purged.
+//!   for reuse until they are purged, and freed large blocks held by the
+//!   large-block cache (also shown alone as `large_cached`).
 
 use crate::heap::span_for;
 use crate::os::{self, OS_PAGE};
@@ -227,6 +228,10 @@ impl Shared {
         self.large_usable.fetch_sub(usable, Ordering::Relaxed);
         self.large_requested.fetch_sub(requested, Ordering::Relaxed);
     }
+    /// Usable bytes of the live large blocks.
+    pub(crate) fn large_live(&self) -> usize {
+        self.large_usable.load(Ordering::Relaxed)
+    }
     /// A large block resized in place (or moved by mremap) from `old` to `new`.
     pub(crate) fn large_resize(&self, old: (usize, usize), new: (usize, usize)) {
         self.large_reallocs.fetch_add(1, Ordering::Relaxed);
@@ -278,7 +283,8 @@ pub struct Stats {
     pub metadata: usize,
     /// Free blocks inside pages in use (part of external fragmentation).
     pub free_in_pages: usize,
-    /// Wholly free pages held, still resident (part of external fragmentation).
+    /// Wholly free pages held, still resident (part of external fragmentation),
+    /// including the freed large blocks kept in the cache (`large_cached`).
     pub free_pages: usize,
     /// Bytes of blocks freed by other threads and not yet collected by their
     /// owner: the nearest thing segalloc has to blocks parked in thread caches.
@@ -309,6 +315,11 @@ pub struct Stats {
     pub large_objects: usize,
     /// Usable bytes of the live large objects.
     pub large_bytes: usize,
+    /// Bytes of freed large blocks kept mapped for reuse (at most 128 MiB;
+    /// unmapped when unused for 100 ms, or by [`collect`](crate::collect)).
+    /// Already included in `free_pages`; not in `large_objects` or
+    /// `large_bytes`, which count live blocks only.
+    pub large_cached: usize,
     /// System calls: mmap, munmap, madvise, mremap, brk.
     pub os_calls: OsCalls,
     /// Per size class, indexed by class.
@@ -354,6 +365,7 @@ impl Stats {
             segments_abandoned: 0,
             large_objects: 0,
             large_bytes: 0,
+            large_cached: 0,
             os_calls: OsCalls::default(),
             classes: [ClassStats::default(); NUM_CLASSES],
         }
@@ -494,10 +506,13 @@ pub fn stats() -> Stats {
     s.segments_obtained = obtained;
     s.segments_returned = returned;
     s.segments_abandoned = crate::segment::ABANDONED.len();
-    // Free slices of kept segments are resident: count them as free pages.
+    // Free slices of kept segments are resident: count them as free pages,
+    // and so the cached large blocks.
+    s.large_cached = crate::large_cache::cached_bytes();
     s.free_pages = s
         .free_pages
-        .wrapping_add(crate::segment::CACHED_DIRTY.load(Ordering::Relaxed));
+        .wrapping_add(crate::segment::CACHED_DIRTY.load(Ordering::Relaxed))
+        .wrapping_add(s.large_cached);
     s.finish(
         obtained.wrapping_sub(returned),
         sh.heap_meta.load(Ordering::Relaxed),
@@ -669,13 +684,15 @@ impl fmt::Display for Stats {
         writeln!(
             f,
             "  internal fragmentation {} ({:.1}% of allocated); external {} ({:.1}% of committed): \
-             {} free in pages, {} in free pages, {} pending remote frees",
+             {} free in pages, {} in free pages ({} of them cached large blocks), \
+             {} pending remote frees",
             Bytes(self.internal_fragmentation()),
             100.0 * self.internal_fragmentation_ratio(),
             Bytes(self.external_fragmentation()),
             100.0 * self.external_fragmentation_ratio(),
             Bytes(self.free_in_pages),
             Bytes(self.free_pages),
+            Bytes(self.large_cached),
             Bytes(self.remote_pending)
         )?;
         writeln!(
@@ -810,7 +827,7 @@ mod serde_impl {
 
     impl Serialize for Stats {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut st = s.serialize_struct("Stats", 28)?;
+            let mut st = s.serialize_struct("Stats", 29)?;
             st.serialize_field("requested", &self.requested)?;
             st.serialize_field("allocated", &self.allocated)?;
             st.serialize_field("committed", &self.committed)?;
@@ -842,6 +859,7 @@ mod serde_impl {
             st.serialize_field("segments_abandoned", &self.segments_abandoned)?;
             st.serialize_field("large_objects", &self.large_objects)?;
             st.serialize_field("large_bytes", &self.large_bytes)?;
+            st.serialize_field("large_cached", &self.large_cached)?;
             st.serialize_field("os_calls", &self.os_calls)?;
             st.serialize_field("classes", &self.classes[..])?;
             st.end()

@@ -425,7 +425,7 @@ pub(crate) unsafe fn release_private_heap(h: *mut Heap) {
 /// Registered at the first heap's creation, so its prepare handler runs after
 /// those of (nearly) every other library, whose own allocations it would block.
 mod fork {
-    use crate::{os, segment};
+    use crate::{large_cache, os, segment};
     use core::mem::forget;
 
     pub(super) fn register() {
@@ -440,6 +440,7 @@ mod fork {
         forget(super::POOL.lock());
         forget(segment::ABANDONED.head.lock());
         forget(segment::FREE_SEGMENTS.head.lock());
+        forget(large_cache::CACHE.lock());
         forget(os::BRK_LOCK.lock());
     }
 
@@ -448,6 +449,7 @@ mod fork {
         // its guard; the parent, or the child's only thread, now gives them back.
         unsafe {
             os::BRK_LOCK.force_unlock();
+            large_cache::CACHE.force_unlock();
             segment::FREE_SEGMENTS.head.force_unlock();
             segment::ABANDONED.head.force_unlock();
             super::POOL.force_unlock();

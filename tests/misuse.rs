@@ -4,7 +4,9 @@
 //! that names the error and the address.
 //!
 //! Always on: a free of a pointer into memory segalloc does not own (mapped),
-//! and a free of an interior pointer of a large block. With the `secure`
+//! a free of an interior pointer of a large block, and a double free (or
+//! realloc after free) of a large block while its mapping waits in the
+//! large-block cache. With the `secure`
 //! feature (`cargo test --release --features secure --test misuse`) also: a
 //! double free, a free of an interior pointer of a small block, a free of a
 //! pointer into unmapped memory, a realloc of a freed block, and an overwrite
@@ -12,7 +14,8 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::os::unix::process::ExitStatusExt;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 #[global_allocator]
 static GLOBAL: segalloc::SegAlloc = segalloc::SegAlloc;
@@ -62,6 +65,22 @@ fn child() {
                 let p = GLOBAL.alloc(layout(3 << 20));
                 GLOBAL.dealloc(p.add(4096), layout(3 << 20));
             }
+            "large_double_free" => {
+                let p = GLOBAL.alloc(layout(3 << 20));
+                GLOBAL.dealloc(p, layout(3 << 20));
+                GLOBAL.dealloc(p, layout(3 << 20));
+            }
+            "large_realloc_freed" => {
+                let p = GLOBAL.alloc(layout(5 << 20));
+                GLOBAL.dealloc(p, layout(5 << 20));
+                let q = GLOBAL.realloc(p, layout(5 << 20), 6 << 20);
+                GLOBAL.dealloc(q, layout(6 << 20));
+            }
+            "large_freed_interior" => {
+                let p = GLOBAL.alloc(layout(3 << 20));
+                GLOBAL.dealloc(p, layout(3 << 20));
+                GLOBAL.dealloc(p.add(64 << 10), layout(16));
+            }
             "double_free" => {
                 let keep = GLOBAL.alloc(layout(64));
                 let p = GLOBAL.alloc(layout(64));
@@ -100,13 +119,41 @@ fn child() {
     std::process::exit(3);
 }
 
+/// Longest a child may take; a hang (say, on a corrupted list) fails.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Runs `scenario` in a child and checks it aborted with `message`.
 fn expect_abort(scenario: &str, message: &str) {
-    let out = Command::new(std::env::current_exe().unwrap())
+    let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child", "--nocapture", "--test-threads", "1"])
         .env(SCENARIO, scenario)
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    // Read stderr on a thread so a chatty child cannot block on the pipe.
+    let mut pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut pipe, &mut buf).map(|_| buf)
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{scenario}: no abort within {TIMEOUT:?} (hung)");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let out = std::process::Output {
+        status,
+        stdout: Vec::new(),
+        stderr: reader.join().unwrap().unwrap(),
+    };
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.signal(),
@@ -136,6 +183,21 @@ fn free_of_a_foreign_pointer_aborts() {
 #[test]
 fn free_of_an_interior_pointer_of_a_large_block_aborts() {
     expect_abort("large_interior", "interior pointer");
+}
+
+#[test]
+fn double_free_of_a_large_block_aborts() {
+    expect_abort("large_double_free", "double free of a large block");
+}
+
+#[test]
+fn realloc_of_a_freed_large_block_aborts() {
+    expect_abort("large_realloc_freed", "realloc of a freed large block");
+}
+
+#[test]
+fn free_of_a_pointer_into_a_freed_large_block_aborts() {
+    expect_abort("large_freed_interior", "into a freed large block");
 }
 
 #[cfg(feature = "secure")]

@@ -118,6 +118,105 @@ static void check_calloc(void) {
   free(arr);
 }
 
+/* Large blocks in a loop: freed ones are reused (segalloc's large-block
+ * cache), so each must hold exactly what was written into it, calloc must
+ * read zero although the memory it reuses was dirty, and realloc must carry
+ * the contents across growing and shrinking. Runs on two threads at once. */
+static uint64_t mix(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdull;
+  return x ^ (x >> 33);
+}
+static void stamp(unsigned char *p, size_t n, uint64_t seed) {
+  for (size_t off = 0; off + 8 <= n; off += 4096) {
+    uint64_t v = seed ^ off;
+    memcpy(p + off, &v, 8);
+  }
+  p[n - 1] = (unsigned char)seed;
+}
+static int stamped(const unsigned char *p, size_t n, uint64_t seed) {
+  for (size_t off = 0; off + 8 <= n; off += 4096) {
+    uint64_t v;
+    memcpy(&v, p + off, 8);
+    if (v != (seed ^ off)) return 0;
+  }
+  return p[n - 1] == (unsigned char)seed;
+}
+static int zeroed(const unsigned char *p, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (p[i]) return 0;
+  return 1;
+}
+static void *large_loop(void *arg) {
+  uint64_t id = (uint64_t)(uintptr_t)arg;
+  enum { LIVE = 3 };
+  unsigned char *live[LIVE] = {0};
+  size_t len[LIVE] = {0};
+  uint64_t seed[LIVE] = {0};
+  long bad = 0;
+  for (uint64_t i = 0; i < 120; i++) {
+    uint64_t r = mix(id * 1000003 + i);
+    int k = (int)(r % LIVE);
+    if (live[k]) {
+      if (!stamped(live[k], len[k], seed[k])) bad++;
+      memset(live[k], 0xA5, len[k]); /* dirty, for the next calloc */
+      free(live[k]);
+    }
+    size_t n = ((size_t)1 << 20) + (size_t)(mix(r) % (12u << 20));
+    unsigned char *p;
+    switch (i % 3) {
+    case 0:
+      p = malloc(n);
+      break;
+    case 1:
+      p = calloc(1, n);
+      if (p && !zeroed(p, n)) bad++;
+      break;
+    default:
+      /* realloc up from a smaller large block, then back down. */
+      p = malloc(n / 2);
+      if (!p) break;
+      stamp(p, n / 2, i ^ id);
+      p = realloc(p, n + (3u << 20));
+      if (p && !stamped(p, n / 2, i ^ id)) bad++;
+      if (p) p = realloc(p, n);
+      if (p && !stamped(p, n / 2, i ^ id)) bad++;
+      break;
+    }
+    if (!p) return (void *)1;
+    if (malloc_usable_size(p) < n) bad++;
+    seed[k] = (id << 40) ^ i;
+    stamp(p, n, seed[k]);
+    live[k] = p;
+    len[k] = n;
+  }
+  for (int k = 0; k < LIVE; k++) {
+    if (live[k] && !stamped(live[k], len[k], seed[k])) bad++;
+    free(live[k]);
+  }
+  return (void *)(uintptr_t)(bad != 0);
+}
+static void check_large_reuse(void) {
+  pthread_t t[2];
+  for (uintptr_t i = 0; i < 2; i++) CHECK(pthread_create(&t[i], NULL, large_loop, (void *)(i + 1)) == 0);
+  for (int i = 0; i < 2; i++) {
+    void *bad = (void *)1;
+    CHECK(pthread_join(t[i], &bad) == 0 && bad == NULL);
+  }
+  /* And on one thread, a calloc right after freeing a dirty block of the
+   * same size (the same mapping, reused). */
+  for (size_t n = 2u << 20; n <= 16u << 20; n *= 2) {
+    unsigned char *d = malloc(n);
+    CHECK(d != NULL);
+    if (!d) continue;
+    memset(d, 0x5A, n);
+    free(d);
+    unsigned char *z = calloc(n / 4096, 4096);
+    CHECK(z && zeroed(z, n));
+    free(z);
+  }
+}
+
 static void check_realloc(void) {
   unsigned char *p = realloc(NULL, 10); /* realloc(NULL, n) is malloc(n) */
   CHECK(p != NULL);
@@ -287,11 +386,17 @@ static void check_symbols(int segalloc) {
     /* segalloc_stats fills a plain struct; its first two fields are requested
      * and allocated bytes, which include the live large block. */
     int (*stats)(size_t *) = (int (*)(size_t *))dlsym(RTLD_DEFAULT, "segalloc_stats");
-    size_t fields[14] = {0};
+    size_t fields[15] = {0};
     CHECK(stats != NULL && stats(fields) == 0);
     CHECK(fields[0] >= (3u << 20) && fields[1] >= fields[0]);
     CHECK(stats != NULL && stats(NULL) == EINVAL);
     free(big);
+    /* The freed block waits in the large-block cache (the last field, also
+     * counted in free_pages, the eighth); malloc_trim empties the cache. */
+    CHECK(stats != NULL && stats(fields) == 0);
+    CHECK(fields[14] >= (3u << 20) && fields[7] >= fields[14]);
+    CHECK(malloc_trim(0) == 1);
+    CHECK(stats != NULL && stats(fields) == 0 && fields[14] == 0);
   }
   /* Both allocators print something of their own on stderr. */
   malloc_stats();
@@ -353,8 +458,11 @@ static void *churn(void *arg) {
   for (size_t i = 0; !stop; i++) {
     size_t k = i % 256;
     free(keep[k]);
-    /* Mix in large blocks and fresh segments so the locks are often held. */
-    keep[k] = malloc(i % 7 == 0 ? 300000 + i % 4096 : i % 5000);
+    /* Mix in large blocks and fresh segments so the locks are often held
+     * (among them the large-block cache's). */
+    keep[k] = malloc(i % 61 == 0   ? (1u << 20) + 4096 * (i % 700)
+                     : i % 7 == 0 ? 300000 + i % 4096
+                                  : i % 5000);
     if (i % 4096 == 0) malloc_trim(0);
   }
   for (size_t k = 0; k < 256; k++) free(keep[k]);
@@ -413,6 +521,7 @@ int main(int argc, char **argv) {
   check_malloc_free();
   check_calloc();
   check_realloc();
+  check_large_reuse();
   check_aligned(segalloc);
   check_symbols(segalloc);
   check_threads();
