@@ -18,6 +18,8 @@
 //! - `page`: the blocks of one size class and their three free lists.
 //! - `heap`: a thread's pages per size class, and the slow path that finds or
 //!   makes a page.
+//! - `remote_batch`: frees of blocks of other threads' heaps, gathered per
+//!   heap and handed over in batches (the lock-free inbox is in `remote`).
 //! - `large`: requests above [`LARGE_THRESHOLD`] get a mapping of their own.
 //! - `stats`: counters of what is held.
 //! - `thread`: a heap per thread, handed back when the thread exits.
