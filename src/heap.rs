@@ -18,6 +18,9 @@
 //! page may already be gone), so rarely a push lands after the owner cleared
 //! the flag; every full page is therefore also checked before the heap asks
 //! the OS for a new segment. A missed flag can delay reuse, never lose a block.
+//! (Most frees by other threads of blocks up to 8 KiB come in batches through
+//! the heap's inbox instead, freed locally on the slow path: see
+//! `remote_batch`.)
 //!
 //! Memory goes back to the OS in three steps: an empty page returns its slices
 //! to its segment (the part it touched stays resident, "dirty"); dirty bytes

@@ -18,6 +18,8 @@
 //! - `page`: the blocks of one size class and their three free lists.
 //! - `heap`: a thread's pages per size class, and the slow path that finds or
 //!   makes a page.
+//! - `remote_batch`: frees of blocks of other threads' heaps, gathered per
+//!   heap and handed over in batches (the lock-free inbox is in `remote`).
 //! - `large`: requests above [`LARGE_THRESHOLD`] get a mapping of their own;
 //!   `large_cache` keeps freed ones resident for a while, for reuse.
 //! - `stats`: counters of what is held.
