@@ -326,7 +326,8 @@ unsafe fn free_remote(
         let owner = (*seg).owner.load(Ordering::Relaxed);
         let c = *(*seg).slice_class.get_unchecked(segment::slice_index(p)) as usize;
         let bs = *CLASS_SIZES.get_unchecked(c) as usize;
-        if owner == 0
+        if !cfg!(feature = "remote-batch")
+            || owner == 0
             || (*seg).private
             || bs > remote_batch::BATCH_BLOCK_MAX
             || thread::is_empty_heap(h)

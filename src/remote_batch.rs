@@ -1,4 +1,10 @@
 //! Batched remote frees: a thread that frees blocks of other threads' heaps
+//!
+//! **Off unless the cargo feature `remote-batch` is on**: with it, the C
+//! mstress benchmark (`benches/c/mstress.c`) now and then hangs in the walk of
+//! a page's `thread_free` (a cycle: some block pushed twice) or finds a block
+//! zeroed under it, which no test or loom model here reproduces yet. Without
+//! the feature `alloc::free_remote` never batches, and the inboxes stay empty.
 //! gathers them per destination heap and hands each batch over with one
 //! atomic operation, instead of one CAS per block on each block's page (as
 //! snmalloc's message queues and jemalloc's cache flushes do).
@@ -287,6 +293,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "remote-batch")]
     fn a_full_batch_is_handed_over() {
         let mut o = owners(1, crate::remote::BATCH_BLOCKS as usize, 32);
         let (h, blocks, done) = o.pop().unwrap();
@@ -307,6 +314,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "remote-batch")]
     fn a_slot_needed_for_another_destination_is_handed_over() {
         let o = owners(crate::remote::OUT_SLOTS + 1, 1, 48);
         std::thread::spawn(move || {

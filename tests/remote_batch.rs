@@ -191,6 +191,7 @@ impl Steps {
 }
 
 #[test]
+#[cfg(feature = "remote-batch")]
 fn thread_exit_hands_its_batch_over() {
     let _serial = serial();
     const N: usize = 20; // fewer than a batch holds: it stays gathered
