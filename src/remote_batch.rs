@@ -1,13 +1,13 @@
 //! Batched remote frees: a thread that frees blocks of other threads' heaps
+//! gathers them per destination heap and hands each batch over with one
+//! atomic operation, instead of one CAS per block on each block's page (as
+//! snmalloc's message queues and jemalloc's cache flushes do).
 //!
 //! **Off unless the cargo feature `remote-batch` is on**: with it, the C
 //! mstress benchmark (`benches/c/mstress.c`) now and then hangs in the walk of
 //! a page's `thread_free` (a cycle: some block pushed twice) or finds a block
 //! zeroed under it, which no test or loom model here reproduces yet. Without
 //! the feature `alloc::free_remote` never batches, and the inboxes stay empty.
-//! gathers them per destination heap and hands each batch over with one
-//! atomic operation, instead of one CAS per block on each block's page (as
-//! snmalloc's message queues and jemalloc's cache flushes do).
 //!
 //! The freer ([`add`], from `alloc::free_remote`) batches a block when it is
 //! at most [`BATCH_BLOCK_MAX`] bytes and its segment belongs to a thread's
