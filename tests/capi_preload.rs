@@ -505,46 +505,42 @@ struct Insn {
     target: Option<u64>,
 }
 
-/// The instructions of function `name` in the library, from objdump.
-fn disassemble(so: &Path, name: &str) -> Vec<Insn> {
+/// The library's disassembly (`objdump -d`).
+fn objdump(so: &Path) -> String {
     let out = Command::new("objdump")
         .args(["-d", "--no-show-raw-insn"])
         .arg(so)
         .output()
         .expect("objdump");
     assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The lines of function `name` in a disassembly, and its instructions.
+fn function<'a>(listing: &'a str, name: &str) -> (Vec<&'a str>, Vec<Insn>) {
     let header = format!("<{name}>:");
-    let mut insns = Vec::new();
-    let mut inside = false;
-    for line in text.lines() {
-        if line.ends_with(&header) {
-            inside = true;
-            continue;
-        }
-        if !inside {
-            continue;
-        }
-        if line.trim().is_empty() {
-            break;
-        }
-        let mut parts = line.trim().splitn(2, ':');
-        let (Some(addr), Some(rest)) = (parts.next(), parts.next()) else {
-            continue;
-        };
-        let Ok(addr) = u64::from_str_radix(addr.trim(), 16) else {
-            continue;
-        };
-        let mut f = rest.split_whitespace();
-        let mnemonic = f.next().unwrap_or("").to_string();
-        let target = f.next().and_then(|t| u64::from_str_radix(t, 16).ok());
-        insns.push(Insn {
-            addr,
-            mnemonic,
-            target,
-        });
-    }
-    insns
+    let body: Vec<&str> = listing
+        .lines()
+        .skip_while(|l| !l.ends_with(&header))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .collect();
+    let insns = body
+        .iter()
+        .filter_map(|line| {
+            let (addr, rest) = line.trim().split_once(':')?;
+            let addr = u64::from_str_radix(addr.trim(), 16).ok()?;
+            let mut f = rest.split_whitespace();
+            let mnemonic = f.next().unwrap_or("").to_string();
+            let target = f.next().and_then(|t| u64::from_str_radix(t, 16).ok());
+            Some(Insn {
+                addr,
+                mnemonic,
+                target,
+            })
+        })
+        .collect();
+    (body, insns)
 }
 
 /// The fewest instructions on a path from the entry of `insns` to a `ret`
@@ -591,24 +587,14 @@ fn malloc_and_free_fast_paths_make_no_call() {
         println!("note: objdump not found; machine-code check skipped");
         return;
     }
+    let listing = objdump(so);
     for name in ["malloc", "free", "calloc", "realloc", "malloc_usable_size"] {
-        let insns = disassemble(so, name);
+        let (body, insns) = function(&listing, name);
         assert!(insns.len() > 3, "{name}: not found in the disassembly");
-        let calls: Vec<_> = insns
+        let calls = insns
             .iter()
             .filter(|x| x.mnemonic.starts_with("call"))
-            .collect();
-        let listing = Command::new("objdump")
-            .args(["-d", "--no-show-raw-insn"])
-            .arg(so)
-            .output()
-            .expect("objdump");
-        let text = String::from_utf8_lossy(&listing.stdout);
-        let body: Vec<&str> = text
-            .lines()
-            .skip_while(|l| !l.ends_with(&format!("<{name}>:")))
-            .take_while(|l| !l.trim().is_empty())
-            .collect();
+            .count();
         assert!(
             !body.iter().any(|l| l.contains("__tls_get_addr")),
             "{name} calls __tls_get_addr:\n{}",
@@ -619,8 +605,7 @@ fn malloc_and_free_fast_paths_make_no_call() {
             assert!(
                 matches!(path, Some(n) if n <= 40),
                 "{name}: no call-free path to ret of at most 40 instructions \
-                 ({path:?}; {} calls in the body):\n{}",
-                calls.len(),
+                 ({path:?}; {calls} calls in the body):\n{}",
                 body.join("\n")
             );
         }
