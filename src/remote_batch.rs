@@ -287,6 +287,7 @@ mod tests {
             .collect()
     }
 
+    #[cfg(feature = "remote-batch")]
     fn inbox_has_batches(h: usize) -> bool {
         // SAFETY: `h` is a live thread's heap slot; a relaxed peek.
         !unsafe { (*thread::inbox(h as *mut Heap)).is_empty() }
