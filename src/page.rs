@@ -165,7 +165,12 @@ impl Page {
     /// Returns how many blocks came back.
     pub(crate) fn collect_thread_free(&mut self) -> u32 {
         // The swap, the walk and the append are `remote`'s, checked by loom.
-        let (head, n) = self.thread_free.take_all(self.local_free);
+        let Some((head, n)) = self.thread_free.take_all(self.local_free, self.capacity) else {
+            crate::fatal(
+                "double free (a block freed twice by other threads: its page's list of remote frees loops)",
+                self.start,
+            );
+        };
         if n == 0 {
             return 0;
         }

@@ -192,33 +192,41 @@ impl ThreadFreeStack {
     /// Takes every block pushed so far and links them in front of `onto` (the
     /// owner's own list). Returns the new head of that list and how many
     /// blocks were taken; `(onto, 0)` when the stack was empty. Owner only.
+    ///
+    /// At most `limit` distinct blocks can be on the stack (the page's carved
+    /// blocks): a longer chain means a block was pushed twice and the list
+    /// loops, and the walk stops there and returns `None` rather than loop
+    /// forever; the caller reports it.
     #[inline(always)]
-    pub(crate) fn take_all(&self, onto: *mut Block) -> (*mut Block, u32) {
+    pub(crate) fn take_all(&self, onto: *mut Block, limit: u32) -> Option<(*mut Block, u32)> {
         if self.is_empty() {
-            return (onto, 0);
+            return Some((onto, 0));
         }
         // Acquire: the pushers' link writes (Release CAS) are visible to us.
         let head = self.0.swap(ptr::null_mut(), Ordering::Acquire);
         if head.is_null() {
-            return (onto, 0);
+            return Some((onto, 0));
         }
         let mut n = 1;
         let mut tail = head;
         // SAFETY: every block on the stack was pushed with a valid link and is
         // ours now (push's contract); the chain ends in the null head the first
-        // pusher saw after the previous swap.
+        // pusher saw after the previous swap, unless a block was pushed twice.
         unsafe {
             loop {
                 let next = next_of(tail);
                 if next.is_null() {
                     break;
                 }
+                if n >= limit {
+                    return None;
+                }
                 tail = next;
                 n += 1;
             }
             set_next(tail, onto);
         }
-        (head, n)
+        Some((head, n))
     }
 }
 

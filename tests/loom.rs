@@ -96,7 +96,10 @@ impl PageModel {
         self.owner.with_mut(|o| {
             // SAFETY: the caller owns the page.
             let (local, used) = unsafe { &mut *o };
-            let (head, n) = self.stack.take_all(*local as *mut Block);
+            let (head, n) = self
+                .stack
+                .take_all(*local as *mut Block, u32::MAX)
+                .expect("no block pushed twice");
             if n > 0 {
                 *local = head as usize;
                 *used -= n;

@@ -6,7 +6,8 @@
 //! Always on: a free of a pointer into memory segalloc does not own (mapped),
 //! a free of an interior pointer of a large block, and a double free (or
 //! realloc after free) of a large block while its mapping waits in the
-//! large-block cache. With the `secure`
+//! large-block cache, and a small block freed twice by threads that do not
+//! own it (found when its owner collects remote frees). With the `secure`
 //! feature (`cargo test --release --features secure --test misuse`) also: a
 //! double free, a free of an interior pointer of a small block, a free of a
 //! pointer into unmapped memory, a realloc of a freed block, and an overwrite
@@ -112,6 +113,22 @@ fn child() {
                     std::hint::black_box(GLOBAL.alloc(layout(48)));
                 }
             }
+            "remote_double_free" => {
+                // Freed twice, each time by a thread that does not own it: the
+                // page's list of remote frees loops back on the block. The
+                // owner finds the loop when it next collects them.
+                let keep = GLOBAL.alloc(layout(64));
+                let p = GLOBAL.alloc(layout(64)) as usize;
+                for _ in 0..2 {
+                    std::thread::spawn(move || GLOBAL.dealloc(p as *mut u8, layout(64)))
+                        .join()
+                        .unwrap();
+                }
+                for _ in 0..100_000 {
+                    std::hint::black_box(GLOBAL.alloc(layout(64)));
+                }
+                GLOBAL.dealloc(keep, layout(64));
+            }
             other => panic!("unknown scenario {other}"),
         }
     }
@@ -173,6 +190,12 @@ fn expect_abort(scenario: &str, message: &str) {
         line.contains(" at 0x"),
         "{scenario}: {line:?} names no address"
     );
+}
+
+/// Used to hang: the owner walked the looping list forever (issue 12).
+#[test]
+fn double_free_by_two_other_threads_aborts() {
+    expect_abort("remote_double_free", "double free");
 }
 
 #[test]
