@@ -17,9 +17,9 @@
 
 mod common;
 
-use common::{check, fill, Rng};
+use common::{check, fill, Blk, Rng};
 use segalloc::allocator_api2::alloc::Allocator;
-use std::alloc::{alloc, dealloc, Layout};
+use std::alloc::{dealloc, Layout};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex, MutexGuard};
@@ -32,41 +32,6 @@ static GLOBAL: segalloc::SegAlloc = segalloc::SegAlloc;
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A block filled with the pattern of its id, checked when freed.
-struct Blk {
-    p: *mut u8,
-    layout: Layout,
-    id: u64,
-}
-
-// SAFETY: a Blk exclusively owns its allocation.
-unsafe impl Send for Blk {}
-
-impl Blk {
-    fn new(size: usize, id: u64) -> Blk {
-        let layout = Layout::from_size_align(size, 8).unwrap();
-        // SAFETY: non-zero size.
-        let p = unsafe { alloc(layout) };
-        assert!(!p.is_null());
-        // SAFETY: `size` bytes at `p` are ours.
-        unsafe { fill(p, size, id) };
-        Blk { p, layout, id }
-    }
-
-    fn verify(&self, what: &str) {
-        // SAFETY: the block is live and `size` bytes long.
-        unsafe { check(self.p, self.layout.size(), self.id, what) };
-    }
-}
-
-impl Drop for Blk {
-    fn drop(&mut self) {
-        self.verify("free");
-        // SAFETY: a live block of `layout`, freed once.
-        unsafe { dealloc(self.p, self.layout) };
-    }
 }
 
 /// The figures that must come back exactly once every thread has joined.
@@ -127,7 +92,7 @@ fn producer_consumer_stress() {
                                  // Now and then an allocation of our own, so that
                                  // slow paths hand batches over too.
                         if rng.chance(1, 16) {
-                            own.push(Blk::new(rng.range(16, 512), u64::MAX - n));
+                            own.push(Blk::new(rng.range(16, 512), 8, u64::MAX - n));
                             if own.len() > 64 {
                                 own.swap_remove(rng.range(0, own.len() - 1));
                             }
@@ -151,7 +116,7 @@ fn producer_consumer_stress() {
                                 1..=4 => rng.range(257, 4096),
                                 _ => rng.range(1, 256),
                             };
-                            Blk::new(size, (t << 40) | (batch << 16) | i)
+                            Blk::new(size, 8, (t << 40) | (batch << 16) | i)
                         })
                         .collect();
                     txs[(batch as usize + t as usize) % CONSUMERS]
@@ -198,7 +163,7 @@ fn thread_exit_hands_its_batch_over() {
     static STEP: Steps = Steps::new();
     STEP.set(0);
     let before = baseline();
-    let blocks: Vec<Blk> = (0..N).map(|i| Blk::new(48, i as u64)).collect();
+    let blocks: Vec<Blk> = (0..N).map(|i| Blk::new(48, 8, i as u64)).collect();
     let freer = thread::spawn(move || {
         drop(blocks);
         STEP.set(1);
@@ -232,7 +197,7 @@ fn collect_hands_batches_over() {
     static STEP: Steps = Steps::new();
     STEP.set(0);
     let before = baseline();
-    let blocks: Vec<Blk> = (0..30).map(|i| Blk::new(100, i)).collect();
+    let blocks: Vec<Blk> = (0..30).map(|i| Blk::new(100, 8, i)).collect();
     let freer = thread::spawn(move || {
         drop(blocks);
         segalloc::collect(); // hands the batch over now
@@ -266,7 +231,7 @@ fn batches_for_an_exited_heap() {
         let (keep_tx, keep_rx) = mpsc::channel::<Vec<Blk>>();
         let owner = thread::spawn(move || {
             let mut rng = Rng::new(round);
-            let mk = |rng: &mut Rng, i: u64| Blk::new(rng.range(16, 1024), (round << 32) | i);
+            let mk = |rng: &mut Rng, i: u64| Blk::new(rng.range(16, 1024), 8, (round << 32) | i);
             let first: Vec<Blk> = (0..100).map(|i| mk(&mut rng, i)).collect();
             let second: Vec<Blk> = (100..200).map(|i| mk(&mut rng, i)).collect();
             let kept: Vec<Blk> = (200..300).map(|i| mk(&mut rng, i)).collect();
@@ -300,9 +265,9 @@ fn batches_for_an_exited_heap() {
         // (and so taking its inbox) while and after the freer hands over.
         let (nc_tx, nc_rx) = mpsc::channel::<()>();
         let newcomer = thread::spawn(move || {
-            let mut mine: Vec<Blk> = (0..50).map(|i| Blk::new(64, (9 << 56) | i)).collect();
+            let mut mine: Vec<Blk> = (0..50).map(|i| Blk::new(64, 8, (9 << 56) | i)).collect();
             nc_rx.recv().unwrap();
-            mine.extend((50..400).map(|i| Blk::new(64, (9 << 56) | i)));
+            mine.extend((50..400).map(|i| Blk::new(64, 8, (9 << 56) | i)));
             for b in &mine {
                 b.verify("newcomer's own");
             }
@@ -353,7 +318,7 @@ fn first_class_heap_blocks_freed_elsewhere() {
             segalloc::collect(); // hands over whatever it gathered
             STEP.set(3);
             // More slow paths, then the exit hands over again.
-            let mine: Vec<Blk> = (0..2000).map(|i| Blk::new(64, (7 << 56) | i)).collect();
+            let mine: Vec<Blk> = (0..2000).map(|i| Blk::new(64, 8, (7 << 56) | i)).collect();
             drop(mine);
         });
         let heap = segalloc::Heap::new();
@@ -386,7 +351,9 @@ fn first_class_heap_blocks_freed_elsewhere() {
             Vec::new()
         } else {
             // New segments come from the cache of free ones first.
-            (0..1500).map(|i| Blk::new(8000, (5 << 56) | i)).collect()
+            (0..1500)
+                .map(|i| Blk::new(8000, 8, (5 << 56) | i))
+                .collect()
         };
         STEP.set(2);
         STEP.wait(3);

@@ -16,9 +16,8 @@
 //! at the start, and the committed memory identity holds.
 mod common;
 
-use common::{assert_aligned, check, fill, Rng};
-use segalloc::{usable_size, SegAlloc};
-use std::alloc::{alloc, dealloc, realloc, Layout};
+use common::{Blk, Rng};
+use segalloc::SegAlloc;
 use std::sync::mpsc;
 use std::thread;
 
@@ -28,60 +27,6 @@ static GLOBAL: SegAlloc = SegAlloc;
 const THREADS: usize = 16;
 const ROUNDS: usize = 12;
 const OPS: usize = 2500;
-
-/// An owned raw block with a pattern of its id.
-struct Blk {
-    p: *mut u8,
-    layout: Layout,
-    id: u64,
-}
-
-// SAFETY: a Blk exclusively owns its allocation.
-unsafe impl Send for Blk {}
-
-impl Blk {
-    fn new(size: usize, align: usize, id: u64) -> Blk {
-        let layout = Layout::from_size_align(size, align).unwrap();
-        // SAFETY: non-zero size.
-        let p = unsafe { alloc(layout) };
-        assert!(!p.is_null(), "alloc {layout:?} failed");
-        assert_aligned(p, layout, "alloc");
-        // SAFETY: `p` is a live block of ours.
-        assert!(unsafe { usable_size(p) } >= size);
-        // SAFETY: `size` bytes at `p` are ours.
-        unsafe { fill(p, size, id) };
-        Blk { p, layout, id }
-    }
-
-    fn verify(&self, what: &str) {
-        // SAFETY: the block is live and `size` bytes long.
-        unsafe { check(self.p, self.layout.size(), self.id, what) };
-    }
-
-    /// Resizes, checking the kept prefix, then refills the whole block.
-    fn resize(&mut self, new_size: usize) {
-        self.verify("before realloc");
-        // SAFETY: a live block of `layout`; non-zero `new_size`.
-        let q = unsafe { realloc(self.p, self.layout, new_size) };
-        assert!(!q.is_null(), "realloc to {new_size} failed");
-        let kept = self.layout.size().min(new_size);
-        // SAFETY: `q` holds at least `kept` bytes copied from the old block.
-        unsafe { check(q, kept, self.id, "after realloc") };
-        self.p = q;
-        self.layout = Layout::from_size_align(new_size, self.layout.align()).unwrap();
-        assert_aligned(q, self.layout, "realloc");
-        // SAFETY: `new_size` bytes at `q` are ours.
-        unsafe { fill(q, new_size, self.id) };
-    }
-}
-
-impl Drop for Blk {
-    fn drop(&mut self) {
-        self.verify("free");
-        // SAFETY: a live block of `layout`, freed once.
-        unsafe { dealloc(self.p, self.layout) };
-    }
-}
 
 fn random_size(rng: &mut Rng) -> usize {
     match rng.range(0, 99) {

@@ -6,7 +6,7 @@
 //! every helper, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
-use std::alloc::Layout;
+use std::alloc::{alloc, dealloc, realloc, Layout};
 
 /// Page size, read from the aux vector (`AT_PAGESZ`) so no libc call is
 /// needed; falls back to 4 KiB.
@@ -145,5 +145,60 @@ pub fn assert_aligned(p: *const u8, layout: Layout, what: &str) {
     );
     if layout.align() >= 16 || layout.size() % 16 == 0 {
         assert_eq!(addr % 16, 0, "{what}: {p:p} not 16-aligned for {layout:?}");
+    }
+}
+
+/// An owned raw block from the global allocator, filled with the pattern of
+/// its id, checked before every realloc and when dropped (freed).
+pub struct Blk {
+    p: *mut u8,
+    layout: Layout,
+    id: u64,
+}
+
+// SAFETY: a Blk exclusively owns its allocation.
+unsafe impl Send for Blk {}
+
+impl Blk {
+    pub fn new(size: usize, align: usize, id: u64) -> Blk {
+        let layout = Layout::from_size_align(size, align).unwrap();
+        // SAFETY: non-zero size.
+        let p = unsafe { alloc(layout) };
+        assert!(!p.is_null(), "alloc {layout:?} failed");
+        assert_aligned(p, layout, "alloc");
+        // SAFETY: `p` is a live block of ours.
+        assert!(unsafe { segalloc::usable_size(p) } >= size);
+        // SAFETY: `size` bytes at `p` are ours.
+        unsafe { fill(p, size, id) };
+        Blk { p, layout, id }
+    }
+
+    pub fn verify(&self, what: &str) {
+        // SAFETY: the block is live and `size` bytes long.
+        unsafe { check(self.p, self.layout.size(), self.id, what) };
+    }
+
+    /// Resizes, checking the kept prefix, then refills the whole block.
+    pub fn resize(&mut self, new_size: usize) {
+        self.verify("before realloc");
+        // SAFETY: a live block of `layout`; non-zero `new_size`.
+        let q = unsafe { realloc(self.p, self.layout, new_size) };
+        assert!(!q.is_null(), "realloc to {new_size} failed");
+        let kept = self.layout.size().min(new_size);
+        // SAFETY: `q` holds at least `kept` bytes copied from the old block.
+        unsafe { check(q, kept, self.id, "after realloc") };
+        self.p = q;
+        self.layout = Layout::from_size_align(new_size, self.layout.align()).unwrap();
+        assert_aligned(q, self.layout, "realloc");
+        // SAFETY: `new_size` bytes at `q` are ours.
+        unsafe { fill(q, new_size, self.id) };
+    }
+}
+
+impl Drop for Blk {
+    fn drop(&mut self) {
+        self.verify("free");
+        // SAFETY: a live block of `layout`, freed once.
+        unsafe { dealloc(self.p, self.layout) };
     }
 }
