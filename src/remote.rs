@@ -510,7 +510,9 @@ impl Inbox {
     }
 
     /// Pushes the batch whose first block is `first`, with one CAS in the
-    /// common case. Returns false, and keeps nothing, if the inbox is closed.
+    /// common case. Returns false, and keeps nothing, if the inbox is closed:
+    /// the batch is then a list of one batch again (its batch link null), for
+    /// the caller to walk with [`for_each_block`].
     ///
     /// # Safety
     /// `first` heads a batch (its blocks linked through their first words,
@@ -521,6 +523,11 @@ impl Inbox {
         let mut head = self.0.load(Ordering::Relaxed);
         loop {
             if head == closed() {
+                // The batch stays the caller's, to walk on its own: an earlier
+                // attempt may have linked it to a head that the owner has
+                // taken (and is settling) since.
+                // SAFETY: the batch is ours; the CAS never published it.
+                unsafe { set_batch_link(first, ptr::null_mut()) };
                 return false;
             }
             // SAFETY: the batch is ours until the CAS publishes it.

@@ -3,11 +3,12 @@
 //! atomic operation, instead of one CAS per block on each block's page (as
 //! snmalloc's message queues and jemalloc's cache flushes do).
 //!
-//! **Off unless the cargo feature `remote-batch` is on**: with it, the C
-//! mstress benchmark (`benches/c/mstress.c`) now and then hangs in the walk of
-//! a page's `thread_free` (a cycle: some block pushed twice) or finds a block
-//! zeroed under it, which no test or loom model here reproduces yet. Without
-//! the feature `alloc::free_remote` never batches, and the inboxes stay empty.
+//! **Off unless the cargo feature `remote-batch` is on**, because blocks
+//! wait in batches and inboxes of heaps that may not allocate again (the C
+//! threadchurn benchmark held 109 MiB instead of 11), and because a block
+//! freed twice by other threads is then freed twice into its owner's page
+//! instead of being caught (see the README's Status). Without the feature
+//! `alloc::free_remote` never batches, and the inboxes stay empty.
 //!
 //! The freer ([`add`], from `alloc::free_remote`) batches a block when it is
 //! at most [`BATCH_BLOCK_MAX`] bytes and its segment belongs to a thread's

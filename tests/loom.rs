@@ -658,6 +658,59 @@ fn close_and_reopen(adopt: bool) {
     );
 }
 
+/// (f) A batch refused by a closed inbox is walked on its own. The inbox
+/// already holds another freer's batch when a freer hands its own over and
+/// the owner takes its inbox and closes it: a push attempt that loses its CAS
+/// to the close has linked the refused batch to a batch the owner took. The freer
+/// must walk only its own blocks, or the owner's blocks are settled twice
+/// (found by the C mstress benchmark: a page's `thread_free` looped).
+#[test]
+fn refused_batch_is_walked_alone() {
+    static REFUSED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    model(5, || {
+        let bs = blocks(3);
+        let inbox = Arc::new(Inbox::new_closed());
+        inbox.reopen();
+        // An earlier freer's batch waits in the inbox.
+        // SAFETY: a batch of a live fake block, given up.
+        assert!(unsafe { inbox.push(batch_of(&[bs[2]]) as *mut Block) });
+
+        let (i, mine) = (inbox.clone(), [bs[0], bs[1]]);
+        let freer = thread::spawn(move || {
+            let first = batch_of(&mine) as *mut Block;
+            // SAFETY: a batch of live fake blocks, given up.
+            if unsafe { i.push(first) } {
+                return HashMap::new();
+            }
+            let mut seen = HashMap::new();
+            walk(first, &mut seen);
+            seen
+        });
+        // The owner's last slow path takes its inbox, then it exits.
+        let mut at_close = HashMap::new();
+        walk(inbox.take(), &mut at_close);
+        walk(inbox.close(), &mut at_close);
+        let refused = freer.join().unwrap();
+        if !refused.is_empty() {
+            REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut got: Vec<usize> = refused.keys().copied().collect();
+            got.sort_unstable();
+            let mut want = vec![bs[0], bs[1]];
+            want.sort_unstable();
+            assert_eq!(got, want, "a refused batch walked into other batches");
+        }
+        for b in &bs {
+            let n = at_close.get(b).unwrap_or(&0) + refused.get(b).unwrap_or(&0);
+            assert_eq!(n, 1, "block {b:#x} settled {n} times");
+        }
+        free_blocks(&bs);
+    });
+    assert!(
+        REFUSED.swap(0, std::sync::atomic::Ordering::Relaxed) > 0,
+        "no execution refused the batch"
+    );
+}
+
 /// (e), without and with the new owner taking the segment over (one test:
 /// the two share the outcome counters).
 #[test]
