@@ -17,6 +17,7 @@
 //! `thread_free` with one CAS.
 
 use crate::atomic::Ordering;
+use crate::freed;
 use crate::heap::{self, DIRECT_MAX};
 use crate::large;
 use crate::large_cache;
@@ -201,6 +202,14 @@ pub(crate) unsafe fn free(p: *mut u8, size: usize) {
         if (*seg).owner.load(Ordering::Relaxed) == h as usize {
             free_local(h, page, p, size);
         } else {
+            let key = (*seg).freed_key;
+            if freed::is_marked(p, key) {
+                freed_again_remote(
+                    p,
+                    "double free (the second by a thread that does not own the block)",
+                );
+            }
+            freed::mark(p, key);
             free_remote(seg, page, p, size, h);
         }
     }
@@ -221,6 +230,12 @@ pub(crate) unsafe fn free_local(
 ) {
     // SAFETY: per the contract.
     unsafe {
+        let key = (*segment_of(p)).freed_key;
+        if freed::is_marked(p, key) {
+            // A tail call, so the fast path saves no registers for it.
+            return free_local_marked(h, page, p, size);
+        }
+        freed::mark(p, key);
         let requested = if size == UNSIZED {
             (*page).block_size
         } else {
@@ -305,6 +320,48 @@ pub(crate) unsafe fn check_live_block(
     }
 }
 
+/// The block `p` of `page`, a page of the calling thread's, carries the
+/// freed mark (see `freed`): aborts with `what` if it is on one of the page's
+/// lists; else the program wrote the mark's value itself, and nothing is
+/// wrong.
+///
+/// # Safety
+/// `page` is an in-use page owned by the calling thread (or its first-class
+/// heap) and `p` one of its blocks.
+#[cold]
+#[inline(never)]
+unsafe fn freed_again(page: *mut page::Page, p: *mut u8, what: &str) {
+    // SAFETY: per the contract, the page's lists are ours to walk.
+    if unsafe { (*page).is_free_block(p) } {
+        crate::fatal(what, p);
+    }
+}
+
+/// [`free_local`] of a block that carries the freed mark: aborts if it is
+/// free, else (the program wrote the mark's value) frees it.
+///
+/// # Safety
+/// As for [`free_local`].
+#[cold]
+#[inline(never)]
+unsafe fn free_local_marked(h: *mut heap::Heap, page: *mut page::Page, p: *mut u8, size: usize) {
+    // SAFETY: per the contract.
+    unsafe {
+        freed_again(page, p, "double free");
+        freed::clear(p);
+        free_local(h, page, p, size);
+    }
+}
+
+/// A thread that does not own `p`'s page found the freed mark on it: it
+/// cannot walk the owner's lists, and a live block carries the mark only if
+/// the program copied it out of freed memory, so it is a second free.
+#[cold]
+#[inline(never)]
+fn freed_again_remote(p: *mut u8, what: &str) -> ! {
+    crate::fatal(what, p)
+}
+
 /// Frees a block of a segment owned by another thread (or abandoned): in
 /// the common case, counts it and adds it to the calling thread's batch for
 /// the owning heap (see `remote_batch`).
@@ -386,6 +443,8 @@ unsafe fn free_remote_slow(
             // frees pending until some thread needs memory. Our block keeps its
             // page (and so the segment) in use through the reclaim.
             (*h).reclaim(seg);
+            // Freed locally now, which marks it again.
+            freed::clear(p);
             return free(p, size);
         }
         // Count first: once pushed, the page may be reused for another class.
@@ -458,6 +517,25 @@ pub(crate) unsafe fn realloc_whole(
     unsafe { realloc_in::<true>(p, old_size, align, new_size) }
 }
 
+/// `realloc` found the freed mark on `p`: aborts if it is free (see
+/// [`freed_again`]).
+///
+/// # Safety
+/// `p` is a small block of `page` in `seg`.
+#[cold]
+#[inline(never)]
+unsafe fn realloc_of_freed(seg: *mut Segment, page: *mut page::Page, p: *mut u8) {
+    const WHAT: &str = "realloc of a freed block";
+    // SAFETY: per the contract; the lists are walked only by their owner.
+    unsafe {
+        if (*seg).owner.load(Ordering::Relaxed) == thread::heap() as usize {
+            freed_again(page, p, WHAT);
+        } else {
+            freed_again_remote(p, WHAT);
+        }
+    }
+}
+
 unsafe fn realloc_in<const WHOLE: bool>(
     p: *mut u8,
     old_size: usize,
@@ -492,6 +570,9 @@ unsafe fn realloc_in<const WHOLE: bool>(
             let page = (*seg).page_of(p);
             #[cfg(feature = "secure")]
             check_live_block(seg, page, p, thread::heap(), "realloc of a freed block");
+            if freed::is_marked(p, (*seg).freed_key) {
+                realloc_of_freed(seg, page, p);
+            }
             let bs = (*page).block_size;
             if new_size <= bs && align <= SLICE_SIZE {
                 let c = (*page).class as usize;

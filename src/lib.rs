@@ -13,6 +13,7 @@
 //! Read the modules in the order data flows:
 //! - `os`: mmap, brk, madvise, mremap; the only system calls.
 //! - `size_class`: a request's size becomes one of 116 block sizes.
+//! - `freed`: the mark of a free small block, which catches double frees.
 //! - `segment`: 4 MiB aligned regions cut into 64 KiB slices; from any pointer,
 //!   masking finds the segment header and a shift finds the page.
 //! - `page`: the blocks of one size class and their three free lists.
@@ -52,6 +53,7 @@ mod alloc;
 mod atomic;
 #[cfg(feature = "override")]
 mod capi;
+mod freed;
 mod heap;
 mod large;
 mod large_cache;

@@ -279,7 +279,6 @@ impl Page {
     }
 
     /// Whether `p` lies in the carved part of this page.
-    #[cfg(feature = "secure")]
     #[inline]
     pub(crate) fn holds(&self, p: *const u8) -> bool {
         (p as usize).wrapping_sub(self.start as usize) < self.capacity as usize * self.block_size
@@ -292,10 +291,10 @@ impl Page {
     }
 
     /// Whether the block `b` is free: on `free`, `local_free` or `thread_free`.
-    /// Walks the lists, so only for the checks of the `secure` feature, and only
-    /// when `b`'s first word already looks like a link of this page (as it
-    /// does after a free). Owner only.
-    #[cfg(feature = "secure")]
+    /// Walks the lists, so only for a block that looks freed (it carries the
+    /// mark of `freed`, or with `secure` its first word decodes to a link of
+    /// this page), and only when `b`'s first word could be a link of this
+    /// page, as it is after a free. Owner only.
     pub(crate) fn is_free_block(&self, b: *const u8) -> bool {
         // SAFETY: the page is ours; its lists hold valid blocks, and blocks
         // pushed on `thread_free` stay valid until we take them.
@@ -343,6 +342,8 @@ pub(crate) unsafe fn pop(page: *mut Page) -> *mut u8 {
         }
         // Blocks on `free` hold the link written when they were put there.
         let next = next_of(b);
+        // Handed out: no longer looks freed (see `freed`).
+        crate::freed::clear(b.cast());
         #[cfg(feature = "secure")]
         {
             if !next.is_null() && !(*page).holds(next.cast()) {

@@ -151,9 +151,9 @@ impl ThreadFreeStack {
         ThreadFreeStack(AtomicPtr::new(ptr::null_mut()))
     }
 
-    /// The current head, for the owner's double-free check (`secure`): blocks
-    /// on the stack stay valid until the owner takes them.
-    #[cfg(all(feature = "secure", not(loom)))]
+    /// The current head, for the owner's double-free check: blocks on the
+    /// stack stay valid until the owner takes them.
+    #[cfg(not(loom))]
     pub(crate) fn peek(&self) -> *mut Block {
         self.0.load(Ordering::Acquire)
     }

@@ -212,6 +212,9 @@ unsafe fn settle(h: &mut Heap, b: *mut Block, adopt: bool) {
     #[cfg(feature = "secure")]
     check_batched(seg, p);
     let me = h as *mut Heap as usize;
+    // Its freer's mark was overwritten by the batch's links.
+    // SAFETY: the block is ours to settle.
+    unsafe { crate::freed::mark(p, (*seg).freed_key) };
     // SAFETY: `b` is live, so its segment and page are in use. Only `h`
     // makes a segment `h`'s or stops it being so, so `owner == me` is exact;
     // any other value may be stale, which the per-block way copes with.

@@ -95,6 +95,9 @@ pub(crate) struct Segment {
     /// for a block of the global allocator; `large` leaves the former to
     /// their heap (never caches, frees or moves them itself).
     pub(crate) owner: AtomicUsize,
+    /// What a free block of this segment holds in its second word (see
+    /// `freed`); beside `owner`, which every free reads anyway.
+    pub(crate) freed_key: usize,
     /// Owned by a first-class heap, which frees all its segments at once:
     /// other threads never batch their frees into it (see `remote_batch`).
     /// Set when a heap obtains the segment, so stable while a block lives.
@@ -210,6 +213,7 @@ impl Segment {
         unsafe {
             (*seg).kind = KIND_SMALL;
             (*seg).owner = AtomicUsize::new(owner);
+            (*seg).freed_key = crate::freed::key_for(seg as usize);
             (*seg).free_slices = ALL_PAGE_SLICES;
             (*seg).dirty_slices = 0;
             (*seg).source = source;

@@ -240,6 +240,10 @@ fn heap_from_pool() -> *mut HeapSlot {
         pool.free = unsafe { (*h).next_free };
         return h.cast();
     }
+    if pool.chunk.is_null() {
+        // The first heap slot: no block exists yet.
+        crate::freed::init();
+    }
     if pool.chunk_next + SLOT_SIZE > pool.chunk_end {
         let c = os::map_aligned(POOL_CHUNK, os::OS_PAGE).cast::<Chunk>();
         if c.is_null() {

@@ -9,6 +9,7 @@
 //! the one `cargo test` holds), so it runs under a plain `cargo test`. Set
 //! `SEGALLOC_PRELOAD_SO` to use an already built library instead.
 use std::fs;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -609,5 +610,69 @@ fn malloc_and_free_fast_paths_make_no_call() {
                 body.join("\n")
             );
         }
+    }
+}
+
+/// Runs `tests/preload/misuse.c` under the preload, once per scenario: each
+/// misuse must end in SIGABRT with a line naming it (`expect`), never a hang
+/// (`run` kills a program after [`TIMEOUT`]) or an exit; the scenario
+/// without misuse must exit 0.
+#[test]
+fn double_frees_and_realloc_of_freed_blocks_abort_by_default() {
+    let so = cdylib();
+    if !have("cc") {
+        println!("note: no C compiler (cc); misuse program skipped");
+        return;
+    }
+    let dir = scratch("misuse");
+    let exe = dir.join("misuse");
+    let out = Command::new("cc")
+        .args(["-O1", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(Path::new(MANIFEST).join("tests/preload/misuse.c"))
+        .output()
+        .expect("run cc");
+    assert!(
+        out.status.success(),
+        "cc misuse: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cases = [
+        ("double_free", "double free"),
+        ("double_free_later", "double free"),
+        ("thread_then_owner", "double free"),
+        ("owner_then_thread", "double free"),
+        ("two_threads", "double free"),
+        ("realloc_freed", "realloc of a freed block"),
+        ("none", ""),
+    ];
+    for (scenario, expect) in cases {
+        let mut c = Command::new(&exe);
+        c.arg(scenario).env("LD_PRELOAD", so);
+        let o = run(c, &dir, scenario);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        if expect.is_empty() {
+            assert!(o.status.success(), "{scenario}: {:?}\n{stderr}", o.status);
+            continue;
+        }
+        assert_eq!(
+            o.status.signal(),
+            Some(libc::SIGABRT),
+            "{scenario}: expected an abort, got {:?}\n{stderr}",
+            o.status
+        );
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with("segalloc: "))
+            .unwrap_or_else(|| panic!("{scenario}: no segalloc message in\n{stderr}"));
+        assert!(
+            line.contains(expect) && line.contains(" at 0x"),
+            "{scenario}: {line:?} does not say {expect:?} and where"
+        );
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "{scenario}: more than one line:\n{stderr}"
+        );
     }
 }

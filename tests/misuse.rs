@@ -4,14 +4,14 @@
 //! that names the error and the address.
 //!
 //! Always on: a free of a pointer into memory segalloc does not own (mapped),
-//! a free of an interior pointer of a large block, and a double free (or
-//! realloc after free) of a large block while its mapping waits in the
-//! large-block cache, and a small block freed twice by threads that do not
-//! own it (found when its owner collects remote frees). With the `secure`
+//! a free of an interior pointer of a large block, a double free (or realloc
+//! after free) of a large block while its mapping waits in the large-block
+//! cache, and a double free or realloc of a freed small block, whichever
+//! threads free it (the freed mark, `src/freed.rs`). With the `secure`
 //! feature (`cargo test --release --features secure --test misuse`) also: a
-//! double free, a free of an interior pointer of a small block, a free of a
-//! pointer into unmapped memory, a realloc of a freed block, and an overwrite
-//! of a freed block's link detected when the free list reaches it.
+//! free of an interior pointer of a small block, a free of a pointer into
+//! unmapped memory, and an overwrite of a freed block's link detected when
+//! the free list reaches it.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::os::unix::process::ExitStatusExt;
@@ -87,6 +87,26 @@ fn child() {
                 let p = GLOBAL.alloc(layout(64));
                 GLOBAL.dealloc(p, layout(64));
                 GLOBAL.dealloc(p, layout(64));
+                GLOBAL.dealloc(keep, layout(64));
+            }
+            "owner_then_thread" | "thread_then_owner" => {
+                let keep = GLOBAL.alloc(layout(64));
+                let p = GLOBAL.alloc(layout(64)) as usize;
+                let by_thread = move || {
+                    std::thread::spawn(move || GLOBAL.dealloc(p as *mut u8, layout(64)))
+                        .join()
+                        .unwrap()
+                };
+                if which == "thread_then_owner" {
+                    by_thread();
+                    GLOBAL.dealloc(p as *mut u8, layout(64));
+                } else {
+                    GLOBAL.dealloc(p as *mut u8, layout(64));
+                    by_thread();
+                }
+                for _ in 0..100_000 {
+                    std::hint::black_box(GLOBAL.alloc(layout(64)));
+                }
                 GLOBAL.dealloc(keep, layout(64));
             }
             "small_interior" => {
@@ -223,14 +243,30 @@ fn free_of_a_pointer_into_a_freed_large_block_aborts() {
     expect_abort("large_freed_interior", "into a freed large block");
 }
 
+/// Caught by default since issue 12 (the freed mark, see `src/freed.rs`).
+#[test]
+fn double_free_aborts() {
+    expect_abort("double_free", "double free");
+}
+
+#[test]
+fn realloc_of_a_freed_block_aborts() {
+    expect_abort("realloc_freed", "realloc of a freed block");
+}
+
+#[test]
+fn double_free_by_another_thread_after_the_owner_aborts() {
+    expect_abort("owner_then_thread", "double free");
+}
+
+#[test]
+fn double_free_by_the_owner_after_another_thread_aborts() {
+    expect_abort("thread_then_owner", "double free");
+}
+
 #[cfg(feature = "secure")]
 mod secure {
     use super::expect_abort;
-
-    #[test]
-    fn double_free_aborts() {
-        expect_abort("double_free", "double free");
-    }
 
     #[test]
     fn free_of_an_interior_pointer_of_a_small_block_aborts() {
@@ -240,11 +276,6 @@ mod secure {
     #[test]
     fn free_of_an_unmapped_pointer_aborts() {
         expect_abort("foreign_unmapped", "segalloc does not own");
-    }
-
-    #[test]
-    fn realloc_of_a_freed_block_aborts() {
-        expect_abort("realloc_freed", "realloc of a freed block");
     }
 
     #[test]
