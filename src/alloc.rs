@@ -17,6 +17,7 @@
 //! `thread_free` with one CAS.
 
 use crate::atomic::Ordering;
+use crate::counters::SHARED;
 use crate::freed;
 use crate::heap::{self, DIRECT_MAX};
 use crate::large;
@@ -26,7 +27,6 @@ use crate::page::{self, Block};
 use crate::remote_batch;
 use crate::segment::{self, segment_of, Segment, KIND_CACHED, KIND_HUGE, KIND_SMALL, SLICE_SIZE};
 use crate::size_class::{class_for, class_of, CLASS_SIZES, MAX_SMALL, MIN_ALIGN};
-use crate::stats::SHARED;
 use crate::thread;
 use core::ptr;
 

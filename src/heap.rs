@@ -31,12 +31,12 @@
 //! at once.
 
 use crate::atomic::Ordering;
+use crate::counters::HeapCounters;
 use crate::os;
 use crate::page::{self, Page, FREE_ZERO, FRESH_TAIL, IN_FULL, IN_USE};
 use crate::remote::Outbox;
 use crate::segment::{self, Segment, ABANDONED, MAX_SPAN, SLICES, SLICE_SIZE};
 use crate::size_class::{class_size, CLASS_SIZES, NUM_CLASSES};
-use crate::stats::HeapCounters;
 use core::ptr;
 use static_assertions::const_assert;
 

@@ -20,11 +20,11 @@
 //! header, written by `region`) are left to their heap: never cached, freed
 //! or moved here; their heap unmaps them with [`release`].
 
+use crate::counters::SHARED;
 use crate::large_cache::{self, Found};
 use crate::os::{self, round_up, OS_PAGE};
 use crate::segment::{Segment, HUGE_BLOCK_OFFSET, KIND_CACHED, KIND_HUGE, SEGMENT_SIZE};
 use crate::size_class::MAX_SMALL;
-use crate::stats::SHARED;
 use core::ptr;
 use core::sync::atomic::Ordering;
 

@@ -13,6 +13,7 @@
 //! Read the modules in the order data flows:
 //! - `os`: mmap, brk, madvise, mremap; the only system calls.
 //! - `size_class`: a request's size becomes one of 116 block sizes.
+//! - `counters`: what the layers below `stats` count into.
 //! - `freed`: the mark of a free small block, which catches double frees.
 //! - `segment`: 4 MiB aligned regions cut into 64 KiB slices; from any pointer,
 //!   masking finds the segment header and a shift finds the page.
@@ -23,7 +24,7 @@
 //!   heap and handed over in batches (the lock-free inbox is in `remote`).
 //! - `large`: requests above [`LARGE_THRESHOLD`] get a mapping of their own;
 //!   `large_cache` keeps freed ones resident for a while, for reuse.
-//! - `stats`: counters of what is held.
+//! - `stats`: the snapshot of what is held, read from the counters.
 //! - `thread`: a heap per thread, handed back when the thread exits.
 //! - `alloc`: malloc, free, realloc over all of the above; [`SegAlloc`] is the
 //!   `GlobalAlloc` front end.
@@ -53,6 +54,7 @@ mod alloc;
 mod atomic;
 #[cfg(feature = "override")]
 mod capi;
+mod counters;
 mod freed;
 mod heap;
 mod large;

@@ -27,16 +27,11 @@
 //! `fold_used`). When `free` has run dry, as it has whenever the page is
 //! refilled, nothing needs walking.
 
+use crate::counters::COUNT_REQUESTED;
 pub(crate) use crate::remote::Block;
 use crate::remote::ThreadFreeStack;
 use crate::remote::{next_of, set_next};
 use core::ptr;
-
-/// Whether the fast paths count requested bytes: with the `stats` feature,
-/// except in the C front end's build (`override`), where every small block
-/// counts as wholly requested (C frees without a size) and so needs no
-/// counting: the snapshot takes live blocks times their size.
-pub(crate) const COUNT_REQUESTED: bool = cfg!(all(feature = "stats", not(feature = "override")));
 
 /// The page is carved from segment slices and serves a size class.
 pub(crate) const IN_USE: u8 = 1;

@@ -38,12 +38,13 @@
 //! heap for `'a`, and `Heap::reset` takes `&mut self`.
 
 use crate::atomic::Ordering;
+use crate::counters::LargeCounts;
 use crate::heap::{self, DIRECT_MAX};
 use crate::large;
 use crate::page;
 use crate::segment::{segment_of, Segment, HUGE_BLOCK_OFFSET, KIND_HUGE, KIND_SMALL, SLICE_SIZE};
 use crate::size_class::{class_for, class_of, MAX_SMALL, MIN_ALIGN};
-use crate::stats::{self, LargeCounts, Stats};
+use crate::stats::{self, Stats};
 use crate::thread::{self, HeapSlot};
 use allocator_api2::alloc::{AllocError, Allocator};
 use core::alloc::Layout;

@@ -197,7 +197,7 @@ impl Segment {
         if base.is_null() {
             return ptr::null_mut();
         }
-        crate::stats::SHARED
+        crate::counters::SHARED
             .segments_obtained
             .fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "secure")]
@@ -228,7 +228,7 @@ impl Segment {
     pub(crate) unsafe fn release(seg: *mut Segment) {
         // SAFETY: per the contract, the header is ours to read and then drop.
         let source = unsafe { (*seg).source };
-        crate::stats::SHARED
+        crate::counters::SHARED
             .segments_returned
             .fetch_add(1, Ordering::Relaxed);
         // The break cannot shrink under other users, so brk segments are always
@@ -513,7 +513,7 @@ pub(crate) fn drain_free_segments() {
 pub(crate) fn obtain(owner: usize) -> *mut Segment {
     let seg = FREE_SEGMENTS.pop();
     if !seg.is_null() {
-        crate::stats::SHARED
+        crate::counters::SHARED
             .segments_obtained
             .fetch_add(1, Ordering::Relaxed);
         // SAFETY: a kept segment belongs to nobody and has no page in use (every

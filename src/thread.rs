@@ -15,11 +15,11 @@
 //!
 //! Heaps are carved from OS pages, never from the global allocator.
 
+use crate::counters::{HeapCounters, SHARED};
 use crate::heap::Heap;
 use crate::os;
 use crate::page::Page;
 use crate::remote::Inbox;
-use crate::stats::{HeapCounters, SHARED};
 use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::Ordering;
@@ -283,7 +283,7 @@ pub(crate) fn for_each_heap(mut f: impl FnMut(&HeapCounters)) {
     let pool = POOL.lock();
     // Counts moved off slots taken for first-class heaps (see `private_heap`),
     // read under the same lock as the move.
-    f(&crate::stats::RETIRED);
+    f(&crate::counters::RETIRED);
     let mut c = pool.chunk;
     while !c.is_null() {
         // SAFETY: chunks are never unmapped; slots below `end` are initialised,
@@ -401,7 +401,7 @@ pub(crate) fn private_heap() -> *mut Heap {
         let _pool = POOL.lock();
         // SAFETY: the slot is ours and unused; its counters are only ever
         // accessed through shared references.
-        crate::stats::retire(unsafe { &*ptr::addr_of!((*slot).counters) });
+        crate::counters::retire(unsafe { &*ptr::addr_of!((*slot).counters) });
     }
     let h = slot.cast::<Heap>();
     // SAFETY: the slot is unused and ours. Its inbox stays closed: nobody

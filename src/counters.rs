@@ -1,0 +1,234 @@
+//! The counters behind the statistics, which the allocator's layers write:
+//! per-heap counters ([`HeapCounters`]) that only their heap's thread writes
+//! and any thread reads, and shared atomics ([`SHARED`]) for events that are
+//! system calls anyway (segments, large blocks) or come from threads without
+//! a heap. Below `segment`, `heap` and `large`, which count into them; the
+//! snapshot that reads them all is `stats`, above. See `stats` for what each
+//! figure means and how exact it is.
+
+use crate::size_class::NUM_CLASSES;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// Whether the fast paths count requested bytes: with the `stats` feature,
+/// except in the C front end's build (`override`), where every small block
+/// counts as wholly requested (C frees without a size) and so needs no
+/// counting: the snapshot takes live blocks times their size.
+pub(crate) const COUNT_REQUESTED: bool = cfg!(all(feature = "stats", not(feature = "override")));
+
+/// A counter written by one thread and read by any: a relaxed load and store,
+/// so the owner pays a plain add and readers see a whole value.
+#[repr(transparent)]
+pub(crate) struct Counter(AtomicUsize);
+
+impl Counter {
+    pub(crate) const fn new() -> Self {
+        Counter(AtomicUsize::new(0))
+    }
+    /// Adds `n` (wrapping). Only the owning thread may call this.
+    #[inline(always)]
+    pub(crate) fn add(&self, n: usize) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+    /// Subtracts `n` (wrapping). Only the owning thread may call this.
+    #[inline(always)]
+    pub(crate) fn sub(&self, n: usize) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_sub(n),
+            Ordering::Relaxed,
+        );
+    }
+    #[inline]
+    pub(crate) fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A counter of requested bytes: counts only where the fast paths count them
+/// ([`COUNT_REQUESTED`]). Elsewhere adding does nothing.
+#[repr(transparent)]
+pub(crate) struct FastCounter(Counter);
+
+impl FastCounter {
+    pub(crate) const fn new() -> Self {
+        FastCounter(Counter::new())
+    }
+    #[inline(always)]
+    pub(crate) fn add(&self, n: usize) {
+        if COUNT_REQUESTED {
+            self.0.add(n);
+        }
+    }
+    #[inline(always)]
+    pub(crate) fn sub(&self, n: usize) {
+        if COUNT_REQUESTED {
+            self.0.sub(n);
+        }
+    }
+    #[inline]
+    pub(crate) fn get(&self) -> usize {
+        self.0.get()
+    }
+}
+
+/// Per size class counters of one heap, side by side so that an allocation or
+/// a free touches one cache line.
+#[repr(C, align(64))]
+pub(crate) struct ClassCounters {
+    pub(crate) allocs: Counter,
+    pub(crate) frees: Counter,
+    pub(crate) requested: FastCounter,
+    /// Pages of this class made (+) and freed (-).
+    pub(crate) pages: Counter,
+    /// Blocks pushed on other heaps' `thread_free` (+) and collected (-).
+    pub(crate) remote_pending: Counter,
+}
+
+impl ClassCounters {
+    #[allow(clippy::declare_interior_mutable_const)] // a template for fresh values
+    const NEW: ClassCounters = ClassCounters {
+        allocs: Counter::new(),
+        frees: Counter::new(),
+        requested: FastCounter::new(),
+        pages: Counter::new(),
+        remote_pending: Counter::new(),
+    };
+}
+
+/// One heap's counters. See the module docs.
+#[repr(C)]
+pub(crate) struct HeapCounters {
+    pub(crate) class: [ClassCounters; NUM_CLASSES],
+    pub(crate) realloc_in_place: Counter,
+    pub(crate) realloc_moved: Counter,
+    pub(crate) remote_frees: Counter,
+    pub(crate) pages_obtained: Counter,
+    pub(crate) pages_returned: Counter,
+    /// Slices held by pages in use.
+    pub(crate) used_slices: Counter,
+    /// Resident bytes of free slices.
+    pub(crate) dirty_bytes: Counter,
+}
+
+impl HeapCounters {
+    #[allow(clippy::declare_interior_mutable_const)] // a template for fresh values
+    pub(crate) const NEW: HeapCounters = HeapCounters {
+        class: [ClassCounters::NEW; NUM_CLASSES],
+        realloc_in_place: Counter::new(),
+        realloc_moved: Counter::new(),
+        remote_frees: Counter::new(),
+        pages_obtained: Counter::new(),
+        pages_returned: Counter::new(),
+        used_slices: Counter::new(),
+        dirty_bytes: Counter::new(),
+    };
+}
+
+/// Shared atomic counters for threads without a heap, and for large objects,
+/// segments and the heap pool.
+pub(crate) struct Shared {
+    /// Frees by threads that never allocated: per class (frees, requested, pending).
+    pub(crate) orphan_frees: [AtomicUsize; NUM_CLASSES],
+    pub(crate) orphan_requested: [AtomicUsize; NUM_CLASSES],
+    pub(crate) orphan_pending: [AtomicUsize; NUM_CLASSES],
+    pub(crate) large_allocs: AtomicUsize,
+    pub(crate) large_frees: AtomicUsize,
+    pub(crate) large_usable: AtomicUsize,
+    pub(crate) large_requested: AtomicUsize,
+    pub(crate) large_reallocs: AtomicUsize,
+    pub(crate) segments_obtained: AtomicUsize,
+    pub(crate) segments_returned: AtomicUsize,
+    /// Bytes of OS memory holding heaps.
+    pub(crate) heap_meta: AtomicUsize,
+}
+
+#[allow(clippy::declare_interior_mutable_const)] // used only to build arrays
+const Z: AtomicUsize = AtomicUsize::new(0);
+
+pub(crate) static SHARED: Shared = Shared {
+    orphan_frees: [Z; NUM_CLASSES],
+    orphan_requested: [Z; NUM_CLASSES],
+    orphan_pending: [Z; NUM_CLASSES],
+    large_allocs: Z,
+    large_frees: Z,
+    large_usable: Z,
+    large_requested: Z,
+    large_reallocs: Z,
+    segments_obtained: Z,
+    segments_returned: Z,
+    heap_meta: Z,
+};
+
+impl Shared {
+    /// A free of a class-`c` block by a thread without a heap.
+    pub(crate) fn orphan_free(&self, c: usize, requested: usize) {
+        self.orphan_frees[c].fetch_add(1, Ordering::Relaxed);
+        self.orphan_requested[c].fetch_add(requested, Ordering::Relaxed);
+        self.orphan_pending[c].fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn large_alloc(&self, usable: usize, requested: usize) {
+        self.large_allocs.fetch_add(1, Ordering::Relaxed);
+        self.large_usable.fetch_add(usable, Ordering::Relaxed);
+        self.large_requested.fetch_add(requested, Ordering::Relaxed);
+    }
+    pub(crate) fn large_free(&self, usable: usize, requested: usize) {
+        self.large_frees.fetch_add(1, Ordering::Relaxed);
+        self.large_usable.fetch_sub(usable, Ordering::Relaxed);
+        self.large_requested.fetch_sub(requested, Ordering::Relaxed);
+    }
+    /// Usable bytes of the live large blocks.
+    pub(crate) fn large_live(&self) -> usize {
+        self.large_usable.load(Ordering::Relaxed)
+    }
+    /// A large block resized in place (or moved by mremap) from `old` to `new`.
+    pub(crate) fn large_resize(&self, old: (usize, usize), new: (usize, usize)) {
+        self.large_reallocs.fetch_add(1, Ordering::Relaxed);
+        self.large_usable
+            .fetch_add(new.0.wrapping_sub(old.0), Ordering::Relaxed);
+        self.large_requested
+            .fetch_add(new.1.wrapping_sub(old.1), Ordering::Relaxed);
+    }
+}
+
+/// Counts moved off pool slots taken for first-class heaps, so that those
+/// heaps' counters start at zero while the process-wide sum stays the same.
+/// Written only under the heap pool's lock (see `thread::private_heap`).
+pub(crate) static RETIRED: HeapCounters = HeapCounters::NEW;
+
+/// Moves everything `k` counted into [`RETIRED`] and zeroes `k`.
+/// Called under the heap pool's lock, on a slot no thread uses.
+pub(crate) fn retire(k: &HeapCounters) {
+    fn mv(to: &Counter, from: &Counter) {
+        let v = from.get();
+        to.add(v);
+        from.sub(v);
+    }
+    for (to, from) in RETIRED.class.iter().zip(k.class.iter()) {
+        mv(&to.allocs, &from.allocs);
+        mv(&to.frees, &from.frees);
+        mv(&to.requested.0, &from.requested.0);
+        mv(&to.pages, &from.pages);
+        mv(&to.remote_pending, &from.remote_pending);
+    }
+    mv(&RETIRED.realloc_in_place, &k.realloc_in_place);
+    mv(&RETIRED.realloc_moved, &k.realloc_moved);
+    mv(&RETIRED.remote_frees, &k.remote_frees);
+    mv(&RETIRED.pages_obtained, &k.pages_obtained);
+    mv(&RETIRED.pages_returned, &k.pages_returned);
+    mv(&RETIRED.used_slices, &k.used_slices);
+    mv(&RETIRED.dirty_bytes, &k.dirty_bytes);
+}
+
+/// What a first-class heap knows of its large objects.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct LargeCounts {
+    pub(crate) allocs: usize,
+    pub(crate) frees: usize,
+    pub(crate) live: usize,
+    pub(crate) usable: usize,
+    pub(crate) requested: usize,
+    pub(crate) mapped: usize,
+    pub(crate) reallocs: usize,
+}
