@@ -14,7 +14,9 @@
 //! `posix_memalign` returns `EINVAL` for an alignment that is not a power of
 //! two multiple of `sizeof(void *)`, `aligned_alloc` sets `EINVAL` for one that
 //! is not a power of two (glibc 2.38 and later), and `memalign` rounds such an
-//! alignment up. Alignments above [`crate::MAX_ALIGN`] fail with `ENOMEM`.
+//! alignment up. Any power-of-two alignment is served (above
+//! [`crate::MAX_ALIGN`] with a mapping of its own); one that no address space
+//! holds fails with `ENOMEM`.
 //!
 //! Every block handed out is at least 16-aligned (`max_align_t`), so plain
 //! `malloc` asks the engine for alignment 16.

@@ -28,17 +28,24 @@ use crate::size_class::MAX_SMALL;
 use core::ptr;
 use core::sync::atomic::Ordering;
 
-/// The largest alignment segalloc serves; larger requests return null.
+/// The largest alignment served inside the first segment-sized stretch of
+/// a block's mapping (half a segment, 2 MiB), from the large-block cache and
+/// resized with `mremap` in place.
 ///
-/// It is half a segment, because a huge block must start inside the first
-/// segment-sized stretch of its mapping for `free` to find the header.
+/// Larger alignments (any power of two, as glibc's `posix_memalign` takes)
+/// are served too: such a block starts on a segment boundary, with its
+/// header alone in the segment-sized stretch before it (address space, not
+/// memory: one page of it is touched), where `segment_of` finds it. Their
+/// mapping is always fresh, and a `realloc` asking to keep the alignment
+/// moves them by copying. Only sizes and alignments whose sum does not fit
+/// in an `isize`, or that the OS will not map, return null.
 pub const MAX_ALIGN: usize = SEGMENT_SIZE / 2;
 
 /// A block of `size` bytes aligned to `align`: cached memory if there is
 /// some, else a fresh mapping. Null on failure.
 pub(crate) fn alloc(size: usize, align: usize) -> *mut u8 {
     if align > MAX_ALIGN {
-        return ptr::null_mut();
+        return alloc_over_aligned(size, align);
     }
     let offset = HUGE_BLOCK_OFFSET.max(align);
     let Some(need) = offset.checked_add(size).and_then(|n| round_up(n, OS_PAGE)) else {
@@ -52,6 +59,47 @@ pub(crate) fn alloc(size: usize, align: usize) -> *mut u8 {
     if base.is_null() {
         return base;
     }
+    install(base, map, offset, size, stale, split)
+}
+
+/// A block aligned to `align` > [`MAX_ALIGN`] (so a multiple of a segment):
+/// a fresh mapping whose base (the header) lies one segment before an
+/// `align`-aligned block. Null on failure.
+fn alloc_over_aligned(size: usize, align: usize) -> *mut u8 {
+    debug_assert!(align.is_power_of_two() && align >= SEGMENT_SIZE);
+    let offset = SEGMENT_SIZE;
+    // The part of an `align`-aligned mapping before the header.
+    let lead = align - SEGMENT_SIZE;
+    let Some(need) = offset.checked_add(size).and_then(|n| round_up(n, OS_PAGE)) else {
+        return ptr::null_mut();
+    };
+    let Some(over) = need.checked_add(lead) else {
+        return ptr::null_mut();
+    };
+    if over > isize::MAX as usize {
+        return ptr::null_mut();
+    }
+    let start = os::map_aligned(over, align);
+    if start.is_null() {
+        return start;
+    }
+    // SAFETY: `lead < over`; the first `lead` bytes are ours to unmap.
+    let base = unsafe { start.add(lead) };
+    os::unmap(start, lead);
+    install(base, need, offset, size, 0, 0)
+}
+
+/// Writes the header of a huge segment at `base` (a mapping of `map` bytes,
+/// whose first `stale` may hold old data) for a block of `size` bytes at
+/// `offset`, counts it, and returns the block.
+fn install(
+    base: *mut u8,
+    map: usize,
+    offset: usize,
+    size: usize,
+    stale: usize,
+    split: usize,
+) -> *mut u8 {
     let seg = base.cast::<Segment>();
     // SAFETY: `base` starts a mapping of `map` bytes that is ours alone (fresh,
     // or taken out of the cache); the header prefix fits before `offset`

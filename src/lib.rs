@@ -34,7 +34,9 @@
 //! # Guarantees
 //! - Allocation never panics, never takes a std lock and never allocates
 //!   through the global allocator; failure (out of memory, a size near
-//!   `isize::MAX`, an alignment above [`MAX_ALIGN`]) returns null.
+//!   `isize::MAX`, an alignment no address space holds) returns null. Any
+//!   power-of-two alignment is served (above [`MAX_ALIGN`], with a mapping
+//!   of its own).
 //! - Blocks are aligned as the layout asks, and to 16 bytes whenever it asks
 //!   for 16 or more (see `size_class` for the four 8-aligned classes that keep
 //!   waste under 12.5% between 64 and 128 bytes).

@@ -242,3 +242,50 @@ fn random_layouts_through_std_alloc() {
         }
     }
 }
+
+/// Alignments beyond [`MAX_ALIGN`] (a segment and more, as C's
+/// `posix_memalign` may ask): aligned, usable, written and read back whole,
+/// reallocated with the same alignment (contents kept), and freed; their
+/// headers a segment below them are found by `free`.
+#[test]
+fn alignments_of_a_segment_and_more() {
+    let mut live = Vec::new();
+    for shift in [22u32, 23, 25, 28] {
+        let align = 1usize << shift;
+        assert!(align > MAX_ALIGN);
+        for size in [1usize, 100, 64 << 10, 3 << 20] {
+            let l = Layout::from_size_align(size, align).unwrap();
+            // SAFETY: a valid layout; the block is checked and freed below.
+            let p = unsafe { SegAlloc.alloc(l) };
+            assert!(!p.is_null(), "alloc({l:?}) failed");
+            assert_eq!(p as usize % align, 0, "alloc({l:?}) misaligned: {p:p}");
+            assert!(unsafe { usable_size(p) } >= size);
+            // SAFETY: `size` bytes of our block.
+            unsafe { p.write_bytes(shift as u8, size) };
+            live.push((p, l));
+        }
+        let z = Layout::from_size_align(5000, align).unwrap();
+        // SAFETY: as above.
+        let q = unsafe { SegAlloc.alloc_zeroed(z) };
+        assert_eq!(q as usize % align, 0);
+        assert!(unsafe { std::slice::from_raw_parts(q, 5000) }
+            .iter()
+            .all(|&b| b == 0));
+        unsafe { SegAlloc.dealloc(q, z) };
+    }
+    for (p, l) in live {
+        // SAFETY: our live block of `l.size()` bytes.
+        let v = unsafe { std::slice::from_raw_parts(p, l.size()) };
+        let byte = l.align().trailing_zeros() as u8;
+        assert!(v.iter().all(|&b| b == byte), "{l:?}: contents changed");
+        let grown = l.size() * 2 + 4096;
+        // SAFETY: as above; the new size is valid for the alignment.
+        let q = unsafe { SegAlloc.realloc(p, l, grown) };
+        assert!(!q.is_null());
+        assert_eq!(q as usize % l.align(), 0, "realloc lost the alignment");
+        let v = unsafe { std::slice::from_raw_parts(q, l.size()) };
+        assert!(v.iter().all(|&b| b == byte), "{l:?}: realloc lost contents");
+        // SAFETY: the reallocated block, freed once.
+        unsafe { SegAlloc.dealloc(q, Layout::from_size_align(grown, l.align()).unwrap()) };
+    }
+}
