@@ -427,8 +427,8 @@ pub(crate) unsafe fn usable_size(p: *const u8) -> usize {
 
 /// Resizes `p` (asked for with `old_size` bytes, [`UNSIZED`] if unknown) to
 /// `new_size` bytes with alignment `align`, in place when its size class (or
-/// mapping) allows; else moves it, copying what fits. Null on failure, `p`
-/// then left intact.
+/// mapping) allows, or when it shrinks to at least half of its block;
+/// else moves it, copying what fits. Null on failure, `p` then left intact.
 ///
 /// # Safety
 /// `p` is a live block of at least `old_size` bytes aligned to `align`.
@@ -495,7 +495,15 @@ unsafe fn realloc_in<const WHOLE: bool>(
             let bs = (*page).block_size;
             if new_size <= bs && align <= SLICE_SIZE {
                 let c = (*page).class as usize;
-                if class_for(new_size, align) == Some(c) {
+                // Its own class, or a block at most twice the new size
+                // (mimalloc's rule): a vector cut back by halves is copied
+                // every other step, not at every one. `p` is aligned to
+                // `align` already (the contract); the 16-byte alignment a
+                // fresh block of the new size would have is checked (blocks
+                // of the 8-aligned classes may lack it).
+                if (new_size >= bs / 2 && p as usize % MIN_ALIGN == 0)
+                    || class_for(new_size, align) == Some(c)
+                {
                     if let Some(k) = thread::current_counters() {
                         let old = if old_size == UNSIZED { bs } else { old_size };
                         let new = counted::<WHOLE>(new_size, c);
