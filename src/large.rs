@@ -39,6 +39,22 @@ pub const MAX_ALIGN: usize = SEGMENT_SIZE / 2;
 /// A block of `size` bytes aligned to `align`: cached memory if there is
 /// some, else a fresh mapping. Null on failure.
 pub(crate) fn alloc(size: usize, align: usize) -> *mut u8 {
+    alloc_in(size, align, true)
+}
+
+/// A block of `size` bytes aligned to `align` from a mapping of the cache
+/// taken where it is (no system call, resident memory), or null when the
+/// cache holds none long enough. For a small block growing towards the
+/// large range (see `alloc::realloc`), whatever its size.
+pub(crate) fn alloc_cached(size: usize, align: usize) -> *mut u8 {
+    if large_cache::cached_bytes() == 0 {
+        return ptr::null_mut();
+    }
+    alloc_in(size, align, false)
+}
+
+/// [`alloc`], or [`alloc_cached`] without `fresh`.
+fn alloc_in(size: usize, align: usize, fresh: bool) -> *mut u8 {
     if align > MAX_ALIGN {
         return ptr::null_mut();
     }
@@ -50,7 +66,14 @@ pub(crate) fn alloc(size: usize, align: usize) -> *mut u8 {
         return ptr::null_mut();
     }
     large_cache::purge_if_due();
-    let (base, map, stale, split) = obtain(need);
+    let (base, map, stale, split) = if fresh {
+        obtain(need)
+    } else {
+        match large_cache::take(need, false) {
+            Found::InPlace { addr, len, split } => (addr as *mut u8, len, len, split),
+            _ => return ptr::null_mut(),
+        }
+    };
     if base.is_null() {
         return base;
     }
