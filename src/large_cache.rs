@@ -22,6 +22,10 @@
 //!
 //! And a block cut from a cached mapping that grows by `realloc` takes its
 //! tail back first (`large::resize`), in place and without a system call.
+//! A live block that shrinks leaves its tail here the same way
+//! ([`put_tail`]), still mapped and resident, rather than giving it back to
+//! the OS: growing again (a vector cut back and refilled) takes it back
+//! without a system call or a page fault.
 //!
 //! Every cached mapping lies within one kernel mapping (VMA), as every live
 //! block does, because `mremap` cannot act across two: mappings are only
