@@ -195,6 +195,8 @@ fn shrinking_to_half_a_block_stays_in_place() {
     {
         let id = 100 + id as u64;
         let layout = Layout::from_size_align(size, align).unwrap();
+        // SAFETY: each realloc and free is given the live block and the
+        // layout it was made with; reads stay within the sizes asked for.
         unsafe {
             let p = SegAlloc.alloc(layout);
             assert!(!p.is_null());
@@ -219,6 +221,7 @@ fn shrinking_to_half_a_block_stays_in_place() {
     }
     // A 120-byte block (8-aligned class) cut to 64 bytes: a 16-aligned one.
     let layout = Layout::from_size_align(120, 8).unwrap();
+    // SAFETY: as above.
     unsafe {
         let ps: Vec<*mut u8> = (0..8).map(|_| SegAlloc.alloc(layout)).collect();
         for (i, &p) in ps.iter().enumerate() {

@@ -164,6 +164,8 @@ fn statistics_are_exact_after_join() {
     // for, to the byte; so does a large block cut back (its tail cached).
     let l = Layout::from_size_align(4000, 8).unwrap();
     let big = Layout::from_size_align(8 << 20, 8).unwrap();
+    // SAFETY: each realloc and free is given the live block and the layout
+    // it was made with.
     unsafe {
         let p = GLOBAL.alloc(l);
         let b = GLOBAL.alloc(big);
