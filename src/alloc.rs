@@ -484,10 +484,15 @@ pub(crate) unsafe fn usable_size(p: *const u8) -> usize {
     }
 }
 
+/// A small block that `realloc` grows past this size takes a cached large
+/// mapping if one fits in place (see `realloc_in`): half the large
+/// threshold, where a block takes eight slices or more, a page of its own.
+const GROW_TO_LARGE: usize = MAX_SMALL / 2;
+
 /// Resizes `p` (asked for with `old_size` bytes, [`UNSIZED`] if unknown) to
 /// `new_size` bytes with alignment `align`, in place when its size class (or
-/// mapping) allows; else moves it, copying what fits. Null on failure, `p`
-/// then left intact.
+/// mapping) allows, or when it shrinks to at least half of its block;
+/// else moves it, copying what fits. Null on failure, `p` then left intact.
 ///
 /// # Safety
 /// `p` is a live block of at least `old_size` bytes aligned to `align`.
@@ -545,6 +550,7 @@ unsafe fn realloc_in<const WHOLE: bool>(
     let seg = segment_of(p);
     #[cfg(feature = "secure")]
     check_ours(seg, p);
+    let mut q = ptr::null_mut();
     // SAFETY: `p` is live, so its segment header (and page) are valid.
     unsafe {
         if (*seg).kind != KIND_SMALL {
@@ -576,7 +582,15 @@ unsafe fn realloc_in<const WHOLE: bool>(
             let bs = (*page).block_size;
             if new_size <= bs && align <= SLICE_SIZE {
                 let c = (*page).class as usize;
-                if class_for(new_size, align) == Some(c) {
+                // Its own class, or a block at most twice the new size
+                // (mimalloc's rule): a vector cut back by halves is copied
+                // every other step, not at every one. `p` is aligned to
+                // `align` already (the contract); the 16-byte alignment a
+                // fresh block of the new size would have is checked (blocks
+                // of the 8-aligned classes may lack it).
+                if (new_size >= bs / 2 && p as usize % MIN_ALIGN == 0)
+                    || class_for(new_size, align) == Some(c)
+                {
                     if let Some(k) = thread::current_counters() {
                         let old = if old_size == UNSIZED { bs } else { old_size };
                         let new = counted::<WHOLE>(new_size, c);
@@ -586,10 +600,20 @@ unsafe fn realloc_in<const WHOLE: bool>(
                     return p;
                 }
             }
+            if new_size > bs && new_size > GROW_TO_LARGE {
+                // Growing towards the large range (a vector doubling): a
+                // mapping of the large-block cache, if one fits where it
+                // is, rather than a page of its own. It is resident, so no
+                // page faults, it adds nothing to the resident set, and
+                // the block grows on into its tail without copying.
+                q = large::alloc_cached(new_size, align);
+            }
         }
-        let q = malloc_in::<WHOLE>(new_size, align);
         if q.is_null() {
-            return q;
+            q = malloc_in::<WHOLE>(new_size, align);
+            if q.is_null() {
+                return q;
+            }
         }
         ptr::copy_nonoverlapping(p, q, old_size.min(new_size).min(usable_size(p)));
         free(p, old_size);

@@ -182,6 +182,17 @@ impl Shared {
     pub(crate) fn large_live(&self) -> usize {
         self.large_usable.load(Ordering::Relaxed)
     }
+    /// Bytes of the live large blocks' mappings, their header pages
+    /// included (counted as one page each, as `metadata` counts them): what
+    /// they take back from the large-block cache when freed and reallocated.
+    pub(crate) fn large_live_mapped(&self) -> usize {
+        let objects = self
+            .large_allocs
+            .load(Ordering::Relaxed)
+            .wrapping_sub(self.large_frees.load(Ordering::Relaxed));
+        self.large_live()
+            .wrapping_add(objects.wrapping_mul(crate::os::OS_PAGE))
+    }
     /// A large block resized in place (or moved by mremap) from `old` to `new`.
     pub(crate) fn large_resize(&self, old: (usize, usize), new: (usize, usize)) {
         self.large_reallocs.fetch_add(1, Ordering::Relaxed);

@@ -7,7 +7,9 @@
 //! so the header never shares a page with the block and alignments up to
 //! [`MAX_ALIGN`] are served. Growing a block uses `mremap`, in place when the
 //! address space after it is free and otherwise by moving the pages, never by
-//! copying bytes.
+//! copying bytes. Shrinking one leaves its tail mapped and resident, in the
+//! cache, under a token the block keeps: growing again takes it back without
+//! a system call or a page fault.
 //!
 //! A freed block's mapping goes to the large-block cache (`large_cache`),
 //! still resident, marked [`KIND_CACHED`] so that a second free of it aborts;
@@ -44,6 +46,22 @@ pub const MAX_ALIGN: usize = SEGMENT_SIZE / 2;
 /// A block of `size` bytes aligned to `align`: cached memory if there is
 /// some, else a fresh mapping. Null on failure.
 pub(crate) fn alloc(size: usize, align: usize) -> *mut u8 {
+    alloc_in(size, align, true)
+}
+
+/// A block of `size` bytes aligned to `align` from a mapping of the cache
+/// taken where it is (no system call, resident memory), or null when the
+/// cache holds none long enough. For a small block growing towards the
+/// large range (see `alloc::realloc`), whatever its size.
+pub(crate) fn alloc_cached(size: usize, align: usize) -> *mut u8 {
+    if large_cache::cached_bytes() == 0 {
+        return ptr::null_mut();
+    }
+    alloc_in(size, align, false)
+}
+
+/// [`alloc`], or [`alloc_cached`] without `fresh`.
+fn alloc_in(size: usize, align: usize, fresh: bool) -> *mut u8 {
     if align > MAX_ALIGN {
         return alloc_over_aligned(size, align);
     }
@@ -55,7 +73,14 @@ pub(crate) fn alloc(size: usize, align: usize) -> *mut u8 {
         return ptr::null_mut();
     }
     large_cache::purge_if_due();
-    let (base, map, stale, split) = obtain(need);
+    let (base, map, stale, split) = if fresh {
+        obtain(need)
+    } else {
+        match large_cache::take(need, false) {
+            Found::InPlace { addr, len, split } => (addr as *mut u8, len, len, split),
+            _ => return ptr::null_mut(),
+        }
+    };
     if base.is_null() {
         return base;
     }
@@ -181,7 +206,7 @@ pub(crate) unsafe fn free(seg: *mut Segment) {
     if unsafe { owned_by_heap(seg) } {
         return;
     }
-    let live = SHARED.large_live();
+    let live = SHARED.large_live_mapped();
     // SAFETY: per the contract.
     let (map, split) = unsafe { count_out(seg) };
     large_cache::purge_if_due();
@@ -190,7 +215,7 @@ pub(crate) unsafe fn free(seg: *mut Segment) {
         // take it and write a live header.
         // SAFETY: the header is ours until `put` publishes it.
         unsafe { (*seg).kind = KIND_CACHED };
-        large_cache::put(seg as usize, map, split, live, SHARED.large_live());
+        large_cache::put(seg as usize, map, split, live, SHARED.large_live_mapped());
     } else {
         #[cfg(feature = "secure")]
         crate::segment::registry::remove(seg.cast());
@@ -247,21 +272,34 @@ pub(crate) unsafe fn zero_stale(seg: *mut Segment, p: *mut u8, size: usize) {
     }
 }
 
+/// Whether a huge block of `usable` bytes resized to `new_size` bytes must
+/// become a small block (see [`resize`]): when it shrinks to a small size
+/// below half of its usable size, or shrinks at all once it is no longer
+/// above the large threshold. So a block halved from above the threshold
+/// stays where it is once more (as a small block of its class would, see
+/// `alloc::realloc`), but a mapping never serves a shrinking small block
+/// for long.
+pub(crate) const fn moves_to_small(usable: usize, new_size: usize) -> bool {
+    new_size <= MAX_SMALL && new_size < usable && (usable <= MAX_SMALL || new_size < usable / 2)
+}
+
 /// Resizes the huge block `p` (header `seg`) to `new_size` bytes, keeping its
 /// contents and alignment. Returns the block's new address, or null when the
-/// caller must move it (a small size) or the OS refused (then `p` is intact).
+/// caller must move it (a small size, see [`moves_to_small`]) or the OS
+/// refused (then `p` is intact).
 ///
 /// Growing first takes back the tail cut from the block's mapping if it is
 /// still cached (no system call, resident pages), then asks `mremap` for the
 /// rest: in place if the address space after the mapping is free, else by
-/// moving it.
+/// moving it. Shrinking cuts the tail off into the cache, where it stays
+/// resident for the block to grow back into: no system call either.
 ///
 /// # Safety
 /// `seg` is the header of the live huge segment holding `p`.
 pub(crate) unsafe fn resize(seg: *mut Segment, p: *mut u8, new_size: usize) -> *mut u8 {
     // SAFETY: per the contract the header is readable. A first-class heap's
     // block must not move under the heap's list of them (see `region`).
-    if new_size <= MAX_SMALL || unsafe { owned_by_heap(seg) } {
+    if unsafe { owned_by_heap(seg) } {
         return ptr::null_mut();
     }
     // SAFETY: per the contract the header is ours.
@@ -273,6 +311,9 @@ pub(crate) unsafe fn resize(seg: *mut Segment, p: *mut u8, new_size: usize) -> *
             (*seg).split,
         )
     };
+    if moves_to_small(old_map - offset, new_size) {
+        return ptr::null_mut();
+    }
     let Some(new_map) = offset
         .checked_add(new_size)
         .and_then(|n| round_up(n, OS_PAGE))
@@ -308,11 +349,28 @@ pub(crate) unsafe fn resize(seg: *mut Segment, p: *mut u8, new_size: usize) -> *
         SHARED.large_resize(old, (map - offset, new_size));
         return p;
     }
-    let new_base = if new_map < map || os::remap_in_place(base, map, new_map) {
-        if new_map < map {
-            // Shrinking in place always works; count it the same way.
-            os::remap_in_place(base, map, new_map);
+    if new_map < map {
+        // Shrinking: the cut tail goes to the cache, still mapped and
+        // resident, rather than back to the OS. No system call, and a block
+        // that grows again (a vector cut back and refilled) takes it back in
+        // place without faulting it in (see the growth above); other blocks
+        // may use it meanwhile. Counted first: the tail is not the block's
+        // once cached.
+        let live = SHARED.large_live_mapped();
+        SHARED.large_resize(old, (new_map - offset, new_size));
+        // SAFETY: the header is ours.
+        unsafe {
+            (*seg).map_size = new_map;
+            (*seg).requested = new_size;
         }
+        let cut = base as usize + new_map;
+        let after = SHARED.large_live_mapped();
+        let token = large_cache::put_tail(cut, map - new_map, split, live, after);
+        // SAFETY: the header is ours.
+        unsafe { (*seg).split = token };
+        return p;
+    }
+    let new_base = if os::remap_in_place(base, map, new_map) {
         base
     } else {
         os::remap_aligned(base, map, new_map, SEGMENT_SIZE)
@@ -341,4 +399,29 @@ pub(crate) unsafe fn resize(seg: *mut Segment, p: *mut u8, new_size: usize) -> *
     SHARED.large_resize(old, (new_map - offset, new_size));
     // SAFETY: offset < new_map.
     unsafe { new_base.add(offset) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_block_becomes_small_only_below_half_or_once_small() {
+        const M: usize = MAX_SMALL;
+        // Above the threshold, or growing: it stays.
+        assert!(!moves_to_small(8 * M, 2 * M));
+        assert!(!moves_to_small(M / 2, M / 2 + 1));
+        assert!(!moves_to_small(M / 2, 4 * M));
+        // Halved to a small size from above the threshold: it stays once.
+        assert!(!moves_to_small(2 * M, M));
+        assert!(!moves_to_small(M + 4096, M / 2 + 2048));
+        // Below half, or from a block no longer above the threshold: moves.
+        assert!(moves_to_small(2 * M, M - 1));
+        assert!(moves_to_small(M + 4096, M / 2));
+        assert!(moves_to_small(M, M / 2));
+        assert!(moves_to_small(M, M - 4096));
+        assert!(moves_to_small(M / 2, 100));
+        // Resized to its own size: nothing to do.
+        assert!(!moves_to_small(M, M));
+    }
 }

@@ -22,6 +22,10 @@
 //!
 //! And a block cut from a cached mapping that grows by `realloc` takes its
 //! tail back first (`large::resize`), in place and without a system call.
+//! A live block that shrinks leaves its tail here the same way
+//! ([`put_tail`]), still mapped and resident, rather than giving it back to
+//! the OS: growing again (a vector cut back and refilled) takes it back
+//! without a system call or a page fault.
 //!
 //! Every cached mapping lies within one kernel mapping (VMA), as every live
 //! block does, because `mremap` cannot act across two: mappings are only
@@ -354,11 +358,73 @@ impl Cache {
                 len += self.remove(i).len;
             }
         }
+        self.insert(
+            Entry {
+                addr,
+                len,
+                since: now,
+                token: 0,
+            },
+            budget,
+            out,
+        );
+    }
+
+    /// Caches the `len` bytes at `addr`, just cut from the end of the
+    /// mapping of a live block that shrank in place (no system call: they
+    /// stay mapped and resident), at time `now`, within `budget` as [`put`]
+    /// does. `token` is the block's `split` token (0 if it has none): a tail
+    /// already cached under it right after the cut joins it, so a block
+    /// shrunk step by step leaves one tail. Returns the token the block
+    /// must carry now, under which it takes the tail back when it grows
+    /// again ([`Cache::take_tail`]) and joins it when freed ([`Cache::put`]).
+    ///
+    /// [`put`]: Cache::put
+    pub(crate) fn put_tail(
+        &mut self,
+        addr: usize,
+        len: usize,
+        token: usize,
+        now: u64,
+        budget: usize,
+        out: &mut Evicted,
+    ) -> usize {
+        // Only the tail of this block carries its token, and it starts where
+        // the block ends, so the token can be kept.
+        let token = if token == 0 { self.token() } else { token };
+        let mut len = len;
+        let tail = self.entries[..self.n]
+            .iter()
+            .position(|e| e.token == token && e.addr == addr + len);
+        if let Some(i) = tail {
+            len += self.remove(i).len;
+        }
+        self.insert(
+            Entry {
+                addr,
+                len,
+                since: now,
+                token,
+            },
+            budget,
+            out,
+        );
+        token
+    }
+
+    /// Adds `e`, making room within `budget` (and [`BUDGET`]) by evicting
+    /// the oldest mappings into `out`; `e` itself goes to `out` only when
+    /// it is longer than [`BUDGET`].
+    fn insert(&mut self, new: Entry, budget: usize, out: &mut Evicted) {
+        let len = new.len;
         // The mapping just freed is always kept if it fits the cache at all
         // (it was resident a moment ago); older ones make room for it.
         let budget = budget.max(len).min(BUDGET);
         if len > budget {
-            out.push(Range { addr, len });
+            out.push(Range {
+                addr: new.addr,
+                len,
+            });
             return;
         }
         if self.n == SLOTS {
@@ -388,12 +454,7 @@ impl Cache {
                 });
             }
         }
-        self.push(Entry {
-            addr,
-            len,
-            since: now,
-            token: 0,
-        });
+        self.push(new);
     }
 
     /// Index of the mapping cached longest ago; the cache is not empty.
@@ -433,8 +494,8 @@ pub(crate) static CACHE: spin::Mutex<Cache> = spin::Mutex::new(Cache::new());
 static BYTES: AtomicUsize = AtomicUsize::new(0);
 /// [`Cache::deadline`], readable without the lock (written under it).
 static DEADLINE: AtomicU64 = AtomicU64::new(0);
-/// The most bytes live large blocks have held (seen just before a free)
-/// since the last timed purge.
+/// The most bytes live large blocks' mappings have held (seen just before a
+/// free or a shrink) since the last timed purge.
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 
 /// Publishes the figures read without the lock; called with it held.
@@ -479,15 +540,11 @@ pub(crate) fn take(need: usize, can_move: bool) -> Found {
 
 /// Caches the freed huge segment mapping of `len` bytes at `addr`, whose
 /// header is already marked cached and carries `split`; unmaps what must go
-/// to make room. Live large blocks held `live_before` usable bytes before
-/// this free and `live_after` after it.
+/// to make room. Live large blocks' mappings (header pages included) held
+/// `live_before` bytes before this free and `live_after` after it.
 pub(crate) fn put(addr: usize, len: usize, split: usize, live_before: usize, live_after: usize) {
     let now = os::now_ms();
-    // Every local peak of the live bytes is seen just before a free.
-    let peak = PEAK
-        .fetch_max(live_before, Ordering::Relaxed)
-        .max(live_before);
-    let budget = budget(peak, live_after);
+    let budget = budget(note_peak(live_before), live_after);
     let mut out = Evicted::new();
     {
         let mut c = CACHE.lock();
@@ -495,6 +552,38 @@ pub(crate) fn put(addr: usize, len: usize, split: usize, live_before: usize, liv
         publish(&c);
     }
     out.unmap_all();
+}
+
+/// Records `live_before`, the live large bytes just before they drop (a
+/// free or a shrink: every local peak is seen there); returns the peak.
+fn note_peak(live_before: usize) -> usize {
+    PEAK.fetch_max(live_before, Ordering::Relaxed)
+        .max(live_before)
+}
+
+/// Caches the `len` bytes at `addr` cut from the end of a live block's
+/// mapping (see [`Cache::put_tail`]); unmaps what must go to make room.
+/// `split` is the block's token; live large blocks held `live_before`
+/// bytes of mappings before the cut and `live_after` after it. Returns the
+/// block's new token.
+pub(crate) fn put_tail(
+    addr: usize,
+    len: usize,
+    split: usize,
+    live_before: usize,
+    live_after: usize,
+) -> usize {
+    let now = os::now_ms();
+    let budget = budget(note_peak(live_before), live_after);
+    let mut out = Evicted::new();
+    let token = {
+        let mut c = CACHE.lock();
+        let token = c.put_tail(addr, len, split, now, budget, &mut out);
+        publish(&c);
+        token
+    };
+    out.unmap_all();
+    token
 }
 
 /// Takes back (part of) the tail cut from a live block's mapping, for the
@@ -678,6 +767,80 @@ mod tests {
         assert_eq!(c.take_tail(A + 4 * MIB, split, 26 * MIB), 28 * MIB);
         assert_eq!((c.len(), c.bytes()), (0, 0));
         assert_eq!(c.take_tail(A + 32 * MIB, split, MIB), 0);
+    }
+
+    #[test]
+    fn a_shrunk_block_leaves_one_tail_that_it_takes_back_or_joins_when_freed() {
+        let mut c = Cache::new();
+        let mut out = Evicted::new();
+        // A 12 MiB block at A with no tail, halved twice: one tail (whose
+        // start is not segment-aligned).
+        let t = c.put_tail(A + 6 * MIB, 6 * MIB, 0, 1, BUDGET, &mut out);
+        assert_ne!(t, 0);
+        assert_eq!(c.put_tail(A + 3 * MIB, 3 * MIB, t, 2, BUDGET, &mut out), t);
+        assert!(out.ranges().is_empty());
+        assert_eq!((c.len(), c.bytes()), (1, 9 * MIB), "joined: one tail");
+        // Not for another block, nor an unaligned fit without mremap.
+        assert_eq!(c.take_tail(A + 3 * MIB, t.wrapping_add(1), MIB), 0);
+        assert_eq!(c.take(5 * MIB, false), Found::Miss);
+        // Growing back takes the front of it; what is left keeps the token.
+        assert_eq!(c.take_tail(A + 3 * MIB, t, 3 * MIB), 3 * MIB);
+        assert_eq!((c.len(), c.bytes()), (1, 6 * MIB));
+        // Freed, the block (6 MiB now) and its tail are one mapping again.
+        assert!(put(&mut c, A, 6 * MIB, t, 3).is_empty());
+        assert_eq!((c.len(), c.bytes()), (1, 12 * MIB));
+        assert_eq!(
+            c.take(12 * MIB, false),
+            Found::InPlace {
+                addr: A,
+                len: 12 * MIB,
+                split: 0
+            }
+        );
+        // A block whose tail is gone gets it cached afresh under its token.
+        assert_eq!(c.put_tail(B + MIB, MIB, t, 4, BUDGET, &mut out), t);
+        assert_eq!((c.len(), c.bytes()), (1, MIB));
+        assert!(out.ranges().is_empty());
+    }
+
+    #[test]
+    fn a_cut_tail_stays_within_the_budget() {
+        let mut c = Cache::new();
+        let budget = 40 * MIB;
+        put_within(&mut c, B, 32 * MIB, 0, 1, budget);
+        let mut out = Evicted::new();
+        // The oldest mapping gives up its end to make room for the tail.
+        let t = c.put_tail(A + 16 * MIB, 16 * MIB, 0, 2, budget, &mut out);
+        assert_eq!(
+            out.ranges(),
+            [Range {
+                addr: B + 24 * MIB,
+                len: 8 * MIB
+            }]
+        );
+        assert_eq!((c.len(), c.bytes()), (2, budget));
+        // A tail longer than the cache may hold is unmapped at once...
+        let mut out = Evicted::new();
+        c.put_tail(C, BUDGET + 4096, 0, 3, BUDGET, &mut out);
+        let whole = Range {
+            addr: C,
+            len: BUDGET + 4096,
+        };
+        assert_eq!(out.ranges(), [whole]);
+        assert_eq!(c.bytes(), budget);
+        // ...and so is one that grows too long by joining the block's tail.
+        let mut out = Evicted::new();
+        let cut = BUDGET - 8 * MIB;
+        assert_eq!(
+            c.put_tail(A + 16 * MIB - cut, cut, t, 4, BUDGET, &mut out),
+            t
+        );
+        let joined = Range {
+            addr: A + 16 * MIB - cut,
+            len: BUDGET + 8 * MIB,
+        };
+        assert_eq!(out.ranges(), [joined]);
+        assert_eq!((c.len(), c.bytes()), (1, 24 * MIB));
     }
 
     #[test]

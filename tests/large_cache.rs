@@ -411,6 +411,82 @@ fn a_reused_block_grows_into_its_cached_tail_in_place() {
 }
 
 #[test]
+fn a_shrunk_block_stays_and_grows_back_into_its_tail_without_a_system_call() {
+    let _g = serial();
+    let size = 16 * MIB;
+    let p = alloc(size);
+    stamp(p, size, 30);
+    let s0 = segalloc::stats();
+    // Halved like a vector cut back: the block stays where it is, its tail
+    // goes to the cache, still mapped: no system call.
+    let mut cur = size;
+    for next in [8 * MIB, 4 * MIB, 2 * MIB, MIB + MIB / 2] {
+        // SAFETY: a live block of `cur` bytes.
+        let q = unsafe { GLOBAL.realloc(p, layout(cur), next) };
+        assert_eq!(q, p, "shrunk in place to {}", mib(next));
+        cur = next;
+        // SAFETY: a live block.
+        assert_eq!(unsafe { segalloc::usable_size(q) }, next);
+        assert!(prefix_stamped(q, next, 30));
+        let s = segalloc::stats();
+        assert_eq!(s.os_calls, s0.os_calls, "no system call");
+        assert_eq!(s.large_cached, mapping(size) - mapping(next));
+        assert_eq!(s.large_bytes, s0.large_bytes - size + next);
+        assert_eq!(s.requested, s0.requested - size + next);
+        identity_holds(&s);
+    }
+    // To a small size at least half of it: it stays once more...
+    let small = 800 * 1024;
+    // SAFETY: a live block of `cur` bytes.
+    let q = unsafe { GLOBAL.realloc(p, layout(cur), small) };
+    assert_eq!(q, p, "a large block halved to a small size stays");
+    assert!(prefix_stamped(q, small, 30));
+    // ...but not below half, nor once it is no longer large.
+    let tiny = 300 * 1024;
+    // SAFETY: a live block of `small` bytes.
+    let r = unsafe { GLOBAL.realloc(q, layout(small), tiny) };
+    assert_ne!(r, p, "moved to a small block");
+    assert!(prefix_stamped(r, tiny, 30));
+    // Its mapping went to the cache, one with its tail again.
+    let s1 = segalloc::stats();
+    assert_eq!(s1.large_cached, mapping(size));
+    assert_eq!(s1.large_objects, s0.large_objects - 1);
+    assert_eq!(s1.os_calls.munmap, s0.os_calls.munmap);
+    assert_eq!(s1.os_calls.mremap, s0.os_calls.mremap);
+    identity_holds(&s1);
+
+    // Grown back by doubling: past half the large threshold, the block
+    // takes the cached mapping where it is, then its tail: no system call.
+    let mut q = r;
+    cur = tiny;
+    let sg = segalloc::stats();
+    for next in [600 * 1024, MIB + MIB / 2, 3 * MIB, 6 * MIB, 12 * MIB, size] {
+        // SAFETY: a live block of `cur` bytes.
+        let n = unsafe { GLOBAL.realloc(q, layout(cur), next) };
+        assert!(!n.is_null());
+        assert!(prefix_stamped(n, tiny, 30), "kept across {}", mib(next));
+        assert_eq!(n, p, "in the cached mapping, in place");
+        q = n;
+        cur = next;
+    }
+    let s2 = segalloc::stats();
+    assert_eq!(s2.os_calls, sg.os_calls, "no system call");
+    assert_eq!(
+        s2.reallocs_moved - sg.reallocs_moved,
+        1,
+        "one copy, into it"
+    );
+    assert_eq!(s2.large_cached, 0);
+    assert_eq!(
+        (s2.large_bytes, s2.requested),
+        (s0.large_bytes, s0.requested)
+    );
+    identity_holds(&s2);
+    free(q, size);
+    assert_eq!(segalloc::stats().large_cached, mapping(size));
+}
+
+#[test]
 fn threads_allocating_and_freeing_large_blocks_keep_their_contents() {
     let _g = serial();
     let before = segalloc::stats();

@@ -182,3 +182,55 @@ fn vec_and_string_growth_and_shrink() {
     s.shrink_to_fit();
     assert_eq!(s, "01234");
 }
+
+/// Shrinking a small block to at least half of its block keeps it where it
+/// is, with its contents (no copy); below half it moves to a smaller class.
+/// Blocks of the 8-byte-aligned classes move rather than hand a 16-byte
+/// multiple an 8-aligned block.
+#[test]
+fn shrinking_to_half_a_block_stays_in_place() {
+    for (id, (size, align)) in [(1000usize, 8usize), (4000, 16), (200_000, 8), (640, 64)]
+        .into_iter()
+        .enumerate()
+    {
+        let id = 100 + id as u64;
+        let layout = Layout::from_size_align(size, align).unwrap();
+        // SAFETY: each realloc and free is given the live block and the
+        // layout it was made with; reads stay within the sizes asked for.
+        unsafe {
+            let p = SegAlloc.alloc(layout);
+            assert!(!p.is_null());
+            fill(p, size, id);
+            let bs = usable_size(p);
+            // Half the block exactly: in place.
+            let half = bs / 2;
+            let q = SegAlloc.realloc(p, layout, half);
+            assert_eq!(q, p, "{size} -> {half} (block {bs}) stays");
+            assert_eq!(usable_size(q), bs);
+            check(q, half, id, "shrunk in place");
+            // Below half of the block: a smaller one.
+            let l2 = Layout::from_size_align(half, align).unwrap();
+            let quarter = bs / 4;
+            let r = SegAlloc.realloc(q, l2, quarter);
+            assert_ne!(r, p, "{half} -> {quarter} (block {bs}) moves");
+            assert!(usable_size(r) < bs);
+            assert_aligned(r, Layout::from_size_align(quarter, align).unwrap(), "moved");
+            check(r, quarter, id, "shrunk by moving");
+            SegAlloc.dealloc(r, Layout::from_size_align(quarter, align).unwrap());
+        }
+    }
+    // A 120-byte block (8-aligned class) cut to 64 bytes: a 16-aligned one.
+    let layout = Layout::from_size_align(120, 8).unwrap();
+    // SAFETY: as above.
+    unsafe {
+        let ps: Vec<*mut u8> = (0..8).map(|_| SegAlloc.alloc(layout)).collect();
+        for (i, &p) in ps.iter().enumerate() {
+            fill(p, 120, 200 + i as u64);
+            let q = SegAlloc.realloc(p, layout, 64);
+            let l = Layout::from_size_align(64, 8).unwrap();
+            assert_aligned(q, l, "120 -> 64");
+            check(q, 64, 200 + i as u64, "120 -> 64");
+            SegAlloc.dealloc(q, l);
+        }
+    }
+}

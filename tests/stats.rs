@@ -160,6 +160,37 @@ fn statistics_are_exact_after_join() {
     assert_eq!(s1.reallocs_moved - s0.reallocs_moved, 1);
     assert_eq!(s1.requested, s0.requested);
 
+    // Shrinking to half a block stays in place and counts the bytes asked
+    // for, to the byte; so does a large block cut back (its tail cached).
+    let l = Layout::from_size_align(4000, 8).unwrap();
+    let big = Layout::from_size_align(8 << 20, 8).unwrap();
+    // SAFETY: each realloc and free is given the live block and the layout
+    // it was made with.
+    unsafe {
+        let p = GLOBAL.alloc(l);
+        let b = GLOBAL.alloc(big);
+        let s2 = segalloc::stats();
+        let q = GLOBAL.realloc(p, l, 2100);
+        let c = GLOBAL.realloc(b, big, 3 << 20);
+        assert_eq!((q, c), (p, b), "both in place");
+        let s3 = segalloc::stats();
+        assert_eq!(s3.reallocs_in_place - s2.reallocs_in_place, 2);
+        assert_eq!(s3.reallocs_moved, s2.reallocs_moved);
+        assert_eq!(s2.requested - s3.requested, 1900 + (5 << 20));
+        assert_eq!(
+            s2.allocated - s3.allocated,
+            5 << 20,
+            "the tail is not the block's"
+        );
+        assert_eq!(s3.large_cached - s2.large_cached, 5 << 20);
+        identity_holds(&s3);
+        GLOBAL.dealloc(q, Layout::from_size_align(2100, 8).unwrap());
+        GLOBAL.dealloc(c, Layout::from_size_align(3 << 20, 8).unwrap());
+    }
+    let s4 = segalloc::stats();
+    assert_eq!(s4.requested, s0.requested);
+    identity_holds(&s4);
+
     // The calling thread's own view.
     let t = thread::spawn(|| {
         let a = segalloc::thread_stats();
