@@ -54,16 +54,17 @@ impl Heap {
         }
     }
 
-    /// Resident free bytes the heap may keep: enough to grow back to its
-    /// recent peak without faulting memory in again, an eighth of what it
-    /// uses, or [`DIRTY_MIN_BYTES`], whichever is most. The peak is forgotten
-    /// at each timed purge, so memory a heap no longer needs goes back within
-    /// [`PURGE_DELAY_MS`] of its next slow path.
-    fn dirty_budget(&self) -> usize {
+    /// Resident free bytes the heap may keep: what it takes to grow back to
+    /// its recent peak without faulting memory in again, plus room for churn
+    /// below it, an eighth of what it uses or [`DIRTY_MIN_BYTES`], whichever
+    /// is more. The peak is forgotten at each timed purge, so memory a heap
+    /// no longer needs goes back within [`PURGE_DELAY_MS`] of its next slow
+    /// path. (With the room taken as the larger of the two rather than added,
+    /// a heap that freed one big page and a little else purged everything,
+    /// the big page included, and faulted it in again at its next use.)
+    pub(super) fn dirty_budget(&self) -> usize {
         let regrow = self.peak_slices.saturating_sub(self.used_slices) * SLICE_SIZE;
-        DIRTY_MIN_BYTES
-            .max(self.used_slices * SLICE_SIZE / 8)
-            .max(regrow)
+        DIRTY_MIN_BYTES.max(self.used_slices * SLICE_SIZE / 8) + regrow
     }
 
     /// Releases every wholly free segment but one (never `keep`) and purges
