@@ -217,8 +217,10 @@ pub(crate) struct Heap {
     peak_slices: usize,
     /// When to purge the dirty slices (monotonic ms), or 0 if none are waiting.
     purge_at: u64,
-    /// Link in the pool of unused heaps.
+    /// Link in the pool of unused heaps, or in the list of parked ones.
     pub(crate) next_free: *mut Heap,
+    /// When the heap was parked (monotonic ms; see `park`).
+    pub(crate) parked_at: u64,
     /// This heap's statistics, beside it in its pool slot; they outlive the
     /// thread (see `stats`). Null only for the shared empty heap.
     counters: *const HeapCounters,
@@ -254,6 +256,7 @@ impl Heap {
             peak_slices: 0,
             purge_at: 0,
             next_free: ptr::null_mut(),
+            parked_at: 0,
             counters: ptr::null(),
             private: false,
             outbox: Outbox::EMPTY,

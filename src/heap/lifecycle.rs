@@ -69,18 +69,7 @@ impl Heap {
                 self.reclaim(s);
             }
             self.collect_full_pages(0);
-            for c in 0..NUM_CLASSES {
-                let mut p = self.queues[c].first;
-                while !p.is_null() {
-                    let next = (*p).next;
-                    self.collect_remote(p);
-                    if (*p).used == 0 {
-                        self.unlink(p);
-                        self.free_page(p);
-                    }
-                    p = next;
-                }
-            }
+            self.free_empty_pages();
             let mut s = self.avail.first;
             while !s.is_null() {
                 let next = (*s).next;
@@ -95,13 +84,88 @@ impl Heap {
         }
     }
 
+    /// Readies the heap of an exiting thread to be kept whole for the next
+    /// thread (see `park`): its counts are taken, so the statistics are
+    /// exact once the thread is joined; pages that other threads' frees
+    /// emptied are freed; the purge policy runs, so the heap keeps no more
+    /// resident free memory than a running thread's would.
+    ///
+    /// # Safety
+    /// Called by the owning thread as it exits.
+    pub(crate) unsafe fn park(&mut self) {
+        // SAFETY: per the contract, the heap and its pages are ours.
+        unsafe {
+            self.fold_all();
+            self.collect_flagged();
+        }
+        self.maybe_purge(ptr::null_mut());
+    }
+
+    /// Takes over a parked heap for the calling thread: collects the frees
+    /// other threads made into it while it waited, so pages they emptied
+    /// are reused before anything new is cut.
+    ///
+    /// # Safety
+    /// The caller took the heap off the parked list and makes it its own.
+    pub(crate) unsafe fn adopt(&mut self) {
+        self.next_free = ptr::null_mut();
+        // SAFETY: per the contract, the heap and its pages are ours now.
+        unsafe { self.collect_flagged() };
+    }
+
+    /// Gives up a heap parked for too long: collects the frees other threads
+    /// made into it, frees its empty pages (the last page a class keeps too)
+    /// and purges all its free memory, then abandons
+    /// its segments as a thread exit would (see [`Heap::abandon`]), which
+    /// then has nothing resident left to hand over but live pages.
+    ///
+    /// # Safety
+    /// The caller took the heap off the parked list: no thread uses it.
+    pub(crate) unsafe fn retire(&mut self) {
+        // SAFETY: per the contract, the heap and its pages are the caller's.
+        unsafe {
+            self.collect_full_pages(0);
+            self.free_empty_pages();
+            self.purge_all(ptr::null_mut());
+            // Segments that emptied above went to the process-wide cache
+            // with their free memory still resident.
+            segment::trim_free_segments();
+            self.abandon();
+        }
+    }
+
+    /// Collects the frees other threads made into the pages on the class
+    /// queues and frees every page left empty, even the last one of a class.
+    ///
+    /// # Safety
+    /// Called by the thread using the heap.
+    unsafe fn free_empty_pages(&mut self) {
+        for c in 0..NUM_CLASSES {
+            let mut p = self.queues[c].first;
+            while !p.is_null() {
+                // SAFETY: pages on our queues are ours; the successor is read
+                // before `p` may be freed.
+                unsafe {
+                    let next = (*p).next;
+                    self.collect_remote(p);
+                    if (*p).used == 0 {
+                        self.unlink(p);
+                        self.free_page(p);
+                    }
+                    p = next;
+                }
+            }
+        }
+    }
+
     /// Hands every segment over at thread exit: empty pages are freed, wholly
     /// free segments go back to the OS, the rest are purged of dirty slices
     /// and abandoned for other threads to reclaim. Leaves the heap empty.
     ///
     /// # Safety
-    /// Called once by the owning thread as it exits; no block of this heap may
-    /// be allocated through it afterwards.
+    /// Called once by the owning thread as it exits (or by the thread that
+    /// took the heap off the parked list); no block of this heap may be
+    /// allocated through it afterwards.
     pub(crate) unsafe fn abandon(&mut self) {
         for list in [self.avail, self.full_segs] {
             let mut s = list.first;
