@@ -12,8 +12,11 @@
 //! A heap parked for [`PURGE_DELAY_MS`] with no thread to adopt it is
 //! retired by the next allocation slow path of any thread (its free memory
 //! purged, its segments abandoned as at a thread exit), and `collect()`
-//! retires them all; at most [`MAX_PARKED`] wait at once, a thread exiting
-//! past that abandons its heap at once.
+//! retires them all. What parked heaps hold is bounded process-wide: at most
+//! [`MAX_PARKED`] wait at once (a thread exiting past that abandons its heap
+//! at once), and their resident free memory is at most
+//! [`PARKED_DIRTY_MAX`] in all (a heap that would exceed it is purged before
+//! it is parked).
 //!
 //! The list is under a spin lock (taken once per thread start and exit);
 //! the deadline beside it is only a hint read without the lock, so that the
@@ -27,12 +30,19 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 /// At most this many heaps wait for a new thread at once.
 pub(crate) const MAX_PARKED: usize = 8;
+/// At most this many resident free bytes (the heaps' dirty slices) wait in
+/// parked heaps, in all: as much as the process keeps in abandoned segments
+/// and its cache of free segments together.
+pub(crate) const PARKED_DIRTY_MAX: usize = 16 << 20;
 
 /// Parked heaps, newest first (linked through `Heap::next_free`), so the
 /// oldest, the next to retire, are at the tail.
 pub(crate) struct Parked {
     head: *mut Heap,
     count: usize,
+    /// The sum of the parked heaps' resident free bytes (which do not
+    /// change while they are parked).
+    dirty: usize,
 }
 // SAFETY: the heaps on the list belong to no thread; they are only reached
 // under the lock.
@@ -42,34 +52,54 @@ unsafe impl Send for Parked {}
 pub(crate) static PARKED: spin::Mutex<Parked> = spin::Mutex::new(Parked {
     head: ptr::null_mut(),
     count: 0,
+    dirty: 0,
 });
 
 /// When the oldest parked heap is due for retirement (monotonic ms), or 0
 /// when none is parked. Written under the lock.
 static DEADLINE: AtomicU64 = AtomicU64::new(0);
 
-/// Parks `h`, the heap of an exiting thread. Returns false, leaving `h`
-/// alone, when [`MAX_PARKED`] heaps already wait.
+/// What [`park`] did with a heap.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Parking {
+    /// Parked: the list owns the heap now.
+    Parked,
+    /// Not parked: [`MAX_PARKED`] heaps wait already.
+    Full,
+    /// Not parked: its resident free memory would take the parked heaps
+    /// past [`PARKED_DIRTY_MAX`]; purged, it would fit.
+    TooDirty,
+}
+
+/// Parks `h`, the heap of an exiting thread, unless [`MAX_PARKED`] heaps
+/// already wait or its resident free memory does not fit (then `h` is left
+/// alone).
 ///
 /// # Safety
 /// `h` is a thread heap no thread uses any more, on no list.
-pub(crate) unsafe fn park(h: *mut Heap) -> bool {
+pub(crate) unsafe fn park(h: *mut Heap) -> Parking {
     let now = os::now_ms();
+    // SAFETY: per the contract, `h` is ours to read and link.
+    let dirty = unsafe { (*h).dirty() };
     let mut list = PARKED.lock();
     if list.count >= MAX_PARKED {
-        return false;
+        return Parking::Full;
     }
-    // SAFETY: per the contract, `h` is ours to link.
+    if list.dirty + dirty > PARKED_DIRTY_MAX {
+        return Parking::TooDirty;
+    }
+    // SAFETY: as above.
     unsafe {
         (*h).parked_at = now;
         (*h).next_free = list.head;
     }
     list.head = h;
     list.count += 1;
+    list.dirty += dirty;
     if list.count == 1 {
         DEADLINE.store(due_at(now), Ordering::Relaxed);
     }
-    true
+    Parking::Parked
 }
 
 /// Takes the most recently parked heap (the warmest), or null.
@@ -81,7 +111,10 @@ pub(crate) fn unpark() -> *mut Heap {
     let h = list.head;
     if !h.is_null() {
         // SAFETY: heaps on the list are valid; taken off it, `h` is ours.
-        unsafe { list.head = (*h).next_free };
+        unsafe {
+            list.head = (*h).next_free;
+            list.dirty -= (*h).dirty();
+        }
         list.count -= 1;
         // The oldest stays unless the list is now empty.
         if list.count == 0 {
@@ -118,6 +151,11 @@ pub(crate) fn take_due(all: bool) -> *mut Heap {
         let due = *link;
         *link = ptr::null_mut();
         list.count = kept;
+        let mut d = due;
+        while !d.is_null() {
+            list.dirty -= (*d).dirty();
+            d = (*d).next_free;
+        }
         let deadline = if kept == 0 {
             0
         } else {

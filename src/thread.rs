@@ -356,7 +356,12 @@ extern "C" fn thread_done(arg: *mut libc::c_void) {
     unsafe {
         crate::remote_batch::exit(&mut *h, &*inbox(h));
         (*h).park();
-        if park::park(h) {
+        let mut parking = park::park(h);
+        if parking == park::Parking::TooDirty {
+            (*h).purge_all(ptr::null_mut());
+            parking = park::park(h);
+        }
+        if parking == park::Parking::Parked {
             return;
         }
         (*h).abandon();

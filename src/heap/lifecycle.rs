@@ -319,6 +319,11 @@ impl Heap {
         self.maybe_purge(ptr::null_mut());
     }
 
+    /// Resident free bytes the heap keeps in its segments' free slices.
+    pub(crate) fn dirty(&self) -> usize {
+        self.dirty_bytes
+    }
+
     /// Segments this heap owns.
     pub(crate) fn segment_count(&self) -> usize {
         let mut n = 0;
