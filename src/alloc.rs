@@ -126,6 +126,8 @@ unsafe fn malloc_slow(mut h: *mut heap::Heap, c: usize, size: usize) -> *mut u8 
     // Cached large blocks unused for a while go back to the OS even in a
     // program that no longer allocates large ones (one load when none is due).
     large_cache::purge_if_due();
+    // Likewise heaps of exited threads that no new thread took.
+    thread::retire_parked_if_due();
     // SAFETY: `h` is the calling thread's own heap, and its inbox.
     unsafe {
         remote_batch::slow_path(&mut *h, &*thread::inbox(h));

@@ -24,13 +24,13 @@
 //!
 //! Memory goes back to the OS in three steps: an empty page returns its slices
 //! to its segment (the part it touched stays resident, "dirty"); dirty bytes
-//! beyond an eighth of the heap's used memory (at least [`DIRTY_MIN_BYTES`]),
-//! or older than [`PURGE_DELAY_MS`], are purged with `madvise`; and a wholly
-//! free segment goes to a small process-wide cache or is unmapped, unless it
-//! is the only one the heap keeps in reserve. [`Heap::collect`] does all of it
-//! at once.
+//! beyond the heap's budget, or older than [`PURGE_DELAY_MS`], are purged
+//! with `madvise`; and a wholly free segment goes to a small process-wide
+//! cache or is unmapped, unless it is the only one the heap keeps in reserve
+//! (the policy is in `purge`). [`Heap::collect`] does all of it at once.
+//! What a heap does apart from allocating (taking over segments of exited
+//! threads, thread exit, `collect`) is in `lifecycle`.
 
-use crate::atomic::Ordering;
 use crate::counters::HeapCounters;
 use crate::os;
 use crate::page::{self, Page, FREE_ZERO, FRESH_TAIL, IN_FULL, IN_USE};
@@ -40,14 +40,14 @@ use crate::size_class::{class_size, CLASS_SIZES, NUM_CLASSES};
 use core::ptr;
 use static_assertions::const_assert;
 
+mod lifecycle;
+mod purge;
+pub(crate) use purge::PURGE_DELAY_MS;
+
 /// Requests up to this size use the `direct` table.
 pub(crate) const DIRECT_MAX: usize = 1024;
 /// One slot per 8-byte step up to [`DIRECT_MAX`].
 pub(crate) const DIRECT_SLOTS: usize = DIRECT_MAX / 8 + 1;
-/// Resident free bytes a heap may always keep before purging.
-pub(crate) const DIRTY_MIN_BYTES: usize = 1 << 20;
-/// How long free slices may stay resident below the threshold.
-pub(crate) const PURGE_DELAY_MS: u64 = 100;
 /// Abandoned segments beyond this many are purged of free slices when abandoned.
 const ABANDONED_DIRTY_MAX: usize = 8;
 /// How many abandoned segments one slow path may try to reclaim.
@@ -217,8 +217,10 @@ pub(crate) struct Heap {
     peak_slices: usize,
     /// When to purge the dirty slices (monotonic ms), or 0 if none are waiting.
     purge_at: u64,
-    /// Link in the pool of unused heaps.
+    /// Link in the pool of unused heaps, or in the list of parked ones.
     pub(crate) next_free: *mut Heap,
+    /// When the heap was parked (monotonic ms; see `park`).
+    pub(crate) parked_at: u64,
     /// This heap's statistics, beside it in its pool slot; they outlive the
     /// thread (see `stats`). Null only for the shared empty heap.
     counters: *const HeapCounters,
@@ -254,6 +256,7 @@ impl Heap {
             peak_slices: 0,
             purge_at: 0,
             next_free: ptr::null_mut(),
+            parked_at: 0,
             counters: ptr::null(),
             private: false,
             outbox: Outbox::EMPTY,
@@ -749,339 +752,6 @@ impl Heap {
             self.maybe_purge(s);
             false
         }
-    }
-
-    /// Unlinks and unmaps a wholly free segment of ours. The caller keeps
-    /// `free_segments` right: it counts segments kept in reserve, and a segment
-    /// released as soon as it empties was never counted.
-    unsafe fn release_segment(&mut self, s: *mut Segment) {
-        // SAFETY: `s` is ours, on the avail list, with no page in use.
-        unsafe {
-            self.avail.remove(s);
-            let dirty = (*s).dirty_bytes(u64::MAX);
-            self.dirty_bytes -= dirty;
-            self.k().dirty_bytes.sub(dirty);
-            Segment::release(s);
-        }
-    }
-
-    /// Purges the dirty slices when they hold more than an eighth of the used
-    /// memory (and at least [`DIRTY_MIN_BYTES`]), or when they have waited
-    /// [`PURGE_DELAY_MS`]: memory freed and soon reused costs no system call,
-    /// and memory left free goes back to the OS shortly.
-    /// Never releases `keep` (the segment the caller is working in).
-    fn maybe_purge(&mut self, keep: *mut Segment) {
-        if self.dirty_bytes == 0 {
-            return;
-        }
-        if self.dirty_bytes > self.dirty_budget() {
-            self.purge_all(keep);
-            return;
-        }
-        let now = os::now_ms();
-        if self.purge_at == 0 {
-            self.purge_at = now + PURGE_DELAY_MS;
-        } else if now >= self.purge_at {
-            self.purge_all(keep);
-            self.peak_slices = self.used_slices;
-            segment::trim_free_segments();
-        }
-    }
-
-    /// Resident free bytes the heap may keep: enough to grow back to its
-    /// recent peak without faulting memory in again, an eighth of what it
-    /// uses, or [`DIRTY_MIN_BYTES`], whichever is most. The peak is forgotten
-    /// at each timed purge, so memory a heap no longer needs goes back within
-    /// [`PURGE_DELAY_MS`] of its next slow path.
-    fn dirty_budget(&self) -> usize {
-        let regrow = self.peak_slices.saturating_sub(self.used_slices) * SLICE_SIZE;
-        DIRTY_MIN_BYTES
-            .max(self.used_slices * SLICE_SIZE / 8)
-            .max(regrow)
-    }
-
-    /// Releases every wholly free segment but one (never `keep`) and purges
-    /// every dirty slice of the others.
-    pub(crate) fn purge_all(&mut self, keep: *mut Segment) {
-        self.purge_at = 0;
-        let mut s = self.avail.first;
-        while !s.is_null() {
-            // SAFETY: `s` is one of ours; dirty slices hold no live data. Its
-            // successor is read before it may be released.
-            unsafe {
-                let next = (*s).next;
-                if (*s).used_pages == 0 && s != keep && self.free_segments > 1 {
-                    self.release_segment(s);
-                    self.free_segments -= 1;
-                } else {
-                    self.k().dirty_bytes.sub(segment::purge_dirty(&mut *s));
-                }
-                s = next;
-            }
-        }
-        self.dirty_bytes = 0;
-    }
-
-    /// Takes over an abandoned segment: its pages join our queues, empty ones
-    /// are freed. May release the segment if nothing in it is live.
-    ///
-    /// # Safety
-    /// `s` was taken off the abandoned list by this thread.
-    pub(crate) unsafe fn reclaim(&mut self, s: *mut Segment) {
-        // SAFETY: we hold the only reference to the abandoned segment; the
-        // previous owner's writes were published through the list's lock.
-        unsafe {
-            let seg = &mut *s;
-            seg.owner.store(self.id(), Ordering::Release);
-            seg.thread_freed.clear();
-            seg.next = ptr::null_mut();
-            seg.prev = ptr::null_mut();
-            self.dirty_bytes += seg.dirty_bytes(u64::MAX);
-            seg.in_full_list = seg.free_slices == 0;
-            if seg.in_full_list {
-                self.full_segs.push(s);
-            } else {
-                self.avail.push(s);
-            }
-            let mut empty = 0u64;
-            for i in in_use_pages(seg) {
-                let p = ptr::addr_of_mut!(seg.pages[i]);
-                self.collect_remote(p);
-                (*p).flags &= !IN_FULL;
-                self.used_slices += (*p).span as usize;
-                if (*p).used == 0 {
-                    empty |= 1 << i;
-                } else {
-                    self.enqueue(p, false);
-                }
-            }
-            let mut released = false;
-            while empty != 0 && !released {
-                let i = empty.trailing_zeros() as usize;
-                empty &= empty - 1;
-                released = self.free_page(ptr::addr_of_mut!(seg.pages[i]));
-            }
-        }
-    }
-
-    /// Collects every page's frees, frees every empty page (even the last one
-    /// of a class), takes over all abandoned segments, releases every wholly
-    /// free segment and purges all dirty slices.
-    ///
-    /// # Safety
-    /// Called by the owning thread.
-    pub(crate) unsafe fn collect(&mut self) {
-        // SAFETY: all pages and segments reached are ours.
-        unsafe {
-            loop {
-                let s = ABANDONED.pop();
-                if s.is_null() {
-                    break;
-                }
-                self.reclaim(s);
-            }
-            self.collect_full_pages(0);
-            for c in 0..NUM_CLASSES {
-                let mut p = self.queues[c].first;
-                while !p.is_null() {
-                    let next = (*p).next;
-                    self.collect_remote(p);
-                    if (*p).used == 0 {
-                        self.unlink(p);
-                        self.free_page(p);
-                    }
-                    p = next;
-                }
-            }
-            let mut s = self.avail.first;
-            while !s.is_null() {
-                let next = (*s).next;
-                if (*s).used_pages == 0 {
-                    self.release_segment(s);
-                    self.free_segments -= 1;
-                }
-                s = next;
-            }
-            self.purge_all(ptr::null_mut());
-            segment::drain_free_segments();
-        }
-    }
-
-    /// Hands every segment over at thread exit: empty pages are freed, wholly
-    /// free segments go back to the OS, the rest are purged of dirty slices
-    /// and abandoned for other threads to reclaim. Leaves the heap empty.
-    ///
-    /// # Safety
-    /// Called once by the owning thread as it exits; no block of this heap may
-    /// be allocated through it afterwards.
-    pub(crate) unsafe fn abandon(&mut self) {
-        for list in [self.avail, self.full_segs] {
-            let mut s = list.first;
-            while !s.is_null() {
-                // SAFETY: `s` is ours until it is pushed or released.
-                unsafe {
-                    let next = (*s).next;
-                    let seg = &mut *s;
-                    for i in in_use_pages(seg) {
-                        let p = ptr::addr_of_mut!(seg.pages[i]);
-                        // Counted here: whoever reclaims the page counts on
-                        // from what it finds.
-                        self.fold(p, true);
-                        self.collect_remote(p);
-                        (*p).flags &= !IN_FULL;
-                        (*p).next = ptr::null_mut();
-                        (*p).prev = ptr::null_mut();
-                        if (*p).used == 0 {
-                            let span = (*p).span as usize;
-                            let resident = seg.free_run(i, span, carved_bytes(p));
-                            let k = self.k();
-                            k.class[(*p).class as usize].pages.sub(1);
-                            k.pages_returned.add(1);
-                            k.used_slices.sub(span);
-                            k.dirty_bytes.add(resident);
-                            (*p).flags = 0;
-                            (*p).free = ptr::null_mut();
-                            (*p).local_free = ptr::null_mut();
-                            seg.used_pages -= 1;
-                        }
-                    }
-                    seg.next = ptr::null_mut();
-                    seg.prev = ptr::null_mut();
-                    seg.in_full_list = false;
-                    if seg.used_pages == 0 {
-                        self.k().dirty_bytes.sub(seg.dirty_bytes(u64::MAX));
-                        Segment::release(s);
-                    } else {
-                        // Whoever reclaims the segment purges its free slices
-                        // by its own policy (and its counters take them over);
-                        // only when many wait unclaimed are they purged now,
-                        // to bound what they hold.
-                        if ABANDONED.len() >= ABANDONED_DIRTY_MAX {
-                            self.k().dirty_bytes.sub(segment::purge_dirty(seg));
-                        }
-                        // Release: our page writes happen-before the reclaimer's
-                        // reads (it also synchronises through the list's lock).
-                        seg.owner.store(0, Ordering::Release);
-                        ABANDONED.push(s);
-                    }
-                    s = next;
-                }
-            }
-        }
-        let empty = self.empty_page;
-        self.reset(empty);
-    }
-}
-
-impl Heap {
-    /// Frees every page at once, live blocks or not, without visiting the
-    /// blocks: the drop (`keep` false) or reset (`keep` true) of a
-    /// first-class heap. Frees other threads pushed are collected first, so
-    /// the counters stay exact. Segments are given back, or with `keep` kept
-    /// wholly free, their memory resident for the refill that usually follows
-    /// a reset, under the usual purge policy (the budget to grow back to the
-    /// peak, purged 100 ms after the next slow path). Leaves the heap empty
-    /// and ready to allocate again.
-    ///
-    /// # Safety
-    /// Called by the one thread using this private heap, and no block of it
-    /// is used afterwards (nor freed: its memory may belong to anyone now).
-    pub(crate) unsafe fn release_all(&mut self, keep: bool) {
-        debug_assert!(self.private);
-        let mut kept: *mut Segment = ptr::null_mut();
-        // Live blocks per class, counted from the pages (exact) rather than
-        // the counters (which other threads' frees of our blocks do not reach).
-        let mut live = [0u32; NUM_CLASSES];
-        for list in [self.avail, self.full_segs] {
-            let mut s = list.first;
-            while !s.is_null() {
-                // SAFETY: `s` is ours until released; its successor is read
-                // first. Its pages are ours, and once their remote frees are
-                // collected no other thread refers to them (the caller's
-                // contract: no block is live any more).
-                unsafe {
-                    let next = (*s).next;
-                    let seg = &mut *s;
-                    for i in in_use_pages(seg) {
-                        let p = ptr::addr_of_mut!(seg.pages[i]);
-                        self.fold(p, true);
-                        self.collect_remote(p);
-                        if let Some(n) = live.get_mut((*p).class as usize) {
-                            *n = n.wrapping_add((*p).used);
-                        }
-                        let span = (*p).span as usize;
-                        let resident = seg.free_run(i, span, carved_bytes(p));
-                        let k = self.k();
-                        k.class[(*p).class as usize].pages.sub(1);
-                        k.pages_returned.add(1);
-                        k.used_slices.sub(span);
-                        k.dirty_bytes.add(resident);
-                        (*p).flags = 0;
-                        (*p).used = 0;
-                        (*p).free = ptr::null_mut();
-                        (*p).local_free = ptr::null_mut();
-                        (*p).next = ptr::null_mut();
-                        (*p).prev = ptr::null_mut();
-                        seg.used_pages -= 1;
-                    }
-                    seg.next = ptr::null_mut();
-                    seg.prev = ptr::null_mut();
-                    seg.in_full_list = false;
-                    seg.thread_freed.clear();
-                    if keep {
-                        seg.next = kept;
-                        kept = s;
-                    } else {
-                        self.k().dirty_bytes.sub(seg.dirty_bytes(u64::MAX));
-                        Segment::release(s);
-                    }
-                    s = next;
-                }
-            }
-        }
-        let k = self.k();
-        for (c, &n) in live.iter().enumerate() {
-            if n == 0 {
-                continue;
-            }
-            let row = &k.class[c];
-            row.frees.add(n as usize);
-            // What the live blocks asked for is what this heap counted and
-            // its own frees did not take back; exact unless some block was
-            // freed through another allocator (whose thread took its size
-            // off its own counters), hence the bound by the blocks' sizes.
-            let requested = (row.requested.get() as isize).max(0) as usize;
-            row.requested.sub(requested.min(n as usize * class_size(c)));
-        }
-        let (empty, peak) = (self.empty_page, self.peak_slices);
-        self.reset(empty);
-        self.peak_slices = peak;
-        while !kept.is_null() {
-            // SAFETY: our segments, now with no page in use; their resident
-            // free slices are already in the counters' `dirty_bytes`.
-            unsafe {
-                let next = (*kept).next;
-                self.dirty_bytes += (*kept).dirty_bytes(u64::MAX);
-                self.free_segments += 1;
-                self.avail.push(kept);
-                kept = next;
-            }
-        }
-        self.maybe_purge(ptr::null_mut());
-    }
-
-    /// Segments this heap owns.
-    pub(crate) fn segment_count(&self) -> usize {
-        let mut n = 0;
-        for list in [self.avail, self.full_segs] {
-            let mut s = list.first;
-            while !s.is_null() {
-                n += 1;
-                // SAFETY: our segments, read by the thread using the heap.
-                s = unsafe { (*s).next };
-            }
-        }
-        n
     }
 }
 

@@ -63,6 +63,7 @@ mod large;
 mod large_cache;
 mod os;
 mod page;
+mod park;
 mod pool;
 mod region;
 mod remote;
@@ -160,10 +161,12 @@ pub fn set_page_source(source: PageSource) {
 
 /// Returns memory to the OS now, as far as the calling thread can: hands the
 /// blocks it freed of other threads' heaps over to them, collects frees other
-/// threads made into its pages, frees every empty page, takes over segments
-/// abandoned by exited threads, unmaps wholly free segments, purges every
-/// free slice still resident, and empties the process-wide cache of freed
-/// large blocks ([`Stats::large_cached`] reads 0 after it).
+/// threads made into its pages, frees every empty page, retires the heaps
+/// exited threads left for new threads to take over (purging their free
+/// memory), takes over segments abandoned by exited threads, unmaps wholly
+/// free segments, purges every free slice still resident, and empties the
+/// process-wide cache of freed large blocks ([`Stats::large_cached`] reads 0
+/// after it).
 ///
 /// Other running threads keep their own free pages until they allocate again
 /// (a bounded amount, see the `heap` module) or call `collect` themselves;
@@ -177,6 +180,7 @@ pub fn set_page_source(source: PageSource) {
 /// assert_eq!(segalloc::stats().large_cached, 0);
 /// ```
 pub fn collect() {
+    thread::retire_parked(true);
     if thread::with_heap(|_| ()).is_some() {
         let h = thread::heap();
         // SAFETY: the calling thread's own heap (set up above) and its inbox.

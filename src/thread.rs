@@ -8,10 +8,14 @@
 //! costs one TLS load: no lazy-init check, no destructor registration, and no
 //! `__tls_get_addr` call in the shared library either (see `slot`).
 //!
-//! Thread exit is seen through a pthread key whose destructor abandons the
-//! heap's segments (see [`Heap::abandon`]) and returns the heap to a pool. The
-//! pointer goes back to the empty heap, so an allocation made by a later
-//! destructor just starts a new heap, which the key destroys in turn.
+//! Thread exit is seen through a pthread key whose destructor parks the heap
+//! whole for the next thread to start (see `park`), or, when enough heaps are
+//! parked already, abandons its segments (see [`Heap::abandon`]) and returns
+//! the heap to a pool. A parked heap that no thread takes within
+//! `PURGE_DELAY_MS` is retired (purged and abandoned) by the next allocation
+//! slow path of any thread. The pointer goes back to the empty heap, so an
+//! allocation made by a later destructor just starts a new heap (maybe the
+//! one just parked), which the key destroys in turn.
 //!
 //! Heaps are carved from OS pages, never from the global allocator.
 
@@ -19,6 +23,7 @@ use crate::counters::{HeapCounters, SHARED};
 use crate::heap::Heap;
 use crate::os;
 use crate::page::Page;
+use crate::park;
 use crate::remote::Inbox;
 use core::cell::UnsafeCell;
 use core::ptr;
@@ -306,19 +311,30 @@ fn heap_to_pool(h: *mut Heap) {
     pool.free = h;
 }
 
-/// Gives the calling thread a heap of its own. Null when out of memory.
+/// Gives the calling thread a heap of its own: the heap an exited thread
+/// parked most recently, as it was, or an empty one. Null when out of memory.
 #[cold]
 #[inline(never)]
 pub(crate) fn init_heap() -> *mut Heap {
-    let slot = heap_from_pool();
+    let parked = park::unpark();
+    let slot = if parked.is_null() {
+        heap_from_pool()
+    } else {
+        parked.cast::<HeapSlot>()
+    };
     if slot.is_null() {
         return ptr::null_mut();
     }
     let h = slot.cast::<Heap>();
     // SAFETY: the slot is unused and ours; its counters keep their values;
-    // its inbox was closed (and emptied) by its previous owner, if any.
+    // its inbox was closed (and emptied) by its previous owner, if any. A
+    // parked heap is whole and set up already.
     unsafe {
-        (*h).init(EMPTY_PAGE.0.get(), counters(h));
+        if parked.is_null() {
+            (*h).init(EMPTY_PAGE.0.get(), counters(h));
+        } else {
+            (*h).adopt();
+        }
         (*inbox(h)).reopen();
     }
     // Set before registering: pthread_setspecific may allocate (keys past the
@@ -339,12 +355,48 @@ extern "C" fn thread_done(arg: *mut libc::c_void) {
     }
     slot::set(EMPTY_SLOT.0.get());
     // SAFETY: `h` is this thread's heap, which nothing else touches; after this
-    // the thread allocates (if at all) from a new heap.
+    // the thread allocates (if at all) from a new heap. Parked, the heap
+    // belongs to the list until a thread takes it.
     unsafe {
         crate::remote_batch::exit(&mut *h, &*inbox(h));
+        (*h).park();
+        let mut parking = park::park(h);
+        if parking == park::Parking::TooDirty {
+            (*h).purge_all(ptr::null_mut());
+            parking = park::park(h);
+        }
+        if parking == park::Parking::Parked {
+            return;
+        }
         (*h).abandon();
     }
     heap_to_pool(h);
+}
+
+/// Retires the heaps parked for `PURGE_DELAY_MS` (all parked heaps with
+/// `all`): purges their free memory and abandons their segments, as their
+/// threads' exits would have, and returns them to the pool.
+pub(crate) fn retire_parked(all: bool) {
+    let mut h = park::take_due(all);
+    while !h.is_null() {
+        // SAFETY: heaps taken off the parked list belong to no thread; each
+        // is ours until it goes back to the pool.
+        unsafe {
+            let next = (*h).next_free;
+            (*h).retire();
+            heap_to_pool(h);
+            h = next;
+        }
+    }
+}
+
+/// [`retire_parked`] if some parked heap is due: one load when none is
+/// parked.
+#[inline]
+pub(crate) fn retire_parked_if_due() {
+    if park::any_due() {
+        retire_parked(false);
+    }
 }
 
 /// The calling thread's counters, creating its heap if needed.
@@ -429,7 +481,7 @@ pub(crate) unsafe fn release_private_heap(h: *mut Heap) {
 /// Registered at the first heap's creation, so its prepare handler runs after
 /// those of (nearly) every other library, whose own allocations it would block.
 mod fork {
-    use crate::{large_cache, os, segment};
+    use crate::{large_cache, os, park, segment};
     use core::mem::forget;
 
     pub(super) fn register() {
@@ -442,6 +494,7 @@ mod fork {
         // Leaked guards: each lock stays held until `release`.
         forget(super::KEY.lock());
         forget(super::POOL.lock());
+        forget(park::PARKED.lock());
         forget(segment::ABANDONED.head.lock());
         forget(segment::FREE_SEGMENTS.head.lock());
         forget(large_cache::CACHE.lock());
@@ -456,6 +509,7 @@ mod fork {
             large_cache::CACHE.force_unlock();
             segment::FREE_SEGMENTS.head.force_unlock();
             segment::ABANDONED.head.force_unlock();
+            park::PARKED.force_unlock();
             super::POOL.force_unlock();
             super::KEY.force_unlock();
         }

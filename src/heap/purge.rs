@@ -1,0 +1,91 @@
+//! When a heap gives its free memory back to the OS: the purge policy.
+//!
+//! An empty page returns its slices to its segment, where the part it touched
+//! stays resident ("dirty"), so that the next page cut there costs no page
+//! faults. Dirty bytes beyond the heap's budget (see [`Heap::dirty_budget`]),
+//! or older than [`PURGE_DELAY_MS`], are purged with `madvise`; a wholly free
+//! segment goes to a small process-wide cache or is unmapped, unless it is
+//! the only one the heap keeps in reserve.
+
+use super::Heap;
+use crate::os;
+use crate::segment::{self, Segment, SLICE_SIZE};
+
+/// Resident free bytes a heap may always keep before purging.
+pub(crate) const DIRTY_MIN_BYTES: usize = 1 << 20;
+/// How long free slices may stay resident below the threshold.
+pub(crate) const PURGE_DELAY_MS: u64 = 100;
+
+impl Heap {
+    /// Unlinks and unmaps a wholly free segment of ours. The caller keeps
+    /// `free_segments` right: it counts segments kept in reserve, and a segment
+    /// released as soon as it empties was never counted.
+    pub(super) unsafe fn release_segment(&mut self, s: *mut Segment) {
+        // SAFETY: `s` is ours, on the avail list, with no page in use.
+        unsafe {
+            self.avail.remove(s);
+            let dirty = (*s).dirty_bytes(u64::MAX);
+            self.dirty_bytes -= dirty;
+            self.k().dirty_bytes.sub(dirty);
+            Segment::release(s);
+        }
+    }
+
+    /// Purges the dirty slices when they hold more than an eighth of the used
+    /// memory (and at least [`DIRTY_MIN_BYTES`]), or when they have waited
+    /// [`PURGE_DELAY_MS`]: memory freed and soon reused costs no system call,
+    /// and memory left free goes back to the OS shortly.
+    /// Never releases `keep` (the segment the caller is working in).
+    pub(super) fn maybe_purge(&mut self, keep: *mut Segment) {
+        if self.dirty_bytes == 0 {
+            return;
+        }
+        if self.dirty_bytes > self.dirty_budget() {
+            self.purge_all(keep);
+            return;
+        }
+        let now = os::now_ms();
+        if self.purge_at == 0 {
+            self.purge_at = now + PURGE_DELAY_MS;
+        } else if now >= self.purge_at {
+            self.purge_all(keep);
+            self.peak_slices = self.used_slices;
+            segment::trim_free_segments();
+        }
+    }
+
+    /// Resident free bytes the heap may keep: what it takes to grow back to
+    /// its recent peak without faulting memory in again, plus room for churn
+    /// below it, an eighth of what it uses or [`DIRTY_MIN_BYTES`], whichever
+    /// is more. The peak is forgotten at each timed purge, so memory a heap
+    /// no longer needs goes back within [`PURGE_DELAY_MS`] of its next slow
+    /// path. (With the room taken as the larger of the two rather than added,
+    /// a heap that freed one big page and a little else purged everything,
+    /// the big page included, and faulted it in again at its next use.)
+    pub(super) fn dirty_budget(&self) -> usize {
+        let regrow = self.peak_slices.saturating_sub(self.used_slices) * SLICE_SIZE;
+        DIRTY_MIN_BYTES.max(self.used_slices * SLICE_SIZE / 8) + regrow
+    }
+
+    /// Releases every wholly free segment but one (never `keep`) and purges
+    /// every dirty slice of the others.
+    pub(crate) fn purge_all(&mut self, keep: *mut Segment) {
+        self.purge_at = 0;
+        let mut s = self.avail.first;
+        while !s.is_null() {
+            // SAFETY: `s` is one of ours; dirty slices hold no live data. Its
+            // successor is read before it may be released.
+            unsafe {
+                let next = (*s).next;
+                if (*s).used_pages == 0 && s != keep && self.free_segments > 1 {
+                    self.release_segment(s);
+                    self.free_segments -= 1;
+                } else {
+                    self.k().dirty_bytes.sub(segment::purge_dirty(&mut *s));
+                }
+                s = next;
+            }
+        }
+        self.dirty_bytes = 0;
+    }
+}
