@@ -98,8 +98,25 @@ fn every_size_and_alignment_in_a_heap() {
         }
     }
     assert_eq!(heap.stats().live_blocks(), 0);
-    // Beyond MAX_ALIGN there is no block, and no panic.
-    let l = Layout::from_size_align(8, segalloc::MAX_ALIGN * 2).unwrap();
+    // Beyond MAX_ALIGN a block has a mapping of its own, its header a
+    // segment below it: aligned, usable, freed through the heap.
+    for align in [segalloc::MAX_ALIGN * 2, segalloc::MAX_ALIGN * 8] {
+        let l = Layout::from_size_align(5000, align).unwrap();
+        let p = heap
+            .allocate(l)
+            .expect("over-aligned allocation")
+            .cast::<u8>();
+        assert_eq!(p.as_ptr() as usize % align, 0);
+        // SAFETY: a fresh block of 5000 bytes, checked and freed once.
+        unsafe {
+            fill(p.as_ptr(), 5000, 77);
+            assert_eq!(first_mismatch(p.as_ptr(), 5000, 77), None);
+            heap.deallocate(p, l);
+        }
+    }
+    assert_eq!(heap.stats().live_blocks(), 0);
+    // An alignment no address space holds: no block, and no panic.
+    let l = Layout::from_size_align(8, 1 << 62).unwrap();
     assert!(heap.allocate(l).is_err());
 }
 

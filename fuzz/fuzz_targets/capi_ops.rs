@@ -57,7 +57,7 @@ impl Backend for C {
                     let mut out = std::ptr::null_mut();
                     let a = align.max(std::mem::size_of::<usize>());
                     let r = posix_memalign(&mut out, a, size);
-                    let must_fail = a > segalloc::MAX_ALIGN || size > isize::MAX as usize - a;
+                    let must_fail = a >= 1 << 62 || size > isize::MAX as usize - a;
                     if must_fail {
                         assert_ne!(r, 0, "posix_memalign({a}, {size}) succeeded");
                         return std::ptr::null_mut();

@@ -7,7 +7,7 @@
 //! - contents: every block holds a pattern of its id, verified before every
 //!   free and realloc, and the part a realloc keeps is verified after it;
 //! - zeroed memory reads zero;
-//! - requests that must fail (alignment above `MAX_ALIGN`, a size near
+//! - requests that must fail (an alignment of 2^62, a size near
 //!   `isize::MAX`) return null;
 //! - at the end, with every block freed and every thread joined, the
 //!   statistics are consistent (see [`Backend::exact_stats`]).
@@ -175,13 +175,11 @@ fn decode(data: &[u8]) -> Vec<Vec<Op>> {
             },
             11 | 12 => Op::Send { idx: a, to: b },
             13 => {
-                // Alignment beyond MAX_ALIGN, or a size that overflows with any
-                // header: both Layout-valid, both must give null.
+                // An alignment no address space holds, or a size that
+                // overflows with any header: both Layout-valid, both must
+                // give null.
                 let (size, align) = if a & 1 == 0 {
-                    (
-                        size(b, cc, 0).max(1),
-                        segalloc::MAX_ALIGN << (1 + d as usize % 20),
-                    )
+                    (size(b, cc, 0).max(1), 1usize << 62)
                 } else {
                     let align = 1usize << (d % 12);
                     (isize::MAX as usize - (align - 1) - (b as usize), align)
