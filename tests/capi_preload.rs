@@ -66,6 +66,30 @@ fn have(prog: &str) -> bool {
         .is_ok()
 }
 
+/// Compiles `tests/preload/<name>.c` into `dir` (with `-O1 -pthread` and
+/// `extra` after the source); `None`, with a note, when there is no C
+/// compiler.
+fn compile_c(dir: &Path, name: &str, extra: &[&str]) -> Option<PathBuf> {
+    if !have("cc") {
+        println!("note: no C compiler (cc); {name} skipped");
+        return None;
+    }
+    let exe = dir.join(name);
+    let out = Command::new("cc")
+        .args(["-O1", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(Path::new(MANIFEST).join(format!("tests/preload/{name}.c")))
+        .args(extra)
+        .output()
+        .expect("run cc");
+    assert!(
+        out.status.success(),
+        "cc {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(exe)
+}
+
 /// Runs `cmd` with stdout and stderr captured to files (so a chatty program
 /// cannot block on a full pipe), killing it after [`TIMEOUT`].
 fn run(mut cmd: Command, dir: &Path, tag: &str) -> Output {
@@ -468,24 +492,10 @@ fn start_up_of_many_programs() {
 #[test]
 fn dlopened_library_serves_threads_made_before_it_and_forked_children() {
     let so = cdylib();
-    if !have("cc") {
-        println!("note: no C compiler (cc); dlopen test skipped");
-        return;
-    }
     let dir = scratch("tls-dlopen");
-    let exe = dir.join("tls_dlopen");
-    let out = Command::new("cc")
-        .args(["-O1", "-pthread", "-o"])
-        .arg(&exe)
-        .arg(Path::new(MANIFEST).join("tests/preload/tls_dlopen.c"))
-        .arg("-ldl")
-        .output()
-        .expect("run cc");
-    assert!(
-        out.status.success(),
-        "cc tls_dlopen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let Some(exe) = compile_c(&dir, "tls_dlopen", &["-ldl"]) else {
+        return;
+    };
     let mut c = Command::new(&exe);
     c.arg(so);
     let o = run(c, &dir, "dlopen");
@@ -620,23 +630,10 @@ fn malloc_and_free_fast_paths_make_no_call() {
 #[test]
 fn double_frees_and_realloc_of_freed_blocks_abort_by_default() {
     let so = cdylib();
-    if !have("cc") {
-        println!("note: no C compiler (cc); misuse program skipped");
-        return;
-    }
     let dir = scratch("misuse");
-    let exe = dir.join("misuse");
-    let out = Command::new("cc")
-        .args(["-O1", "-pthread", "-o"])
-        .arg(&exe)
-        .arg(Path::new(MANIFEST).join("tests/preload/misuse.c"))
-        .output()
-        .expect("run cc");
-    assert!(
-        out.status.success(),
-        "cc misuse: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let Some(exe) = compile_c(&dir, "misuse", &[]) else {
+        return;
+    };
     let cases = [
         ("double_free", "double free"),
         ("double_free_later", "double free"),
