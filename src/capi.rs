@@ -309,6 +309,48 @@ pub extern "C" fn segalloc_stats_print(fd: c_int) {
     crate::stats::write_fd(fd, &crate::stats());
 }
 
+/// Sets the runtime option `name` (e.g. `"purge_delay_ms"`, or its variable's
+/// name `"SEGALLOC_PURGE_DELAY_MS"`) from `value`, written as in the
+/// environment (see [`crate::set_option`] and the README's table). Returns 0,
+/// or `EINVAL` (the value in force kept) for an unknown name, a malformed or
+/// out-of-range value, or a null or non-UTF-8 argument.
+///
+/// # Safety
+/// `name` and `value` are null or NUL-terminated strings.
+#[no_mangle]
+pub unsafe extern "C" fn segalloc_option_set(
+    name: *const core::ffi::c_char,
+    value: *const core::ffi::c_char,
+) -> c_int {
+    if name.is_null() || value.is_null() {
+        return libc::EINVAL;
+    }
+    // SAFETY: per the contract, both are NUL-terminated strings.
+    let (n, v) = unsafe {
+        (
+            core::ffi::CStr::from_ptr(name).to_str(),
+            core::ffi::CStr::from_ptr(value).to_str(),
+        )
+    };
+    match (n, v) {
+        (Ok(n), Ok(v)) if crate::set_option(n, v).is_ok() => 0,
+        _ => libc::EINVAL,
+    }
+}
+
+/// glibc's `mallopt`: `M_TRIM_THRESHOLD` (-1) sets the option `purge_min`
+/// (the free memory each heap keeps resident at least, as glibc keeps that
+/// much at the top of its heap before trimming). glibc's other parameters
+/// have no meaning here: 0, as for an unknown one.
+#[no_mangle]
+pub extern "C" fn mallopt(param: c_int, value: c_int) -> c_int {
+    const M_TRIM_THRESHOLD: c_int = -1;
+    if param == M_TRIM_THRESHOLD && value >= 0 {
+        return c_int::from(crate::options::set_number("purge_min", value as usize).is_ok());
+    }
+    0
+}
+
 /// The main figures of [`crate::Stats`] as a plain C struct (all bytes but
 /// the counts), for `segalloc_stats`.
 #[repr(C)]

@@ -24,7 +24,7 @@
 //!
 //! Memory goes back to the OS in three steps: an empty page returns its slices
 //! to its segment (the part it touched stays resident, "dirty"); dirty bytes
-//! beyond the heap's budget, or older than [`PURGE_DELAY_MS`], are purged
+//! beyond the heap's budget, or older than the purge delay (option `purge_delay_ms`), are purged
 //! with `madvise`; and a wholly free segment goes to a small process-wide
 //! cache or is unmapped, unless it is the only one the heap keeps in reserve
 //! (the policy is in `purge`). [`Heap::collect`] does all of it at once.
@@ -42,7 +42,6 @@ use static_assertions::const_assert;
 
 mod lifecycle;
 mod purge;
-pub(crate) use purge::PURGE_DELAY_MS;
 
 /// Requests up to this size use the `direct` table.
 pub(crate) const DIRECT_MAX: usize = 1024;

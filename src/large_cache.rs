@@ -41,7 +41,7 @@
 //! than [`FLOOR`] and never more than [`BUDGET`] (see [`budget`]); the
 //! mapping just freed is always kept if it is no longer than [`BUDGET`]. To
 //! make room, the oldest cached mappings are unmapped (or their tails, just
-//! enough). A cached mapping unused for [`PURGE_DELAY_MS`] is unmapped at the
+//! enough). A cached mapping unused for the purge delay (option `purge_delay_ms`) is unmapped at the
 //! next check, made on the large allocation and free paths and on the small
 //! allocation slow path (`alloc::malloc_slow`), so a program that stops
 //! using large blocks gives the memory back as soon as it allocates again;
@@ -66,7 +66,7 @@
 //! The bookkeeping is a plain value ([`Cache`]), so its policy is tested
 //! without touching memory.
 
-use crate::heap::PURGE_DELAY_MS;
+use crate::options::purge_delay_ms;
 use crate::os;
 use crate::segment::SEGMENT_SIZE;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -97,7 +97,7 @@ pub(crate) struct Range {
 struct Entry {
     addr: usize,
     len: usize,
-    /// When it was freed (ms, `os::now_ms`): purged [`PURGE_DELAY_MS`] later.
+    /// When it was freed (ms, `os::now_ms`): purged the purge delay (option `purge_delay_ms`) later.
     since: u64,
     /// Non-zero for the tail cut from a mapping whose front is a live block
     /// carrying the same token in its header (`Segment::split`).
@@ -205,7 +205,7 @@ impl Cache {
     /// When the oldest mapping is due for purging (ms), or 0 when empty.
     pub(crate) fn deadline(&self) -> u64 {
         let oldest = self.entries[..self.n].iter().map(|e| e.since).min();
-        oldest.map_or(0, |t| t.saturating_add(PURGE_DELAY_MS).max(1))
+        oldest.map_or(0, |t| t.saturating_add(purge_delay_ms()).max(1))
     }
 
     fn remove(&mut self, i: usize) -> Entry {
@@ -468,13 +468,13 @@ impl Cache {
         o
     }
 
-    /// Takes out every mapping cached at least [`PURGE_DELAY_MS`] before
+    /// Takes out every mapping cached at least the purge delay (option `purge_delay_ms`) before
     /// `now` (every mapping when `all`), into `out`.
     pub(crate) fn purge(&mut self, now: u64, all: bool, out: &mut Evicted) {
         let mut i = 0;
         while i < self.n {
             let e = self.entries[i];
-            if all || e.since.saturating_add(PURGE_DELAY_MS) <= now {
+            if all || e.since.saturating_add(purge_delay_ms()) <= now {
                 self.remove(i);
                 out.push(Range {
                     addr: e.addr,
@@ -598,7 +598,7 @@ pub(crate) fn take_tail(addr: usize, token: usize, extra: usize) -> usize {
     got
 }
 
-/// Unmaps the mappings that have waited [`PURGE_DELAY_MS`], if any is due:
+/// Unmaps the mappings that have waited the purge delay (option `purge_delay_ms`), if any is due:
 /// one relaxed load when none is.
 #[inline]
 pub(crate) fn purge_if_due() {
@@ -959,11 +959,11 @@ mod tests {
         let mut c = Cache::new();
         put(&mut c, A, 4 * MIB, 0, 1000);
         put(&mut c, B, 8 * MIB, 0, 1050);
-        assert_eq!(c.deadline(), 1000 + PURGE_DELAY_MS);
+        assert_eq!(c.deadline(), 1000 + purge_delay_ms());
         let mut out = Evicted::new();
-        c.purge(1000 + PURGE_DELAY_MS - 1, false, &mut out);
+        c.purge(1000 + purge_delay_ms() - 1, false, &mut out);
         assert!(out.ranges().is_empty());
-        c.purge(1000 + PURGE_DELAY_MS, false, &mut out);
+        c.purge(1000 + purge_delay_ms(), false, &mut out);
         assert_eq!(
             out.ranges(),
             [Range {
@@ -971,7 +971,10 @@ mod tests {
                 len: 4 * MIB
             }]
         );
-        assert_eq!((c.bytes(), c.deadline()), (8 * MIB, 1050 + PURGE_DELAY_MS));
+        assert_eq!(
+            (c.bytes(), c.deadline()),
+            (8 * MIB, 1050 + purge_delay_ms())
+        );
         let mut out = Evicted::new();
         c.purge(0, true, &mut out);
         assert_eq!(out.ranges().len(), 1);

@@ -13,6 +13,7 @@
 //! Read the modules in the order data flows:
 //! - `os`: mmap, brk, madvise, mremap; the only system calls.
 //! - `size_class`: a request's size becomes one of 116 block sizes.
+//! - `options`: the runtime options, in one table.
 //! - `counters`: what the layers below `stats` count into.
 //! - `freed`: the mark of a free small block, which catches double frees.
 //! - `segment`: 4 MiB aligned regions cut into 64 KiB slices; from any pointer,
@@ -61,6 +62,7 @@ mod freed;
 mod heap;
 mod large;
 mod large_cache;
+mod options;
 mod os;
 mod page;
 mod park;
@@ -76,6 +78,7 @@ mod thread;
 use core::alloc::{GlobalAlloc, Layout};
 
 pub use large::MAX_ALIGN;
+pub use options::{runtime_options, set_option, OptionError, OptionKind, RuntimeOption};
 pub use pool::{Pool, PoolBox};
 pub use region::Heap;
 pub use size_class::{MAX_SMALL as LARGE_THRESHOLD, MIN_ALIGN};

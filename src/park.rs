@@ -9,11 +9,11 @@
 //! on their pages' `thread_free`, as for a running owner, and the adopter
 //! collects them as it needs memory.
 //!
-//! A heap parked for [`PURGE_DELAY_MS`] with no thread to adopt it is
+//! A heap parked for the purge delay (option `purge_delay_ms`) with no thread to adopt it is
 //! retired by the next allocation slow path of any thread (its free memory
 //! purged, its segments abandoned as at a thread exit), and `collect()`
 //! retires them all. What parked heaps hold is bounded process-wide: at most
-//! [`MAX_PARKED`] wait at once (a thread exiting past that abandons its heap
+//! the option `parked_heaps` wait at once (a thread exiting past that abandons its heap
 //! at once), and their resident free memory is at most
 //! [`PARKED_DIRTY_MAX`] in all (a heap that would exceed it is purged before
 //! it is parked).
@@ -22,14 +22,13 @@
 //! the deadline beside it is only a hint read without the lock, so that the
 //! slow path checks for due heaps with one load when none is parked.
 
-use crate::heap::{Heap, PURGE_DELAY_MS};
+use crate::heap::Heap;
+use crate::options::purge_delay_ms;
 use crate::os;
 use core::ptr;
 // A hint, not a protocol: a plain core atomic, like the OS counters.
 use core::sync::atomic::{AtomicU64, Ordering};
 
-/// At most this many heaps wait for a new thread at once.
-pub(crate) const MAX_PARKED: usize = 8;
 /// At most this many resident free bytes (the heaps' dirty slices) wait in
 /// parked heaps, in all: as much as the process keeps in abandoned segments
 /// and its cache of free segments together.
@@ -64,14 +63,14 @@ static DEADLINE: AtomicU64 = AtomicU64::new(0);
 pub(crate) enum Parking {
     /// Parked: the list owns the heap now.
     Parked,
-    /// Not parked: [`MAX_PARKED`] heaps wait already.
+    /// Not parked: the option `parked_heaps` heaps wait already.
     Full,
     /// Not parked: its resident free memory would take the parked heaps
     /// past [`PARKED_DIRTY_MAX`]; purged, it would fit.
     TooDirty,
 }
 
-/// Parks `h`, the heap of an exiting thread, unless [`MAX_PARKED`] heaps
+/// Parks `h`, the heap of an exiting thread, unless the option `parked_heaps` heaps
 /// already wait or its resident free memory does not fit (then `h` is left
 /// alone).
 ///
@@ -82,7 +81,7 @@ pub(crate) unsafe fn park(h: *mut Heap) -> Parking {
     // SAFETY: per the contract, `h` is ours to read and link.
     let dirty = unsafe { (*h).dirty() };
     let mut list = PARKED.lock();
-    if list.count >= MAX_PARKED {
+    if list.count >= crate::options::PARKED_HEAPS.get() {
         return Parking::Full;
     }
     if list.dirty + dirty > PARKED_DIRTY_MAX {
@@ -124,7 +123,7 @@ pub(crate) fn unpark() -> *mut Heap {
     h
 }
 
-/// Whether some parked heap has waited [`PURGE_DELAY_MS`]: one load when
+/// Whether some parked heap has waited the purge delay (option `purge_delay_ms`): one load when
 /// none is parked.
 #[inline]
 pub(crate) fn any_due() -> bool {
@@ -132,7 +131,7 @@ pub(crate) fn any_due() -> bool {
     d != 0 && os::now_ms() >= d
 }
 
-/// Takes off the list every heap that has waited [`PURGE_DELAY_MS`] (every
+/// Takes off the list every heap that has waited the purge delay (option `purge_delay_ms`) (every
 /// heap with `all`) and returns them linked through `next_free`, for the
 /// caller to retire.
 pub(crate) fn take_due(all: bool) -> *mut Heap {
@@ -173,5 +172,5 @@ pub(crate) fn take_due(all: bool) -> *mut Heap {
 
 /// When a heap parked at `t` is due (never 0, which means "none parked").
 fn due_at(t: u64) -> u64 {
-    t.saturating_add(PURGE_DELAY_MS).max(1)
+    t.saturating_add(purge_delay_ms()).max(1)
 }

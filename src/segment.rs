@@ -240,11 +240,13 @@ impl Segment {
         // kept for reuse; a few mmap ones are too, so that threads coming and
         // going do not map and unmap a segment each, nor fault its pages in
         // again: kept segments keep their free slices resident, up to
-        // CACHE_DIRTY_MAX slices in all; past that they are purged first.
-        if source == Source::Brk || FREE_SEGMENTS.len() < SEGMENT_CACHE {
+        // `segment_cache_resident` bytes in all; past that they are purged first.
+        if source == Source::Brk || FREE_SEGMENTS.len() < crate::options::SEGMENT_CACHE.get() {
             // SAFETY: per the contract, the header is ours.
             let dirty = unsafe { (*seg).dirty_bytes(u64::MAX) };
-            if CACHED_DIRTY.load(Ordering::Relaxed) + dirty > CACHE_DIRTY_MAX {
+            if CACHED_DIRTY.load(Ordering::Relaxed) + dirty
+                > crate::options::SEGMENT_CACHE_RESIDENT.get()
+            {
                 // SAFETY: as above; purged slices read zero, so clean.
                 unsafe {
                     purge_dirty(&mut *seg);
@@ -404,14 +406,11 @@ impl SegmentList {
 
 /// Segments whose thread exited while they still held live blocks.
 pub(crate) static ABANDONED: SegmentList = SegmentList::new();
-/// Wholly free segments kept for reuse: every brk segment, and up to
-/// [`SEGMENT_CACHE`] mmap ones. All are purged.
+/// Wholly free segments kept for reuse: every brk segment, and as many mmap
+/// ones as the option `segment_cache` says; at most `segment_cache_resident`
+/// bytes of them stay resident (until a heap's timed purge trims them, see
+/// `heap`).
 pub(crate) static FREE_SEGMENTS: SegmentList = SegmentList::new();
-/// How many free mmap segments are kept mapped for reuse.
-pub(crate) const SEGMENT_CACHE: usize = 8;
-/// At most this many bytes of kept segments stay resident (until a heap's
-/// timed purge trims them, see `heap`).
-const CACHE_DIRTY_MAX: usize = 2 << 20;
 /// Resident bytes of kept segments.
 pub(crate) static CACHED_DIRTY: AtomicUsize = AtomicUsize::new(0);
 

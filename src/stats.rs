@@ -540,42 +540,50 @@ impl fmt::Display for Stats {
     }
 }
 
+/// A file descriptor to format into without allocating.
+struct Fd(libc::c_int);
+
+impl fmt::Write for Fd {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut b = s.as_bytes();
+        while !b.is_empty() {
+            // SAFETY: writing a valid buffer to a descriptor; a bad one
+            // only makes write fail.
+            let n = unsafe { libc::write(self.0, b.as_ptr().cast(), b.len()) };
+            if n <= 0 {
+                return Err(fmt::Error);
+            }
+            b = &b[n as usize..];
+        }
+        Ok(())
+    }
+}
+
 /// Writes `s`'s table to the file descriptor `fd` without allocating.
 pub(crate) fn write_fd(fd: libc::c_int, s: &Stats) {
-    struct Fd(libc::c_int);
-    impl fmt::Write for Fd {
-        fn write_str(&mut self, s: &str) -> fmt::Result {
-            let mut b = s.as_bytes();
-            while !b.is_empty() {
-                // SAFETY: writing a valid buffer to a descriptor; a bad one
-                // only makes write fail.
-                let n = unsafe { libc::write(self.0, b.as_ptr().cast(), b.len()) };
-                if n <= 0 {
-                    return Err(fmt::Error);
-                }
-                b = &b[n as usize..];
-            }
-            Ok(())
-        }
-    }
     let _ = fmt::write(&mut Fd(fd), format_args!("{s}"));
 }
 
-/// At exit, prints the statistics when `SEGALLOC_SHOW_STATS=1`.
+/// At exit, prints the statistics and the options in force when the option
+/// `show_stats` is on (`SEGALLOC_SHOW_STATS=1`).
 extern "C" fn print_at_exit() {
+    if crate::options::SHOW_STATS.get() == 0 {
+        return;
+    }
     write_fd(2, &stats());
+    let _ = fmt::write(&mut Fd(2), format_args!("options:"));
+    for o in crate::options::runtime_options() {
+        let _ = fmt::write(&mut Fd(2), format_args!(" {}={}", o.name, o.get()));
+    }
+    let _ = fmt::write(&mut Fd(2), format_args!("\n"));
 }
 
-/// Registers the exit printer if the environment asks for it. Called once,
-/// from the first heap's set-up.
+/// Registers the exit printer. Called once, from the first heap's set-up,
+/// after the options are read: it prints only if `show_stats` is on then or
+/// is turned on later.
 pub(crate) fn register_exit_printer() {
-    // SAFETY: getenv with a NUL-terminated name; the result is only read.
-    let v = unsafe { libc::getenv(c"SEGALLOC_SHOW_STATS".as_ptr()) };
-    // SAFETY: a non-null getenv result is a NUL-terminated string.
-    if !v.is_null() && unsafe { *v == b'1' as libc::c_char } {
-        // SAFETY: registering a plain extern "C" function.
-        unsafe { libc::atexit(print_at_exit) };
-    }
+    // SAFETY: registering a plain extern "C" function.
+    unsafe { libc::atexit(print_at_exit) };
 }
 
 #[cfg(feature = "serde")]

@@ -228,6 +228,7 @@ fn key() -> Option<libc::pthread_key_t> {
             *k = Some(key);
             // Once per process, with the first heap (before its first page).
             fork::register();
+            crate::options::init_from_env();
             crate::stats::register_exit_printer();
             #[cfg(feature = "secure")]
             crate::remote::init_link_key();

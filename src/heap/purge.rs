@@ -3,18 +3,14 @@
 //! An empty page returns its slices to its segment, where the part it touched
 //! stays resident ("dirty"), so that the next page cut there costs no page
 //! faults. Dirty bytes beyond the heap's budget (see [`Heap::dirty_budget`]),
-//! or older than [`PURGE_DELAY_MS`], are purged with `madvise`; a wholly free
+//! or older than the purge delay (option `purge_delay_ms`), are purged with `madvise`; a wholly free
 //! segment goes to a small process-wide cache or is unmapped, unless it is
 //! the only one the heap keeps in reserve.
 
 use super::Heap;
+use crate::options::purge_delay_ms;
 use crate::os;
 use crate::segment::{self, Segment, SLICE_SIZE};
-
-/// Resident free bytes a heap may always keep before purging.
-pub(crate) const DIRTY_MIN_BYTES: usize = 1 << 20;
-/// How long free slices may stay resident below the threshold.
-pub(crate) const PURGE_DELAY_MS: u64 = 100;
 
 impl Heap {
     /// Unlinks and unmaps a wholly free segment of ours. The caller keeps
@@ -32,8 +28,8 @@ impl Heap {
     }
 
     /// Purges the dirty slices when they hold more than an eighth of the used
-    /// memory (and at least [`DIRTY_MIN_BYTES`]), or when they have waited
-    /// [`PURGE_DELAY_MS`]: memory freed and soon reused costs no system call,
+    /// memory (and at least the option `purge_min`), or when they have waited
+    /// the purge delay (option `purge_delay_ms`): memory freed and soon reused costs no system call,
     /// and memory left free goes back to the OS shortly.
     /// Never releases `keep` (the segment the caller is working in).
     pub(super) fn maybe_purge(&mut self, keep: *mut Segment) {
@@ -46,7 +42,7 @@ impl Heap {
         }
         let now = os::now_ms();
         if self.purge_at == 0 {
-            self.purge_at = now + PURGE_DELAY_MS;
+            self.purge_at = now + purge_delay_ms();
         } else if now >= self.purge_at {
             self.purge_all(keep);
             self.peak_slices = self.used_slices;
@@ -56,15 +52,18 @@ impl Heap {
 
     /// Resident free bytes the heap may keep: what it takes to grow back to
     /// its recent peak without faulting memory in again, plus room for churn
-    /// below it, an eighth of what it uses or [`DIRTY_MIN_BYTES`], whichever
+    /// below it, an eighth of what it uses or the option `purge_min`, whichever
     /// is more. The peak is forgotten at each timed purge, so memory a heap
-    /// no longer needs goes back within [`PURGE_DELAY_MS`] of its next slow
+    /// no longer needs goes back within the purge delay (option `purge_delay_ms`) of its next slow
     /// path. (With the room taken as the larger of the two rather than added,
     /// a heap that freed one big page and a little else purged everything,
     /// the big page included, and faulted it in again at its next use.)
     pub(super) fn dirty_budget(&self) -> usize {
         let regrow = self.peak_slices.saturating_sub(self.used_slices) * SLICE_SIZE;
-        DIRTY_MIN_BYTES.max(self.used_slices * SLICE_SIZE / 8) + regrow
+        crate::options::PURGE_MIN
+            .get()
+            .max(self.used_slices * SLICE_SIZE / 8)
+            + regrow
     }
 
     /// Releases every wholly free segment but one (never `keep`) and purges

@@ -1,0 +1,370 @@
+//! Runtime options: every tunable in one table, with its default, read once
+//! from its `SEGALLOC_*` environment variable when the first heap is made
+//! (without allocating: `getenv` and a parse of the bytes), and settable at
+//! run time from Rust ([`set_option`]) and C (`segalloc_option_set`).
+//!
+//! A malformed or out-of-range value, or an unknown `SEGALLOC_*` name given
+//! to [`set_option`], prints one line on stderr naming it and keeps the value
+//! in force; nothing aborts. Values are plain relaxed atomics, read on slow
+//! paths only, so a change takes effect at the next slow path that consults
+//! it. The lowest layer: it imports nothing else of the crate.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// How an option's value is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptionKind {
+    /// Bytes, with an optional `K`, `M` or `G` suffix (powers of 1024).
+    Bytes,
+    /// Milliseconds.
+    Millis,
+    /// A count.
+    Count,
+    /// `1`/`0` (also `true`/`false`, `yes`/`no`, `on`/`off`).
+    Flag,
+}
+
+/// One runtime option (see the module docs and the README's table).
+pub struct RuntimeOption {
+    /// Its name; the environment variable is `SEGALLOC_` and the name in
+    /// capitals.
+    pub name: &'static str,
+    /// The environment variable that sets it at start-up.
+    pub env: &'static str,
+    /// How its value is written.
+    pub kind: OptionKind,
+    /// Its value when nothing sets it.
+    pub default: usize,
+    /// The largest value it takes (the smallest is 0).
+    pub max: usize,
+    /// What it does, in a line.
+    pub what: &'static str,
+    value: AtomicUsize,
+}
+
+impl RuntimeOption {
+    const fn new(
+        name: &'static str,
+        env: &'static str,
+        kind: OptionKind,
+        default: usize,
+        max: usize,
+        what: &'static str,
+    ) -> Self {
+        RuntimeOption {
+            name,
+            env,
+            kind,
+            default,
+            max,
+            what,
+            value: AtomicUsize::new(default),
+        }
+    }
+
+    /// The value in force.
+    #[inline]
+    pub fn get(&self) -> usize {
+        self.value.load(Ordering::Relaxed)
+    }
+}
+
+const MIB: usize = 1 << 20;
+
+/// Milliseconds free memory waits before it is purged (heaps' dirty pages,
+/// the large-block cache, parked heaps).
+pub(crate) static PURGE_DELAY_MS: RuntimeOption = RuntimeOption::new(
+    "purge_delay_ms",
+    "SEGALLOC_PURGE_DELAY_MS",
+    OptionKind::Millis,
+    100,
+    3_600_000,
+    "how long free memory stays resident before it is purged (dirty pages, cached large blocks, parked heaps)",
+);
+/// The least resident free memory a heap keeps before purging.
+pub(crate) static PURGE_MIN: RuntimeOption = RuntimeOption::new(
+    "purge_min",
+    "SEGALLOC_PURGE_MIN",
+    OptionKind::Bytes,
+    MIB,
+    1 << 40,
+    "free memory each heap may keep resident at least (also an eighth of its use, and room to regrow to its recent peak)",
+);
+/// Wholly free segments kept process-wide for reuse.
+pub(crate) static SEGMENT_CACHE: RuntimeOption = RuntimeOption::new(
+    "segment_cache",
+    "SEGALLOC_SEGMENT_CACHE",
+    OptionKind::Count,
+    8,
+    1 << 16,
+    "wholly free 4 MiB segments kept mapped for reuse by any thread",
+);
+/// Resident bytes those kept segments may hold.
+pub(crate) static SEGMENT_CACHE_RESIDENT: RuntimeOption = RuntimeOption::new(
+    "segment_cache_resident",
+    "SEGALLOC_SEGMENT_CACHE_RESIDENT",
+    OptionKind::Bytes,
+    2 * MIB,
+    1 << 40,
+    "resident memory the kept free segments may hold; past it they are purged first",
+);
+/// Heaps of exited threads kept whole for new threads.
+pub(crate) static PARKED_HEAPS: RuntimeOption = RuntimeOption::new(
+    "parked_heaps",
+    "SEGALLOC_PARKED_HEAPS",
+    OptionKind::Count,
+    8,
+    1024,
+    "heaps of exited threads kept whole for the next threads (0: none)",
+);
+/// Print the statistics (and these options) at exit.
+pub(crate) static SHOW_STATS: RuntimeOption = RuntimeOption::new(
+    "show_stats",
+    "SEGALLOC_SHOW_STATS",
+    OptionKind::Flag,
+    0,
+    1,
+    "print the statistics and the options in force on stderr at exit",
+);
+
+/// The purge delay in force, in milliseconds.
+#[inline]
+pub(crate) fn purge_delay_ms() -> u64 {
+    PURGE_DELAY_MS.get() as u64
+}
+
+/// Every option, in the README's order.
+pub(crate) static ALL: [&RuntimeOption; 6] = [
+    &PURGE_DELAY_MS,
+    &PURGE_MIN,
+    &SEGMENT_CACHE,
+    &SEGMENT_CACHE_RESIDENT,
+    &PARKED_HEAPS,
+    &SHOW_STATS,
+];
+
+/// Every runtime option, with its value in force.
+///
+/// ```
+/// for o in segalloc::runtime_options() {
+///     assert!(o.get() <= o.max, "{}", o.name);
+/// }
+/// ```
+pub fn runtime_options() -> impl Iterator<Item = &'static RuntimeOption> {
+    ALL.iter().copied()
+}
+
+/// Why [`set_option`] refused a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptionError {
+    /// No option has that name.
+    Unknown,
+    /// The value is not of the option's kind, or above its maximum.
+    BadValue,
+}
+
+/// Sets the option `name` (as in the README's table, e.g. `"purge_delay_ms"`,
+/// or its environment variable's name) from `value`, written as in the
+/// environment. On error the value in force stays.
+///
+/// ```
+/// segalloc::set_option("purge_delay_ms", "250").unwrap();
+/// assert!(segalloc::set_option("purge_delay_ms", "soon").is_err());
+/// assert!(segalloc::set_option("no_such_option", "1").is_err());
+/// segalloc::set_option("purge_delay_ms", "100").unwrap();
+/// ```
+pub fn set_option(name: &str, value: &str) -> Result<(), OptionError> {
+    let o = find(name.as_bytes()).ok_or(OptionError::Unknown)?;
+    let v = parse(o.kind, value.as_bytes())
+        .filter(|&v| v <= o.max)
+        .ok_or(OptionError::BadValue)?;
+    o.value.store(v, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Sets the option `name` to the number `v` (C's `mallopt`).
+#[cfg_attr(not(feature = "override"), allow(dead_code))]
+pub(crate) fn set_number(name: &str, v: usize) -> Result<(), OptionError> {
+    let o = find(name.as_bytes()).ok_or(OptionError::Unknown)?;
+    if v > o.max {
+        return Err(OptionError::BadValue);
+    }
+    o.value.store(v, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The option named `name` (its name or its variable's), if any.
+pub(crate) fn find(name: &[u8]) -> Option<&'static RuntimeOption> {
+    ALL.iter()
+        .copied()
+        .find(|o| o.name.as_bytes() == name || o.env.as_bytes() == name)
+}
+
+/// Reads every option's variable. Called once, when the first heap is made.
+pub(crate) fn init_from_env() {
+    let mut name = [0u8; 48];
+    for o in ALL {
+        let n = o.env.len();
+        if n >= name.len() {
+            continue;
+        }
+        name[..n].copy_from_slice(o.env.as_bytes());
+        name[n] = 0;
+        // SAFETY: a NUL-terminated name; a non-null result is a
+        // NUL-terminated string that we only read.
+        let v = unsafe {
+            let p = libc::getenv(name.as_ptr().cast());
+            if p.is_null() {
+                continue;
+            }
+            core::ffi::CStr::from_ptr(p).to_bytes()
+        };
+        match parse(o.kind, v).filter(|&x| x <= o.max) {
+            Some(x) => o.value.store(x, Ordering::Relaxed),
+            None => complain(o, v),
+        }
+    }
+}
+
+/// One line on stderr: the variable, its value, and the value kept.
+fn complain(o: &RuntimeOption, v: &[u8]) {
+    let mut line = Line::new();
+    line.push(b"segalloc: ignoring ");
+    line.push(o.env.as_bytes());
+    line.push(b"=");
+    line.push(&v[..v.len().min(40)]);
+    line.push(match o.kind {
+        OptionKind::Bytes => b": not a size (bytes, or with K, M, G) up to ",
+        OptionKind::Millis => b": not a number of milliseconds up to ",
+        OptionKind::Count => b": not a count up to ",
+        OptionKind::Flag => b": not 0 or 1, up to ",
+    });
+    line.number(o.max);
+    line.push(b"; keeping ");
+    line.number(o.get());
+    line.push(b"\n");
+    line.write(2);
+}
+
+/// Parses `v` as an option of `kind`; `None` if it is not one.
+pub(crate) fn parse(kind: OptionKind, v: &[u8]) -> Option<usize> {
+    let v = v.trim_ascii();
+    if kind == OptionKind::Flag {
+        return match v {
+            b"1" | b"true" | b"yes" | b"on" => Some(1),
+            b"0" | b"false" | b"no" | b"off" => Some(0),
+            _ => None,
+        };
+    }
+    let (digits, shift) = match (kind, v.last()) {
+        (OptionKind::Bytes, Some(b'k' | b'K')) => (&v[..v.len() - 1], 10),
+        (OptionKind::Bytes, Some(b'm' | b'M')) => (&v[..v.len() - 1], 20),
+        (OptionKind::Bytes, Some(b'g' | b'G')) => (&v[..v.len() - 1], 30),
+        _ => (v, 0),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut n: usize = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add((d - b'0') as usize)?;
+    }
+    n.checked_mul(1usize << shift)
+}
+
+/// A line built on the stack (no allocation), written with one `write`.
+struct Line {
+    buf: [u8; 200],
+    len: usize,
+}
+
+impl Line {
+    fn new() -> Self {
+        Line {
+            buf: [0; 200],
+            len: 0,
+        }
+    }
+    fn push(&mut self, s: &[u8]) {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s[..n]);
+        self.len += n;
+    }
+    fn number(&mut self, mut n: usize) {
+        let mut d = [0u8; 20];
+        let mut i = d.len();
+        loop {
+            i -= 1;
+            d[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.push(&d[i..]);
+    }
+    fn write(&self, fd: i32) {
+        // SAFETY: writing our own initialised bytes.
+        unsafe { libc::write(fd, self.buf.as_ptr().cast(), self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_counts_and_flags_parse() {
+        assert_eq!(parse(OptionKind::Bytes, b"4096"), Some(4096));
+        assert_eq!(parse(OptionKind::Bytes, b"64K"), Some(64 << 10));
+        assert_eq!(parse(OptionKind::Bytes, b" 2m "), Some(2 << 20));
+        assert_eq!(parse(OptionKind::Bytes, b"1G"), Some(1 << 30));
+        assert_eq!(parse(OptionKind::Millis, b"250"), Some(250));
+        assert_eq!(
+            parse(OptionKind::Millis, b"250K"),
+            None,
+            "no suffix on times"
+        );
+        assert_eq!(parse(OptionKind::Count, b""), None);
+        assert_eq!(parse(OptionKind::Count, b"-1"), None);
+        assert_eq!(parse(OptionKind::Count, b"99999999999999999999999"), None);
+        assert_eq!(parse(OptionKind::Bytes, b"99999999999999G"), None);
+        assert_eq!(parse(OptionKind::Flag, b"yes"), Some(1));
+        assert_eq!(parse(OptionKind::Flag, b"off"), Some(0));
+        assert_eq!(parse(OptionKind::Flag, b"2"), None);
+    }
+
+    #[test]
+    fn set_option_checks_name_kind_and_range() {
+        let before = SEGMENT_CACHE_RESIDENT.get();
+        assert_eq!(set_option("segment_cache_resident", "3M"), Ok(()));
+        assert_eq!(SEGMENT_CACHE_RESIDENT.get(), 3 << 20);
+        assert_eq!(
+            set_option("SEGALLOC_SEGMENT_CACHE_RESIDENT", "lots"),
+            Err(OptionError::BadValue)
+        );
+        assert_eq!(SEGMENT_CACHE_RESIDENT.get(), 3 << 20, "kept on error");
+        assert_eq!(
+            set_option("segment_cache_resident", "2048G"),
+            Err(OptionError::BadValue),
+            "above the maximum"
+        );
+        assert_eq!(set_option("segment_cachee", "1"), Err(OptionError::Unknown));
+        SEGMENT_CACHE_RESIDENT
+            .value
+            .store(before, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn every_default_is_in_range_and_names_match_variables() {
+        for o in ALL {
+            assert!(o.default <= o.max, "{}", o.name);
+            let mut env = std::string::String::from("SEGALLOC_");
+            env.push_str(&o.name.to_ascii_uppercase());
+            assert_eq!(env, o.env);
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Runtime options read from the environment at start-up: each case runs in
+//! a child process (this binary, the `child` test) with its own variables,
+//! and must finish within a timeout.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static GLOBAL: segalloc::SegAlloc = segalloc::SegAlloc;
+
+const CASE: &str = "SEGALLOC_OPTIONS_TEST_CASE";
+
+fn option(name: &str) -> usize {
+    segalloc::runtime_options()
+        .find(|o| o.name == name)
+        .unwrap_or_else(|| panic!("no option {name}"))
+        .get()
+}
+
+/// A thread leaves a live block behind and exits; returns how many segments
+/// were abandoned right after (none when its heap was parked whole).
+fn abandoned_after_a_thread_exits() -> usize {
+    let p = std::thread::spawn(|| Box::into_raw(Box::new([7u8; 100])) as usize)
+        .join()
+        .unwrap();
+    let n = segalloc::stats().segments_abandoned;
+    // SAFETY: the box leaked above, freed once.
+    drop(unsafe { Box::from_raw(p as *mut [u8; 100]) });
+    n
+}
+
+/// What each case checks, in the child.
+#[test]
+fn child() {
+    let Ok(case) = std::env::var(CASE) else {
+        return;
+    };
+    drop(vec![1u8; 100]); // the first heap: the options are read
+    match case.as_str() {
+        "values" => {
+            assert_eq!(option("purge_delay_ms"), 250);
+            assert_eq!(option("purge_min"), 3 << 20);
+            assert_eq!(option("segment_cache"), 2);
+            assert_eq!(option("parked_heaps"), 0);
+            assert_eq!(abandoned_after_a_thread_exits(), 1, "a heap was parked");
+        }
+        "bad" => {
+            assert_eq!(option("purge_delay_ms"), 100, "default kept");
+            assert_eq!(option("purge_min"), 1 << 20, "default kept");
+        }
+        "default_parks" => {
+            assert_eq!(option("parked_heaps"), 8);
+            assert_eq!(
+                abandoned_after_a_thread_exits(),
+                0,
+                "the heap was not parked"
+            );
+        }
+        "show" => {}
+        other => panic!("unknown case {other}"),
+    }
+}
+
+/// Runs `case` with `env` set; returns its stderr, after checking it passed.
+fn run(case: &str, env: &[(&str, &str)]) -> String {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args(["--exact", "child", "--nocapture", "--test-threads", "1"])
+        .env(CASE, case)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let child = c.spawn().unwrap();
+    let start = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "{case}: took {:?}",
+        start.elapsed()
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{case}: {:?}\n{err}", out.status);
+    err
+}
+
+#[test]
+fn variables_set_the_options() {
+    run(
+        "values",
+        &[
+            ("SEGALLOC_PURGE_DELAY_MS", "250"),
+            ("SEGALLOC_PURGE_MIN", "3M"),
+            ("SEGALLOC_SEGMENT_CACHE", " 2 "),
+            ("SEGALLOC_PARKED_HEAPS", "0"),
+        ],
+    );
+}
+
+#[test]
+fn a_bad_value_is_named_on_one_line_and_the_default_kept() {
+    let err = run(
+        "bad",
+        &[
+            ("SEGALLOC_PURGE_DELAY_MS", "soon"),
+            ("SEGALLOC_PURGE_MIN", "12Q"),
+        ],
+    );
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("segalloc:")).collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].contains("SEGALLOC_PURGE_DELAY_MS=soon") && lines[0].contains("keeping 100"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains("SEGALLOC_PURGE_MIN=12Q") && lines[1].contains("keeping 1048576"),
+        "{}",
+        lines[1]
+    );
+}
+
+#[test]
+fn heaps_are_parked_by_default() {
+    run("default_parks", &[]);
+}
+
+#[test]
+fn show_stats_prints_the_options_at_exit() {
+    let err = run(
+        "show",
+        &[
+            ("SEGALLOC_SHOW_STATS", "1"),
+            ("SEGALLOC_SEGMENT_CACHE", "5"),
+        ],
+    );
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("options:"))
+        .unwrap_or_else(|| panic!("no options line in\n{err}"));
+    assert!(line.contains(" segment_cache=5"), "{line}");
+    assert!(line.contains(" purge_delay_ms=100"), "{line}");
+}
