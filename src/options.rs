@@ -1,6 +1,6 @@
 //! Runtime options: every tunable in one table, with its default, read once
-//! from its `SEGALLOC_*` environment variable when the first heap is made
-//! (without allocating: `getenv` and a parse of the bytes), and settable at
+//! from its `SEGALLOC_*` environment variable when segalloc first maps
+//! memory (without allocating: `getenv` and a parse of the bytes), and settable at
 //! run time from Rust ([`set_option`]) and C (`segalloc_option_set`).
 //!
 //! A malformed or out-of-range value, or an unknown `SEGALLOC_*` name given
@@ -117,6 +117,15 @@ pub(crate) static PARKED_HEAPS: RuntimeOption = RuntimeOption::new(
     1024,
     "heaps of exited threads kept whole for the next threads (0: none)",
 );
+/// The most memory segalloc maps (0: no limit).
+pub(crate) static LIMIT: RuntimeOption = RuntimeOption::new(
+    "limit",
+    "SEGALLOC_LIMIT",
+    OptionKind::Bytes,
+    0,
+    1 << 50,
+    "the most address space segalloc maps (0: no limit); past it, after giving back its caches, an allocation fails (null, ENOMEM)",
+);
 /// Print the statistics (and these options) at exit.
 pub(crate) static SHOW_STATS: RuntimeOption = RuntimeOption::new(
     "show_stats",
@@ -134,12 +143,13 @@ pub(crate) fn purge_delay_ms() -> u64 {
 }
 
 /// Every option, in the README's order.
-pub(crate) static ALL: [&RuntimeOption; 6] = [
+pub(crate) static ALL: [&RuntimeOption; 7] = [
     &PURGE_DELAY_MS,
     &PURGE_MIN,
     &SEGMENT_CACHE,
     &SEGMENT_CACHE_RESIDENT,
     &PARKED_HEAPS,
+    &LIMIT,
     &SHOW_STATS,
 ];
 
@@ -200,7 +210,18 @@ pub(crate) fn find(name: &[u8]) -> Option<&'static RuntimeOption> {
         .find(|o| o.name.as_bytes() == name || o.env.as_bytes() == name)
 }
 
-/// Reads every option's variable. Called once, when the first heap is made.
+/// Reads the variables the first time it is called (a relaxed load after
+/// that): from the first mapping segalloc makes, before any option is
+/// consulted.
+#[inline]
+pub(crate) fn init_once() {
+    static DONE: AtomicUsize = AtomicUsize::new(0);
+    if DONE.load(Ordering::Relaxed) == 0 && DONE.swap(1, Ordering::Relaxed) == 0 {
+        init_from_env();
+    }
+}
+
+/// Reads every option's variable.
 pub(crate) fn init_from_env() {
     let mut name = [0u8; 48];
     for o in ALL {

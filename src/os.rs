@@ -31,6 +31,8 @@ pub(crate) struct OsCounters {
     pub(crate) brk: AtomicUsize,
     /// Address space currently reserved from the OS, in bytes.
     pub(crate) mapped: AtomicUsize,
+    /// Mappings refused because they would have passed the memory limit.
+    pub(crate) limit_hits: AtomicUsize,
 }
 
 pub(crate) static COUNTERS: OsCounters = OsCounters {
@@ -40,7 +42,52 @@ pub(crate) static COUNTERS: OsCounters = OsCounters {
     mremap: AtomicUsize::new(0),
     brk: AtomicUsize::new(0),
     mapped: AtomicUsize::new(0),
+    limit_hits: AtomicUsize::new(0),
 };
+
+/// What gives memory back when a mapping would pass the memory limit (the
+/// option `limit`): set once by the layer that owns the process-wide caches
+/// (`thread`, when the first heap is made), a plain `fn()` stored as an
+/// address so that this layer imports none above it. It must not take a
+/// lock that a caller of the mapping functions may hold.
+pub(crate) static RECLAIM: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether `extra` more bytes may be mapped under the memory limit: if not,
+/// the caches are given back ([`RECLAIM`]) and the check made again; a
+/// refusal is counted.
+pub(crate) fn within_limit(extra: usize) -> bool {
+    crate::options::init_once();
+    let limit = crate::options::LIMIT.get();
+    if limit == 0 {
+        return true;
+    }
+    let fits = || {
+        COUNTERS
+            .mapped
+            .load(Ordering::Relaxed)
+            .saturating_add(extra)
+            <= limit
+    };
+    if fits() {
+        return true;
+    }
+    let f = RECLAIM.load(Ordering::Relaxed);
+    if f != 0 {
+        // SAFETY: only `set_reclaim` stores here, always a `fn()`.
+        let f = unsafe { core::mem::transmute::<usize, fn()>(f) };
+        f();
+        if fits() {
+            return true;
+        }
+    }
+    count(&COUNTERS.limit_hits);
+    false
+}
+
+/// Sets what [`within_limit`] calls to give memory back.
+pub(crate) fn set_reclaim(f: fn()) {
+    RECLAIM.store(f as usize, Ordering::Relaxed);
+}
 
 #[inline]
 fn count(c: &AtomicUsize) {
@@ -148,6 +195,14 @@ const HINT_END: usize = 0x5000_0000_0000; // 80 TiB
 /// Maps `size` bytes aligned to `align` (a power of two, at least [`OS_PAGE`]).
 /// `size` must be a multiple of [`OS_PAGE`]. Returns null on failure.
 pub(crate) fn map_aligned(size: usize, align: usize) -> *mut u8 {
+    if !within_limit(size) {
+        return ptr::null_mut();
+    }
+    map_aligned_unlimited(size, align)
+}
+
+/// [`map_aligned`] without the memory limit's check (the caller made it).
+fn map_aligned_unlimited(size: usize, align: usize) -> *mut u8 {
     debug_assert!(align.is_power_of_two() && align >= OS_PAGE && size % OS_PAGE == 0);
     let Some(span) = round_up(size, align) else {
         return ptr::null_mut();
@@ -239,6 +294,9 @@ pub(crate) fn mremap_usable() -> bool {
 /// Resizes the mapping `[p, p + old)` to `new` bytes without moving it.
 /// Returns whether it succeeded (shrinking always does).
 pub(crate) fn remap_in_place(p: *mut u8, old: usize, new: usize) -> bool {
+    if new > old && !within_limit(new - old) {
+        return false;
+    }
     count(&COUNTERS.mremap);
     // SAFETY: without MREMAP_MAYMOVE the kernel only grows into free address
     // space after the mapping or drops its tail; nothing else is touched.
@@ -258,7 +316,11 @@ pub(crate) fn remap_in_place(p: *mut u8, old: usize, new: usize) -> bool {
 /// `align`, carrying its pages over without copying them. Returns the new
 /// address, or null (the old mapping is then untouched).
 pub(crate) fn remap_aligned(p: *mut u8, old: usize, new: usize, align: usize) -> *mut u8 {
-    let dst = map_aligned(new, align);
+    // The old range goes once the pages have moved: only growth counts.
+    if new > old && !within_limit(new - old) {
+        return ptr::null_mut();
+    }
+    let dst = map_aligned_unlimited(new, align);
     if dst.is_null() {
         return dst;
     }
@@ -303,6 +365,9 @@ pub(crate) enum Source {
 /// Obtains a region of `size` bytes aligned to `size` (a power of two) for a
 /// segment: from the break when opted in and it can grow, otherwise mmap.
 pub(crate) fn alloc_segment_memory(size: usize) -> (*mut u8, Source) {
+    if !within_limit(size) {
+        return (ptr::null_mut(), Source::Mmap);
+    }
     if USE_BRK.load(Ordering::Relaxed) != 0 {
         let p = brk_alloc(size);
         if !p.is_null() {

@@ -162,6 +162,9 @@ pub struct OsCalls {
     pub mremap: usize,
     /// `sbrk` calls.
     pub brk: usize,
+    /// Mappings refused because they would have passed the memory limit
+    /// (the option `limit`): each is an allocation that failed.
+    pub limit_hits: usize,
 }
 
 impl Stats {
@@ -369,6 +372,7 @@ fn fill_os(s: &mut Stats) {
         madvise: c.madvise.load(Ordering::Relaxed),
         mremap: c.mremap.load(Ordering::Relaxed),
         brk: c.brk.load(Ordering::Relaxed),
+        limit_hits: c.limit_hits.load(Ordering::Relaxed),
     };
     s.resident = os::resident_bytes();
 }
@@ -496,12 +500,14 @@ impl fmt::Display for Stats {
         )?;
         writeln!(
             f,
-            "  os calls: mmap {} munmap {} madvise {} mremap {} brk {}",
+            "  os calls: mmap {} munmap {} madvise {} mremap {} brk {}; limit {} (hit {} times)",
             self.os_calls.mmap,
             self.os_calls.munmap,
             self.os_calls.madvise,
             self.os_calls.mremap,
-            self.os_calls.brk
+            self.os_calls.brk,
+            Bytes(crate::options::LIMIT.get()),
+            self.os_calls.limit_hits
         )?;
         writeln!(
             f,
@@ -605,12 +611,13 @@ mod serde_impl {
 
     impl Serialize for OsCalls {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut st = s.serialize_struct("OsCalls", 5)?;
+            let mut st = s.serialize_struct("OsCalls", 6)?;
             st.serialize_field("mmap", &self.mmap)?;
             st.serialize_field("munmap", &self.munmap)?;
             st.serialize_field("madvise", &self.madvise)?;
             st.serialize_field("mremap", &self.mremap)?;
             st.serialize_field("brk", &self.brk)?;
+            st.serialize_field("limit_hits", &self.limit_hits)?;
             st.end()
         }
     }

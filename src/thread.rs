@@ -228,13 +228,22 @@ fn key() -> Option<libc::pthread_key_t> {
             *k = Some(key);
             // Once per process, with the first heap (before its first page).
             fork::register();
-            crate::options::init_from_env();
+            os::set_reclaim(reclaim_for_limit);
             crate::stats::register_exit_printer();
             #[cfg(feature = "secure")]
             crate::remote::init_link_key();
         }
     }
     *k
+}
+
+/// Gives back what the process-wide caches hold, when a mapping would pass
+/// the memory limit (see `os::within_limit`): cached large blocks and kept
+/// free segments. Never a heap's own memory: the mapping may come from that
+/// heap's slow path.
+fn reclaim_for_limit() {
+    crate::large_cache::drain();
+    crate::segment::drain_free_segments();
 }
 
 /// A heap slot: from the pool, or carved fresh (then its counters are zero).

@@ -673,3 +673,24 @@ fn double_frees_and_realloc_of_freed_blocks_abort_by_default() {
         );
     }
 }
+
+/// `SEGALLOC_LIMIT` through the C ABI: `tests/preload/limit.c` must see
+/// `ENOMEM` past the limit and working allocations under it.
+#[test]
+fn memory_limit_gives_enomem() {
+    let so = cdylib();
+    let dir = scratch("limit");
+    let Some(exe) = compile_c(&dir, "limit", &[]) else {
+        return;
+    };
+    let mut c = Command::new(&exe);
+    c.env("LD_PRELOAD", so).env("SEGALLOC_LIMIT", "64M");
+    let o = run(c, &dir, "limit");
+    assert!(
+        o.status.success() && o.stdout == b"ok\n",
+        "limit: {:?}\n{}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -57,6 +57,50 @@ fn child() {
             );
         }
         "show" => {}
+        "limit" => {
+            use std::alloc::{alloc, dealloc, Layout};
+            assert_eq!(option("limit"), 64 << 20);
+            let big = Layout::from_size_align(100 << 20, 8).unwrap();
+            // SAFETY: a valid layout; null is the expected answer.
+            let p = unsafe { alloc(big) };
+            assert!(
+                p.is_null(),
+                "100 MiB under a 64 MiB limit: {p:p} {:?}",
+                segalloc::stats().os_calls
+            );
+            assert!(Vec::<u8>::new().try_reserve(100 << 20).is_err());
+            for round in 0..3u8 {
+                let v = vec![round; 40 << 20];
+                assert!(v.iter().step_by(4096).all(|&b| b == round));
+            }
+            // Small blocks: they fail too, then work again once freed.
+            let l = Layout::from_size_align(60 << 10, 8).unwrap();
+            let mut held = Vec::with_capacity(4096);
+            loop {
+                // SAFETY: a valid layout; freed below.
+                let p = unsafe { alloc(l) };
+                if p.is_null() {
+                    break;
+                }
+                // SAFETY: a fresh block of 60 KiB.
+                unsafe { p.write_bytes(1, 60 << 10) };
+                held.push(p);
+                assert!(held.len() < 4096, "no failure in 240 MiB");
+            }
+            assert!(
+                held.len() * (60 << 10) > 40 << 20,
+                "failed early: {}",
+                held.len()
+            );
+            for p in held {
+                // SAFETY: blocks allocated above with `l`.
+                unsafe { dealloc(p, l) };
+            }
+            segalloc::collect();
+            let v = vec![3u8; 30 << 20];
+            assert_eq!(v[12345], 3);
+            assert!(segalloc::stats().os_calls.limit_hits >= 3);
+        }
         other => panic!("unknown case {other}"),
     }
 }
@@ -140,4 +184,9 @@ fn show_stats_prints_the_options_at_exit() {
         .unwrap_or_else(|| panic!("no options line in\n{err}"));
     assert!(line.contains(" segment_cache=5"), "{line}");
     assert!(line.contains(" purge_delay_ms=100"), "{line}");
+}
+
+#[test]
+fn a_memory_limit_makes_allocations_fail_instead_of_growing() {
+    run("limit", &[("SEGALLOC_LIMIT", "64M")]);
 }
