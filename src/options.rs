@@ -126,6 +126,15 @@ pub(crate) static LIMIT: RuntimeOption = RuntimeOption::new(
     1 << 50,
     "the most address space segalloc maps (0: no limit); past it, after giving back its caches, an allocation fails (null, ENOMEM)",
 );
+/// Ask for transparent huge pages.
+pub(crate) static THP: RuntimeOption = RuntimeOption::new(
+    "thp",
+    "SEGALLOC_THP",
+    OptionKind::Flag,
+    0,
+    1,
+    "1: mark segments and large blocks for transparent huge pages (madvise MADV_HUGEPAGE), for large heaps with random access",
+);
 /// Print the statistics (and these options) at exit.
 pub(crate) static SHOW_STATS: RuntimeOption = RuntimeOption::new(
     "show_stats",
@@ -143,13 +152,14 @@ pub(crate) fn purge_delay_ms() -> u64 {
 }
 
 /// Every option, in the README's order.
-pub(crate) static ALL: [&RuntimeOption; 7] = [
+pub(crate) static ALL: [&RuntimeOption; 8] = [
     &PURGE_DELAY_MS,
     &PURGE_MIN,
     &SEGMENT_CACHE,
     &SEGMENT_CACHE_RESIDENT,
     &PARKED_HEAPS,
     &LIMIT,
+    &THP,
     &SHOW_STATS,
 ];
 

@@ -103,6 +103,9 @@ pub(crate) const fn round_up(n: usize, align: usize) -> Option<usize> {
     }
 }
 
+/// A transparent huge page (x86-64).
+const HUGE_PAGE: usize = 2 << 20;
+
 /// Maps `size` bytes (a multiple of [`OS_PAGE`]) of zeroed, readable and writable
 /// memory, at `hint` if that range is free. Returns null on failure.
 fn mmap_at(hint: usize, size: usize) -> *mut u8 {
@@ -121,6 +124,14 @@ fn mmap_at(hint: usize, size: usize) -> *mut u8 {
     };
     if p == libc::MAP_FAILED {
         return ptr::null_mut();
+    }
+    if size >= HUGE_PAGE && crate::options::THP.get() != 0 {
+        // Segments and large blocks are 4 MiB-aligned, so 2 MiB pages can
+        // form. The flag belongs to the mapping and follows it through
+        // `mremap`.
+        count(&COUNTERS.madvise);
+        // SAFETY: advice on a mapping we just made; it changes no contents.
+        unsafe { libc::madvise(p, size, libc::MADV_HUGEPAGE) };
     }
     COUNTERS.mapped.fetch_add(size, Ordering::Relaxed);
     p.cast()

@@ -29,6 +29,26 @@ fn abandoned_after_a_thread_exits() -> usize {
     n
 }
 
+/// Whether the mapping holding `addr` is marked for transparent huge pages
+/// (`hg` in its `VmFlags` in /proc/self/smaps).
+fn huge_page_advised(addr: usize) -> bool {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-') {
+            if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
+                inside = (a..b).contains(&addr);
+                continue;
+            }
+        }
+        if inside && line.starts_with("VmFlags:") {
+            return line.split_whitespace().any(|f| f == "hg");
+        }
+    }
+    panic!("no mapping holds {addr:#x}");
+}
+
 /// What each case checks, in the child.
 #[test]
 fn child() {
@@ -100,6 +120,11 @@ fn child() {
             let v = vec![3u8; 30 << 20];
             assert_eq!(v[12345], 3);
             assert!(segalloc::stats().os_calls.limit_hits >= 3);
+        }
+        "thp" | "no_thp" => {
+            let v = vec![1u8; 8 << 20];
+            let advised = huge_page_advised(v.as_ptr() as usize);
+            assert_eq!(advised, case == "thp", "VmFlags hg on the block's mapping");
         }
         other => panic!("unknown case {other}"),
     }
@@ -189,4 +214,14 @@ fn show_stats_prints_the_options_at_exit() {
 #[test]
 fn a_memory_limit_makes_allocations_fail_instead_of_growing() {
     run("limit", &[("SEGALLOC_LIMIT", "64M")]);
+}
+
+#[test]
+fn thp_marks_large_mappings_for_huge_pages() {
+    if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
+        println!("note: this kernel has no transparent huge pages; skipped");
+        return;
+    }
+    run("thp", &[("SEGALLOC_THP", "1")]);
+    run("no_thp", &[]);
 }
