@@ -347,17 +347,13 @@ impl Cache {
         budget: usize,
         out: &mut Evicted,
     ) {
-        let mut len = len;
-        if split != 0 {
-            // The tail cut from this block's mapping, if still here: one
-            // mapping again.
-            let tail = self.entries[..self.n]
-                .iter()
-                .position(|e| e.token == split && e.addr == addr + len);
-            if let Some(i) = tail {
-                len += self.remove(i).len;
-            }
-        }
+        // The tail cut from this block's mapping, if still here: one
+        // mapping again.
+        let len = if split != 0 {
+            self.absorb_tail(addr, len, split)
+        } else {
+            len
+        };
         self.insert(
             Entry {
                 addr,
@@ -368,6 +364,19 @@ impl Cache {
             budget,
             out,
         );
+    }
+
+    /// `len` plus the length of the cached tail under `token` that starts
+    /// where `[addr, addr + len)` ends, taken out of the cache; `len` if
+    /// there is none.
+    fn absorb_tail(&mut self, addr: usize, len: usize, token: usize) -> usize {
+        let tail = self.entries[..self.n]
+            .iter()
+            .position(|e| e.token == token && e.addr == addr + len);
+        match tail {
+            Some(i) => len + self.remove(i).len,
+            None => len,
+        }
     }
 
     /// Caches the `len` bytes at `addr`, just cut from the end of the
@@ -392,13 +401,7 @@ impl Cache {
         // Only the tail of this block carries its token, and it starts where
         // the block ends, so the token can be kept.
         let token = if token == 0 { self.token() } else { token };
-        let mut len = len;
-        let tail = self.entries[..self.n]
-            .iter()
-            .position(|e| e.token == token && e.addr == addr + len);
-        if let Some(i) = tail {
-            len += self.remove(i).len;
-        }
+        let len = self.absorb_tail(addr, len, token);
         self.insert(
             Entry {
                 addr,
