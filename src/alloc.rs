@@ -204,14 +204,12 @@ pub(crate) unsafe fn free(p: *mut u8, size: usize) {
         if (*seg).owner.load(Ordering::Relaxed) == h as usize {
             free_local(h, page, p, size);
         } else {
-            let key = (*seg).freed_key;
-            if freed::is_marked(p, key) {
+            if freed::is_freed(p, (*seg).freed_key) {
                 freed_again_remote(
                     p,
                     "double free (the second by a thread that does not own the block)",
                 );
             }
-            freed::mark(p, key);
             free_remote(seg, page, p, size, h);
         }
     }
@@ -393,10 +391,14 @@ unsafe fn free_remote(
         {
             return free_remote_slow(seg, page, p, size, h);
         }
-        count_remote_free(h, c, if size == UNSIZED { bs } else { size });
         // `owner` is a thread's heap (a heap slot, never unmapped).
         let inbox = thread::inbox(owner as *mut heap::Heap);
-        remote_batch::add(&mut *h, owner, inbox, p, bs);
+        let Some(i) = remote_batch::slot(&mut *h, owner, inbox) else {
+            return free_remote_slow(seg, page, p, size, h);
+        };
+        count_remote_free(h, c, if size == UNSIZED { bs } else { size });
+        freed::mark(p, freed::batched((*seg).freed_key));
+        remote_batch::add(&mut *h, i, p, bs);
     }
 }
 
@@ -445,8 +447,7 @@ unsafe fn free_remote_slow(
             // frees pending until some thread needs memory. Our block keeps its
             // page (and so the segment) in use through the reclaim.
             (*h).reclaim(seg);
-            // Freed locally now, which marks it again.
-            freed::clear(p);
+            // Freed locally now (not marked yet).
             return free(p, size);
         }
         // Count first: once pushed, the page may be reused for another class.
@@ -461,6 +462,7 @@ unsafe fn free_remote_slow(
         } else {
             count_remote_free(h, c, requested);
         }
+        freed::mark(p, (*seg).freed_key);
         let bit = 1u64 << (*seg).page_index(page);
         // Flag first: once the block is pushed its page may be freed at once.
         (*seg).thread_freed.set(bit);
@@ -524,8 +526,9 @@ pub(crate) unsafe fn realloc_whole(
     unsafe { realloc_in::<true>(p, old_size, align, new_size) }
 }
 
-/// `realloc` found the freed mark on `p`: aborts if it is free (see
-/// [`freed_again`]).
+/// `realloc` found a freed mark on `p`: aborts if it is free (see
+/// [`freed_again`]); a block with the batched mark, or one of another
+/// thread's page, is taken as freed (see `freed`).
 ///
 /// # Safety
 /// `p` is a small block of `page` in `seg`.
@@ -535,7 +538,9 @@ unsafe fn realloc_of_freed(seg: *mut Segment, page: *mut page::Page, p: *mut u8)
     const WHAT: &str = "realloc of a freed block";
     // SAFETY: per the contract; the lists are walked only by their owner.
     unsafe {
-        if (*seg).owner.load(Ordering::Relaxed) == thread::heap() as usize {
+        if (*seg).owner.load(Ordering::Relaxed) == thread::heap() as usize
+            && freed::is_marked(p, (*seg).freed_key)
+        {
             freed_again(page, p, WHAT);
         } else {
             freed_again_remote(p, WHAT);
@@ -578,7 +583,7 @@ unsafe fn realloc_in<const WHOLE: bool>(
             let page = (*seg).page_of(p);
             #[cfg(feature = "secure")]
             check_live_block(seg, page, p, thread::heap(), "realloc of a freed block");
-            if freed::is_marked(p, (*seg).freed_key) {
+            if freed::is_freed(p, (*seg).freed_key) {
                 realloc_of_freed(seg, page, p);
             }
             let bs = (*page).block_size;

@@ -54,6 +54,23 @@ pub(crate) fn key_for(seg: usize) -> usize {
     (SECRET.load(Ordering::Relaxed) ^ seg) | 1
 }
 
+/// The batched mark that goes with `key` (never `key`, never 0).
+#[inline(always)]
+pub(crate) fn batched(key: usize) -> usize {
+    key ^ 2
+}
+
+/// Whether the block at `b` carries either mark of `key`: freed into its
+/// page, or batched.
+///
+/// # Safety
+/// As for [`is_marked`].
+#[inline(always)]
+pub(crate) unsafe fn is_freed(b: *mut u8, key: usize) -> bool {
+    // SAFETY: per the contract, the block's second word is in it.
+    unsafe { (*word(b) | 2) == (key | 2) }
+}
+
 #[inline(always)]
 fn word(b: *mut u8) -> *mut usize {
     // Blocks are at least two words long and word-aligned.
@@ -108,6 +125,26 @@ mod tests {
             assert_eq!(*b.cast::<usize>(), 0, "the link word is left alone");
             clear(b);
             assert!(!is_marked(b, key));
+        }
+    }
+
+    #[test]
+    fn the_batched_mark_is_a_mark_but_not_the_key() {
+        let mut block = [0usize; 2];
+        let b = block.as_mut_ptr().cast::<u8>();
+        let key = key_for(4 << 20);
+        assert_ne!(batched(key), key);
+        assert_ne!(batched(key), 0);
+        // SAFETY: a two-word block of our own.
+        unsafe {
+            assert!(!is_freed(b, key));
+            mark(b, batched(key));
+            assert!(is_freed(b, key) && !is_marked(b, key));
+            assert!(is_marked(b, batched(key)));
+            mark(b, key);
+            assert!(is_freed(b, key));
+            mark(b, key ^ 4);
+            assert!(!is_freed(b, key), "another bit flipped is no mark");
         }
     }
 

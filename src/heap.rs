@@ -439,7 +439,7 @@ impl Heap {
         // SAFETY: per the contract; `p` is one of our pages.
         unsafe {
             self.full.remove(p);
-            (*p).flags &= !IN_FULL;
+            (*p).clear_full();
             self.enqueue(p, false);
         }
     }
@@ -453,7 +453,7 @@ impl Heap {
         unsafe {
             if (*p).has(IN_FULL) {
                 self.full.remove(p);
-                (*p).flags &= !IN_FULL;
+                (*p).clear_full();
             } else {
                 self.dequeue(p);
             }
@@ -482,7 +482,7 @@ impl Heap {
                     }
                     // No block left: park it on the full list until frees arrive.
                     self.dequeue(p);
-                    (*p).flags |= IN_FULL;
+                    (*p).set_full((*p).reserved - unfull_threshold(p));
                     self.full.push_back(p);
                     p = next;
                 }
@@ -553,7 +553,8 @@ impl Heap {
         }
     }
 
-    /// Called after a local free that made `p` empty or found it full.
+    /// Called after a local free that made `p` empty, or left a page on the
+    /// full list with enough free blocks to go back to its queue.
     ///
     /// # Safety
     /// `p` is an in-use page of this heap.

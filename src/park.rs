@@ -6,8 +6,9 @@
 //! and allocates from warm memory at once, where it would otherwise take
 //! over abandoned segments one by one (or new ones) and fault their memory
 //! in again. Blocks of a parked heap freed by other threads meanwhile wait
-//! on their pages' `thread_free`, as for a running owner, and the adopter
-//! collects them as it needs memory.
+//! in its inbox (batched, see `remote_batch`) or on their pages'
+//! `thread_free`, as for a running owner, and the adopter collects them as
+//! it needs memory.
 //!
 //! A heap parked for the purge delay (option `purge_delay_ms`) with no thread to adopt it is
 //! retired by the next allocation slow path of any thread (its free memory

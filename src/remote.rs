@@ -19,9 +19,11 @@
 //!   A thread that frees blocks of another heap gathers them in a [`Batch`]
 //!   (plain memory of its own, in its [`Outbox`]) and pushes the whole batch
 //!   with one CAS (Release); the owner takes every batch at once with a swap
-//!   (Acquire). A batch is a list of blocks through their first words, and
-//!   batches are linked through the second word of their first block (blocks
-//!   are at least 16 bytes). When the owner exits it closes its inbox (a
+//!   (Acquire). A batch is a list of blocks through their first words, and a
+//!   push links the batch's last block to the inbox's head, so the inbox is
+//!   one list of blocks. Only the first word is used: the second keeps the
+//!   freed mark (see `freed`), through which a block freed twice is caught.
+//!   When the owner exits it closes its inbox (a
 //!   sentinel head), so later pushes fail and their blocks go the per-block
 //!   way; a new owner of the same heap slot reopens it. A push that read the
 //!   head before a close and lands after the reopen reaches the new owner,
@@ -33,19 +35,14 @@
 use crate::atomic::{AtomicPtr, AtomicU64, Ordering};
 use core::ptr;
 
-/// A free block: its first word links to the next free block. The first
-/// block of a batch also uses its second word (see [`Inbox`]); every block
-/// is at least 16 bytes.
+/// A free block: its first word links to the next free block (the second
+/// holds the freed mark, see `freed`).
 #[repr(C)]
 pub(crate) struct Block {
     #[cfg(not(loom))]
     pub(crate) next: *mut Block,
     #[cfg(loom)]
     next: loom::cell::UnsafeCell<*mut Block>,
-    /// The second word, for the batch link (loom's fake blocks only: real
-    /// blocks are reached through a pointer to their first word).
-    #[cfg(loom)]
-    link: loom::cell::UnsafeCell<*mut Block>,
 }
 
 #[cfg(loom)]
@@ -54,7 +51,6 @@ impl Block {
     pub(crate) fn new() -> Block {
         Block {
             next: loom::cell::UnsafeCell::new(ptr::null_mut()),
-            link: loom::cell::UnsafeCell::new(ptr::null_mut()),
         }
     }
 }
@@ -277,8 +273,7 @@ impl HintBits {
 
 // --- Batches of remote frees ---------------------------------------------
 
-/// Most blocks in one batch. The owner's walk of a batch stops there, so a
-/// batch made cyclic by a double free cannot make it loop forever.
+/// Most blocks in one batch.
 pub(crate) const BATCH_BLOCKS: u32 = 64;
 /// A batch is handed over as soon as its blocks add up to this many bytes,
 /// so that little memory is withheld from its owner.
@@ -286,67 +281,60 @@ pub(crate) const BATCH_BYTES: usize = 32 * 1024;
 /// Destinations a thread gathers batches for at once.
 pub(crate) const OUT_SLOTS: usize = 8;
 
-/// Writes the batch link (second word) of `b`, the first block of a batch.
-///
-/// # Safety
-/// The caller has exclusive access to the block `b`.
-#[inline(always)]
-unsafe fn set_batch_link(b: *mut Block, next: *mut Block) {
-    #[cfg(not(loom))]
-    // SAFETY: per the contract; blocks are at least two words long.
-    unsafe {
-        let w = b.cast::<*mut Block>().add(1);
-        *w = (next as usize ^ link_mask(w.cast())) as *mut Block;
-    }
-    #[cfg(loom)]
-    // SAFETY: as above; loom checks the exclusivity.
-    unsafe {
-        (*b).link.with_mut(|p| *p = next);
-    }
-}
-
-/// Reads the batch link of `b`.
-///
-/// # Safety
-/// `b` is the first block of a batch whose link was written before
-/// (happens-before) this.
-#[inline(always)]
-unsafe fn batch_link(b: *const Block) -> *mut Block {
-    #[cfg(not(loom))]
-    // SAFETY: per the contract; blocks are at least two words long.
-    unsafe {
-        let w = b.cast::<*mut Block>().add(1);
-        (*w as usize ^ link_mask(w.cast())) as *mut Block
-    }
-    #[cfg(loom)]
-    // SAFETY: per the contract; loom checks the ordering.
-    unsafe {
-        (*b).link.with(|p| *p)
-    }
-}
-
-/// How far ahead in a batch the second word of a block (other than the
-/// first) points: a prefetch hint for the owner's walk, whose loads would
-/// otherwise each wait for the previous one (every block was last written by
-/// the freeing thread, so each is a cache miss).
+/// How far ahead in a batch a block's prefetch hint points: the owner's walk
+/// would otherwise wait for each block in turn (every block was last written
+/// by the freeing thread, so each is a cache miss).
 const SKIP: usize = 4;
 
+/// Set in a batched block's link when its third word holds a prefetch hint
+/// (blocks of three words or more: the second keeps the freed mark). Links
+/// are at least 8-aligned, so the bit is free.
+const HINTED: usize = 1;
+
+/// The third word of block `b`, where a batched block keeps its hint.
+#[cfg(not(loom))]
+#[inline(always)]
+fn hint_word(b: *mut Block) -> *mut *mut Block {
+    b.cast::<*mut Block>().wrapping_add(2)
+}
+
 /// Blocks one thread gathers for one destination heap: a list through their
-/// first words, each block's second word pointing [`SKIP`] blocks further
-/// (a hint only). Plain memory of the gathering thread.
+/// first words; a block of three words or more also points [`SKIP`] blocks
+/// further in its third word (a hint only). Plain memory of the gathering
+/// thread.
 #[derive(Clone, Copy)]
 pub(crate) struct Batch {
     first: *mut Block,
+    /// The first block added, the end of the list: a push links it to the
+    /// inbox's head.
+    last: *mut Block,
     count: u32,
     bytes: usize,
     /// The last [`SKIP`] blocks added, by `count % SKIP`.
     recent: [*mut Block; SKIP],
 }
 
+/// A batch taken out of its [`Batch`], to push on an [`Inbox`] or to walk
+/// with [`for_each_block`]: a list through the blocks' first words from
+/// `first` to `last` (whose link is null).
+#[derive(Clone, Copy)]
+pub(crate) struct Chain {
+    pub(crate) first: *mut Block,
+    last: *mut Block,
+}
+
+impl Chain {
+    /// Whether it holds no block.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.first.is_null()
+    }
+}
+
 impl Batch {
     /// No block.
     pub(crate) const EMPTY: Batch = Batch {
         first: ptr::null_mut(),
+        last: ptr::null_mut(),
         count: 0,
         bytes: 0,
         recent: [ptr::null_mut(); SKIP],
@@ -361,31 +349,36 @@ impl Batch {
     #[inline(always)]
     pub(crate) unsafe fn add(&mut self, b: *mut Block, bytes: usize) -> bool {
         let k = self.count as usize % SKIP;
-        // SAFETY: per the contract, the block is ours until handed over. The
-        // block added SKIP adds ago lies SKIP blocks further down the list.
-        unsafe {
-            set_next(b, self.first);
-            set_batch_link(b, self.recent[k]);
+        let mut link = self.first;
+        #[cfg(not(loom))]
+        if bytes >= 3 * core::mem::size_of::<usize>() {
+            // SAFETY: per the contract the block is ours, and it has a third
+            // word. The block added SKIP adds ago lies SKIP blocks further.
+            unsafe { *hint_word(b) = self.recent[k] };
+            link = link.wrapping_byte_add(HINTED);
         }
+        // SAFETY: per the contract, the block is ours until handed over.
+        unsafe { set_next(b, link) };
         self.recent[k] = b;
+        if self.first.is_null() {
+            self.last = b;
+        }
         self.first = b;
         self.count += 1;
         self.bytes += bytes;
         self.count >= BATCH_BLOCKS || self.bytes >= BATCH_BYTES
     }
 
-    /// Takes the blocks out as a list of one batch (its batch link null,
-    /// ready for [`Inbox::push`] or [`for_each_block`]): returns its first
-    /// block, null if none. The batch is empty afterwards.
+    /// Takes the blocks out (an empty chain if none). The batch is empty
+    /// afterwards.
     #[inline(always)]
-    pub(crate) fn take(&mut self) -> *mut Block {
-        let first = self.first;
-        if !first.is_null() {
-            // SAFETY: the blocks are ours until handed over.
-            unsafe { set_batch_link(first, ptr::null_mut()) };
-        }
+    pub(crate) fn take(&mut self) -> Chain {
+        let chain = Chain {
+            first: self.first,
+            last: self.last,
+        };
         *self = Batch::EMPTY;
-        first
+        chain
     }
 }
 
@@ -400,6 +393,13 @@ pub(crate) struct Outbox {
     batch: [Batch; OUT_SLOTS],
     /// Bit i: slot i holds blocks.
     pending: u32,
+    /// Bit i: slot i's destination refused its last batch (its inbox was
+    /// closed: the heap's thread exited).
+    refused: u32,
+    /// The destination of the last block batched, and its slot: most frees
+    /// go where the one before went. 0 when unknown; never a refused slot.
+    last_dest: usize,
+    last_slot: usize,
     /// The slot to hand over and reuse next when every slot holds blocks.
     victim: u32,
 }
@@ -411,6 +411,9 @@ impl Outbox {
         inbox: [ptr::null(); OUT_SLOTS],
         batch: [Batch::EMPTY; OUT_SLOTS],
         pending: 0,
+        refused: 0,
+        last_dest: 0,
+        last_slot: 0,
         victim: 0,
     };
 
@@ -440,10 +443,28 @@ impl Outbox {
         Ok(i)
     }
 
+    /// The slot of the last block batched, if it was for `dest`: a slot
+    /// that needs no search and was not refused.
+    #[inline(always)]
+    pub(crate) fn last_slot_for(&self, dest: usize) -> Option<usize> {
+        (self.last_dest == dest).then_some(self.last_slot)
+    }
+
+    /// Remembers slot `i` (not refused) as [`last_slot_for`](Self::last_slot_for)'s.
+    #[inline(always)]
+    pub(crate) fn set_last(&mut self, i: usize, dest: usize) {
+        self.last_dest = dest;
+        self.last_slot = i % OUT_SLOTS;
+    }
+
     /// Gives slot `i`, which holds no block, to `dest`.
     #[inline(always)]
     pub(crate) fn claim(&mut self, i: usize, dest: usize, inbox: *const Inbox) {
         debug_assert!(self.pending & (1 << i) == 0);
+        self.refused &= !(1 << i);
+        if self.last_slot == i {
+            self.last_dest = 0;
+        }
         self.dest[i % OUT_SLOTS] = dest;
         self.inbox[i % OUT_SLOTS] = inbox;
     }
@@ -460,12 +481,31 @@ impl Outbox {
         unsafe { self.batch[i % OUT_SLOTS].add(b, bytes) }
     }
 
-    /// Takes slot `i`'s batch out: its first block (null if none) and its
-    /// destination's inbox. The slot keeps its destination.
-    pub(crate) fn take(&mut self, i: usize) -> (*mut Block, *const Inbox) {
+    /// Takes slot `i`'s batch out (empty if none) with its destination's
+    /// inbox. The slot keeps its destination.
+    pub(crate) fn take(&mut self, i: usize) -> (Chain, *const Inbox) {
         let i = i % OUT_SLOTS;
         self.pending &= !(1 << i);
         (self.batch[i].take(), self.inbox[i])
+    }
+
+    /// Whether slot `i`'s destination refused its last batch.
+    #[inline(always)]
+    pub(crate) fn was_refused(&self, i: usize) -> bool {
+        self.refused & (1 << i) != 0
+    }
+
+    /// Records whether slot `i`'s destination refused its last batch.
+    #[inline(always)]
+    pub(crate) fn set_refused(&mut self, i: usize, refused: bool) {
+        if refused {
+            self.refused |= 1 << i;
+            if self.last_slot == i {
+                self.last_dest = 0;
+            }
+        } else {
+            self.refused &= !(1 << i);
+        }
     }
 
     /// The first slot holding blocks, if any.
@@ -509,17 +549,21 @@ impl Inbox {
         head.is_null() || head == closed()
     }
 
-    /// Pushes the batch whose first block is `first`, with one CAS in the
-    /// common case. Returns false, and keeps nothing, if the inbox is closed:
-    /// the batch is then a list of one batch again (its batch link null), for
-    /// the caller to walk with [`for_each_block`].
+    /// Whether the inbox is closed (its heap has no thread): a relaxed peek.
+    #[inline(always)]
+    pub(crate) fn is_closed(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == closed()
+    }
+
+    /// Pushes `batch`, with one CAS in the common case. Returns false, and
+    /// keeps nothing, if the inbox is closed: the batch is then the caller's
+    /// again, a list ending in null, to walk with [`for_each_block`].
     ///
     /// # Safety
-    /// `first` heads a batch (its blocks linked through their first words,
-    /// the last link null) that stays valid until the owner takes it; on
-    /// success the caller gives up all access to it.
+    /// `batch` holds blocks that stay valid until the owner takes them; on
+    /// success the caller gives up all access to them.
     #[inline]
-    pub(crate) unsafe fn push(&self, first: *mut Block) -> bool {
+    pub(crate) unsafe fn push(&self, batch: Chain) -> bool {
         let mut head = self.0.load(Ordering::Relaxed);
         loop {
             if head == closed() {
@@ -527,17 +571,19 @@ impl Inbox {
                 // attempt may have linked it to a head that the owner has
                 // taken (and is settling) since.
                 // SAFETY: the batch is ours; the CAS never published it.
-                unsafe { set_batch_link(first, ptr::null_mut()) };
+                unsafe { set_next(batch.last, ptr::null_mut()) };
                 return false;
             }
             // SAFETY: the batch is ours until the CAS publishes it.
-            unsafe { set_batch_link(first, head) };
+            unsafe { set_next(batch.last, head) };
             // Release: the batch's links (and the link above) are visible to
             // the owner's Acquire swap.
-            match self
-                .0
-                .compare_exchange_weak(head, first, Ordering::Release, Ordering::Relaxed)
-            {
+            match self.0.compare_exchange_weak(
+                head,
+                batch.first,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return true,
                 Err(h) => head = h,
             }
@@ -578,56 +624,42 @@ impl Inbox {
     }
 }
 
+/// Calls `f` on every block of the list `list` (as [`Inbox::take`] or
+/// [`Inbox::close`] return it, or a refused [`Chain`]'s first block),
+/// reading the link of a block before `f` gets it, so `f` may reuse or free
+/// it. A list made cyclic by a block pushed twice would be walked forever:
+/// `f` must stop that (`remote_batch::settle` aborts on a block that is not
+/// marked as batched, which a block it settled before no longer is).
+///
+/// # Safety
+/// `list` came from an inbox this thread took it from (or a batch of its
+/// own that was refused), and every block on it is given to `f` alone.
+pub(crate) unsafe fn for_each_block(mut b: *mut Block, mut f: impl FnMut(*mut Block)) {
+    while !b.is_null() {
+        // SAFETY: the batches were pushed with their links written
+        // (Release), and we took them (Acquire); each link and hint is read
+        // before `f` may reuse its block.
+        let next = unsafe { next_of(b) };
+        #[cfg(not(loom))]
+        if next as usize & HINTED != 0 {
+            // SAFETY: as above; a hinted block has a third word.
+            prefetch(unsafe { *hint_word(b) });
+        }
+        f(b);
+        b = next.wrapping_byte_sub(next as usize & HINTED);
+    }
+}
+
 /// Asks the CPU to start loading `p` (a hint: any address will do).
+#[cfg(not(loom))]
 #[inline(always)]
 fn prefetch(p: *const Block) {
-    #[cfg(all(target_arch = "x86_64", not(loom)))]
+    #[cfg(target_arch = "x86_64")]
     #[allow(unused_unsafe)] // safe in newer toolchains
     // SAFETY: a prefetch never faults, whatever the address.
     unsafe {
         core::arch::x86_64::_mm_prefetch(p.cast(), core::arch::x86_64::_MM_HINT_T0)
     };
-    #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+    #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
-}
-
-/// Calls `f` on every block of the batches in `list` (as [`Inbox::take`] or
-/// [`Inbox::close`] return it), reading the links of a block before `f`
-/// gets it, so `f` may reuse or free it. Each batch is walked for at most
-/// [`BATCH_BLOCKS`] blocks: a longer one was corrupted (a block freed twice
-/// links a batch into a cycle), and the rest of it is dropped rather than
-/// walked forever; the return value is then false. Blocks further down are
-/// prefetched through the hints in their second words.
-///
-/// # Safety
-/// `list` came from an inbox this thread took it from, and every block on it
-/// is given to `f` alone.
-pub(crate) unsafe fn for_each_block(mut list: *mut Block, mut f: impl FnMut(*mut Block)) -> bool {
-    let mut intact = true;
-    while !list.is_null() {
-        // SAFETY: the batch was pushed with its links written (Release), and
-        // we took it (Acquire); each link is read before `f` may reuse its
-        // block.
-        unsafe {
-            let next_batch = batch_link(list);
-            let mut b = list;
-            let mut n = 0;
-            while !b.is_null() {
-                if n == BATCH_BLOCKS {
-                    intact = false;
-                    break;
-                }
-                let next = next_of(b);
-                if n > 0 {
-                    // The first block's second word is the batch link.
-                    prefetch(batch_link(b));
-                }
-                f(b);
-                b = next;
-                n += 1;
-            }
-            list = next_batch;
-        }
-    }
-    intact
 }

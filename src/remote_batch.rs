@@ -3,11 +3,7 @@
 //! atomic operation, instead of one CAS per block on each block's page (as
 //! snmalloc's message queues and jemalloc's cache flushes do).
 //!
-//! **Off unless the cargo feature `remote-batch` is on**, because blocks
-//! wait in batches and inboxes of heaps that may not allocate again (the C
-//! threadchurn benchmark held 109 MiB instead of 11), and because a block
-//! freed twice by other threads is then freed twice into its owner's page
-//! instead of being caught (see the README's Status). Without the feature
+//! On by default (cargo feature `remote-batch`); without the feature
 //! `alloc::free_remote` never batches, and the inboxes stay empty.
 //!
 //! The freer ([`add`], from `alloc::free_remote`) batches a block when it is
@@ -36,10 +32,14 @@
 //! block goes the per-block way: the owner takes an abandoned segment over, or
 //! pushes the block on its page's `thread_free` and flags the page.
 //!
-//! Exit: the thread hands its own batches over, closes its inbox and settles
-//! what was in it, then abandons its segments. A push to a closed inbox fails,
-//! and the pusher settles the blocks itself; a new thread taking the slot
-//! reopens the inbox. The races (a push against the close and the reopen) are
+//! Exit: the thread hands its own batches over and settles its inbox. If its
+//! heap is parked (see `park`) the inbox stays open, and batches wait there
+//! for the thread that adopts the heap, which settles them as local frees.
+//! A heap given up (not parked, or retired from the parked list) has its
+//! inbox closed and settled before it abandons its segments. A push to a
+//! closed inbox fails, and the pusher settles the blocks itself (and frees
+//! per block into that heap from then on, while its inbox stays closed); a
+//! new thread taking the slot from the pool reopens the inbox. The races (a push against the close and the reopen) are
 //! modelled in `tests/loom.rs`.
 //!
 //! First-class heaps free all their segments at once without visiting blocks
@@ -66,25 +66,62 @@ use static_assertions::const_assert;
 /// `thread_free` at once, so that big blocks are not withheld.
 pub(crate) const BATCH_BLOCK_MAX: usize = 8 * 1024;
 
-// The first block of a batch holds two links.
+// A batched block keeps its link and the freed mark; the hint bit in its
+// link needs 8-aligned blocks (size_class asserts sizes are multiples of 8).
 const_assert!(crate::size_class::class_size(0) >= 16);
 
-/// Adds `p`, a block of `bytes` bytes freed by `h`'s thread, of a segment
-/// owned by the thread heap `dest` whose inbox is `inbox`, to `h`'s batch for
-/// `dest`; hands the batch over when it is full.
+/// The slot of `h`'s outbox gathering for the thread heap `dest`, whose
+/// inbox is `inbox`; `None` when `dest`'s inbox refused our last batch and
+/// is still closed (its thread exited): the caller frees per block, rather
+/// than batch blocks only to have them refused again.
 ///
 /// # Safety
-/// `h` is the calling thread's heap; `p` is a live block of at most
-/// [`BATCH_BLOCK_MAX`] bytes the caller gives up, counted as freed; its
-/// segment is not private and was owned by `dest` when the caller looked.
+/// `h` is the calling thread's heap; `inbox` is `dest`'s.
 #[inline(always)]
-pub(crate) unsafe fn add(h: &mut Heap, dest: usize, inbox: *const Inbox, p: *mut u8, bytes: usize) {
-    // SAFETY: per the contract; the outbox is this thread's.
+pub(crate) unsafe fn slot(h: &mut Heap, dest: usize, inbox: *const Inbox) -> Option<usize> {
+    match h.outbox.last_slot_for(dest) {
+        Some(i) => Some(i),
+        // SAFETY: per the contract.
+        None => unsafe { find_slot(h, dest, inbox) },
+    }
+}
+
+/// [`slot`] for another destination than the last block's.
+///
+/// # Safety
+/// As for [`slot`].
+#[inline(never)]
+unsafe fn find_slot(h: &mut Heap, dest: usize, inbox: *const Inbox) -> Option<usize> {
+    // SAFETY: per the contract; the outbox is this thread's, and `inbox` a
+    // heap slot's (never unmapped).
     unsafe {
         let i = match h.outbox.slot(dest, inbox) {
             Ok(i) => i,
             Err(v) => evict(h, v, dest, inbox),
         };
+        if h.outbox.was_refused(i) {
+            if (*inbox).is_closed() {
+                return None;
+            }
+            h.outbox.set_refused(i, false);
+        }
+        h.outbox.set_last(i, dest);
+        Some(i)
+    }
+}
+
+/// Adds `p`, a block of `bytes` bytes freed by `h`'s thread, to slot `i`'s
+/// batch (from [`slot`]); hands the batch over when it is full.
+///
+/// # Safety
+/// `h` is the calling thread's heap; `p` is a live block of at most
+/// [`BATCH_BLOCK_MAX`] bytes the caller gives up, counted as freed and
+/// marked batched; its segment is not private and was owned by slot `i`'s
+/// destination when the caller looked.
+#[inline(always)]
+pub(crate) unsafe fn add(h: &mut Heap, i: usize, p: *mut u8, bytes: usize) {
+    // SAFETY: per the contract; the outbox is this thread's.
+    unsafe {
         if h.outbox.add(i, p.cast(), bytes) {
             hand_over(h, i, true);
         }
@@ -135,9 +172,10 @@ pub(crate) unsafe fn collect(h: &mut Heap, inbox: &Inbox) {
     }
 }
 
-/// Thread exit, before the heap abandons its segments: hands over its
-/// batches, closes its inbox and settles what was in it. Takes no segment
-/// over (the heap is about to abandon its own).
+/// Thread exit: hands over the thread's batches and settles those in its
+/// inbox, leaving the inbox open: a heap that is parked goes on taking
+/// batches for the thread that adopts it (see `park`). Takes no segment
+/// over.
 ///
 /// # Safety
 /// As for [`slow_path`]; the thread allocates nothing through `h` afterwards.
@@ -145,6 +183,25 @@ pub(crate) unsafe fn exit(h: &mut Heap, inbox: &Inbox) {
     // SAFETY: per the contract.
     unsafe {
         hand_over_all(h, false);
+        let list = inbox.take();
+        if !list.is_null() {
+            settle_all(h, list, false);
+        }
+    }
+}
+
+/// A heap given up, before it abandons its segments (its thread exited and
+/// it was not parked, or it was retired from the parked list): closes its
+/// inbox and settles what was in it. Later pushes are refused, and their
+/// freers free per block.
+///
+/// # Safety
+/// The caller has `h` to itself (its thread's own, or taken off the parked
+/// list), `inbox` is its inbox, and `h`'s outbox is empty.
+pub(crate) unsafe fn close(h: &mut Heap, inbox: &Inbox) {
+    debug_assert!(h.outbox.is_empty());
+    // SAFETY: per the contract.
+    unsafe {
         let list = inbox.close();
         if !list.is_null() {
             settle_all(h, list, false);
@@ -168,15 +225,16 @@ unsafe fn hand_over_all(h: &mut Heap, adopt: bool) {
 /// As for [`slow_path`].
 #[inline(never)]
 unsafe fn hand_over(h: &mut Heap, i: usize, adopt: bool) {
-    let (first, inbox) = h.outbox.take(i);
-    if first.is_null() {
+    let (batch, inbox) = h.outbox.take(i);
+    if batch.is_empty() {
         return;
     }
     // SAFETY: `inbox` is the inbox of a heap slot (never unmapped); the batch
     // holds live blocks we gave up, in segments still in use because of them.
     unsafe {
-        if !(*inbox).push(first) {
-            settle_all(h, first, adopt);
+        if !(*inbox).push(batch) {
+            h.outbox.set_refused(i, true);
+            settle_all(h, batch.first, adopt);
         }
     }
 }
@@ -187,17 +245,9 @@ unsafe fn hand_over(h: &mut Heap, i: usize, adopt: bool) {
 /// As for [`slow_path`]; `list` came from our inbox, or is a batch of ours
 /// that its destination refused.
 unsafe fn settle_all(h: &mut Heap, list: *mut Block, adopt: bool) {
-    // SAFETY: per the contract, the blocks are ours to settle.
-    let intact = unsafe { for_each_block(list, |b| settle(h, b, adopt)) };
-    if !intact {
-        // A batch longer than any batch made: a block freed twice linked it
-        // into a cycle. Its remaining blocks are dropped.
-        #[cfg(feature = "secure")]
-        crate::fatal(
-            "double free (a cycle in a batch of remote frees)",
-            list.cast(),
-        );
-    }
+    // SAFETY: per the contract, the blocks are ours to settle; `settle`
+    // stops a cyclic list.
+    unsafe { for_each_block(list, |b| settle(h, b, adopt)) };
 }
 
 /// Frees `b`, a block freed (and counted) by some thread and batched, into
@@ -212,9 +262,17 @@ unsafe fn settle(h: &mut Heap, b: *mut Block, adopt: bool) {
     #[cfg(feature = "secure")]
     check_batched(seg, p);
     let me = h as *mut Heap as usize;
-    // Its freer's mark was overwritten by the batch's links.
-    // SAFETY: the block is ours to settle.
-    unsafe { crate::freed::mark(p, (*seg).freed_key) };
+    // SAFETY: the block is ours to settle, and its segment in use.
+    unsafe {
+        let key = (*seg).freed_key;
+        if !crate::freed::is_marked(p, crate::freed::batched(key)) {
+            // Its owner freed it again while it waited (and may have handed
+            // it out since), or the program wrote into it after the free, or
+            // it was settled before (a block pushed twice makes a cycle).
+            freed_while_batched(p);
+        }
+        crate::freed::mark(p, key);
+    }
     // SAFETY: `b` is live, so its segment and page are in use. Only `h`
     // makes a segment `h`'s or stops it being so, so `owner == me` is exact;
     // any other value may be stale, which the per-block way copes with.
@@ -242,6 +300,16 @@ unsafe fn settle(h: &mut Heap, b: *mut Block, adopt: bool) {
             page::free_remote(&*page, p);
         }
     }
+}
+
+/// A block taken from a batch lost its batched mark.
+#[cold]
+#[inline(never)]
+fn freed_while_batched(p: *mut u8) -> ! {
+    crate::fatal(
+        "double free or corruption (a block freed by another thread was freed again or written to)",
+        p,
+    )
 }
 
 /// `secure`: a block taken from a batch must be a carved block of a page in
@@ -365,6 +433,7 @@ mod tests {
                 k.remote_pending.add(1);
                 let used = (*page).used;
                 assert!((*page).thread_free.is_empty());
+                crate::freed::mark(p, crate::freed::batched((*seg).freed_key));
                 settle(&mut *h, p.cast(), true);
                 assert_eq!((*page).used, used, "freed into a page we do not own");
                 assert!(
@@ -396,6 +465,7 @@ mod tests {
                 k.requested.sub(64);
                 k.remote_pending.add(1);
                 let used = (*page).used;
+                crate::freed::mark(p, crate::freed::batched((*segment_of(p)).freed_key));
                 settle(&mut *h, p.cast(), true);
                 assert_eq!((*page).used, used - 1);
                 assert_eq!((*page).local_free, p.cast::<Block>());

@@ -136,7 +136,7 @@ pub(crate) struct Segment {
 const_assert!(size_of::<Segment>() <= SLICE_SIZE);
 const_assert!(offset_of!(Segment, split) + size_of::<usize>() <= HUGE_BLOCK_OFFSET);
 const_assert!(align_of::<Segment>() <= os::OS_PAGE);
-const_assert!(size_of::<Page>() <= 88);
+const_assert!(size_of::<Page>() <= 96);
 
 /// The segment of `p`, a block or an address inside a segment past its
 /// first byte. `p - 1` is masked, not `p`: a block aligned to a segment or

@@ -338,14 +338,14 @@ pub(crate) fn init_heap() -> *mut Heap {
     let h = slot.cast::<Heap>();
     // SAFETY: the slot is unused and ours; its counters keep their values;
     // its inbox was closed (and emptied) by its previous owner, if any. A
-    // parked heap is whole and set up already.
+    // parked heap is whole and set up already, its inbox open.
     unsafe {
         if parked.is_null() {
             (*h).init(EMPTY_PAGE.0.get(), counters(h));
+            (*inbox(h)).reopen();
         } else {
             (*h).adopt();
         }
-        (*inbox(h)).reopen();
     }
     // Set before registering: pthread_setspecific may allocate (keys past the
     // first 32), and that allocation must find this heap.
@@ -378,6 +378,7 @@ extern "C" fn thread_done(arg: *mut libc::c_void) {
         if parking == park::Parking::Parked {
             return;
         }
+        crate::remote_batch::close(&mut *h, &*inbox(h));
         (*h).abandon();
     }
     heap_to_pool(h);
@@ -393,6 +394,7 @@ pub(crate) fn retire_parked(all: bool) {
         // is ours until it goes back to the pool.
         unsafe {
             let next = (*h).next_free;
+            crate::remote_batch::close(&mut *h, &*inbox(h));
             (*h).retire();
             heap_to_pool(h);
             h = next;

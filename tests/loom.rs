@@ -457,30 +457,33 @@ fn abandon_and_reclaim_handover() {
 
 // --- Batched remote frees: the inbox (`remote::Inbox`, `remote::Batch`) ---
 
-use remote::{for_each_block, Batch, Inbox};
+use remote::{for_each_block, Batch, Chain, Inbox};
 
 /// A freer's batch of `bs`, as `Batch::add` builds it and `Batch::take`
-/// hands it over (a list of one batch).
-fn batch_of(bs: &[usize]) -> usize {
+/// hands it over.
+fn batch_of(bs: &[usize]) -> Chain {
     let mut batch = Batch::EMPTY;
     for &b in bs {
         // SAFETY: a live fake block, given up to the batch.
         let full = unsafe { batch.add(b as *mut Block, 16) };
         assert!(!full);
     }
-    batch.take() as usize
+    batch.take()
 }
 
-/// Walks what `Inbox::take`/`close` returned with the shipped walk, counting
-/// each block into `seen`.
+/// Walks what `Inbox::take`/`close` returned (or a refused batch) with the
+/// shipped walk, counting each block into `seen`; a walk longer than every
+/// block of the model (a cycle) fails instead of looping.
 fn walk(list: *mut Block, seen: &mut HashMap<usize, usize>) {
+    let mut n = 0;
     // SAFETY: the list came from the inbox; its blocks are ours.
-    let intact = unsafe {
+    unsafe {
         for_each_block(list, |b| {
+            n += 1;
+            assert!(n <= 8, "a cycle in the list");
             *seen.entry(b as usize).or_insert(0) += 1;
         })
     };
-    assert!(intact, "a batch was longer than any batch made");
 }
 
 /// (d) Two freers each hand a batch of two blocks over while the owner takes
@@ -498,10 +501,10 @@ fn inbox_push_and_take() {
             .map(|mine| {
                 let inbox = inbox.clone();
                 thread::spawn(move || {
-                    let first = batch_of(&mine) as *mut Block;
+                    let batch = batch_of(&mine);
                     // SAFETY: a batch of live fake blocks, given up.
                     assert!(
-                        unsafe { inbox.push(first) },
+                        unsafe { inbox.push(batch) },
                         "an open inbox refused a batch"
                     );
                 })
@@ -578,14 +581,14 @@ fn close_and_reopen(adopt: bool) {
 
         let (i, s, mine) = (inbox.clone(), seg.clone(), [bs[0], bs[1]]);
         let freer = thread::spawn(move || {
-            let first = batch_of(&mine) as *mut Block;
+            let batch = batch_of(&mine);
             // SAFETY: a batch of live fake blocks, given up.
-            if unsafe { i.push(first) } {
+            if unsafe { i.push(batch) } {
                 return 0;
             }
             // Refused: the owner exited; each block goes the per-block way.
             let mut seen = HashMap::new();
-            walk(first, &mut seen);
+            walk(batch.first, &mut seen);
             for &b in seen.keys() {
                 settle(&s, F, b);
             }
@@ -673,17 +676,17 @@ fn refused_batch_is_walked_alone() {
         inbox.reopen();
         // An earlier freer's batch waits in the inbox.
         // SAFETY: a batch of a live fake block, given up.
-        assert!(unsafe { inbox.push(batch_of(&[bs[2]]) as *mut Block) });
+        assert!(unsafe { inbox.push(batch_of(&[bs[2]])) });
 
         let (i, mine) = (inbox.clone(), [bs[0], bs[1]]);
         let freer = thread::spawn(move || {
-            let first = batch_of(&mine) as *mut Block;
+            let batch = batch_of(&mine);
             // SAFETY: a batch of live fake blocks, given up.
-            if unsafe { i.push(first) } {
+            if unsafe { i.push(batch) } {
                 return HashMap::new();
             }
             let mut seen = HashMap::new();
-            walk(first, &mut seen);
+            walk(batch.first, &mut seen);
             seen
         });
         // The owner's last slow path takes its inbox, then it exits.

@@ -4,7 +4,6 @@
 
 use super::{carved_bytes, in_use_pages, Heap, ABANDONED_DIRTY_MAX};
 use crate::atomic::Ordering;
-use crate::page::IN_FULL;
 use crate::segment::{self, Segment, ABANDONED};
 use crate::size_class::{class_size, NUM_CLASSES};
 use core::ptr;
@@ -35,7 +34,7 @@ impl Heap {
             for i in in_use_pages(seg) {
                 let p = ptr::addr_of_mut!(seg.pages[i]);
                 self.collect_remote(p);
-                (*p).flags &= !IN_FULL;
+                (*p).clear_full();
                 self.used_slices += (*p).span as usize;
                 if (*p).used == 0 {
                     empty |= 1 << i;
@@ -180,7 +179,7 @@ impl Heap {
                         // from what it finds.
                         self.fold(p, true);
                         self.collect_remote(p);
-                        (*p).flags &= !IN_FULL;
+                        (*p).clear_full();
                         (*p).next = ptr::null_mut();
                         (*p).prev = ptr::null_mut();
                         if (*p).used == 0 {

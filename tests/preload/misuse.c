@@ -68,6 +68,10 @@ int main(int argc, char **argv) {
   }
   reuse(64);
   for (int i = 0; i < 100000; i++) free(malloc(64));
+  /* A block freed by another thread waits in a batch for its owner, which
+   * checks it when it takes the batch, on its next slow path: before the
+   * block could be handed out again. Keep allocating until then. */
+  for (int i = 0; i < 100000; i++) memset(malloc(64), 3, 64);
   free(keep);
   return 3;
 }
