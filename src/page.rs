@@ -392,3 +392,34 @@ pub(crate) unsafe fn free_remote(page: &Page, b: *mut u8) {
     // until the owner takes it, since its page stays in use until then.
     unsafe { page.thread_free.push(b.cast()) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The owner's frees ask for attention when the page empties, and, on
+    /// the full list, only once enough blocks are free to move it back.
+    #[test]
+    fn frees_notify_at_empty_and_at_the_unfull_mark() {
+        let mut blocks = [[0usize; 2]; 8];
+        let mut page = Page::EMPTY;
+        page.used = 8;
+        let mut free = |page: &mut Page, i: usize| {
+            // SAFETY: a two-word block of our own, given to the page.
+            unsafe { page.free_local(blocks[i].as_mut_ptr().cast(), 16) }
+        };
+        page.set_full(5);
+        assert!(page.has(IN_FULL));
+        assert!(!free(&mut page, 0), "7 used: still full");
+        assert!(!free(&mut page, 1), "6 used: still full");
+        assert!(free(&mut page, 2), "5 used: back to the queue");
+        page.clear_full();
+        assert!(!page.has(IN_FULL));
+        assert!(!free(&mut page, 3));
+        assert!(!free(&mut page, 4));
+        assert!(!free(&mut page, 5));
+        assert!(!free(&mut page, 6));
+        assert!(free(&mut page, 7), "empty");
+        assert_eq!(page.used, 0);
+    }
+}
