@@ -9,7 +9,7 @@
 //!
 //! free: the segment header is found by masking the pointer; a huge segment
 //! goes to the large-block cache (or is unmapped), a small one gives the page
-//! through `slice_head`. If the calling thread owns the segment the block
+//! through `slice_page`. If the calling thread owns the segment the block
 //! goes on the page's `local_free` (plain stores); otherwise it joins the
 //! calling thread's batch of frees for the owning heap (`remote_batch`),
 //! handed over with one CAS per batch, or (for big blocks, first-class heaps'
@@ -25,7 +25,7 @@ use crate::large_cache;
 use crate::os;
 use crate::page::{self, Block};
 use crate::remote_batch;
-use crate::segment::{self, segment_of, Segment, KIND_CACHED, KIND_HUGE, KIND_SMALL, SLICE_SIZE};
+use crate::segment::{self, registry, segment_of, Segment, KIND_CACHED, KIND_HUGE, SLICE_SIZE};
 use crate::size_class::{class_for, class_of, CLASS_SIZES, MAX_SMALL, MIN_ALIGN};
 use crate::thread;
 use core::ptr;
@@ -182,22 +182,24 @@ fn zalloc_in<const WHOLE: bool>(size: usize, align: usize) -> *mut u8 {
 }
 
 /// Frees a block from [`malloc`] that was asked for with `size` bytes
-/// ([`UNSIZED`] if unknown).
+/// ([`UNSIZED`] if unknown); null is a no-op (found on the cold path).
 ///
 /// # Safety
-/// `p` is a live block returned by this allocator.
+/// `p` is null or a live block returned by this allocator.
 #[inline(always)]
 pub(crate) unsafe fn free(p: *mut u8, size: usize) {
     let seg = segment_of(p);
-    #[cfg(feature = "secure")]
-    check_ours(seg, p);
-    // SAFETY: `p` is live, so its segment header is valid and the page found
-    // through it is the block's; ownership decides who may touch the page.
+    if registry::kind(seg) != registry::SMALL {
+        // SAFETY: forwarded contract.
+        return unsafe { free_not_small(seg, p) };
+    }
+    // SAFETY: `p` is in a small segment of ours (the registry says so), so
+    // its header is valid and the page found through it covers `p`; if `p`
+    // starts one of the page's blocks, it is taken as live (unless the
+    // freed mark says otherwise); ownership decides who may touch the page.
     unsafe {
-        if (*seg).kind != KIND_SMALL {
-            return free_huge(seg, p);
-        }
         let page = (*seg).page_of(p);
+        check_block(page, p);
         let h = thread::heap();
         #[cfg(feature = "secure")]
         check_live_block(seg, page, p, h, "double free");
@@ -247,14 +249,67 @@ pub(crate) unsafe fn free_local(
     }
 }
 
+/// [`free`] of a pointer whose segment the registry does not know as a
+/// small one: null (C's `free` leaves its test to this path), a large
+/// block, or a pointer segalloc never handed out.
+///
+/// # Safety
+/// `seg` is `segment_of(p)`.
 #[cold]
 #[inline(never)]
-unsafe fn free_huge(seg: *mut Segment, p: *mut u8) {
-    // SAFETY: the caller's block lives in `seg`.
+unsafe fn free_not_small(seg: *mut Segment, p: *mut u8) {
+    if p.is_null() {
+        return;
+    }
+    if !registry::contains(seg) {
+        not_ours(p);
+    }
+    // SAFETY: a registered segment's header is mapped; `check_huge` makes
+    // sure `p` is the live block of a huge one.
     unsafe {
         check_huge(seg, p, "double free of a large block");
         large::free(seg);
     }
+}
+
+/// Aborts unless `p`, a pointer into `page`'s slices, starts one of the
+/// page's blocks (see `page`: a multiply and a compare). Any thread may ask.
+///
+/// # Safety
+/// `page` is the page descriptor covering `p` in a small segment of ours.
+#[inline(always)]
+pub(crate) unsafe fn check_block(page: *const page::Page, p: *const u8) {
+    // SAFETY: per the contract the descriptor is valid.
+    if unsafe { !(*page).is_block(p) } {
+        not_a_block(p);
+    }
+}
+
+/// A pointer into a small segment that starts no block of a page in use:
+/// an interior pointer, or one into memory no block was made of.
+#[cold]
+#[inline(never)]
+fn not_a_block(p: *const u8) -> ! {
+    crate::fatal("free or realloc of an interior or invalid pointer", p)
+}
+
+/// A pointer in no segment of segalloc's: one deep inside a large block
+/// (past the header's 4 MiB stretch), or one segalloc never mapped.
+#[cold]
+#[inline(never)]
+pub(crate) fn not_ours(p: *const u8) -> ! {
+    // Large blocks up to 4 GiB are looked for (at most 1 KiB of the map read).
+    if let Some(seg) = registry::large_base_below(p, 1024) {
+        // SAFETY: a registered segment's header page is mapped.
+        let (kind, end) = unsafe { ((*seg).kind, seg as usize + (*seg).map_size) };
+        if (p as usize) < end && kind == KIND_HUGE {
+            crate::fatal("free of an interior pointer of a large block", p);
+        }
+        if (p as usize) < end && kind == KIND_CACHED {
+            crate::fatal("free or realloc of a pointer into a freed large block", p);
+        }
+    }
+    crate::fatal("free or realloc of a pointer segalloc does not own", p)
 }
 
 /// Always on, for pointers whose segment is not a small one: the header must
@@ -280,16 +335,6 @@ unsafe fn check_huge(seg: *mut Segment, p: *const u8, freed: &str) {
         if p != seg.cast::<u8>().add((*seg).block_offset) {
             crate::fatal("free of an interior pointer of a large block", p);
         }
-    }
-}
-
-/// `secure`: `p` must lie in a segment segalloc mapped, checked before any
-/// header is read (which would fault for a pointer into unmapped memory).
-#[cfg(feature = "secure")]
-#[inline]
-pub(crate) fn check_ours(seg: *mut Segment, p: *const u8) {
-    if !segment::registry::contains(seg.cast()) {
-        crate::fatal("free or realloc of a pointer segalloc does not own", p);
     }
 }
 
@@ -476,14 +521,13 @@ unsafe fn free_remote_slow(
 /// `p` is a live block returned by this allocator.
 pub(crate) unsafe fn usable_size(p: *const u8) -> usize {
     let seg = segment_of(p);
-    #[cfg(feature = "secure")]
-    check_ours(seg, p);
-    // SAFETY: `p` is live, so its segment header is valid.
+    // SAFETY: a segment the registry knows has a valid header; `p` is
+    // live, so its page (or huge block) is the one found.
     unsafe {
-        if (*seg).kind == KIND_HUGE {
-            large::usable_size(seg)
-        } else {
-            (*(*seg).page_of(p)).block_size
+        match registry::kind(seg) {
+            registry::SMALL => (*(*seg).page_of(p)).block_size,
+            registry::LARGE => large::usable_size(seg),
+            _ => not_ours(p),
         }
     }
 }
@@ -555,12 +599,15 @@ unsafe fn realloc_in<const WHOLE: bool>(
     new_size: usize,
 ) -> *mut u8 {
     let seg = segment_of(p);
-    #[cfg(feature = "secure")]
-    check_ours(seg, p);
+    let kind = registry::kind(seg);
+    if kind == registry::NONE {
+        not_ours(p);
+    }
     let mut q = ptr::null_mut();
-    // SAFETY: `p` is live, so its segment header (and page) are valid.
+    // SAFETY: the registry knows the segment, so its header is valid; `p`
+    // is checked to be a live block of it (below) before it is used.
     unsafe {
-        if (*seg).kind != KIND_SMALL {
+        if kind != registry::SMALL {
             check_huge(seg, p, "realloc of a freed large block");
             if large::owned_by_heap(seg) {
                 // A first-class heap's block (a misuse, see `region`) must
@@ -581,6 +628,7 @@ unsafe fn realloc_in<const WHOLE: bool>(
             }
         } else {
             let page = (*seg).page_of(p);
+            check_block(page, p);
             #[cfg(feature = "secure")]
             check_live_block(seg, page, p, thread::heap(), "realloc of a freed block");
             if freed::is_freed(p, (*seg).freed_key) {

@@ -671,9 +671,7 @@ impl Heap {
             let seg = &mut *s;
             let resident = seg.take_run(i, span);
             self.dirty_bytes -= resident;
-            for h in &mut seg.slice_head[i..i + span] {
-                *h = i as u8;
-            }
+            seg.set_page(i, span);
             for k in &mut seg.slice_class[i..i + span] {
                 *k = c as u8;
             }
@@ -724,9 +722,7 @@ impl Heap {
             let i = seg.page_index(p);
             let span = (*p).span as usize;
             let resident = seg.free_run(i, span, carved_bytes(p));
-            (*p).flags = 0;
-            (*p).free = ptr::null_mut();
-            (*p).local_free = ptr::null_mut();
+            (*p).close();
             seg.used_pages -= 1;
             self.dirty_bytes += resident;
             self.used_slices -= span;

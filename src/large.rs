@@ -25,7 +25,7 @@
 use crate::counters::SHARED;
 use crate::large_cache::{self, Found};
 use crate::os::{self, round_up, OS_PAGE};
-use crate::segment::{Segment, HUGE_BLOCK_OFFSET, KIND_CACHED, KIND_HUGE, SEGMENT_SIZE};
+use crate::segment::{registry, Segment, HUGE_BLOCK_OFFSET, KIND_CACHED, KIND_HUGE, SEGMENT_SIZE};
 use crate::size_class::MAX_SMALL;
 use core::ptr;
 use core::sync::atomic::Ordering;
@@ -126,6 +126,8 @@ fn install(
     split: usize,
 ) -> *mut u8 {
     let seg = base.cast::<Segment>();
+    // Headers of mappings this one absorbed in the cache are gone.
+    registry::forget(base.wrapping_add(1), map - 1);
     // SAFETY: `base` starts a mapping of `map` bytes that is ours alone (fresh,
     // or taken out of the cache); the header prefix fits before `offset`
     // (checked in segment.rs), so these writes touch no block byte. Every
@@ -141,8 +143,7 @@ fn install(
         (*seg).owner.store(0, Ordering::Relaxed);
     }
     SHARED.large_alloc(map - offset, size);
-    #[cfg(feature = "secure")]
-    crate::segment::registry::add(base);
+    registry::set(base, registry::LARGE);
     // SAFETY: offset < map.
     unsafe { base.add(offset) }
 }
@@ -159,11 +160,10 @@ fn obtain(need: usize) -> (*mut u8, usize, usize, usize) {
     };
     // `mremap` carries the resident pages over; a grown mapping's extension
     // is fresh (zero) memory.
+    // The mapping moves (or is unmapped below): its headers are forgotten
+    // first, before another thread can map that address space again.
+    registry::forget(src, len);
     let base = os::remap_aligned(src, len, new_len, SEGMENT_SIZE);
-    #[cfg(feature = "secure")]
-    if src as usize % SEGMENT_SIZE == 0 {
-        crate::segment::registry::remove(src);
-    }
     if !base.is_null() {
         return (base, new_len, len, 0);
     }
@@ -217,8 +217,7 @@ pub(crate) unsafe fn free(seg: *mut Segment) {
         unsafe { (*seg).kind = KIND_CACHED };
         large_cache::put(seg as usize, map, split, live, SHARED.large_live_mapped());
     } else {
-        #[cfg(feature = "secure")]
-        crate::segment::registry::remove(seg.cast());
+        registry::forget(seg.cast(), map);
         os::unmap(seg.cast(), map);
     }
 }
@@ -231,8 +230,7 @@ pub(crate) unsafe fn free(seg: *mut Segment) {
 pub(crate) unsafe fn release(seg: *mut Segment) {
     // SAFETY: per the contract.
     let (map, _) = unsafe { count_out(seg) };
-    #[cfg(feature = "secure")]
-    crate::segment::registry::remove(seg.cast());
+    registry::forget(seg.cast(), map);
     os::unmap(seg.cast(), map);
 }
 
@@ -329,6 +327,8 @@ pub(crate) unsafe fn resize(seg: *mut Segment, p: *mut u8, new_size: usize) -> *
     if new_map > map {
         let got = large_cache::take_tail(base as usize + map, split, new_map - map);
         if got != 0 {
+            // A header the tail once had is now inside this block.
+            registry::forget(base.wrapping_add(map), got);
             map += got;
             // SAFETY: the header is ours, and so is the tail (out of the
             // cache), one mapping with the block's. If only part of the
@@ -373,20 +373,20 @@ pub(crate) unsafe fn resize(seg: *mut Segment, p: *mut u8, new_size: usize) -> *
     let new_base = if os::remap_in_place(base, map, new_map) {
         base
     } else {
+        // Forgotten before the old address space can be mapped again by
+        // another thread; recorded again below wherever the block ends up.
+        registry::forget(base, map);
         os::remap_aligned(base, map, new_map, SEGMENT_SIZE)
     };
     if new_base.is_null() {
+        registry::set(base, registry::LARGE);
         if map != old_map {
             // The tail taken back stays with the block.
             SHARED.large_resize(old, (map - offset, requested));
         }
         return ptr::null_mut();
     }
-    #[cfg(feature = "secure")]
-    if new_base != base {
-        crate::segment::registry::remove(base);
-        crate::segment::registry::add(new_base);
-    }
+    registry::set(new_base, registry::LARGE);
     let seg = new_base.cast::<Segment>();
     // SAFETY: the header moved with the mapping; `new_map` bytes are mapped.
     // The mapping no longer ends where a tail cut from it may start: it will

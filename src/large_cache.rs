@@ -159,14 +159,10 @@ impl Evicted {
         &self.ranges[..self.n]
     }
 
-    /// Unmaps every range gathered (and, with `secure`, forgets the segment
-    /// a range starts, if it starts one).
+    /// Unmaps every range gathered, forgetting the segment headers in them.
     fn unmap_all(&self) {
         for r in self.ranges() {
-            #[cfg(feature = "secure")]
-            if r.addr % SEGMENT_SIZE == 0 {
-                crate::segment::registry::remove(r.addr as *const u8);
-            }
+            crate::segment::registry::forget(r.addr as *const u8, r.len);
             os::unmap(r.addr as *mut u8, r.len);
         }
     }

@@ -43,10 +43,10 @@
 //!   waste under 12.5% between 64 and 128 bytes).
 //! - Requests of 64 bytes or more waste less than 12.5% of their block.
 //! - Misuse that segalloc detects (always: a freed pointer it does not own,
-//!   an interior pointer of a large block; with the `secure` feature also
-//!   double frees, interior pointers of small blocks, pointers into unmapped
-//!   memory, overwritten free-list links) aborts after one line on stderr
-//!   naming the error and the address.
+//!   mapped or not, an interior pointer of a small or large block, a double
+//!   free or realloc of a freed block; with the `secure` feature also
+//!   overwritten free-list links and overflows off a segment's end) aborts
+//!   after one line on stderr naming the error and the address.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 // Under loom only `atomic` and `remote` can build (thread-locals and `const`

@@ -15,6 +15,20 @@
 //! whose `used` is zero has no live block and no free in flight, and nobody
 //! else can be touching it.
 //!
+//! # Which pointers are blocks
+//! Every free checks that its pointer starts a block this page carved,
+//! without a division: `recip` is `floor(2^64 / block_size) + 1`, so for an
+//! offset `n` from the page start (below 2^22), `n * recip mod 2^64` is
+//! `k * e` when `n` is the `k`-th block's start (`e = recip * block_size mod
+//! 2^64`, `0 < e <= block_size`) and at least `recip` (at least 2^44)
+//! otherwise. So `n * recip mod 2^64 < reserved * e` (kept in `limit`) holds
+//! exactly for the starts of the page's blocks: one subtract, multiply and
+//! compare (the proof is in [`block_start_recip`]; a unit test checks every
+//! class and offset). A page not in use has `limit` 0, so every pointer into
+//! it fails. The bound is the blocks the page holds, not those carved so
+//! far, so that `limit` does not change while a block of the page is live:
+//! other threads read it, as plain memory, when they free one.
+//!
 //! # Statistics without per-block counting
 //! The fast paths count nothing but what they must: `used`, and with the
 //! `stats` feature the bytes requested (`req`, one add). How many blocks were
@@ -72,6 +86,12 @@ pub(crate) struct Page {
     /// Blocks that fit in the page.
     pub(crate) reserved: u32,
     pub(crate) start: *mut u8,
+    /// [`block_start_recip`] of `block_size`: see the module docs.
+    recip: u64,
+    /// `reserved * (recip * block_size mod 2^64)`, 0 while the page is not
+    /// in use: what [`is_block`](Self::is_block) compares with. Written
+    /// only while no block of the page is live.
+    limit: u64,
     /// Links in the owning heap's page queue (or its full list).
     pub(crate) next: *mut Page,
     pub(crate) prev: *mut Page,
@@ -112,6 +132,8 @@ impl Page {
         capacity: 0,
         reserved: 0,
         start: ptr::null_mut(),
+        recip: 0,
+        limit: 0,
         next: ptr::null_mut(),
         prev: ptr::null_mut(),
         placed: 0,
@@ -242,6 +264,8 @@ impl Page {
         self.reserved = reserved;
         self.block_size = block_size;
         self.start = start;
+        self.recip = block_start_recip(block_size);
+        self.limit = u64::from(reserved) * self.recip.wrapping_mul(block_size as u64);
         self.req = 0;
         self.placed = 0;
         self.fold_used = 0;
@@ -302,6 +326,27 @@ impl Page {
         (p as usize).wrapping_sub(self.start as usize) < self.capacity as usize * self.block_size
     }
 
+    /// Whether `p`, a pointer into this page's slices, is the start of one
+    /// of its blocks: one subtract, multiply and compare (see the module
+    /// docs). False for every pointer into a page not in use. Any thread
+    /// may ask about a page one of whose blocks it holds (which keeps the
+    /// fields read here unchanged).
+    #[inline(always)]
+    pub(crate) fn is_block(&self, p: *const u8) -> bool {
+        let n = (p as usize).wrapping_sub(self.start as usize) as u64;
+        n.wrapping_mul(self.recip) < self.limit
+    }
+
+    /// Marks the page not in use, with no block: every pointer into it now
+    /// fails [`is_block`](Self::is_block). Owner only, once
+    /// no block of it is live.
+    pub(crate) fn close(&mut self) {
+        self.flags = 0;
+        self.free = ptr::null_mut();
+        self.local_free = ptr::null_mut();
+        self.limit = 0;
+    }
+
     /// Whether `p` is the start of a carved block of this page.
     #[cfg(feature = "secure")]
     pub(crate) fn is_block_start(&self, p: *const u8) -> bool {
@@ -340,6 +385,22 @@ impl Page {
     pub(crate) const fn blocks_in(span_bytes: usize, block_size: usize) -> u32 {
         (span_bytes / block_size) as u32
     }
+}
+
+/// `floor(2^64 / d) + 1` for a block size `d` (`1 < d <= 2^20`): with it
+/// an offset `n < 2^22` is a multiple of `d` exactly when `n * recip mod
+/// 2^64 < recip`, and the multiples map in order to `k * e`, `e = recip * d
+/// mod 2^64`, which is what lets [`Page::is_block`] bound the index
+/// with the same compare.
+///
+/// Why: `recip * d = 2^64 + e` with `0 < e <= d` (`e = d` for a power of
+/// two). For `n = q * d + r`, `0 <= r < d`: `n * recip = q * 2^64 + q * e +
+/// r * recip`. With `r = 0` that is `q * e mod 2^64 = q * e` (`q * e <= n <
+/// 2^22`). With `r > 0`, `r * recip < 2^64 - 2^44 + 2^20` (as `recip <=
+/// 2^64 / d + 1`) and `q * e < 2^22`, so the sum is below 2^64 and at
+/// least `recip >= 2^44`, above every `k * e` of a block in a page.
+pub(crate) const fn block_start_recip(d: usize) -> u64 {
+    ((1u128 << 64) / d as u128 + 1) as u64
 }
 
 /// Pops a block from `page`'s `free` list, or returns null when it is empty.
@@ -396,6 +457,68 @@ pub(crate) unsafe fn free_remote(page: &Page, b: *mut u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::segment::{MAX_SPAN, SEGMENT_SIZE, SLICE_SIZE};
+    use crate::size_class::{class_size, NUM_CLASSES};
+
+    /// The block-start check against division, for every class and every
+    /// offset in a segment (past any page's end too), with the page carved
+    /// whole; and at each capacity, for the blocks around its end.
+    #[test]
+    fn block_starts_are_exact_for_every_class_and_offset() {
+        for c in 0..NUM_CLASSES {
+            let d = class_size(c);
+            let recip = block_start_recip(d);
+            let e = recip.wrapping_mul(d as u64);
+            assert!(e > 0 && e <= d as u64, "class {c}: e = {e}");
+            let reserved = Page::blocks_in(MAX_SPAN * SLICE_SIZE, d) as u64;
+            let limit = reserved * e;
+            let mut r = 0; // n % d, kept as n counts up
+            for n in 0..SEGMENT_SIZE as u64 {
+                let start = r == 0 && n / (d as u64) < reserved;
+                assert_eq!(
+                    n.wrapping_mul(recip) < limit,
+                    start,
+                    "class {c}, offset {n}"
+                );
+                r += 1;
+                if r == d {
+                    r = 0;
+                }
+            }
+            for cap in 0..=reserved {
+                let limit = cap * e;
+                for k in cap.saturating_sub(2)..(cap + 2) {
+                    let n = k * d as u64;
+                    assert_eq!(
+                        n.wrapping_mul(recip) < limit,
+                        k < cap,
+                        "class {c}, cap {cap}, block {k}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_page_checks_its_pointers() {
+        let mut mem = vec![0u64; 4096];
+        let start = mem.as_mut_ptr().cast::<u8>();
+        let mut page = Page::EMPTY;
+        assert!(!page.is_block(start), "a page not in use has no block");
+        let reserved = 4096 * 8 / 48;
+        page.reset(start, 48, reserved as u32);
+        // SAFETY: offsets inside `mem`.
+        unsafe {
+            assert!(page.is_block(start));
+            assert!(page.is_block(start.add(48 * (reserved - 1))));
+            assert!(!page.is_block(start.add(48 * reserved)), "past the page");
+            assert!(!page.is_block(start.add(8)));
+            assert!(!page.is_block(start.add(48 + 16)));
+        }
+        assert!(!page.is_block(start.wrapping_sub(48)));
+        page.close();
+        assert!(!page.is_block(start), "closed");
+    }
 
     /// The owner's frees ask for attention when the page empties, and, on
     /// the full list, only once enough blocks are free to move it back.

@@ -42,7 +42,9 @@ use crate::counters::LargeCounts;
 use crate::heap::{self, DIRECT_MAX};
 use crate::large;
 use crate::page;
-use crate::segment::{segment_of, Segment, HUGE_BLOCK_OFFSET, KIND_HUGE, KIND_SMALL, SLICE_SIZE};
+use crate::segment::{
+    registry, segment_of, Segment, HUGE_BLOCK_OFFSET, KIND_HUGE, KIND_SMALL, SLICE_SIZE,
+};
 use crate::size_class::{class_for, class_of, MAX_SMALL, MIN_ALIGN};
 use crate::stats::{self, Stats};
 use crate::thread::{self, HeapSlot};
@@ -322,20 +324,20 @@ impl Heap {
     #[inline]
     pub(crate) unsafe fn free_block(&self, p: *mut u8, size: usize) {
         let seg = segment_of(p);
-        #[cfg(feature = "secure")]
-        crate::alloc::check_ours(seg, p);
         let h = self.inner.get();
-        // SAFETY: `p` is live, so its segment header and page are valid. We
-        // own its segment (checked: anything else takes the global path,
-        // which copes with any live block), and only this thread uses us.
+        // SAFETY: the registry knows `p`'s segment as a small one, so its
+        // header and page are valid. We own its segment (checked: anything
+        // else takes the global path, which copes with any live block), and
+        // only this thread uses us. `check_block` makes sure `p` is a block.
         unsafe {
-            if (*seg).kind != KIND_SMALL {
+            if registry::kind(seg) != registry::SMALL {
                 return self.free_large(seg, p, size);
             }
             if (*seg).owner.load(Ordering::Relaxed) != h as usize {
                 return crate::alloc::free(p, size);
             }
             let page = (*seg).page_of(p);
+            crate::alloc::check_block(page, p);
             #[cfg(feature = "secure")]
             crate::alloc::check_live_block(seg, page, p, h, "double free");
             crate::alloc::free_local(h, page, p, size);
@@ -343,11 +345,17 @@ impl Heap {
     }
 
     /// # Safety
-    /// `p` is a live block, not in a small segment.
+    /// `p` is a live block (or a misuse), not in a small segment.
     #[cold]
     unsafe fn free_large(&self, seg: *mut Segment, p: *mut u8, size: usize) {
-        // SAFETY: per the contract the header is readable; a huge segment
-        // marked with our id is on our list.
+        // A pointer in no segment of ours goes to the global path, which
+        // reports it.
+        if !registry::contains(seg) {
+            // SAFETY: forwarded contract.
+            return unsafe { crate::alloc::free(p, size) };
+        }
+        // SAFETY: the header of a registered segment is readable; a huge
+        // segment marked with our id is on our list.
         unsafe {
             if (*seg).kind != KIND_HUGE || (*seg).owner.load(Ordering::Relaxed) != self.id() {
                 return crate::alloc::free(p, size);

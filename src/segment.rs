@@ -3,7 +3,7 @@
 //! A segment is [`SEGMENT_SIZE`] bytes aligned to its own size, so the header of
 //! the segment holding any pointer is `ptr & !(SEGMENT_SIZE - 1)`, and the page
 //! is found from the slice index `(ptr - segment) >> SLICE_SHIFT` through
-//! `slice_head`. No search, and no header on small blocks.
+//! `slice_page`. No search, and no header on small blocks.
 //!
 //! Slice 0 holds the header (the page descriptors for all slices); slices
 //! 1..[`SLICES`] are handed out as pages of 1 to 16 slices. A segment belongs to
@@ -118,8 +118,11 @@ pub(crate) struct Segment {
     pub(crate) in_full_list: bool,
     /// On the abandoned (or brk free) list; read and written under its lock.
     pub(crate) on_shared_list: bool,
-    /// For each slice, the first slice of the page covering it.
-    pub(crate) slice_head: [u8; SLICES],
+    /// For each slice, where the descriptor of the page covering it lies:
+    /// its byte offset in `pages` (first slice times the descriptor size),
+    /// so that `free` finds it with one load and an address computation,
+    /// no multiply. 0, `pages[0]`, for slices no page covers (never in use).
+    slice_page: [u16; SLICES],
     /// For each slice, the size class of the page covering it: what a
     /// thread freeing a block of another heap reads, rather than the page
     /// descriptor, whose line the owner writes at every allocation.
@@ -134,9 +137,11 @@ pub(crate) struct Segment {
 }
 
 const_assert!(size_of::<Segment>() <= SLICE_SIZE);
+// Offsets into `pages` fit `slice_page`'s u16.
+const_assert!(SLICES * size_of::<Page>() <= u16::MAX as usize);
 const_assert!(offset_of!(Segment, split) + size_of::<usize>() <= HUGE_BLOCK_OFFSET);
 const_assert!(align_of::<Segment>() <= os::OS_PAGE);
-const_assert!(size_of::<Page>() <= 96);
+const_assert!(size_of::<Page>() <= 112);
 
 /// The segment of `p`, a block or an address inside a segment past its
 /// first byte. `p - 1` is masked, not `p`: a block aligned to a segment or
@@ -162,10 +167,26 @@ impl Segment {
     /// `self` is a small segment and `p` points inside it.
     #[inline(always)]
     pub(crate) unsafe fn page_of(&self, p: *const u8) -> *mut Page {
-        // The mask keeps the index in range without a bounds check (and so
-        // without a panic path); heads are always below SLICES anyway.
-        let head = self.slice_head[slice_index(p)] as usize & (SLICES - 1);
-        ptr::addr_of!(self.pages[head]).cast_mut()
+        // SAFETY: `slice_index` is below SLICES (a mask, so no bounds
+        // check), and every entry is the offset of a descriptor in `pages`
+        // (see `set_page`).
+        unsafe {
+            let off = *self.slice_page.get_unchecked(slice_index(p)) as usize;
+            ptr::addr_of!(self.pages)
+                .cast::<u8>()
+                .add(off)
+                .cast::<Page>()
+                .cast_mut()
+        }
+    }
+
+    /// Makes the page with first slice `i` the one covering slices `i..i +
+    /// span` (for [`page_of`](Self::page_of)).
+    pub(crate) fn set_page(&mut self, i: usize, span: usize) {
+        let off = (i * size_of::<Page>()) as u16;
+        for e in &mut self.slice_page[i..i + span] {
+            *e = off;
+        }
     }
 
     /// Base address of slice `i`.
@@ -205,9 +226,9 @@ impl Segment {
         crate::counters::SHARED
             .segments_obtained
             .fetch_add(1, Ordering::Relaxed);
+        registry::set(base, registry::SMALL);
         #[cfg(feature = "secure")]
         {
-            registry::add(base);
             // SAFETY: a fresh region of ours; the guard slice is never used.
             os::protect_none(unsafe { base.add(SEGMENT_SIZE - SLICE_SIZE) }, SLICE_SIZE);
         }
@@ -256,8 +277,7 @@ impl Segment {
             }
             FREE_SEGMENTS.push(seg);
         } else {
-            #[cfg(feature = "secure")]
-            registry::remove(seg.cast());
+            registry::set(seg.cast(), registry::NONE);
             os::unmap(seg.cast(), SEGMENT_SIZE);
         }
     }
@@ -503,8 +523,7 @@ pub(crate) fn drain_free_segments() {
                 purge_dirty(&mut *seg);
                 true
             } else {
-                #[cfg(feature = "secure")]
-                registry::remove(seg.cast());
+                registry::set(seg.cast(), registry::NONE);
                 os::unmap(seg.cast(), SEGMENT_SIZE);
                 false
             }
@@ -538,74 +557,82 @@ pub(crate) fn obtain(owner: usize) -> *mut Segment {
     Segment::create(owner)
 }
 
-/// Which 4 MiB stretches of address space hold segalloc segments (small or
-/// huge): one bit each, so that with the `secure` feature `free` can reject a
-/// pointer segalloc never handed out before reading a header that may not be
-/// mapped. The bitmap covers the 47-bit user address space (4 MiB of bits),
-/// mapped on first use and touched only where segments live.
-#[cfg(feature = "secure")]
+/// Which 4 MiB stretches of address space start a segalloc segment, and of
+/// which kind: one byte each over the 47-bit user address space (32 MiB of
+/// zero-filled `.bss`, resident only where segments live: one 4 KiB page
+/// of it covers 16 GiB). Every `free` and `realloc` reads its pointer's
+/// byte before any header, so a pointer into memory segalloc never mapped
+/// is reported rather than faulting, and a small block is told from a large
+/// one without reading the header: a shift, a bounds compare and a byte
+/// compare (a load of the static, no pointer to follow).
+///
+/// Only the stretch holding a header is marked; a pointer deeper into a
+/// large block finds its stretch unmarked (see [`large_base_below`]).
 pub(crate) mod registry {
-    use super::SEGMENT_SHIFT;
-    use crate::os;
-    use core::ptr;
-    use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+    use super::{Segment, SEGMENT_SHIFT, SEGMENT_SIZE};
+    use core::sync::atomic::{AtomicU8, Ordering};
 
     const ADDRESS_BITS: usize = 47;
-    const WORDS: usize = 1 << (ADDRESS_BITS - SEGMENT_SHIFT - 6);
-    static MAP: AtomicPtr<AtomicU64> = AtomicPtr::new(ptr::null_mut());
+    const ENTRIES: usize = 1 << (ADDRESS_BITS - SEGMENT_SHIFT);
+    /// Not a segment of segalloc's.
+    pub(crate) const NONE: u8 = 0;
+    /// A small segment (mapped, kept free, or from the break).
+    pub(crate) const SMALL: u8 = 1;
+    /// A huge segment, live or waiting in the large-block cache.
+    pub(crate) const LARGE: u8 = 2;
 
-    /// The bitmap, mapped on first use (null if the OS refused).
-    fn map() -> *mut AtomicU64 {
-        let m = MAP.load(Ordering::Acquire);
-        if !m.is_null() {
-            return m;
+    static MAP: [AtomicU8; ENTRIES] = [const { AtomicU8::new(NONE) }; ENTRIES];
+
+    /// The kind of segment whose header is at `seg` (a multiple of
+    /// [`SEGMENT_SIZE`], as [`super::segment_of`] gives), [`NONE`] if none.
+    #[inline(always)]
+    pub(crate) fn kind(seg: *const Segment) -> u8 {
+        match MAP.get(seg as usize >> SEGMENT_SHIFT) {
+            // Relaxed: the segment was recorded before any of its blocks
+            // was handed out, and a block reaches its freer through the
+            // program's own synchronisation.
+            Some(k) => k.load(Ordering::Relaxed),
+            None => NONE,
         }
-        let fresh = os::map_aligned(WORDS * 8, os::OS_PAGE).cast::<AtomicU64>();
-        if fresh.is_null() {
-            return fresh;
+    }
+
+    /// Whether `seg` is the header of a segment of segalloc's (any kind).
+    #[inline]
+    pub(crate) fn contains(seg: *const Segment) -> bool {
+        kind(seg) != NONE
+    }
+
+    /// Records the segment at `base` as of kind `k`.
+    pub(crate) fn set(base: *const u8, k: u8) {
+        if let Some(e) = MAP.get(base as usize >> SEGMENT_SHIFT) {
+            e.store(k, Ordering::Relaxed);
         }
-        match MAP.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => fresh,
-            Err(won) => {
-                os::unmap(fresh.cast(), WORDS * 8);
-                won
+    }
+
+    /// Forgets every segment whose header lies in `[addr, addr + len)`,
+    /// being unmapped (a cached large mapping may have absorbed the
+    /// mappings after it, each with its own header).
+    pub(crate) fn forget(addr: *const u8, len: usize) {
+        let first = (addr as usize).div_ceil(SEGMENT_SIZE);
+        let end = (addr as usize).saturating_add(len).div_ceil(SEGMENT_SIZE);
+        for e in MAP.get(first..end.min(ENTRIES)).unwrap_or(&[]) {
+            e.store(NONE, Ordering::Relaxed);
+        }
+    }
+
+    /// The header of the nearest large segment below `p`, looking back at
+    /// most `max` stretches past unmarked ones: for telling an interior
+    /// pointer deep in a large block from a foreign one (cold).
+    pub(crate) fn large_base_below(p: *const u8, max: usize) -> Option<*mut Segment> {
+        let i = (p as usize) >> SEGMENT_SHIFT;
+        for j in (i.saturating_sub(max)..i.min(ENTRIES)).rev() {
+            match MAP[j].load(Ordering::Relaxed) {
+                NONE => continue,
+                LARGE => return Some((j << SEGMENT_SHIFT) as *mut Segment),
+                _ => return None,
             }
         }
-    }
-
-    /// The bitmap word and bit of the segment containing `p`, if in range.
-    fn slot(p: *const u8) -> Option<(usize, u64)> {
-        let i = (p as usize) >> SEGMENT_SHIFT;
-        (i < WORDS * 64).then_some((i / 64, 1u64 << (i % 64)))
-    }
-
-    /// Records the segment at `base`.
-    pub(crate) fn add(base: *const u8) {
-        let m = map();
-        if let (false, Some((w, bit))) = (m.is_null(), slot(base)) {
-            // SAFETY: `w < WORDS`, inside the mapped bitmap.
-            unsafe { (*m.add(w)).fetch_or(bit, Ordering::Release) };
-        }
-    }
-
-    /// Forgets the segment at `base` (it is being unmapped).
-    pub(crate) fn remove(base: *const u8) {
-        let m = map();
-        if let (false, Some((w, bit))) = (m.is_null(), slot(base)) {
-            // SAFETY: as in `add`.
-            unsafe { (*m.add(w)).fetch_and(!bit, Ordering::Release) };
-        }
-    }
-
-    /// Whether `p` lies in a segment of segalloc's.
-    #[inline]
-    pub(crate) fn contains(p: *const u8) -> bool {
-        let m = MAP.load(Ordering::Acquire);
-        match (m.is_null(), slot(p)) {
-            // SAFETY: as in `add`.
-            (false, Some((w, bit))) => unsafe { (*m.add(w)).load(Ordering::Acquire) & bit != 0 },
-            _ => false,
-        }
+        None
     }
 }
 
@@ -625,7 +652,7 @@ mod tests {
             let p = s.slice_addr(5).add(123);
             assert_eq!(segment_of(p), seg);
             assert_eq!(slice_index(p), 5);
-            s.slice_head[5] = 3;
+            s.set_page(3, 3);
             assert_eq!(s.page_of(p), ptr::addr_of_mut!(s.pages[3]));
             assert_eq!(s.page_index(s.page_of(p)), 3);
             Segment::release(seg);

@@ -590,7 +590,9 @@ fn shortest_call_free_path(insns: &[Insn]) -> Option<usize> {
 
 /// The C fast paths in the shared library make no call: no `__tls_get_addr`
 /// anywhere in `malloc` or `free`, and a path from entry to `ret` through no
-/// call at all (the fast path), of a few dozen instructions at most.
+/// call at all (the fast path), of a few dozen instructions at most (`free`'s
+/// is 42 with the default checks: registry, block start, freed mark; a
+/// null pointer takes its cold path).
 #[test]
 fn malloc_and_free_fast_paths_make_no_call() {
     let so = cdylib();
@@ -614,8 +616,8 @@ fn malloc_and_free_fast_paths_make_no_call() {
         if name == "malloc" || name == "free" {
             let path = shortest_call_free_path(&insns);
             assert!(
-                matches!(path, Some(n) if n <= 40),
-                "{name}: no call-free path to ret of at most 40 instructions \
+                matches!(path, Some(n) if n <= 44),
+                "{name}: no call-free path to ret of at most 44 instructions \
                  ({path:?}; {calls} calls in the body):\n{}",
                 body.join("\n")
             );
@@ -623,12 +625,14 @@ fn malloc_and_free_fast_paths_make_no_call() {
     }
 }
 
-/// Runs `tests/preload/misuse.c` under the preload, once per scenario: each
+/// Runs `tests/preload/misuse.c` under the preload, once per scenario (double
+/// frees, interior pointers of small and large blocks, pointers segalloc
+/// never mapped; by the owning thread and by another): each
 /// misuse must end in SIGABRT with a line naming it (`expect`), never a hang
 /// (`run` kills a program after [`TIMEOUT`]) or an exit; the scenario
 /// without misuse must exit 0.
 #[test]
-fn double_frees_and_realloc_of_freed_blocks_abort_by_default() {
+fn misuses_abort_by_default() {
     let so = cdylib();
     let dir = scratch("misuse");
     let Some(exe) = compile_c(&dir, "misuse", &[]) else {
@@ -641,37 +645,48 @@ fn double_frees_and_realloc_of_freed_blocks_abort_by_default() {
         ("owner_then_thread", "double free"),
         ("two_threads", "double free"),
         ("realloc_freed", "realloc of a freed block"),
+        ("interior", "interior or invalid pointer"),
+        ("interior_thread", "interior or invalid pointer"),
+        ("realloc_interior", "interior or invalid pointer"),
+        ("unmapped", "segalloc does not own"),
+        ("unmapped_thread", "segalloc does not own"),
+        ("high", "segalloc does not own"),
+        ("large_interior", "interior pointer of a large block"),
+        ("large_interior_deep", "interior pointer of a large block"),
         ("none", ""),
     ];
+    // Every scenario runs; the failures are reported together.
+    let mut failures = Vec::new();
     for (scenario, expect) in cases {
         let mut c = Command::new(&exe);
         c.arg(scenario).env("LD_PRELOAD", so);
         let o = run(c, &dir, scenario);
         let stderr = String::from_utf8_lossy(&o.stderr);
         if expect.is_empty() {
-            assert!(o.status.success(), "{scenario}: {:?}\n{stderr}", o.status);
+            if !o.status.success() {
+                failures.push(format!("{scenario}: {:?}\n{stderr}", o.status));
+            }
             continue;
         }
-        assert_eq!(
-            o.status.signal(),
-            Some(libc::SIGABRT),
-            "{scenario}: expected an abort, got {:?}\n{stderr}",
-            o.status
-        );
-        let line = stderr
-            .lines()
-            .find(|l| l.starts_with("segalloc: "))
-            .unwrap_or_else(|| panic!("{scenario}: no segalloc message in\n{stderr}"));
-        assert!(
-            line.contains(expect) && line.contains(" at 0x"),
-            "{scenario}: {line:?} does not say {expect:?} and where"
-        );
-        assert_eq!(
-            stderr.lines().count(),
-            1,
-            "{scenario}: more than one line:\n{stderr}"
-        );
+        if o.status.signal() != Some(libc::SIGABRT) {
+            failures.push(format!(
+                "{scenario}: expected an abort, got {:?}\n{stderr}",
+                o.status
+            ));
+            continue;
+        }
+        let line = stderr.lines().find(|l| l.starts_with("segalloc: "));
+        match line {
+            Some(line) if line.contains(expect) && line.contains(" at 0x") => {}
+            _ => failures.push(format!(
+                "{scenario}: no line saying {expect:?} and where in\n{stderr}"
+            )),
+        }
+        if stderr.lines().count() != 1 {
+            failures.push(format!("{scenario}: more than one line:\n{stderr}"));
+        }
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// `SEGALLOC_LIMIT` through the C ABI: `tests/preload/limit.c` must see

@@ -3,15 +3,15 @@
 //! environment variable), which must die of SIGABRT after one line on stderr
 //! that names the error and the address.
 //!
-//! Always on: a free of a pointer into memory segalloc does not own (mapped),
-//! a free of an interior pointer of a large block, a double free (or realloc
-//! after free) of a large block while its mapping waits in the large-block
-//! cache, and a double free or realloc of a freed small block, whichever
-//! threads free it (the freed mark, `src/freed.rs`). With the `secure`
-//! feature (`cargo test --release --features secure --test misuse`) also: a
-//! free of an interior pointer of a small block, a free of a pointer into
-//! unmapped memory, and an overwrite of a freed block's link detected when
-//! the free list reaches it.
+//! Always on, from the owning thread and from others: a free of a pointer
+//! segalloc does not own, mapped or not (the segment registry), a free of
+//! an interior pointer of a small block (the block-start check) or of a
+//! large block, a double free (or realloc after free) of a large block while
+//! its mapping waits in the large-block cache, and a double free or realloc
+//! of a freed small block (the freed mark, `src/freed.rs`). With the
+//! `secure` feature (`cargo test --release --features secure --test
+//! misuse`) also an overwrite of a freed block's link detected when the free
+//! list reaches it.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::os::unix::process::ExitStatusExt;
@@ -113,8 +113,38 @@ fn child() {
                 let p = GLOBAL.alloc(layout(64));
                 GLOBAL.dealloc(p.add(16), layout(48));
             }
+            "small_interior_thread" => {
+                let p = GLOBAL.alloc(layout(64)) as usize;
+                std::thread::spawn(move || GLOBAL.dealloc((p + 8) as *mut u8, layout(56)))
+                    .join()
+                    .unwrap();
+            }
+            "realloc_interior" => {
+                let p = GLOBAL.alloc(layout(64));
+                let q = GLOBAL.realloc(p.add(16), layout(48), 200);
+                GLOBAL.dealloc(q, layout(200));
+            }
             "foreign_unmapped" => {
                 GLOBAL.dealloc(0x1234_5670_0040 as *mut u8, layout(16));
+            }
+            "foreign_unmapped_thread" => {
+                std::thread::spawn(|| GLOBAL.dealloc(0x1234_5670_0040 as *mut u8, layout(16)))
+                    .join()
+                    .unwrap();
+            }
+            "foreign_high" => {
+                GLOBAL.dealloc(0xffff_8000_0000_1000_usize as *mut u8, layout(16));
+            }
+            "large_interior_deep" | "large_interior_deep_thread" => {
+                // Past the 4 MiB stretch that holds the block's header.
+                let p = GLOBAL.alloc(layout(12 << 20)) as usize + (9 << 20);
+                if which == "large_interior_deep" {
+                    GLOBAL.dealloc(p as *mut u8, layout(16));
+                } else {
+                    std::thread::spawn(move || GLOBAL.dealloc(p as *mut u8, layout(16)))
+                        .join()
+                        .unwrap();
+                }
             }
             "realloc_freed" => {
                 let keep = GLOBAL.alloc(layout(100));
@@ -264,19 +294,54 @@ fn double_free_by_the_owner_after_another_thread_aborts() {
     expect_abort("thread_then_owner", "double free");
 }
 
+/// Caught by default since issue 12 (the block-start check, `src/page.rs`).
+#[test]
+fn free_of_an_interior_pointer_of_a_small_block_aborts() {
+    expect_abort("small_interior", "interior or invalid pointer");
+}
+
+#[test]
+fn free_of_an_interior_pointer_by_another_thread_aborts() {
+    expect_abort("small_interior_thread", "interior or invalid pointer");
+}
+
+#[test]
+fn realloc_of_an_interior_pointer_aborts() {
+    expect_abort("realloc_interior", "interior or invalid pointer");
+}
+
+/// Caught by default since issue 12 (the segment registry, `src/segment.rs`).
+#[test]
+fn free_of_an_unmapped_pointer_aborts() {
+    expect_abort("foreign_unmapped", "segalloc does not own");
+}
+
+#[test]
+fn free_of_an_unmapped_pointer_by_another_thread_aborts() {
+    expect_abort("foreign_unmapped_thread", "segalloc does not own");
+}
+
+#[test]
+fn free_of_a_pointer_above_user_space_aborts() {
+    expect_abort("foreign_high", "segalloc does not own");
+}
+
+#[test]
+fn free_of_a_pointer_deep_in_a_large_block_aborts() {
+    expect_abort("large_interior_deep", "interior pointer of a large block");
+}
+
+#[test]
+fn free_of_a_pointer_deep_in_a_large_block_by_another_thread_aborts() {
+    expect_abort(
+        "large_interior_deep_thread",
+        "interior pointer of a large block",
+    );
+}
+
 #[cfg(feature = "secure")]
 mod secure {
     use super::expect_abort;
-
-    #[test]
-    fn free_of_an_interior_pointer_of_a_small_block_aborts() {
-        expect_abort("small_interior", "interior or invalid pointer");
-    }
-
-    #[test]
-    fn free_of_an_unmapped_pointer_aborts() {
-        expect_abort("foreign_unmapped", "segalloc does not own");
-    }
 
     #[test]
     fn overwritten_free_list_link_aborts() {

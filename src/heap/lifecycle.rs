@@ -190,9 +190,7 @@ impl Heap {
                             k.pages_returned.add(1);
                             k.used_slices.sub(span);
                             k.dirty_bytes.add(resident);
-                            (*p).flags = 0;
-                            (*p).free = ptr::null_mut();
-                            (*p).local_free = ptr::null_mut();
+                            (*p).close();
                             seg.used_pages -= 1;
                         }
                     }
@@ -264,10 +262,8 @@ impl Heap {
                         k.pages_returned.add(1);
                         k.used_slices.sub(span);
                         k.dirty_bytes.add(resident);
-                        (*p).flags = 0;
+                        (*p).close();
                         (*p).used = 0;
-                        (*p).free = ptr::null_mut();
-                        (*p).local_free = ptr::null_mut();
                         (*p).next = ptr::null_mut();
                         (*p).prev = ptr::null_mut();
                         seg.used_pages -= 1;

@@ -56,8 +56,30 @@ int main(int argc, char **argv) {
   } else if (!strcmp(s, "realloc_freed")) {
     free(victim);
     victim = realloc(victim, 200);
+  } else if (!strcmp(s, "interior")) {
+    free((char *)victim + 16);
+  } else if (!strcmp(s, "interior_thread")) {
+    victim = (char *)victim + 8;
+    free_in_thread();
+  } else if (!strcmp(s, "realloc_interior")) {
+    victim = realloc((char *)victim + 16, 200);
+  } else if (!strcmp(s, "unmapped")) {
+    free((void *)0x123456780040);
+  } else if (!strcmp(s, "unmapped_thread")) {
+    victim = (void *)0x123456780040;
+    free_in_thread();
+  } else if (!strcmp(s, "high")) {
+    free((void *)0xffff800000001000); /* kernel half: no user mapping */
+  } else if (!strcmp(s, "large_interior")) {
+    char *big = malloc(3 << 20);
+    free(big + 4096);
+  } else if (!strcmp(s, "large_interior_deep")) {
+    char *big = malloc(12 << 20); /* past its header's 4 MiB stretch */
+    victim = big + (9 << 20);
+    free_in_thread();
   } else if (!strcmp(s, "none")) {
     /* No misuse: must exit 0 (the checks raise no false alarm). */
+    free(NULL);
     free(victim);
     victim = malloc(64);
     free(victim);
