@@ -40,6 +40,7 @@ use crate::size_class::{class_size, CLASS_SIZES, NUM_CLASSES};
 use core::ptr;
 use static_assertions::const_assert;
 
+mod dense;
 mod lifecycle;
 mod purge;
 
@@ -388,8 +389,22 @@ impl Heap {
         }
     }
 
-    /// Points the direct slots of class `c` at its current page.
-    fn sync_direct(&mut self, c: usize) {
+    /// The head of class `c`'s queue changed from `old` (maybe null): moves
+    /// the current-page mark (see `defrag`) and points the direct slots of
+    /// the class at its current page.
+    ///
+    /// # Safety
+    /// `old` is null or a page of this heap.
+    unsafe fn sync_current(&mut self, c: usize, old: *mut Page) {
+        // SAFETY: per the contract; the queue holds pages of this heap.
+        unsafe {
+            if !old.is_null() {
+                (*old).set_current(false);
+            }
+            if let Some(p) = self.queues[c].first.as_ref() {
+                p.set_current(true);
+            }
+        }
         if CLASS_SIZES[c] as usize > DIRECT_MAX {
             return;
         }
@@ -406,13 +421,14 @@ impl Heap {
         // SAFETY: per the contract.
         unsafe {
             let c = (*p).class as usize;
+            let old = self.queues[c].first;
             if front {
                 self.queues[c].push_front(p);
             } else {
                 self.queues[c].push_back(p);
             }
             if self.queues[c].first == p {
-                self.sync_direct(c);
+                self.sync_current(c, old);
             }
         }
     }
@@ -426,7 +442,7 @@ impl Heap {
             let was_first = self.queues[c].first == p;
             self.queues[c].remove(p);
             if was_first {
-                self.sync_direct(c);
+                self.sync_current(c, p);
             }
         }
     }
@@ -441,6 +457,19 @@ impl Heap {
             self.full.remove(p);
             (*p).flags &= !IN_FULL;
             self.enqueue(p, false);
+        }
+    }
+
+    /// No block left in `p`: parks it on the full list until frees arrive.
+    ///
+    /// # Safety
+    /// `p` is on its class queue.
+    unsafe fn to_full(&mut self, p: *mut Page) {
+        // SAFETY: per the contract.
+        unsafe {
+            self.dequeue(p);
+            (*p).flags |= IN_FULL;
+            self.full.push_back(p);
         }
     }
 
@@ -480,10 +509,7 @@ impl Heap {
                         }
                         return p;
                     }
-                    // No block left: park it on the full list until frees arrive.
-                    self.dequeue(p);
-                    (*p).flags |= IN_FULL;
-                    self.full.push_back(p);
+                    self.to_full(p);
                     p = next;
                 }
                 if flagged_checked {
@@ -542,11 +568,11 @@ impl Heap {
     unsafe fn settle(&mut self, p: *mut Page, min_free: u32) -> bool {
         // SAFETY: per the contract.
         unsafe {
-            if (*p).used == 0 {
+            if (*p).used.get() == 0 {
                 self.unlink(p);
                 return self.free_page(p);
             }
-            if (*p).has(IN_FULL) && (*p).reserved - (*p).used >= min_free {
+            if (*p).has(IN_FULL) && (*p).reserved - (*p).used.get() >= min_free {
                 self.unfull(p);
             }
             false
@@ -560,7 +586,7 @@ impl Heap {
     pub(crate) unsafe fn free_slow(&mut self, p: *mut Page) {
         // SAFETY: per the contract.
         unsafe {
-            if (*p).used == 0 {
+            if (*p).used.get() == 0 {
                 let c = (*p).class as usize;
                 // Keep the only page of a class: freeing and reallocating one
                 // block in a loop must not map and purge a page each time.
@@ -570,7 +596,7 @@ impl Heap {
                 }
                 self.unlink(p);
                 self.free_page(p);
-            } else if (*p).has(IN_FULL) && (*p).reserved - (*p).used >= unfull_threshold(p) {
+            } else if (*p).has(IN_FULL) && (*p).reserved - (*p).used.get() >= unfull_threshold(p) {
                 self.unfull(p);
             }
         }
@@ -612,10 +638,19 @@ impl Heap {
                     return p;
                 }
             }
-            let s = segment::obtain(self.id());
-            if s.is_null() {
-                return ptr::null_mut();
-            }
+            self.page_from_new_segment(c, span)
+        }
+    }
+
+    /// A page of class `c` spanning `span` slices at the start of a segment
+    /// newly obtained (kept free or mapped); null when out of memory.
+    unsafe fn page_from_new_segment(&mut self, c: usize, span: usize) -> *mut Page {
+        let s = segment::obtain(self.id());
+        if s.is_null() {
+            return ptr::null_mut();
+        }
+        // SAFETY: a wholly free segment, ours now.
+        unsafe {
             (*s).private = self.private;
             // A kept segment brings its resident free slices along.
             let dirty = (*s).dirty_bytes(u64::MAX);

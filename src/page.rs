@@ -32,6 +32,7 @@ pub(crate) use crate::remote::Block;
 use crate::remote::ThreadFreeStack;
 use crate::remote::{next_of, set_next};
 use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// The page is carved from segment slices and serves a size class.
 pub(crate) const IN_USE: u8 = 1;
@@ -50,11 +51,15 @@ const EXTEND_BYTES: usize = 4096;
 #[repr(C)]
 pub(crate) struct Page {
     pub(crate) free: *mut Block,
-    pub(crate) used: u32,
+    pub(crate) used: Used,
     pub(crate) class: u8,
     pub(crate) flags: u8,
     /// Slices the page spans.
     pub(crate) span: u8,
+    /// The first page of its class queue: the one serving new blocks of its
+    /// class. Written by the owner when the queue's head changes, read by
+    /// any thread (`defrag::should_move`); in what was padding.
+    current: AtomicBool,
     /// Bytes requested by allocations from this page less those freed to it
     /// by its owner, since the counts were last taken (wrapping; `stats`).
     req: usize,
@@ -77,6 +82,24 @@ pub(crate) struct Page {
     fold_used: u32,
 }
 
+/// A page's count of blocks in use: written only by the page's owner (a
+/// relaxed load and store, which compile to the plain add the fast paths had),
+/// read by any thread (`defrag::should_move`) without a data race.
+#[repr(transparent)]
+pub(crate) struct Used(AtomicU32);
+
+impl Used {
+    #[inline(always)]
+    pub(crate) fn get(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+    /// Owner only.
+    #[inline(always)]
+    pub(crate) fn set(&self, n: u32) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+}
+
 /// What a page's fast paths did since its counts were last taken.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Counts {
@@ -94,10 +117,11 @@ impl Page {
     #[allow(clippy::declare_interior_mutable_const)]
     pub(crate) const EMPTY: Page = Page {
         free: ptr::null_mut(),
-        used: 0,
+        used: Used(AtomicU32::new(0)),
         class: 0,
         flags: 0,
         span: 0,
+        current: AtomicBool::new(false),
         req: 0,
         local_free: ptr::null_mut(),
         thread_free: ThreadFreeStack::new(),
@@ -114,6 +138,12 @@ impl Page {
     #[inline(always)]
     pub(crate) fn has(&self, flag: u8) -> bool {
         self.flags & flag != 0
+    }
+
+    /// Marks the page as its class's current page or not. Owner only.
+    #[inline]
+    pub(crate) fn set_current(&self, on: bool) {
+        self.current.store(on, Ordering::Relaxed);
     }
 
     /// Counts `n` bytes requested by a block just popped from this page.
@@ -138,8 +168,9 @@ impl Page {
         unsafe { set_next(b, self.local_free) };
         self.local_free = b;
         self.note_alloc(requested.wrapping_neg());
-        self.used = self.used.wrapping_sub(1);
-        self.used == 0 || self.has(IN_FULL)
+        // One decrement on memory, as for a plain field (see `Used`).
+        self.used.set(self.used.get().wrapping_sub(1));
+        self.has(IN_FULL) || self.used.get() == 0
     }
 
     /// Pushes a block another thread freed, and counted, and handed to the
@@ -170,7 +201,7 @@ impl Page {
             return 0;
         }
         self.local_free = head;
-        self.used = self.used.wrapping_sub(n);
+        self.used.set(self.used.get().wrapping_sub(n));
         // Their freers counted these frees.
         self.fold_used = self.fold_used.wrapping_sub(n);
         n
@@ -184,14 +215,14 @@ impl Page {
         let left = if walk { self.free_len() } else { 0 };
         debug_assert!(walk || self.free.is_null());
         let allocs = self.placed.wrapping_sub(left);
-        let grown = self.used.wrapping_sub(self.fold_used);
+        let grown = self.used.get().wrapping_sub(self.fold_used);
         let counts = Counts {
             allocs,
             local_frees: allocs.wrapping_sub(grown),
             requested: self.req,
         };
         self.placed = left;
-        self.fold_used = self.used;
+        self.fold_used = self.used.get();
         self.req = 0;
         counts
     }
@@ -214,7 +245,8 @@ impl Page {
     pub(crate) fn reset(&mut self, start: *mut u8, block_size: usize, reserved: u32) {
         self.free = ptr::null_mut();
         self.local_free = ptr::null_mut();
-        self.used = 0;
+        self.used.set(0);
+        self.set_current(false);
         self.capacity = 0;
         self.reserved = reserved;
         self.block_size = block_size;
@@ -236,7 +268,7 @@ impl Page {
             self.local_free = ptr::null_mut();
             self.flags &= !FREE_ZERO;
             // Every carved block that is not live was on `local_free`.
-            self.placed = self.placed.wrapping_add(self.capacity - self.used);
+            self.placed = self.placed.wrapping_add(self.capacity - self.used.get());
             return true;
         }
         if self.capacity < self.reserved {
@@ -319,6 +351,38 @@ impl Page {
     }
 }
 
+/// Whether a page with `used` of its `reserved` blocks live is worth
+/// emptying by moving its blocks out (see `defrag`): at most half are live.
+/// A page with one block never is (moving it would free one page and fill
+/// another).
+#[inline(always)]
+pub(crate) const fn sparse(used: u32, reserved: u32) -> bool {
+    (used as u64) * 2 <= reserved as u64
+}
+
+/// What any thread may read of the in-use page `page` while one of its
+/// blocks is live: blocks in use (an approximation when another thread owns
+/// the page: it may be changing), blocks it holds, and whether it is the
+/// current page of its class. Takes no reference to the page, whose owner
+/// may be writing its other fields.
+///
+/// # Safety
+/// `page` is the page of a live block.
+#[inline(always)]
+pub(crate) unsafe fn occupancy(page: *const Page) -> (u32, u32, bool) {
+    // SAFETY: per the contract the page is in use and stays so; `used` and
+    // `current` are atomics, and `reserved` does not change while a block
+    // of the page is live (it is set before the page's first block is
+    // handed out, which happens-before the block reached the caller).
+    unsafe {
+        (
+            (*ptr::addr_of!((*page).used)).get(),
+            ptr::addr_of!((*page).reserved).read(),
+            (*ptr::addr_of!((*page).current)).load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// Pops a block from `page`'s `free` list, or returns null when it is empty.
 ///
 /// Takes a raw pointer because the heap's unused direct slots all point at one
@@ -352,7 +416,7 @@ pub(crate) unsafe fn pop(page: *mut Page) -> *mut u8 {
             b.cast::<usize>().write(0);
         }
         (*page).free = next;
-        (*page).used = (*page).used.wrapping_add(1);
+        (*page).used.set((*page).used.get().wrapping_add(1));
         b.cast()
     }
 }

@@ -694,3 +694,25 @@ fn memory_limit_gives_enomem() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// Active defragmentation from C: `tests/preload/defrag.c` moves what
+/// `segalloc_should_move` picks with `segalloc_defrag_realloc`, blocks of
+/// two threads, and checks contents, convergence and the edge cases.
+#[test]
+fn c_program_defragments() {
+    let so = cdylib();
+    let dir = scratch("defrag");
+    let Some(exe) = compile_c(&dir, "defrag", &["-ldl"]) else {
+        return;
+    };
+    let mut c = Command::new(&exe);
+    c.env("LD_PRELOAD", so);
+    let o = run(c, &dir, "defrag");
+    assert!(
+        o.status.success() && o.stdout == b"ok\n",
+        "defrag: {:?}\n{}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

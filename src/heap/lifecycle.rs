@@ -37,7 +37,7 @@ impl Heap {
                 self.collect_remote(p);
                 (*p).flags &= !IN_FULL;
                 self.used_slices += (*p).span as usize;
-                if (*p).used == 0 {
+                if (*p).used.get() == 0 {
                     empty |= 1 << i;
                 } else {
                     self.enqueue(p, false);
@@ -148,7 +148,7 @@ impl Heap {
                 unsafe {
                     let next = (*p).next;
                     self.collect_remote(p);
-                    if (*p).used == 0 {
+                    if (*p).used.get() == 0 {
                         self.unlink(p);
                         self.free_page(p);
                     }
@@ -181,9 +181,11 @@ impl Heap {
                         self.fold(p, true);
                         self.collect_remote(p);
                         (*p).flags &= !IN_FULL;
+                        // No longer on a queue of ours (see `defrag`).
+                        (*p).set_current(false);
                         (*p).next = ptr::null_mut();
                         (*p).prev = ptr::null_mut();
-                        if (*p).used == 0 {
+                        if (*p).used.get() == 0 {
                             let span = (*p).span as usize;
                             let resident = seg.free_run(i, span, carved_bytes(p));
                             let k = self.k();
@@ -256,7 +258,7 @@ impl Heap {
                         self.fold(p, true);
                         self.collect_remote(p);
                         if let Some(n) = live.get_mut((*p).class as usize) {
-                            *n = n.wrapping_add((*p).used);
+                            *n = n.wrapping_add((*p).used.get());
                         }
                         let span = (*p).span as usize;
                         let resident = seg.free_run(i, span, carved_bytes(p));
@@ -266,7 +268,8 @@ impl Heap {
                         k.used_slices.sub(span);
                         k.dirty_bytes.add(resident);
                         (*p).flags = 0;
-                        (*p).used = 0;
+                        (*p).set_current(false);
+                        (*p).used.set(0);
                         (*p).free = ptr::null_mut();
                         (*p).local_free = ptr::null_mut();
                         (*p).next = ptr::null_mut();
