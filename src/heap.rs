@@ -464,7 +464,7 @@ impl Heap {
     ///
     /// # Safety
     /// `p` is on its class queue.
-    unsafe fn to_full(&mut self, p: *mut Page) {
+    unsafe fn park_full(&mut self, p: *mut Page) {
         // SAFETY: per the contract.
         unsafe {
             self.dequeue(p);
@@ -509,7 +509,7 @@ impl Heap {
                         }
                         return p;
                     }
-                    self.to_full(p);
+                    self.park_full(p);
                     p = next;
                 }
                 if flagged_checked {
@@ -819,11 +819,22 @@ fn in_use_pages(seg: &Segment) -> impl Iterator<Item = usize> {
 #[inline(never)]
 pub(crate) unsafe fn alloc_from_new_page(heap: &mut Heap, c: usize, requested: usize) -> *mut u8 {
     // SAFETY: the heap is ours, so are its pages.
+    unsafe { pop_counted(heap.find_page(c), requested) }
+}
+
+/// Pops a block from `p`, a page the slow path found with a block on its
+/// `free` list, and counts `requested` bytes; null when `p` is (out of
+/// memory).
+///
+/// # Safety
+/// `p` is null or a page of the calling thread's heap.
+#[inline]
+unsafe fn pop_counted(p: *mut Page, requested: usize) -> *mut u8 {
+    if p.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: per the contract.
     unsafe {
-        let p = heap.find_page(c);
-        if p.is_null() {
-            return ptr::null_mut();
-        }
         let b = page::pop(p);
         (*p).note_alloc(requested);
         b

@@ -12,21 +12,11 @@ use std::collections::HashMap;
 use std::sync::mpsc;
 use std::thread;
 
+mod common;
+use common::identity_holds;
+
 #[global_allocator]
 static GLOBAL: segalloc::SegAlloc = segalloc::SegAlloc;
-
-fn identity_holds(s: &segalloc::Stats) {
-    assert_eq!(
-        s.committed,
-        s.allocated + s.metadata + s.external_fragmentation(),
-        "committed {} != allocated {} + metadata {} + external {}",
-        s.committed,
-        s.allocated,
-        s.metadata,
-        s.external_fragmentation()
-    );
-    assert!(s.allocated >= s.requested);
-}
 
 /// Each thread fills boxes of many sizes, keeps 1 in 8 and returns them.
 fn fill(t: usize) -> Vec<Box<[u8]>> {
@@ -96,7 +86,10 @@ fn statistics_are_exact_after_relocation() {
     assert!(map.iter().all(|(k, v)| *v == format!("{k:>40}")));
     let bytes = held.iter().flatten().map(|b| b.len()).sum::<usize>()
         + held.capacity() * size_of::<Vec<Box<[u8]>>>()
-        + held.iter().map(|v| v.capacity() * size_of::<Box<[u8]>>()).sum::<usize>()
+        + held
+            .iter()
+            .map(|v| v.capacity() * size_of::<Box<[u8]>>())
+            .sum::<usize>()
         + map.values().map(|s| s.capacity()).sum::<usize>();
     let blocks = held.iter().map(Vec::len).sum::<usize>() + 1 + held.len() + map.len();
     // The map's table: hashbrown's one block of buckets and control bytes
@@ -109,7 +102,11 @@ fn statistics_are_exact_after_relocation() {
         bytes + table,
         "requested must move by exactly what is held"
     );
-    assert_eq!(s.live_blocks() - base.live_blocks(), blocks + 1, "live blocks");
+    assert_eq!(
+        s.live_blocks() - base.live_blocks(),
+        blocks + 1,
+        "live blocks"
+    );
     identity_holds(&s);
 
     drop(held);

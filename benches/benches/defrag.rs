@@ -14,6 +14,7 @@ use std::time::Duration;
 static GLOBAL: segalloc::SegAlloc = segalloc::SegAlloc;
 
 /// 64-byte boxes, all but one in 8 freed: pages 1/8 full.
+#[allow(clippy::vec_box)] // the boxes are the blocks asked about
 fn scattered() -> Vec<Box<[u8; 64]>> {
     let mut v: Vec<Box<[u8; 64]>> = (0..8192).map(|i| Box::new([i as u8; 64])).collect();
     let mut i = 0;

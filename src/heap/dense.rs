@@ -18,8 +18,8 @@
 //! only when the current page cannot take the block, so its cost is shared
 //! by the blocks that fill a page.
 
-use super::{span_for, Heap};
-use crate::page::{self, Page};
+use super::{pop_counted, span_for, Heap};
+use crate::page::Page;
 use crate::segment::Segment;
 use crate::size_class::CLASS_SIZES;
 use core::ptr;
@@ -47,15 +47,7 @@ impl Heap {
     /// `self` is the calling thread's own heap (not the empty one).
     pub(crate) unsafe fn alloc_dense(&mut self, c: usize, requested: usize) -> *mut u8 {
         // SAFETY: per the contract, the heap and its pages are ours.
-        unsafe {
-            let p = self.dense_page(c);
-            if p.is_null() {
-                return ptr::null_mut();
-            }
-            let b = page::pop(p);
-            (*p).note_alloc(requested);
-            b
-        }
+        unsafe { pop_counted(self.dense_page(c), requested) }
     }
 
     /// A page of class `c` that can take moved blocks, with a block on its
@@ -77,7 +69,7 @@ impl Heap {
                 // Other threads' frees still count as used: collect them
                 // before calling a page full.
                 if (*p).used.get() >= (*p).reserved && !self.refill(p) {
-                    self.to_full(p);
+                    self.park_full(p);
                 } else if can_take(p) && (best.is_null() || (*p).used.get() > best_used) {
                     (best, best_used) = (p, (*p).used.get());
                 }
