@@ -33,7 +33,7 @@
 
 use crate::counters::HeapCounters;
 use crate::os;
-use crate::page::{self, Page, FREE_ZERO, FRESH_TAIL, IN_FULL, IN_USE};
+use crate::page::{Page, FREE_ZERO, FRESH_TAIL, IN_FULL, IN_USE};
 use crate::remote::Outbox;
 use crate::segment::{self, Segment, ABANDONED, MAX_SPAN, SLICES, SLICE_SIZE};
 use crate::size_class::{class_size, CLASS_SIZES, NUM_CLASSES};
@@ -41,6 +41,7 @@ use core::ptr;
 use static_assertions::const_assert;
 
 mod dense;
+use dense::pop_counted;
 mod lifecycle;
 mod purge;
 
@@ -460,19 +461,6 @@ impl Heap {
         }
     }
 
-    /// No block left in `p`: parks it on the full list until frees arrive.
-    ///
-    /// # Safety
-    /// `p` is on its class queue.
-    unsafe fn park_full(&mut self, p: *mut Page) {
-        // SAFETY: per the contract.
-        unsafe {
-            self.dequeue(p);
-            (*p).flags |= IN_FULL;
-            self.full.push_back(p);
-        }
-    }
-
     /// Takes a page off whichever list holds it.
     ///
     /// # Safety
@@ -642,26 +630,6 @@ impl Heap {
         }
     }
 
-    /// A page of class `c` spanning `span` slices at the start of a segment
-    /// newly obtained (kept free or mapped); null when out of memory.
-    unsafe fn page_from_new_segment(&mut self, c: usize, span: usize) -> *mut Page {
-        let s = segment::obtain(self.id());
-        if s.is_null() {
-            return ptr::null_mut();
-        }
-        // SAFETY: a wholly free segment, ours now.
-        unsafe {
-            (*s).private = self.private;
-            // A kept segment brings its resident free slices along.
-            let dirty = (*s).dirty_bytes(u64::MAX);
-            self.dirty_bytes += dirty;
-            self.k().dirty_bytes.add(dirty);
-            self.avail.push(s);
-            self.free_segments += 1;
-            self.init_page(s, 1, span, c)
-        }
-    }
-
     /// Looks for `span` free slices in our segments.
     unsafe fn page_from_segments(&mut self, c: usize, span: usize) -> Option<*mut Page> {
         let mut s = self.avail.first;
@@ -820,25 +788,6 @@ fn in_use_pages(seg: &Segment) -> impl Iterator<Item = usize> {
 pub(crate) unsafe fn alloc_from_new_page(heap: &mut Heap, c: usize, requested: usize) -> *mut u8 {
     // SAFETY: the heap is ours, so are its pages.
     unsafe { pop_counted(heap.find_page(c), requested) }
-}
-
-/// Pops a block from `p`, a page the slow path found with a block on its
-/// `free` list, and counts `requested` bytes; null when `p` is (out of
-/// memory).
-///
-/// # Safety
-/// `p` is null or a page of the calling thread's heap.
-#[inline]
-unsafe fn pop_counted(p: *mut Page, requested: usize) -> *mut u8 {
-    if p.is_null() {
-        return ptr::null_mut();
-    }
-    // SAFETY: per the contract.
-    unsafe {
-        let b = page::pop(p);
-        (*p).note_alloc(requested);
-        b
-    }
 }
 
 /// Bytes of `p` that its carving may have touched (so may be resident).

@@ -18,9 +18,11 @@
 //! only when the current page cannot take the block, so its cost is shared
 //! by the blocks that fill a page.
 
-use super::{pop_counted, span_for, Heap};
-use crate::page::Page;
-use crate::segment::Segment;
+// The slow path's helpers that the dense path shares (`pop_counted`,
+// `park_full`, `page_from_new_segment`) live here too, to keep heap.rs short.
+use super::{span_for, Heap};
+use crate::page::{self, Page, IN_FULL};
+use crate::segment::{self, Segment};
 use crate::size_class::CLASS_SIZES;
 use core::ptr;
 
@@ -90,6 +92,39 @@ impl Heap {
         }
     }
 
+    /// No block left in `p`: parks it on the full list until frees arrive.
+    ///
+    /// # Safety
+    /// `p` is on its class queue.
+    pub(super) unsafe fn park_full(&mut self, p: *mut Page) {
+        // SAFETY: per the contract.
+        unsafe {
+            self.dequeue(p);
+            (*p).flags |= IN_FULL;
+            self.full.push_back(p);
+        }
+    }
+
+    /// A page of class `c` spanning `span` slices at the start of a segment
+    /// newly obtained (kept free or mapped); null when out of memory.
+    pub(super) unsafe fn page_from_new_segment(&mut self, c: usize, span: usize) -> *mut Page {
+        let s = segment::obtain(self.id());
+        if s.is_null() {
+            return ptr::null_mut();
+        }
+        // SAFETY: a wholly free segment, ours now.
+        unsafe {
+            (*s).private = self.private;
+            // A kept segment brings its resident free slices along.
+            let dirty = (*s).dirty_bytes(u64::MAX);
+            self.dirty_bytes += dirty;
+            self.k().dirty_bytes.add(dirty);
+            self.avail.push(s);
+            self.free_segments += 1;
+            self.init_page(s, 1, span, c)
+        }
+    }
+
     /// Whether `seg` is one of this heap's segments (walks them all).
     pub(crate) fn owns(&self, seg: *const Segment) -> bool {
         for list in [self.avail, self.full_segs] {
@@ -103,5 +138,24 @@ impl Heap {
             }
         }
         false
+    }
+}
+
+/// Pops a block from `p`, a page the slow path found with a block on its
+/// `free` list, and counts `requested` bytes; null when `p` is (out of
+/// memory).
+///
+/// # Safety
+/// `p` is null or a page of the calling thread's heap.
+#[inline]
+pub(super) unsafe fn pop_counted(p: *mut Page, requested: usize) -> *mut u8 {
+    if p.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: per the contract.
+    unsafe {
+        let b = page::pop(p);
+        (*p).note_alloc(requested);
+        b
     }
 }
