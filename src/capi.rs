@@ -337,6 +337,54 @@ pub unsafe extern "C" fn segalloc_option_set(
     }
 }
 
+/// Whether the live block `p` should be moved to help empty its page: 1 when
+/// it sits in a page at most half live that is not the one serving new
+/// blocks of its size (see `segalloc::defrag::should_move`), else 0 (also
+/// for null and large blocks). No lock, a few loads; any thread may ask
+/// about any block. For programs that defragment actively (as Redis does
+/// with jemalloc's hint): `if (segalloc_should_move(p)) p =
+/// segalloc_defrag_realloc(p, size);`, then fix up the references to `p`.
+///
+/// # Safety
+/// `p` is null or a live block from this allocator.
+#[no_mangle]
+pub unsafe extern "C" fn segalloc_should_move(p: *const c_void) -> c_int {
+    // SAFETY: per the contract.
+    c_int::from(unsafe { crate::defrag::should_move(p.cast()) })
+}
+
+/// `realloc` that always moves: a new block of `size` bytes (16-aligned) in
+/// the densest pages of its size, never in a page
+/// [`segalloc_should_move`] would empty, holding the first `size` bytes of
+/// `p` (or all of them if fewer); `p` is freed. Null `p`: a `malloc` placed
+/// the same way. `size` 0, or above segalloc's large threshold (1 MiB): as
+/// `realloc`. Out of memory: null with `errno = ENOMEM`, `p` intact.
+///
+/// # Safety
+/// `p` is null or a live block from this allocator, nothing else uses it
+/// after the call (when the call did not fail).
+#[no_mangle]
+pub unsafe extern "C" fn segalloc_defrag_realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    if size == 0 || size > crate::LARGE_THRESHOLD {
+        // SAFETY: forwarded contract.
+        return unsafe { realloc(p, size) };
+    }
+    let q = crate::defrag::malloc_dense(size, MIN_ALIGN, true);
+    if q.is_null() {
+        return enomem();
+    }
+    if !p.is_null() {
+        // SAFETY: `p` is live and distinct from the new block `q`; the copy
+        // stays inside both. C frees without a size (UNSIZED).
+        unsafe {
+            let n = size.min(alloc::usable_size(p.cast()));
+            ptr::copy_nonoverlapping(p.cast::<u8>(), q, n);
+            alloc::free(p.cast(), alloc::UNSIZED);
+        }
+    }
+    q.cast()
+}
+
 /// glibc's `mallopt`: `M_TRIM_THRESHOLD` (-1) sets the option `purge_min`
 /// (the free memory each heap keeps resident at least, as glibc keeps that
 /// much at the top of its heap before trimming). glibc's other parameters

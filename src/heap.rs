@@ -33,13 +33,15 @@
 
 use crate::counters::HeapCounters;
 use crate::os;
-use crate::page::{self, Page, FREE_ZERO, FRESH_TAIL, IN_FULL, IN_USE};
+use crate::page::{Page, FREE_ZERO, FRESH_TAIL, IN_FULL, IN_USE};
 use crate::remote::Outbox;
 use crate::segment::{self, Segment, ABANDONED, MAX_SPAN, SLICES, SLICE_SIZE};
 use crate::size_class::{class_size, CLASS_SIZES, NUM_CLASSES};
 use core::ptr;
 use static_assertions::const_assert;
 
+mod dense;
+use dense::pop_counted;
 mod lifecycle;
 mod purge;
 
@@ -388,8 +390,22 @@ impl Heap {
         }
     }
 
-    /// Points the direct slots of class `c` at its current page.
-    fn sync_direct(&mut self, c: usize) {
+    /// The head of class `c`'s queue changed from `old` (maybe null): moves
+    /// the current-page mark (see `defrag`) and points the direct slots of
+    /// the class at its current page.
+    ///
+    /// # Safety
+    /// `old` is null or a page of this heap.
+    unsafe fn sync_current(&mut self, c: usize, old: *mut Page) {
+        // SAFETY: per the contract; the queue holds pages of this heap.
+        unsafe {
+            if !old.is_null() {
+                (*old).set_current(false);
+            }
+            if let Some(p) = self.queues[c].first.as_ref() {
+                p.set_current(true);
+            }
+        }
         if CLASS_SIZES[c] as usize > DIRECT_MAX {
             return;
         }
@@ -406,13 +422,14 @@ impl Heap {
         // SAFETY: per the contract.
         unsafe {
             let c = (*p).class as usize;
+            let old = self.queues[c].first;
             if front {
                 self.queues[c].push_front(p);
             } else {
                 self.queues[c].push_back(p);
             }
             if self.queues[c].first == p {
-                self.sync_direct(c);
+                self.sync_current(c, old);
             }
         }
     }
@@ -426,7 +443,7 @@ impl Heap {
             let was_first = self.queues[c].first == p;
             self.queues[c].remove(p);
             if was_first {
-                self.sync_direct(c);
+                self.sync_current(c, p);
             }
         }
     }
@@ -480,10 +497,7 @@ impl Heap {
                         }
                         return p;
                     }
-                    // No block left: park it on the full list until frees arrive.
-                    self.dequeue(p);
-                    (*p).set_full((*p).reserved - unfull_threshold(p));
-                    self.full.push_back(p);
+                    self.park_full(p);
                     p = next;
                 }
                 if flagged_checked {
@@ -542,11 +556,11 @@ impl Heap {
     unsafe fn settle(&mut self, p: *mut Page, min_free: u32) -> bool {
         // SAFETY: per the contract.
         unsafe {
-            if (*p).used == 0 {
+            if (*p).used.get() == 0 {
                 self.unlink(p);
                 return self.free_page(p);
             }
-            if (*p).has(IN_FULL) && (*p).reserved - (*p).used >= min_free {
+            if (*p).has(IN_FULL) && (*p).reserved - (*p).used.get() >= min_free {
                 self.unfull(p);
             }
             false
@@ -561,7 +575,7 @@ impl Heap {
     pub(crate) unsafe fn free_slow(&mut self, p: *mut Page) {
         // SAFETY: per the contract.
         unsafe {
-            if (*p).used == 0 {
+            if (*p).used.get() == 0 {
                 let c = (*p).class as usize;
                 // Keep the only page of a class: freeing and reallocating one
                 // block in a loop must not map and purge a page each time.
@@ -571,7 +585,7 @@ impl Heap {
                 }
                 self.unlink(p);
                 self.free_page(p);
-            } else if (*p).has(IN_FULL) && (*p).reserved - (*p).used >= unfull_threshold(p) {
+            } else if (*p).has(IN_FULL) && (*p).reserved - (*p).used.get() >= unfull_threshold(p) {
                 self.unfull(p);
             }
         }
@@ -613,18 +627,7 @@ impl Heap {
                     return p;
                 }
             }
-            let s = segment::obtain(self.id());
-            if s.is_null() {
-                return ptr::null_mut();
-            }
-            (*s).private = self.private;
-            // A kept segment brings its resident free slices along.
-            let dirty = (*s).dirty_bytes(u64::MAX);
-            self.dirty_bytes += dirty;
-            self.k().dirty_bytes.add(dirty);
-            self.avail.push(s);
-            self.free_segments += 1;
-            self.init_page(s, 1, span, c)
+            self.page_from_new_segment(c, span)
         }
     }
 
@@ -781,15 +784,7 @@ fn in_use_pages(seg: &Segment) -> impl Iterator<Item = usize> {
 #[inline(never)]
 pub(crate) unsafe fn alloc_from_new_page(heap: &mut Heap, c: usize, requested: usize) -> *mut u8 {
     // SAFETY: the heap is ours, so are its pages.
-    unsafe {
-        let p = heap.find_page(c);
-        if p.is_null() {
-            return ptr::null_mut();
-        }
-        let b = page::pop(p);
-        (*p).note_alloc(requested);
-        b
-    }
+    unsafe { pop_counted(heap.find_page(c), requested) }
 }
 
 /// Bytes of `p` that its carving may have touched (so may be resident).

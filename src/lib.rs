@@ -31,6 +31,8 @@
 //!   `GlobalAlloc` front end.
 //! - `region`: first-class heaps ([`Heap`]), for collections through the
 //!   `Allocator` trait, freed all at once; `pool`: typed pools ([`Pool`]).
+//! - [`defrag`]: cooperative defragmentation: which live blocks to move so
+//!   that sparse pages empty, and where to put them.
 //!
 //! # Guarantees
 //! - Allocation never panics, never takes a std lock and never allocates
@@ -58,6 +60,7 @@ mod atomic;
 #[cfg(feature = "override")]
 mod capi;
 mod counters;
+pub mod defrag;
 mod freed;
 mod heap;
 mod large;

@@ -46,6 +46,7 @@ pub(crate) use crate::remote::Block;
 use crate::remote::ThreadFreeStack;
 use crate::remote::{next_of, set_next};
 use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// The page is carved from segment slices and serves a size class.
 pub(crate) const IN_USE: u8 = 1;
@@ -64,7 +65,7 @@ const EXTEND_BYTES: usize = 4096;
 #[repr(C)]
 pub(crate) struct Page {
     pub(crate) free: *mut Block,
-    pub(crate) used: u32,
+    pub(crate) used: Used,
     /// A free by the owner that leaves `used` at or below this needs the
     /// owner's attention: 0 (the page became empty), or, on the full list,
     /// the count at which the page goes back to its queue. One compare on
@@ -75,6 +76,10 @@ pub(crate) struct Page {
     pub(crate) flags: u8,
     /// Slices the page spans.
     pub(crate) span: u8,
+    /// The first page of its class queue: the one serving new blocks of its
+    /// class. Written by the owner when the queue's head changes, read by
+    /// any thread (`defrag::should_move`); in what was padding.
+    current: AtomicBool,
     /// Bytes requested by allocations from this page less those freed to it
     /// by its owner, since the counts were last taken (wrapping; `stats`).
     req: usize,
@@ -103,6 +108,24 @@ pub(crate) struct Page {
     fold_used: u32,
 }
 
+/// A page's count of blocks in use: written only by the page's owner (a
+/// relaxed load and store, which compile to the plain add the fast paths had),
+/// read by any thread (`defrag::should_move`) without a data race.
+#[repr(transparent)]
+pub(crate) struct Used(AtomicU32);
+
+impl Used {
+    #[inline(always)]
+    pub(crate) fn get(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+    /// Owner only.
+    #[inline(always)]
+    pub(crate) fn set(&self, n: u32) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+}
+
 /// What a page's fast paths did since its counts were last taken.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Counts {
@@ -120,11 +143,12 @@ impl Page {
     #[allow(clippy::declare_interior_mutable_const)]
     pub(crate) const EMPTY: Page = Page {
         free: ptr::null_mut(),
-        used: 0,
+        used: Used(AtomicU32::new(0)),
         notify_at: 0,
         class: 0,
         flags: 0,
         span: 0,
+        current: AtomicBool::new(false),
         req: 0,
         local_free: ptr::null_mut(),
         thread_free: ThreadFreeStack::new(),
@@ -160,6 +184,12 @@ impl Page {
         self.notify_at = 0;
     }
 
+    /// Marks the page as its class's current page or not. Owner only.
+    #[inline]
+    pub(crate) fn set_current(&self, on: bool) {
+        self.current.store(on, Ordering::Relaxed);
+    }
+
     /// Counts `n` bytes requested by a block just popped from this page.
     /// Owner only.
     #[inline(always)]
@@ -183,8 +213,9 @@ impl Page {
         unsafe { set_next(b, self.local_free) };
         self.local_free = b;
         self.note_alloc(requested.wrapping_neg());
-        self.used = self.used.wrapping_sub(1);
-        self.used <= self.notify_at
+        // One decrement on memory, as for a plain field (see `Used`).
+        self.used.set(self.used.get().wrapping_sub(1));
+        self.used.get() <= self.notify_at
     }
 
     /// Pushes a block another thread freed, and counted, and handed to the
@@ -215,7 +246,7 @@ impl Page {
             return 0;
         }
         self.local_free = head;
-        self.used = self.used.wrapping_sub(n);
+        self.used.set(self.used.get().wrapping_sub(n));
         // Their freers counted these frees.
         self.fold_used = self.fold_used.wrapping_sub(n);
         n
@@ -229,14 +260,14 @@ impl Page {
         let left = if walk { self.free_len() } else { 0 };
         debug_assert!(walk || self.free.is_null());
         let allocs = self.placed.wrapping_sub(left);
-        let grown = self.used.wrapping_sub(self.fold_used);
+        let grown = self.used.get().wrapping_sub(self.fold_used);
         let counts = Counts {
             allocs,
             local_frees: allocs.wrapping_sub(grown),
             requested: self.req,
         };
         self.placed = left;
-        self.fold_used = self.used;
+        self.fold_used = self.used.get();
         self.req = 0;
         counts
     }
@@ -259,7 +290,8 @@ impl Page {
     pub(crate) fn reset(&mut self, start: *mut u8, block_size: usize, reserved: u32) {
         self.free = ptr::null_mut();
         self.local_free = ptr::null_mut();
-        self.used = 0;
+        self.used.set(0);
+        self.set_current(false);
         self.capacity = 0;
         self.reserved = reserved;
         self.block_size = block_size;
@@ -283,7 +315,7 @@ impl Page {
             self.local_free = ptr::null_mut();
             self.flags &= !FREE_ZERO;
             // Every carved block that is not live was on `local_free`.
-            self.placed = self.placed.wrapping_add(self.capacity - self.used);
+            self.placed = self.placed.wrapping_add(self.capacity - self.used.get());
             return true;
         }
         if self.capacity < self.reserved {
@@ -403,6 +435,38 @@ pub(crate) const fn block_start_recip(d: usize) -> u64 {
     ((1u128 << 64) / d as u128 + 1) as u64
 }
 
+/// Whether a page with `used` of its `reserved` blocks live is worth
+/// emptying by moving its blocks out (see `defrag`): at most half are live.
+/// A page with one block never is (moving it would free one page and fill
+/// another).
+#[inline(always)]
+pub(crate) const fn sparse(used: u32, reserved: u32) -> bool {
+    (used as u64) * 2 <= reserved as u64
+}
+
+/// What any thread may read of the in-use page `page` while one of its
+/// blocks is live: blocks in use (an approximation when another thread owns
+/// the page: it may be changing), blocks it holds, and whether it is the
+/// current page of its class. Takes no reference to the page, whose owner
+/// may be writing its other fields.
+///
+/// # Safety
+/// `page` is the page of a live block.
+#[inline(always)]
+pub(crate) unsafe fn occupancy(page: *const Page) -> (u32, u32, bool) {
+    // SAFETY: per the contract the page is in use and stays so; `used` and
+    // `current` are atomics, and `reserved` does not change while a block
+    // of the page is live (it is set before the page's first block is
+    // handed out, which happens-before the block reached the caller).
+    unsafe {
+        (
+            (*ptr::addr_of!((*page).used)).get(),
+            ptr::addr_of!((*page).reserved).read(),
+            (*ptr::addr_of!((*page).current)).load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// Pops a block from `page`'s `free` list, or returns null when it is empty.
 ///
 /// Takes a raw pointer because the heap's unused direct slots all point at one
@@ -436,7 +500,7 @@ pub(crate) unsafe fn pop(page: *mut Page) -> *mut u8 {
             b.cast::<usize>().write(0);
         }
         (*page).free = next;
-        (*page).used = (*page).used.wrapping_add(1);
+        (*page).used.set((*page).used.get().wrapping_add(1));
         b.cast()
     }
 }
@@ -526,7 +590,7 @@ mod tests {
     fn frees_notify_at_empty_and_at_the_unfull_mark() {
         let mut blocks = [[0usize; 2]; 8];
         let mut page = Page::EMPTY;
-        page.used = 8;
+        page.used.set(8);
         let mut free = |page: &mut Page, i: usize| {
             // SAFETY: a two-word block of our own, given to the page.
             unsafe { page.free_local(blocks[i].as_mut_ptr().cast(), 16) }
@@ -543,6 +607,6 @@ mod tests {
         assert!(!free(&mut page, 5));
         assert!(!free(&mut page, 6));
         assert!(free(&mut page, 7), "empty");
-        assert_eq!(page.used, 0);
+        assert_eq!(page.used.get(), 0);
     }
 }

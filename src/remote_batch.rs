@@ -431,11 +431,11 @@ mod tests {
                 k.frees.add(1);
                 k.requested.sub(64);
                 k.remote_pending.add(1);
-                let used = (*page).used;
+                let used = (*page).used.get();
                 assert!((*page).thread_free.is_empty());
                 crate::freed::mark(p, crate::freed::batched((*seg).freed_key));
                 settle(&mut *h, p.cast(), true);
-                assert_eq!((*page).used, used, "freed into a page we do not own");
+                assert_eq!((*page).used.get(), used, "freed into a page we do not own");
                 assert!(
                     !(*page).thread_free.is_empty(),
                     "not forwarded to its owner"
@@ -464,10 +464,10 @@ mod tests {
                 k.frees.add(1);
                 k.requested.sub(64);
                 k.remote_pending.add(1);
-                let used = (*page).used;
+                let used = (*page).used.get();
                 crate::freed::mark(p, crate::freed::batched((*segment_of(p)).freed_key));
                 settle(&mut *h, p.cast(), true);
-                assert_eq!((*page).used, used - 1);
+                assert_eq!((*page).used.get(), used - 1);
                 assert_eq!((*page).local_free, p.cast::<Block>());
                 assert!((*page).thread_free.is_empty());
                 alloc::free(q, 64);

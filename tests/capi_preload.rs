@@ -491,17 +491,25 @@ fn start_up_of_many_programs() {
 /// (see `thread::slot`), which glibc must set up in threads already running.
 #[test]
 fn dlopened_library_serves_threads_made_before_it_and_forked_children() {
-    let so = cdylib();
-    let dir = scratch("tls-dlopen");
-    let Some(exe) = compile_c(&dir, "tls_dlopen", &["-ldl"]) else {
+    c_program_prints_ok("tls_dlopen", &["-ldl"], |c| {
+        c.arg(cdylib());
+    });
+}
+
+/// Compiles `tests/preload/<name>.c` (with `extra` flags after it), runs it
+/// as `setup` prepares the command, and asserts it exits 0 printing `ok`.
+/// Skipped, with a note, without a C compiler.
+fn c_program_prints_ok(name: &str, extra: &[&str], setup: impl FnOnce(&mut Command)) {
+    let dir = scratch(name);
+    let Some(exe) = compile_c(&dir, name, extra) else {
         return;
     };
     let mut c = Command::new(&exe);
-    c.arg(so);
-    let o = run(c, &dir, "dlopen");
+    setup(&mut c);
+    let o = run(c, &dir, name);
     assert!(
         o.status.success() && o.stdout == b"ok\n",
-        "tls_dlopen: {:?}\n{}{}",
+        "{name}: {:?}\n{}{}",
         o.status,
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
@@ -693,19 +701,17 @@ fn misuses_abort_by_default() {
 /// `ENOMEM` past the limit and working allocations under it.
 #[test]
 fn memory_limit_gives_enomem() {
-    let so = cdylib();
-    let dir = scratch("limit");
-    let Some(exe) = compile_c(&dir, "limit", &[]) else {
-        return;
-    };
-    let mut c = Command::new(&exe);
-    c.env("LD_PRELOAD", so).env("SEGALLOC_LIMIT", "64M");
-    let o = run(c, &dir, "limit");
-    assert!(
-        o.status.success() && o.stdout == b"ok\n",
-        "limit: {:?}\n{}{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    c_program_prints_ok("limit", &[], |c| {
+        c.env("LD_PRELOAD", cdylib()).env("SEGALLOC_LIMIT", "64M");
+    });
+}
+
+/// Active defragmentation from C: `tests/preload/defrag.c` moves what
+/// `segalloc_should_move` picks with `segalloc_defrag_realloc`, blocks of
+/// two threads, and checks contents, convergence and the edge cases.
+#[test]
+fn c_program_defragments() {
+    c_program_prints_ok("defrag", &["-ldl"], |c| {
+        c.env("LD_PRELOAD", cdylib());
+    });
 }

@@ -10,23 +10,11 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::sync::mpsc;
 use std::thread;
 
+mod common;
+use common::identity_holds;
+
 #[global_allocator]
 static GLOBAL: segalloc::SegAlloc = segalloc::SegAlloc;
-
-fn identity_holds(s: &segalloc::Stats) {
-    assert_eq!(
-        s.committed,
-        s.allocated + s.metadata + s.external_fragmentation(),
-        "committed {} != allocated {} + metadata {} + external {}",
-        s.committed,
-        s.allocated,
-        s.metadata,
-        s.external_fragmentation()
-    );
-    assert_eq!(s.external_fragmentation(), s.free_in_pages + s.free_pages);
-    assert!(s.remote_pending <= s.free_in_pages);
-    assert!(s.allocated >= s.requested);
-}
 
 /// Boxed byte slices of exactly `n` bytes (a `Box<[u8]>` asks for its length).
 fn block(n: usize, fill: u8) -> Box<[u8]> {

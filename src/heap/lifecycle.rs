@@ -36,7 +36,7 @@ impl Heap {
                 self.collect_remote(p);
                 (*p).clear_full();
                 self.used_slices += (*p).span as usize;
-                if (*p).used == 0 {
+                if (*p).used.get() == 0 {
                     empty |= 1 << i;
                 } else {
                     self.enqueue(p, false);
@@ -147,7 +147,7 @@ impl Heap {
                 unsafe {
                     let next = (*p).next;
                     self.collect_remote(p);
-                    if (*p).used == 0 {
+                    if (*p).used.get() == 0 {
                         self.unlink(p);
                         self.free_page(p);
                     }
@@ -180,9 +180,11 @@ impl Heap {
                         self.fold(p, true);
                         self.collect_remote(p);
                         (*p).clear_full();
+                        // No longer on a queue of ours (see `defrag`).
+                        (*p).set_current(false);
                         (*p).next = ptr::null_mut();
                         (*p).prev = ptr::null_mut();
-                        if (*p).used == 0 {
+                        if (*p).used.get() == 0 {
                             let span = (*p).span as usize;
                             let resident = seg.free_run(i, span, carved_bytes(p));
                             let k = self.k();
@@ -253,7 +255,7 @@ impl Heap {
                         self.fold(p, true);
                         self.collect_remote(p);
                         if let Some(n) = live.get_mut((*p).class as usize) {
-                            *n = n.wrapping_add((*p).used);
+                            *n = n.wrapping_add((*p).used.get());
                         }
                         let span = (*p).span as usize;
                         let resident = seg.free_run(i, span, carved_bytes(p));
@@ -263,7 +265,8 @@ impl Heap {
                         k.used_slices.sub(span);
                         k.dirty_bytes.add(resident);
                         (*p).close();
-                        (*p).used = 0;
+                        (*p).set_current(false);
+                        (*p).used.set(0);
                         (*p).next = ptr::null_mut();
                         (*p).prev = ptr::null_mut();
                         seg.used_pages -= 1;

@@ -202,3 +202,20 @@ impl Drop for Blk {
         unsafe { dealloc(self.p, self.layout) };
     }
 }
+
+/// `committed = allocated + metadata + external` to the byte, and the
+/// parts of the external figure add up.
+pub fn identity_holds(s: &segalloc::Stats) {
+    assert_eq!(
+        s.committed,
+        s.allocated + s.metadata + s.external_fragmentation(),
+        "committed {} != allocated {} + metadata {} + external {}",
+        s.committed,
+        s.allocated,
+        s.metadata,
+        s.external_fragmentation()
+    );
+    assert_eq!(s.external_fragmentation(), s.free_in_pages + s.free_pages);
+    assert!(s.remote_pending <= s.free_in_pages);
+    assert!(s.allocated >= s.requested);
+}

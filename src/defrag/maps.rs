@@ -1,0 +1,55 @@
+//! The walks behind the [`DefragMap`](super::DefragMap) implementations.
+
+use super::{Meter, Relocate};
+use core::ops::Bound;
+use std::collections::BTreeMap;
+
+/// Visits the values of `values` from position `*pos` on while `meter`
+/// allows, advancing `*pos`; true at the end.
+pub(super) fn walk_from<'a, V: Relocate + 'a>(
+    values: impl Iterator<Item = &'a mut V>,
+    pos: &mut usize,
+    meter: &mut Meter,
+) -> bool {
+    let mut values = values.skip(*pos);
+    loop {
+        if !meter.more() {
+            return false;
+        }
+        let Some(v) = values.next() else {
+            return true;
+        };
+        meter.visit(v);
+        *pos += 1;
+    }
+}
+
+/// Visits the values of `map` after the key `*last` (from the start when
+/// `None`) while `meter` allows; `*last` becomes the last key visited. True
+/// at the end.
+pub(super) fn btree_from<K: Ord + Clone, V: Relocate>(
+    map: &mut BTreeMap<K, V>,
+    last: &mut Option<K>,
+    meter: &mut Meter,
+) -> bool {
+    let mut entries = match last.as_ref() {
+        Some(k) => map.range_mut((Bound::Excluded(k), Bound::Unbounded)),
+        None => map.range_mut::<K, _>(..),
+    };
+    // The key is cloned once per step, not per entry.
+    let mut seen: Option<&K> = None;
+    let end = loop {
+        if !meter.more() {
+            break false;
+        }
+        let Some((k, v)) = entries.next() else {
+            break true;
+        };
+        meter.visit(v);
+        seen = Some(k);
+    };
+    if let Some(k) = seen {
+        *last = Some(k.clone());
+    }
+    end
+}

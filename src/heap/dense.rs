@@ -1,0 +1,161 @@
+//! Where a block being moved goes (`defrag`): into the densest pages of its
+//! class, never back into a page worth emptying.
+//!
+//! A page is worth emptying (`page::sparse`) when at most half of its blocks
+//! are live. A page *can take* moved blocks when fewer than half of its
+//! blocks are holes (carved and not in use): for a page carved to the end,
+//! exactly when it is not sparse; a fresh page, whose room is mostly not
+//! carved yet, always. So a block only ever moves from a page at most half
+//! live into one more than half full or filling from fresh memory, and a
+//! pass converges.
+//!
+//! The choice, in order: the current page of the class, if it can take
+//! blocks; else the page with the most live blocks that can, among the
+//! first [`SCAN`] pages of the class queue, made current; else a fresh page
+//! from free slices of our segments or from a new segment (not a page of a
+//! reclaimed segment, which is as often as not sparse). Pages found without
+//! room on the way go to the full list, as `find_page` does. The search runs
+//! only when the current page cannot take the block, so its cost is shared
+//! by the blocks that fill a page.
+
+// The slow path's helpers that the dense path shares (`pop_counted`,
+// `park_full`, `page_from_new_segment`) live here too, to keep heap.rs short.
+use super::{span_for, Heap};
+use crate::page::{self, Page};
+use crate::segment::{self, Segment};
+use crate::size_class::CLASS_SIZES;
+use core::ptr;
+
+/// How many pages of a class queue one search for a dense page looks at.
+const SCAN: usize = 16;
+
+/// Whether page `p` can take moved blocks (see the module docs).
+///
+/// # Safety
+/// `p` is an in-use page of the calling thread's heap.
+unsafe fn can_take(p: *const Page) -> bool {
+    // SAFETY: per the contract.
+    unsafe {
+        let holes = (*p).capacity.saturating_sub((*p).used.get());
+        (holes as u64) * 2 < (*p).reserved as u64
+    }
+}
+
+impl Heap {
+    /// Pops a block of class `c` for a request counted as `requested` bytes
+    /// from a dense page (see the module docs). Null when out of memory.
+    ///
+    /// # Safety
+    /// `self` is the calling thread's own heap (not the empty one).
+    pub(crate) unsafe fn alloc_dense(&mut self, c: usize, requested: usize) -> *mut u8 {
+        // SAFETY: per the contract, the heap and its pages are ours.
+        unsafe { pop_counted(self.dense_page(c), requested) }
+    }
+
+    /// A page of class `c` that can take moved blocks, with a block on its
+    /// `free` list; null when out of memory.
+    unsafe fn dense_page(&mut self, c: usize) -> *mut Page {
+        // SAFETY: every page reached is an in-use page of this heap.
+        unsafe {
+            let cur = self.queues[c].first;
+            if !cur.is_null() && can_take(cur) && self.refill(cur) {
+                return cur;
+            }
+            let (mut best, mut best_used) = (ptr::null_mut::<Page>(), 0);
+            let mut p = cur;
+            for _ in 0..SCAN {
+                if p.is_null() {
+                    break;
+                }
+                let next = (*p).next;
+                // Other threads' frees still count as used: collect them
+                // before calling a page full.
+                if (*p).used.get() >= (*p).reserved && !self.refill(p) {
+                    self.park_full(p);
+                } else if can_take(p) && (best.is_null() || (*p).used.get() > best_used) {
+                    (best, best_used) = (p, (*p).used.get());
+                }
+                p = next;
+            }
+            if !best.is_null() && self.refill(best) {
+                if best != self.queues[c].first {
+                    self.dequeue(best);
+                    self.enqueue(best, true);
+                }
+                return best;
+            }
+            let span = span_for(CLASS_SIZES[c] as usize);
+            if let Some(p) = self.page_from_segments(c, span) {
+                return p;
+            }
+            self.page_from_new_segment(c, span)
+        }
+    }
+
+    /// No block left in `p`: parks it on the full list until frees arrive.
+    ///
+    /// # Safety
+    /// `p` is on its class queue.
+    pub(super) unsafe fn park_full(&mut self, p: *mut Page) {
+        // SAFETY: per the contract.
+        unsafe {
+            self.dequeue(p);
+            (*p).set_full((*p).reserved - super::unfull_threshold(p));
+            self.full.push_back(p);
+        }
+    }
+
+    /// A page of class `c` spanning `span` slices at the start of a segment
+    /// newly obtained (kept free or mapped); null when out of memory.
+    pub(super) unsafe fn page_from_new_segment(&mut self, c: usize, span: usize) -> *mut Page {
+        let s = segment::obtain(self.id());
+        if s.is_null() {
+            return ptr::null_mut();
+        }
+        // SAFETY: a wholly free segment, ours now.
+        unsafe {
+            (*s).private = self.private;
+            // A kept segment brings its resident free slices along.
+            let dirty = (*s).dirty_bytes(u64::MAX);
+            self.dirty_bytes += dirty;
+            self.k().dirty_bytes.add(dirty);
+            self.avail.push(s);
+            self.free_segments += 1;
+            self.init_page(s, 1, span, c)
+        }
+    }
+
+    /// Whether `seg` is one of this heap's segments (walks them all).
+    pub(crate) fn owns(&self, seg: *const Segment) -> bool {
+        for list in [self.avail, self.full_segs] {
+            let mut s = list.first;
+            while !s.is_null() {
+                if ptr::eq(s, seg) {
+                    return true;
+                }
+                // SAFETY: our segments, read by the thread using the heap.
+                s = unsafe { (*s).next };
+            }
+        }
+        false
+    }
+}
+
+/// Pops a block from `p`, a page the slow path found with a block on its
+/// `free` list, and counts `requested` bytes; null when `p` is (out of
+/// memory).
+///
+/// # Safety
+/// `p` is null or a page of the calling thread's heap.
+#[inline]
+pub(super) unsafe fn pop_counted(p: *mut Page, requested: usize) -> *mut u8 {
+    if p.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: per the contract.
+    unsafe {
+        let b = page::pop(p);
+        (*p).note_alloc(requested);
+        b
+    }
+}
