@@ -33,6 +33,9 @@ pub(crate) struct OsCounters {
     pub(crate) mapped: AtomicUsize,
     /// Mappings refused because they would have passed the memory limit.
     pub(crate) limit_hits: AtomicUsize,
+    /// `madvise(MADV_DONTNEED)` calls ([`purge`]), and the bytes they covered.
+    pub(crate) purges: AtomicUsize,
+    pub(crate) purged: AtomicUsize,
 }
 
 pub(crate) static COUNTERS: OsCounters = OsCounters {
@@ -43,6 +46,8 @@ pub(crate) static COUNTERS: OsCounters = OsCounters {
     brk: AtomicUsize::new(0),
     mapped: AtomicUsize::new(0),
     limit_hits: AtomicUsize::new(0),
+    purges: AtomicUsize::new(0),
+    purged: AtomicUsize::new(0),
 };
 
 /// What gives memory back when a mapping would pass the memory limit (the
@@ -52,11 +57,41 @@ pub(crate) static COUNTERS: OsCounters = OsCounters {
 /// lock that a caller of the mapping functions may hold.
 pub(crate) static RECLAIM: AtomicUsize = AtomicUsize::new(0);
 
+/// Whether segalloc's mappings are past the soft limit (option
+/// `limit_soft`): then free memory is purged at once and the caches keep
+/// nothing. One relaxed load when no soft limit is set.
+#[inline]
+pub(crate) fn past_soft_limit() -> bool {
+    let soft = crate::options::LIMIT_SOFT.get();
+    soft != 0 && COUNTERS.mapped.load(Ordering::Relaxed) > soft
+}
+
+/// Calls [`RECLAIM`], if set.
+fn reclaim() {
+    let f = RECLAIM.load(Ordering::Relaxed);
+    if f != 0 {
+        // SAFETY: only `set_reclaim` stores here, always a `fn()`.
+        let f = unsafe { core::mem::transmute::<usize, fn()>(f) };
+        f();
+    }
+}
+
 /// Whether `extra` more bytes may be mapped under the memory limit: if not,
 /// the caches are given back ([`RECLAIM`]) and the check made again; a
-/// refusal is counted.
+/// refusal is counted. A mapping that passes the soft limit gives the
+/// caches back too, but is never refused for it.
 pub(crate) fn within_limit(extra: usize) -> bool {
     crate::options::init_once();
+    let soft = crate::options::LIMIT_SOFT.get();
+    if soft != 0
+        && COUNTERS
+            .mapped
+            .load(Ordering::Relaxed)
+            .saturating_add(extra)
+            > soft
+    {
+        reclaim();
+    }
     let limit = crate::options::LIMIT.get();
     if limit == 0 {
         return true;
@@ -71,14 +106,9 @@ pub(crate) fn within_limit(extra: usize) -> bool {
     if fits() {
         return true;
     }
-    let f = RECLAIM.load(Ordering::Relaxed);
-    if f != 0 {
-        // SAFETY: only `set_reclaim` stores here, always a `fn()`.
-        let f = unsafe { core::mem::transmute::<usize, fn()>(f) };
-        f();
-        if fits() {
-            return true;
-        }
+    reclaim();
+    if fits() {
+        return true;
     }
     count(&COUNTERS.limit_hits);
     false
@@ -104,7 +134,7 @@ pub(crate) const fn round_up(n: usize, align: usize) -> Option<usize> {
 }
 
 /// A transparent huge page (x86-64).
-const HUGE_PAGE: usize = 2 << 20;
+pub(crate) const HUGE_PAGE: usize = 2 << 20;
 
 /// Maps `size` bytes (a multiple of [`OS_PAGE`]) of zeroed, readable and writable
 /// memory, at `hint` if that range is free. Returns null on failure.
@@ -257,6 +287,8 @@ pub(crate) fn purge(p: *mut u8, size: usize) {
         return;
     }
     count(&COUNTERS.madvise);
+    count(&COUNTERS.purges);
+    COUNTERS.purged.fetch_add(size, Ordering::Relaxed);
     // SAFETY: the range is owned by segalloc and holds no live data; DONTNEED on
     // a private anonymous range only drops its pages.
     unsafe {
@@ -356,13 +388,13 @@ pub(crate) fn remap_aligned(p: *mut u8, old: usize, new: usize, align: usize) ->
     q.cast()
 }
 
-/// Whether segments come from the program break (opt-in) instead of mmap.
-static USE_BRK: AtomicUsize = AtomicUsize::new(0);
 /// Serialises moves of the program break (a cold path: once per segment).
 pub(crate) static BRK_LOCK: spin::Mutex<()> = spin::Mutex::new(());
 
+/// Makes segments come from the program break (opt-in) instead of mmap:
+/// the option `page_source`.
 pub(crate) fn set_use_brk(on: bool) {
-    USE_BRK.store(on as usize, Ordering::Relaxed);
+    crate::options::PAGE_SOURCE.set(on as usize);
 }
 
 /// Where a segment's memory came from; decides how it is given back.
@@ -379,7 +411,7 @@ pub(crate) fn alloc_segment_memory(size: usize) -> (*mut u8, Source) {
     if !within_limit(size) {
         return (ptr::null_mut(), Source::Mmap);
     }
-    if USE_BRK.load(Ordering::Relaxed) != 0 {
+    if crate::options::PAGE_SOURCE.get() == 1 {
         let p = brk_alloc(size);
         if !p.is_null() {
             return (p, Source::Brk);

@@ -126,8 +126,129 @@ fn child() {
             let advised = huge_page_advised(v.as_ptr() as usize);
             assert_eq!(advised, case == "thp", "VmFlags hg on the block's mapping");
         }
+        "large_cache" => {
+            // Four 8 MiB blocks live at once, then freed: the cache keeps
+            // what its cap lets it (by default its floor, 32 MiB).
+            let cap = option("large_cache");
+            let blocks: Vec<Vec<u8>> = (0..4).map(|i| vec![i as u8; 8 << 20]).collect();
+            drop(blocks);
+            let cached = segalloc::stats().large_cached;
+            eprintln!("large_cache {cap}: {cached} bytes cached");
+            assert!(cached <= cap, "{cached} cached over the cap {cap}");
+            assert!(cached >= cap.min(24 << 20), "{cached} cached under {cap}");
+        }
+        "page_source" => {
+            let brk = option("page_source") == 1;
+            // Small blocks: segments, from the break when it is chosen.
+            let v: Vec<Box<[u8; 64]>> = (0..100_000).map(|_| Box::new([1; 64])).collect();
+            let calls = segalloc::stats().os_calls.brk;
+            assert_eq!(
+                calls > 0,
+                brk,
+                "brk calls {calls} with page_source brk {brk}"
+            );
+            drop(v);
+        }
+        "soft" => soft_limit_workload(),
+        "thp_purge" => {
+            let thp = option("thp") == 1;
+            let before = segalloc::stats().os_calls;
+            // 32 MiB of small blocks; free all but a scattered few, so
+            // that some huge pages are wholly free and others not.
+            let mut v: Vec<Option<Box<[u8; 1000]>>> =
+                (0..32 << 10).map(|_| Some(Box::new([1; 1000]))).collect();
+            for (i, b) in v.iter_mut().enumerate() {
+                if i % 5000 != 0 {
+                    *b = None;
+                }
+            }
+            segalloc::collect();
+            let after = segalloc::stats().os_calls;
+            let (purges, purged) = (after.purges - before.purges, after.purged - before.purged);
+            eprintln!("thp {thp}: {purges} purges of {purged} bytes");
+            assert!(purges > 0, "nothing purged");
+            assert_eq!(
+                purged == purges * (2 << 20),
+                thp,
+                "{purges} purges of {purged} bytes: each a whole huge page with thp {thp}"
+            );
+            drop(v);
+        }
         other => panic!("unknown case {other}"),
     }
+}
+
+/// A workload that keeps about 16 MiB of small blocks live, replaces a
+/// quarter of them with blocks of another size each round, and in between
+/// allocates groups of large blocks (4 to 12 MiB) and frees them. Checks
+/// that no allocation fails and, with a soft limit, that committed memory
+/// after each free stays within the limit (plus 2 MiB for the kept
+/// segment's slack).
+fn soft_limit_workload() {
+    use std::alloc::{alloc, dealloc, Layout};
+    let soft = option("limit_soft");
+    let mut small: Vec<(usize, Layout)> = Vec::new();
+    let mut most = 0;
+    let mut after_free = |what: &str| {
+        let s = segalloc::stats();
+        most = most.max(s.committed);
+        eprintln!(
+            "{what}: committed {} MiB (allocated {}, free in pages {}, free pages {}), large cached {} MiB, mapped {} MiB",
+            s.committed >> 20,
+            s.allocated >> 20,
+            s.free_in_pages >> 20,
+            s.free_pages >> 20,
+            s.large_cached >> 20,
+            s.mapped >> 20
+        );
+    };
+    for round in 0..8usize {
+        // Replace a quarter of the small blocks (all of them at first).
+        let keep = small.len() * 3 / 4;
+        for (p, l) in small.drain(keep..) {
+            // SAFETY: allocated below with `l`.
+            unsafe { dealloc(p as *mut u8, l) };
+        }
+        let size = [48, 200, 1000, 3000][round % 4];
+        let l = Layout::from_size_align(size, 8).unwrap();
+        let mut live: usize = small.iter().map(|b| b.1.size()).sum();
+        while live < 16 << 20 {
+            live += size;
+            // SAFETY: a valid layout.
+            let p = unsafe { alloc(l) };
+            assert!(!p.is_null(), "small allocation failed");
+            // SAFETY: a fresh block of `size` bytes.
+            unsafe { p.write_bytes(round as u8, size) };
+            small.push((p as usize, l));
+        }
+        for group in [&[4usize, 12, 6][..], &[10, 8], &[5, 11, 4]] {
+            let blocks: Vec<Vec<u8>> = group
+                .iter()
+                .map(|&mib| vec![round as u8; (mib << 20) + round * 4096])
+                .collect();
+            assert!(blocks.iter().all(|v| v[v.len() - 1] == round as u8));
+            drop(blocks);
+            after_free("large freed");
+        }
+    }
+    for (p, l) in small {
+        // SAFETY: allocated above with `l`.
+        unsafe { dealloc(p as *mut u8, l) };
+    }
+    eprintln!(
+        "most committed after a free: {} MiB (soft limit {} MiB)",
+        most >> 20,
+        soft >> 20
+    );
+    if soft != 0 {
+        assert!(
+            most <= soft + (2 << 20),
+            "committed {} MiB after a free, past the soft limit {} MiB",
+            most >> 20,
+            soft >> 20
+        );
+    }
+    assert_eq!(segalloc::stats().os_calls.limit_hits, 0);
 }
 
 /// Runs `case` with `env` set; returns its stderr, after checking it passed.
@@ -217,6 +338,29 @@ fn a_memory_limit_makes_allocations_fail_instead_of_growing() {
 }
 
 #[test]
+fn the_large_block_cache_keeps_what_its_option_allows() {
+    run("large_cache", &[("SEGALLOC_LARGE_CACHE", "0")]);
+    run("large_cache", &[("SEGALLOC_LARGE_CACHE", "16M")]);
+    run("large_cache", &[]);
+}
+
+#[test]
+fn the_page_source_option_takes_segments_from_the_break() {
+    run("page_source", &[("SEGALLOC_PAGE_SOURCE", "brk")]);
+    run("page_source", &[]);
+    let err = run("page_source", &[("SEGALLOC_PAGE_SOURCE", "sbrk")]);
+    assert!(
+        err.contains("SEGALLOC_PAGE_SOURCE=sbrk: not one of mmap brk"),
+        "{err}"
+    );
+}
+
+#[test]
+fn past_the_soft_limit_memory_is_purged_and_nothing_fails() {
+    run("soft", &[("SEGALLOC_LIMIT_SOFT", "32M")]);
+}
+
+#[test]
 fn thp_marks_large_mappings_for_huge_pages() {
     if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
         println!("note: this kernel has no transparent huge pages; skipped");
@@ -224,4 +368,10 @@ fn thp_marks_large_mappings_for_huge_pages() {
     }
     run("thp", &[("SEGALLOC_THP", "1")]);
     run("no_thp", &[]);
+}
+
+#[test]
+fn with_thp_purges_are_whole_huge_pages() {
+    run("thp_purge", &[("SEGALLOC_THP", "1")]);
+    run("thp_purge", &[]);
 }
