@@ -187,6 +187,24 @@ pub(crate) static THP: RuntimeOption = RuntimeOption::new(
     1,
     "1: mark segments and large blocks for transparent huge pages (madvise MADV_HUGEPAGE), for large heaps with random access",
 );
+/// Purge idle heaps from a background thread.
+pub(crate) static BACKGROUND: RuntimeOption = RuntimeOption::new(
+    "background",
+    "SEGALLOC_BACKGROUND",
+    OptionKind::Flag,
+    0,
+    1,
+    "1: a background thread purges the free memory of heaps whose threads stopped allocating, and the expired caches, every purge delay",
+);
+/// One stderr line per notable event.
+pub(crate) static VERBOSE: RuntimeOption = RuntimeOption::new(
+    "verbose",
+    "SEGALLOC_VERBOSE",
+    OptionKind::Flag,
+    0,
+    1,
+    "1: one line on stderr for each option read from the environment, mapping that fails, limit hit, and the background thread's start; and if huge pages are asked for but the kernel has them off",
+);
 /// Print the statistics (and these options) at exit.
 pub(crate) static SHOW_STATS: RuntimeOption = RuntimeOption::new(
     "show_stats",
@@ -204,7 +222,7 @@ pub(crate) fn purge_delay_ms() -> u64 {
 }
 
 /// Every option, in the README's order.
-pub(crate) static ALL: [&RuntimeOption; 11] = [
+pub(crate) static ALL: [&RuntimeOption; 13] = [
     &PURGE_DELAY_MS,
     &PURGE_MIN,
     &SEGMENT_CACHE,
@@ -215,6 +233,8 @@ pub(crate) static ALL: [&RuntimeOption; 11] = [
     &LIMIT,
     &LIMIT_SOFT,
     &THP,
+    &BACKGROUND,
+    &VERBOSE,
     &SHOW_STATS,
 ];
 
@@ -288,28 +308,64 @@ pub(crate) fn init_once() {
 
 /// Reads every option's variable.
 pub(crate) fn init_from_env() {
+    // `verbose` first, so that it tells of the others.
+    let rest = ALL.iter().copied().filter(|o| !core::ptr::eq(*o, &VERBOSE));
+    for o in core::iter::once(&VERBOSE).chain(rest) {
+        if let Some(v) = env_value(o) {
+            match parse(o.kind, v).filter(|&x| x <= o.max) {
+                Some(x) => {
+                    o.set(x);
+                    verbose(|l| {
+                        l.push(o.env.as_bytes());
+                        l.push(b"=");
+                        l.push(&v[..v.len().min(40)]);
+                        l.push(b": ");
+                        l.push(o.name.as_bytes());
+                        l.push(b" ");
+                        l.number(x);
+                    });
+                }
+                None => complain(o, v),
+            }
+        }
+    }
+}
+
+/// The value of `o`'s environment variable, if set.
+fn env_value(o: &RuntimeOption) -> Option<&'static [u8]> {
     let mut name = [0u8; 48];
-    for o in ALL {
+    {
         let n = o.env.len();
         if n >= name.len() {
-            continue;
+            return None;
         }
         name[..n].copy_from_slice(o.env.as_bytes());
         name[n] = 0;
         // SAFETY: a NUL-terminated name; a non-null result is a
-        // NUL-terminated string that we only read.
-        let v = unsafe {
+        // NUL-terminated string that we only read, which lives as long as
+        // the environment (segalloc never changes it).
+        unsafe {
             let p = libc::getenv(name.as_ptr().cast());
             if p.is_null() {
-                continue;
+                return None;
             }
-            core::ffi::CStr::from_ptr(p).to_bytes()
-        };
-        match parse(o.kind, v).filter(|&x| x <= o.max) {
-            Some(x) => o.value.store(x, Ordering::Relaxed),
-            None => complain(o, v),
+            Some(core::ffi::CStr::from_ptr(p).to_bytes())
         }
     }
+}
+
+/// With the option `verbose` on, writes one line on stderr: `segalloc: `,
+/// what `f` puts in the line, and a newline (no allocation: the line is
+/// built on the stack, up to 200 bytes).
+pub(crate) fn verbose(f: impl FnOnce(&mut Line)) {
+    if VERBOSE.get() == 0 {
+        return;
+    }
+    let mut line = Line::new();
+    line.push(b"segalloc: ");
+    f(&mut line);
+    line.push(b"\n");
+    line.write(2);
 }
 
 /// One line on stderr: the variable, its value, and the value kept.
@@ -376,7 +432,7 @@ pub(crate) fn parse(kind: OptionKind, v: &[u8]) -> Option<usize> {
 }
 
 /// A line built on the stack (no allocation), written with one `write`.
-struct Line {
+pub(crate) struct Line {
     buf: [u8; 200],
     len: usize,
 }
@@ -388,12 +444,14 @@ impl Line {
             len: 0,
         }
     }
-    fn push(&mut self, s: &[u8]) {
+    /// Appends `s` (cut at the line's end).
+    pub(crate) fn push(&mut self, s: &[u8]) {
         let n = s.len().min(self.buf.len() - self.len);
         self.buf[self.len..self.len + n].copy_from_slice(&s[..n]);
         self.len += n;
     }
-    fn number(&mut self, mut n: usize) {
+    /// Appends `n` in decimal.
+    pub(crate) fn number(&mut self, mut n: usize) {
         let mut d = [0u8; 20];
         let mut i = d.len();
         loop {

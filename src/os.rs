@@ -83,14 +83,24 @@ fn reclaim() {
 pub(crate) fn within_limit(extra: usize) -> bool {
     crate::options::init_once();
     let soft = crate::options::LIMIT_SOFT.get();
-    if soft != 0
-        && COUNTERS
+    if soft != 0 {
+        let past = COUNTERS
             .mapped
             .load(Ordering::Relaxed)
             .saturating_add(extra)
-            > soft
-    {
-        reclaim();
+            > soft;
+        // One verbose line each time memory crosses the soft limit upwards.
+        static WAS_PAST: AtomicUsize = AtomicUsize::new(0);
+        if WAS_PAST.swap(past as usize, Ordering::Relaxed) == 0 && past {
+            crate::options::verbose(|l| {
+                l.push(b"past the soft limit of ");
+                l.number(soft);
+                l.push(b" bytes: purging at once, caches emptied");
+            });
+        }
+        if past {
+            reclaim();
+        }
     }
     let limit = crate::options::LIMIT.get();
     if limit == 0 {
@@ -111,6 +121,15 @@ pub(crate) fn within_limit(extra: usize) -> bool {
         return true;
     }
     count(&COUNTERS.limit_hits);
+    crate::options::verbose(|l| {
+        l.push(b"mapping ");
+        l.number(extra);
+        l.push(b" more bytes would pass the limit of ");
+        l.number(limit);
+        l.push(b" (");
+        l.number(COUNTERS.mapped.load(Ordering::Relaxed));
+        l.push(b" mapped): the allocation fails");
+    });
     false
 }
 
@@ -153,6 +172,13 @@ fn mmap_at(hint: usize, size: usize) -> *mut u8 {
         )
     };
     if p == libc::MAP_FAILED {
+        let e = errno();
+        crate::options::verbose(|l| {
+            l.push(b"mmap of ");
+            l.number(size);
+            l.push(b" bytes failed, errno ");
+            l.number(e as usize);
+        });
         return ptr::null_mut();
     }
     if size >= HUGE_PAGE && crate::options::THP.get() != 0 {
@@ -161,10 +187,61 @@ fn mmap_at(hint: usize, size: usize) -> *mut u8 {
         // `mremap`.
         count(&COUNTERS.madvise);
         // SAFETY: advice on a mapping we just made; it changes no contents.
-        unsafe { libc::madvise(p, size, libc::MADV_HUGEPAGE) };
+        let rc = unsafe { libc::madvise(p, size, libc::MADV_HUGEPAGE) };
+        thp_report_once(rc);
     }
     COUNTERS.mapped.fetch_add(size, Ordering::Relaxed);
     p.cast()
+}
+
+/// The calling thread's `errno`.
+fn errno() -> i32 {
+    // SAFETY: glibc's errno location is valid for the calling thread.
+    unsafe { *libc::__errno_location() }
+}
+
+/// With `verbose` on, says once whether huge pages can be had: a line when
+/// `madvise(MADV_HUGEPAGE)` failed (`rc`), or when the kernel's setting
+/// (`/sys/kernel/mm/transparent_hugepage/enabled`) is `never`: then the
+/// option `thp` does nothing.
+fn thp_report_once(rc: i32) {
+    static DONE: AtomicUsize = AtomicUsize::new(0);
+    if crate::options::VERBOSE.get() == 0 || DONE.swap(1, Ordering::Relaxed) != 0 {
+        return;
+    }
+    if rc != 0 {
+        let e = errno();
+        crate::options::verbose(|l| {
+            l.push(b"madvise(MADV_HUGEPAGE) failed, errno ");
+            l.number(e as usize);
+            l.push(b": the option thp does nothing here");
+        });
+        return;
+    }
+    let mut buf = [0u8; 64];
+    // SAFETY: a NUL-terminated path opened read-only, read into our buffer
+    // within its length, and closed.
+    let n = unsafe {
+        let fd = libc::open(
+            c"/sys/kernel/mm/transparent_hugepage/enabled".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            -1
+        } else {
+            let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+            libc::close(fd);
+            n
+        }
+    };
+    let setting = &buf[..n.max(0) as usize];
+    if n <= 0 || setting.windows(7).any(|w| w == b"[never]") {
+        crate::options::verbose(|l| {
+            l.push(b"transparent huge pages are off in this kernel (");
+            l.push(setting.trim_ascii());
+            l.push(b"): the option thp does nothing");
+        });
+    }
 }
 
 /// A coarse monotonic clock in milliseconds (a vDSO read, no system call).

@@ -324,6 +324,38 @@ fn python_threads_and_fork() {
     assert!(text.contains("status 0"), "{text}");
 }
 
+/// The same with background purging on and a 10 ms purge delay: the purger
+/// thread is made from inside `malloc` (its `pthread_create` calls `malloc`
+/// again), purges the heaps of python's threads between their bursts, and
+/// the forked child starts its own; every run must exit (no hang) with the
+/// same output.
+#[test]
+fn python_with_background_purging() {
+    cdylib();
+    let python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    if !have(python) {
+        println!("note: python3 not found; skipped");
+        return;
+    }
+    let dir = scratch("python-background");
+    let script = Path::new(MANIFEST).join("tests/preload/churn.py");
+    let make = || {
+        let mut c = Command::new(python);
+        c.arg(&script)
+            .arg("20000")
+            .env("PYTHONHASHSEED", "0")
+            .env("SEGALLOC_BACKGROUND", "1")
+            .env("SEGALLOC_PURGE_DELAY_MS", "10");
+        c
+    };
+    let out = compare(make, &dir, "churn", true);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("status 0"));
+}
+
 /// A deterministic text file of `lines` lines of words and numbers.
 fn write_words(path: &Path, lines: usize) {
     const WORDS: [&str; 12] = [

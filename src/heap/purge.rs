@@ -60,6 +60,15 @@ impl Heap {
         }
     }
 
+    /// The background purger's purge of an idle heap (see `background`):
+    /// what the heap's own timed purge would do at its next slow path. Its
+    /// thread is kept out by the handshake meanwhile, so writing the heap's
+    /// counters here is as if it wrote them.
+    pub(crate) fn purge_idle(&mut self) {
+        self.purge_all(core::ptr::null_mut());
+        self.peak_slices = self.used_slices;
+    }
+
     /// Resident free bytes the heap may keep: what it takes to grow back to
     /// its recent peak without faulting memory in again, plus room for churn
     /// below it, an eighth of what it uses or the option `purge_min`, whichever
