@@ -219,23 +219,9 @@ fn thp_report_once(rc: i32) {
         return;
     }
     let mut buf = [0u8; 64];
-    // SAFETY: a NUL-terminated path opened read-only, read into our buffer
-    // within its length, and closed.
-    let n = unsafe {
-        let fd = libc::open(
-            c"/sys/kernel/mm/transparent_hugepage/enabled".as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        );
-        if fd < 0 {
-            -1
-        } else {
-            let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
-            libc::close(fd);
-            n
-        }
-    };
-    let setting = &buf[..n.max(0) as usize];
-    if n <= 0 || setting.windows(7).any(|w| w == b"[never]") {
+    let n = read_file(c"/sys/kernel/mm/transparent_hugepage/enabled", &mut buf);
+    let setting = &buf[..n];
+    if n == 0 || setting.windows(7).any(|w| w == b"[never]") {
         crate::options::verbose(|l| {
             l.push(b"transparent huge pages are off in this kernel (");
             l.push(setting.trim_ascii());
@@ -255,17 +241,13 @@ pub(crate) fn now_ms() -> u64 {
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
-/// Resident memory of the whole process, from /proc/self/statm (0 if unknown).
-/// Reads into a stack buffer: no allocation.
-pub(crate) fn resident_bytes() -> usize {
-    let mut buf = [0u8; 128];
-    // SAFETY: opening a NUL-terminated path read-only, reading into our buffer
-    // within its length, and closing the descriptor we opened.
+/// Reads the start of the file at `path` into `buf` (no allocation);
+/// returns the bytes read, 0 if it cannot be read.
+fn read_file(path: &core::ffi::CStr, buf: &mut [u8]) -> usize {
+    // SAFETY: opening a NUL-terminated path read-only, reading into our
+    // buffer within its length, and closing the descriptor we opened.
     let n = unsafe {
-        let fd = libc::open(
-            c"/proc/self/statm".as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        );
+        let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
         if fd < 0 {
             return 0;
         }
@@ -273,11 +255,19 @@ pub(crate) fn resident_bytes() -> usize {
         libc::close(fd);
         n
     };
-    if n <= 0 {
+    n.max(0) as usize
+}
+
+/// Resident memory of the whole process, from /proc/self/statm (0 if unknown).
+/// Reads into a stack buffer: no allocation.
+pub(crate) fn resident_bytes() -> usize {
+    let mut buf = [0u8; 128];
+    let n = read_file(c"/proc/self/statm", &mut buf);
+    if n == 0 {
         return 0;
     }
     // The second field is the resident set in pages.
-    let mut fields = buf[..n as usize].split(|&b| b == b' ');
+    let mut fields = buf[..n].split(|&b| b == b' ');
     let _size = fields.next();
     let mut pages = 0usize;
     for &d in fields.next().unwrap_or(&[]) {
