@@ -178,7 +178,7 @@ fn child() {
             // heap (tens of MiB of free pages) just as its thread comes back
             // to carve new pages from it; every block's contents are
             // checked. A purge racing its owner zeroes live blocks.
-            let threads: Vec<_> = (0..4u64)
+            let threads: Vec<_> = (0..6u64)
                 .map(|t| {
                     std::thread::spawn(move || {
                         let mut x = t + 1;
