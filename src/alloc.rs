@@ -17,6 +17,7 @@
 //! `thread_free` with one CAS.
 
 use crate::atomic::Ordering;
+use crate::background;
 use crate::counters::SHARED;
 use crate::freed;
 use crate::heap::{self, DIRECT_MAX};
@@ -123,6 +124,8 @@ unsafe fn malloc_slow(mut h: *mut heap::Heap, c: usize, size: usize) -> *mut u8 
             return ptr::null_mut();
         }
     }
+    // Before the handshake: starting the thread may allocate.
+    background::start_if_wanted();
     // Cached large blocks unused for a while go back to the OS even in a
     // program that no longer allocates large ones (one load when none is due).
     large_cache::purge_if_due();
@@ -130,8 +133,10 @@ unsafe fn malloc_slow(mut h: *mut heap::Heap, c: usize, size: usize) -> *mut u8 
     thread::retire_parked_if_due();
     // SAFETY: `h` is the calling thread's own heap, and its inbox.
     unsafe {
-        remote_batch::slow_path(&mut *h, &*thread::inbox(h));
-        pop_from_new_page(h, c, size)
+        thread::owning(h, |heap| {
+            remote_batch::slow_path(heap, &*thread::inbox(h));
+            pop_from_new_page(heap, c, size)
+        })
     }
 }
 
@@ -244,9 +249,28 @@ pub(crate) unsafe fn free_local(
             size
         };
         if (*page).free_local(p, requested) {
-            (*h).free_slow(page);
+            if (*page).used.get() == 0 {
+                free_emptied(h, page);
+            } else {
+                (*h).free_slow(page);
+            }
         }
     }
+}
+
+/// The free slow path of heap `h`'s `page`, which the free made empty,
+/// inside the handshake with the background purger: freeing the page gives
+/// its slices back to its segment. (A full page that gets room again only
+/// moves between the heap's page queues, which the purger never touches:
+/// that path takes no handshake.)
+///
+/// # Safety
+/// As [`free_local`].
+#[cold]
+#[inline(never)]
+unsafe fn free_emptied(h: *mut heap::Heap, page: *mut page::Page) {
+    // SAFETY: `h` is the caller's own heap, and `page` one of its pages.
+    unsafe { thread::owning(h, |heap| heap.free_slow(page)) }
 }
 
 /// [`free`] of a pointer whose segment the registry does not know as a
@@ -491,7 +515,7 @@ unsafe fn free_remote_slow(
             // Its thread has exited: adopt the segment rather than leave the
             // frees pending until some thread needs memory. Our block keeps its
             // page (and so the segment) in use through the reclaim.
-            (*h).reclaim(seg);
+            thread::owning(h, |heap| heap.reclaim(seg));
             // Freed locally now (not marked yet).
             return free(p, size);
         }

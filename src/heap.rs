@@ -212,6 +212,9 @@ pub(crate) struct Heap {
     free_segments: usize,
     /// Resident bytes of free slices, over all owned segments.
     dirty_bytes: usize,
+    /// What of `dirty_bytes` the last purge could not give back (with huge
+    /// pages on, free slices sharing a huge page with a page in use).
+    stuck_dirty: usize,
     /// Slices in use by pages.
     used_slices: usize,
     /// The most slices in use since the last timed purge.
@@ -253,6 +256,7 @@ impl Heap {
             empty_page,
             free_segments: 0,
             dirty_bytes: 0,
+            stuck_dirty: 0,
             used_slices: 0,
             peak_slices: 0,
             purge_at: 0,
@@ -297,6 +301,7 @@ impl Heap {
         self.empty_page = empty_page;
         self.free_segments = 0;
         self.dirty_bytes = 0;
+        self.stuck_dirty = 0;
         self.used_slices = 0;
         self.peak_slices = 0;
         self.purge_at = 0;

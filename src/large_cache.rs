@@ -38,8 +38,10 @@
 //! Bounds: at most [`SLOTS`] mappings, and a byte budget that lets the live
 //! large blocks grow back to their recent peak without faulting memory in
 //! (so live blocks and cache together stay within that peak), never less
-//! than [`FLOOR`] and never more than [`BUDGET`] (see [`budget`]); the
-//! mapping just freed is always kept if it is no longer than [`BUDGET`]. To
+//! than [`FLOOR`] and never more than the option `large_cache` ([`BUDGET`]
+//! by default; see [`budget`]); the mapping just freed is always kept if it
+//! is no longer than that. Past the soft limit (option `limit_soft`) the
+//! cache keeps nothing. To
 //! make room, the oldest cached mappings are unmapped (or their tails, just
 //! enough). A cached mapping unused for the purge delay (option `purge_delay_ms`) is unmapped at the
 //! next check, made on the large allocation and free paths and on the small
@@ -72,8 +74,8 @@ use crate::segment::SEGMENT_SIZE;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use static_assertions::const_assert;
 
-/// Most bytes the cache holds.
-pub(crate) const BUDGET: usize = 128 << 20;
+/// Most bytes the cache holds by default (the option `large_cache` sets it).
+pub(crate) const BUDGET: usize = crate::options::LARGE_CACHE_DEFAULT;
 /// Most mappings the cache holds.
 pub(crate) const SLOTS: usize = 16;
 /// The cache may always hold this much; beyond it (up to [`BUDGET`]), only
@@ -331,9 +333,9 @@ impl Cache {
 
     /// Caches the freed mapping of `len` bytes at `addr` (the base of a huge
     /// segment whose header carries `split`), at time `now`, keeping the
-    /// cache within `budget` bytes (and [`BUDGET`]; the mapping itself may
-    /// take more than `budget`). What must go to make room (or the mapping
-    /// itself, if longer than [`BUDGET`]) is added to `out`.
+    /// cache within `budget` bytes (and the cap, option `large_cache`; the
+    /// mapping itself may take more than `budget`). What must go to make room
+    /// (or the mapping itself, if longer than the cap) is added to `out`.
     pub(crate) fn put(
         &mut self,
         addr: usize,
@@ -411,14 +413,14 @@ impl Cache {
         token
     }
 
-    /// Adds `e`, making room within `budget` (and [`BUDGET`]) by evicting
-    /// the oldest mappings into `out`; `e` itself goes to `out` only when
-    /// it is longer than [`BUDGET`].
+    /// Adds `e`, making room within `budget` (and the cap, option
+    /// `large_cache`) by evicting the oldest mappings into `out`; `e` itself
+    /// goes to `out` only when it is longer than the cap.
     fn insert(&mut self, new: Entry, budget: usize, out: &mut Evicted) {
         let len = new.len;
         // The mapping just freed is always kept if it fits the cache at all
         // (it was resident a moment ago); older ones make room for it.
-        let budget = budget.max(len).min(BUDGET);
+        let budget = budget.max(len).min(cap());
         if len > budget {
             out.push(Range {
                 addr: new.addr,
@@ -516,13 +518,24 @@ pub(crate) fn cached_bytes() -> usize {
 /// the peak (or the live blocks plus the floor), which bounds what caching
 /// adds to the resident set.
 pub(crate) fn budget(peak: usize, live: usize) -> usize {
-    peak.saturating_sub(live).clamp(FLOOR, BUDGET)
+    let cap = cap();
+    peak.saturating_sub(live).clamp(FLOOR.min(cap), cap)
+}
+
+/// Most bytes the cache holds: the option `large_cache` ([`BUDGET`] by
+/// default), or nothing while memory is past the soft limit.
+fn cap() -> usize {
+    if os::past_soft_limit() {
+        0
+    } else {
+        crate::options::LARGE_CACHE.get()
+    }
 }
 
 /// Whether a freed mapping of `len` bytes may be cached.
 #[inline]
 pub(crate) fn accepts(len: usize) -> bool {
-    len <= BUDGET
+    len <= cap()
 }
 
 /// Takes cached memory for a block mapping of `need` bytes (see

@@ -57,11 +57,13 @@
 
 mod alloc;
 mod atomic;
+mod background;
 #[cfg(feature = "override")]
 mod capi;
 mod counters;
 pub mod defrag;
 mod freed;
+mod handshake;
 mod heap;
 mod large;
 mod large_cache;
@@ -191,8 +193,10 @@ pub fn collect() {
         let h = thread::heap();
         // SAFETY: the calling thread's own heap (set up above) and its inbox.
         unsafe {
-            remote_batch::collect(&mut *h, &*thread::inbox(h));
-            (*h).collect();
+            thread::owning(h, |heap| {
+                remote_batch::collect(heap, &*thread::inbox(h));
+                heap.collect();
+            })
         }
     }
     large_cache::drain();

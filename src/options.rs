@@ -22,6 +22,9 @@ pub enum OptionKind {
     Count,
     /// `1`/`0` (also `true`/`false`, `yes`/`no`, `on`/`off`).
     Flag,
+    /// One of these words; the value is its index (the number is accepted
+    /// too).
+    Choice(&'static [&'static str]),
 }
 
 /// One runtime option (see the module docs and the README's table).
@@ -67,9 +70,29 @@ impl RuntimeOption {
     pub fn get(&self) -> usize {
         self.value.load(Ordering::Relaxed)
     }
+
+    /// The word for the value in force, for an option that takes words.
+    ///
+    /// ```
+    /// let o = segalloc::runtime_options().find(|o| o.name == "page_source").unwrap();
+    /// assert_eq!(o.word(), Some("mmap"));
+    /// ```
+    pub fn word(&self) -> Option<&'static str> {
+        match self.kind {
+            OptionKind::Choice(words) => words.get(self.get()).copied(),
+            _ => None,
+        }
+    }
+
+    /// Sets the value (already checked against `max`).
+    pub(crate) fn set(&self, v: usize) {
+        self.value.store(v, Ordering::Relaxed);
+    }
 }
 
 const MIB: usize = 1 << 20;
+/// The default of [`LARGE_CACHE`] (`large_cache::BUDGET`).
+pub(crate) const LARGE_CACHE_DEFAULT: usize = 128 * MIB;
 
 /// Milliseconds free memory waits before it is purged (heaps' dirty pages,
 /// the large-block cache, parked heaps).
@@ -126,6 +149,35 @@ pub(crate) static LIMIT: RuntimeOption = RuntimeOption::new(
     1 << 50,
     "the most address space segalloc maps (0: no limit); past it, after giving back its caches, an allocation fails (null, ENOMEM)",
 );
+/// Most bytes the large-block cache holds.
+pub(crate) static LARGE_CACHE: RuntimeOption = RuntimeOption::new(
+    "large_cache",
+    "SEGALLOC_LARGE_CACHE",
+    OptionKind::Bytes,
+    LARGE_CACHE_DEFAULT,
+    1 << 40,
+    "most bytes of freed large blocks kept mapped for reuse (0: none)",
+);
+/// The words [`PAGE_SOURCE`] takes, in the order of their values.
+pub(crate) const PAGE_SOURCES: &[&str] = &["mmap", "brk"];
+/// Where small-object segments come from: 0 `mmap`, 1 `brk`.
+pub(crate) static PAGE_SOURCE: RuntimeOption = RuntimeOption::new(
+    "page_source",
+    "SEGALLOC_PAGE_SOURCE",
+    OptionKind::Choice(PAGE_SOURCES),
+    0,
+    1,
+    "where segments come from: mmap, or brk (the program break, falling back to mmap; only where segalloc owns the heap)",
+);
+/// Past this much mapped memory, purge eagerly (0: never).
+pub(crate) static LIMIT_SOFT: RuntimeOption = RuntimeOption::new(
+    "limit_soft",
+    "SEGALLOC_LIMIT_SOFT",
+    OptionKind::Bytes,
+    0,
+    1 << 50,
+    "past this much address space (0: none), free memory is purged and the caches emptied at once; no allocation fails",
+);
 /// Ask for transparent huge pages.
 pub(crate) static THP: RuntimeOption = RuntimeOption::new(
     "thp",
@@ -134,6 +186,24 @@ pub(crate) static THP: RuntimeOption = RuntimeOption::new(
     0,
     1,
     "1: mark segments and large blocks for transparent huge pages (madvise MADV_HUGEPAGE), for large heaps with random access",
+);
+/// Purge idle heaps from a background thread.
+pub(crate) static BACKGROUND: RuntimeOption = RuntimeOption::new(
+    "background",
+    "SEGALLOC_BACKGROUND",
+    OptionKind::Flag,
+    0,
+    1,
+    "1: a background thread purges the free memory of heaps whose threads stopped allocating, and the expired caches, every purge delay",
+);
+/// One stderr line per notable event.
+pub(crate) static VERBOSE: RuntimeOption = RuntimeOption::new(
+    "verbose",
+    "SEGALLOC_VERBOSE",
+    OptionKind::Flag,
+    0,
+    1,
+    "1: one line on stderr for each option read from the environment, mapping that fails, limit hit, and the background thread's start; and if huge pages are asked for but the kernel has them off",
 );
 /// Print the statistics (and these options) at exit.
 pub(crate) static SHOW_STATS: RuntimeOption = RuntimeOption::new(
@@ -152,14 +222,19 @@ pub(crate) fn purge_delay_ms() -> u64 {
 }
 
 /// Every option, in the README's order.
-pub(crate) static ALL: [&RuntimeOption; 8] = [
+pub(crate) static ALL: [&RuntimeOption; 13] = [
     &PURGE_DELAY_MS,
     &PURGE_MIN,
     &SEGMENT_CACHE,
     &SEGMENT_CACHE_RESIDENT,
+    &LARGE_CACHE,
     &PARKED_HEAPS,
+    &PAGE_SOURCE,
     &LIMIT,
+    &LIMIT_SOFT,
     &THP,
+    &BACKGROUND,
+    &VERBOSE,
     &SHOW_STATS,
 ];
 
@@ -233,28 +308,64 @@ pub(crate) fn init_once() {
 
 /// Reads every option's variable.
 pub(crate) fn init_from_env() {
+    // `verbose` first, so that it tells of the others.
+    let rest = ALL.iter().copied().filter(|o| !core::ptr::eq(*o, &VERBOSE));
+    for o in core::iter::once(&VERBOSE).chain(rest) {
+        if let Some(v) = env_value(o) {
+            match parse(o.kind, v).filter(|&x| x <= o.max) {
+                Some(x) => {
+                    o.set(x);
+                    verbose(|l| {
+                        l.push(o.env.as_bytes());
+                        l.push(b"=");
+                        l.push(&v[..v.len().min(40)]);
+                        l.push(b": ");
+                        l.push(o.name.as_bytes());
+                        l.push(b" ");
+                        l.number(x);
+                    });
+                }
+                None => complain(o, v),
+            }
+        }
+    }
+}
+
+/// The value of `o`'s environment variable, if set.
+fn env_value(o: &RuntimeOption) -> Option<&'static [u8]> {
     let mut name = [0u8; 48];
-    for o in ALL {
+    {
         let n = o.env.len();
         if n >= name.len() {
-            continue;
+            return None;
         }
         name[..n].copy_from_slice(o.env.as_bytes());
         name[n] = 0;
         // SAFETY: a NUL-terminated name; a non-null result is a
-        // NUL-terminated string that we only read.
-        let v = unsafe {
+        // NUL-terminated string that we only read, which lives as long as
+        // the environment (segalloc never changes it).
+        unsafe {
             let p = libc::getenv(name.as_ptr().cast());
             if p.is_null() {
-                continue;
+                return None;
             }
-            core::ffi::CStr::from_ptr(p).to_bytes()
-        };
-        match parse(o.kind, v).filter(|&x| x <= o.max) {
-            Some(x) => o.value.store(x, Ordering::Relaxed),
-            None => complain(o, v),
+            Some(core::ffi::CStr::from_ptr(p).to_bytes())
         }
     }
+}
+
+/// With the option `verbose` on, writes one line on stderr: `segalloc: `,
+/// what `f` puts in the line, and a newline (no allocation: the line is
+/// built on the stack, up to 200 bytes).
+pub(crate) fn verbose(f: impl FnOnce(&mut Line)) {
+    if VERBOSE.get() == 0 {
+        return;
+    }
+    let mut line = Line::new();
+    line.push(b"segalloc: ");
+    f(&mut line);
+    line.push(b"\n");
+    line.write(2);
 }
 
 /// One line on stderr: the variable, its value, and the value kept.
@@ -264,12 +375,21 @@ fn complain(o: &RuntimeOption, v: &[u8]) {
     line.push(o.env.as_bytes());
     line.push(b"=");
     line.push(&v[..v.len().min(40)]);
-    line.push(match o.kind {
+    let what: &[u8] = match o.kind {
         OptionKind::Bytes => b": not a size (bytes, or with K, M, G) up to ",
         OptionKind::Millis => b": not a number of milliseconds up to ",
         OptionKind::Count => b": not a count up to ",
         OptionKind::Flag => b": not 0 or 1, up to ",
-    });
+        OptionKind::Choice(words) => {
+            line.push(b": not one of");
+            for w in words {
+                line.push(b" ");
+                line.push(w.as_bytes());
+            }
+            b", nor a number up to "
+        }
+    };
+    line.push(what);
     line.number(o.max);
     line.push(b"; keeping ");
     line.number(o.get());
@@ -286,6 +406,11 @@ pub(crate) fn parse(kind: OptionKind, v: &[u8]) -> Option<usize> {
             b"0" | b"false" | b"no" | b"off" => Some(0),
             _ => None,
         };
+    }
+    if let OptionKind::Choice(words) = kind {
+        if let Some(i) = words.iter().position(|w| w.as_bytes() == v) {
+            return Some(i);
+        }
     }
     let (digits, shift) = match (kind, v.last()) {
         (OptionKind::Bytes, Some(b'k' | b'K')) => (&v[..v.len() - 1], 10),
@@ -307,7 +432,7 @@ pub(crate) fn parse(kind: OptionKind, v: &[u8]) -> Option<usize> {
 }
 
 /// A line built on the stack (no allocation), written with one `write`.
-struct Line {
+pub(crate) struct Line {
     buf: [u8; 200],
     len: usize,
 }
@@ -319,12 +444,14 @@ impl Line {
             len: 0,
         }
     }
-    fn push(&mut self, s: &[u8]) {
+    /// Appends `s` (cut at the line's end).
+    pub(crate) fn push(&mut self, s: &[u8]) {
         let n = s.len().min(self.buf.len() - self.len);
         self.buf[self.len..self.len + n].copy_from_slice(&s[..n]);
         self.len += n;
     }
-    fn number(&mut self, mut n: usize) {
+    /// Appends `n` in decimal.
+    pub(crate) fn number(&mut self, mut n: usize) {
         let mut d = [0u8; 20];
         let mut i = d.len();
         loop {
@@ -366,6 +493,10 @@ mod tests {
         assert_eq!(parse(OptionKind::Flag, b"yes"), Some(1));
         assert_eq!(parse(OptionKind::Flag, b"off"), Some(0));
         assert_eq!(parse(OptionKind::Flag, b"2"), None);
+        let source = OptionKind::Choice(PAGE_SOURCES);
+        assert_eq!(parse(source, b"brk"), Some(1));
+        assert_eq!(parse(source, b" mmap"), Some(0));
+        assert_eq!(parse(source, b"sbrk"), None);
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub(crate) struct OsCounters {
     pub(crate) mapped: AtomicUsize,
     /// Mappings refused because they would have passed the memory limit.
     pub(crate) limit_hits: AtomicUsize,
+    /// `madvise(MADV_DONTNEED)` calls ([`purge`]), and the bytes they covered.
+    pub(crate) purges: AtomicUsize,
+    pub(crate) purged: AtomicUsize,
 }
 
 pub(crate) static COUNTERS: OsCounters = OsCounters {
@@ -43,6 +46,8 @@ pub(crate) static COUNTERS: OsCounters = OsCounters {
     brk: AtomicUsize::new(0),
     mapped: AtomicUsize::new(0),
     limit_hits: AtomicUsize::new(0),
+    purges: AtomicUsize::new(0),
+    purged: AtomicUsize::new(0),
 };
 
 /// What gives memory back when a mapping would pass the memory limit (the
@@ -52,11 +57,51 @@ pub(crate) static COUNTERS: OsCounters = OsCounters {
 /// lock that a caller of the mapping functions may hold.
 pub(crate) static RECLAIM: AtomicUsize = AtomicUsize::new(0);
 
+/// Whether segalloc's mappings are past the soft limit (option
+/// `limit_soft`): then free memory is purged at once and the caches keep
+/// nothing. One relaxed load when no soft limit is set.
+#[inline]
+pub(crate) fn past_soft_limit() -> bool {
+    let soft = crate::options::LIMIT_SOFT.get();
+    soft != 0 && COUNTERS.mapped.load(Ordering::Relaxed) > soft
+}
+
+/// Calls [`RECLAIM`], if set.
+fn reclaim() {
+    let f = RECLAIM.load(Ordering::Relaxed);
+    if f != 0 {
+        // SAFETY: only `set_reclaim` stores here, always a `fn()`.
+        let f = unsafe { core::mem::transmute::<usize, fn()>(f) };
+        f();
+    }
+}
+
 /// Whether `extra` more bytes may be mapped under the memory limit: if not,
 /// the caches are given back ([`RECLAIM`]) and the check made again; a
-/// refusal is counted.
+/// refusal is counted. A mapping that passes the soft limit gives the
+/// caches back too, but is never refused for it.
 pub(crate) fn within_limit(extra: usize) -> bool {
     crate::options::init_once();
+    let soft = crate::options::LIMIT_SOFT.get();
+    if soft != 0 {
+        let past = COUNTERS
+            .mapped
+            .load(Ordering::Relaxed)
+            .saturating_add(extra)
+            > soft;
+        // One verbose line each time memory crosses the soft limit upwards.
+        static WAS_PAST: AtomicUsize = AtomicUsize::new(0);
+        if WAS_PAST.swap(past as usize, Ordering::Relaxed) == 0 && past {
+            crate::options::verbose(|l| {
+                l.push(b"past the soft limit of ");
+                l.number(soft);
+                l.push(b" bytes: purging at once, caches emptied");
+            });
+        }
+        if past {
+            reclaim();
+        }
+    }
     let limit = crate::options::LIMIT.get();
     if limit == 0 {
         return true;
@@ -71,16 +116,20 @@ pub(crate) fn within_limit(extra: usize) -> bool {
     if fits() {
         return true;
     }
-    let f = RECLAIM.load(Ordering::Relaxed);
-    if f != 0 {
-        // SAFETY: only `set_reclaim` stores here, always a `fn()`.
-        let f = unsafe { core::mem::transmute::<usize, fn()>(f) };
-        f();
-        if fits() {
-            return true;
-        }
+    reclaim();
+    if fits() {
+        return true;
     }
     count(&COUNTERS.limit_hits);
+    crate::options::verbose(|l| {
+        l.push(b"mapping ");
+        l.number(extra);
+        l.push(b" more bytes would pass the limit of ");
+        l.number(limit);
+        l.push(b" (");
+        l.number(COUNTERS.mapped.load(Ordering::Relaxed));
+        l.push(b" mapped): the allocation fails");
+    });
     false
 }
 
@@ -104,7 +153,7 @@ pub(crate) const fn round_up(n: usize, align: usize) -> Option<usize> {
 }
 
 /// A transparent huge page (x86-64).
-const HUGE_PAGE: usize = 2 << 20;
+pub(crate) const HUGE_PAGE: usize = 2 << 20;
 
 /// Maps `size` bytes (a multiple of [`OS_PAGE`]) of zeroed, readable and writable
 /// memory, at `hint` if that range is free. Returns null on failure.
@@ -123,6 +172,13 @@ fn mmap_at(hint: usize, size: usize) -> *mut u8 {
         )
     };
     if p == libc::MAP_FAILED {
+        let e = errno();
+        crate::options::verbose(|l| {
+            l.push(b"mmap of ");
+            l.number(size);
+            l.push(b" bytes failed, errno ");
+            l.number(e as usize);
+        });
         return ptr::null_mut();
     }
     if size >= HUGE_PAGE && crate::options::THP.get() != 0 {
@@ -131,10 +187,47 @@ fn mmap_at(hint: usize, size: usize) -> *mut u8 {
         // `mremap`.
         count(&COUNTERS.madvise);
         // SAFETY: advice on a mapping we just made; it changes no contents.
-        unsafe { libc::madvise(p, size, libc::MADV_HUGEPAGE) };
+        let rc = unsafe { libc::madvise(p, size, libc::MADV_HUGEPAGE) };
+        thp_report_once(rc);
     }
     COUNTERS.mapped.fetch_add(size, Ordering::Relaxed);
     p.cast()
+}
+
+/// The calling thread's `errno`.
+fn errno() -> i32 {
+    // SAFETY: glibc's errno location is valid for the calling thread.
+    unsafe { *libc::__errno_location() }
+}
+
+/// With `verbose` on, says once whether huge pages can be had: a line when
+/// `madvise(MADV_HUGEPAGE)` failed (`rc`), or when the kernel's setting
+/// (`/sys/kernel/mm/transparent_hugepage/enabled`) is `never`: then the
+/// option `thp` does nothing.
+fn thp_report_once(rc: i32) {
+    static DONE: AtomicUsize = AtomicUsize::new(0);
+    if crate::options::VERBOSE.get() == 0 || DONE.swap(1, Ordering::Relaxed) != 0 {
+        return;
+    }
+    if rc != 0 {
+        let e = errno();
+        crate::options::verbose(|l| {
+            l.push(b"madvise(MADV_HUGEPAGE) failed, errno ");
+            l.number(e as usize);
+            l.push(b": the option thp does nothing here");
+        });
+        return;
+    }
+    let mut buf = [0u8; 64];
+    let n = read_file(c"/sys/kernel/mm/transparent_hugepage/enabled", &mut buf);
+    let setting = &buf[..n];
+    if n == 0 || setting.windows(7).any(|w| w == b"[never]") {
+        crate::options::verbose(|l| {
+            l.push(b"transparent huge pages are off in this kernel (");
+            l.push(setting.trim_ascii());
+            l.push(b"): the option thp does nothing");
+        });
+    }
 }
 
 /// A coarse monotonic clock in milliseconds (a vDSO read, no system call).
@@ -148,17 +241,13 @@ pub(crate) fn now_ms() -> u64 {
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
-/// Resident memory of the whole process, from /proc/self/statm (0 if unknown).
-/// Reads into a stack buffer: no allocation.
-pub(crate) fn resident_bytes() -> usize {
-    let mut buf = [0u8; 128];
-    // SAFETY: opening a NUL-terminated path read-only, reading into our buffer
-    // within its length, and closing the descriptor we opened.
+/// Reads the start of the file at `path` into `buf` (no allocation);
+/// returns the bytes read, 0 if it cannot be read.
+fn read_file(path: &core::ffi::CStr, buf: &mut [u8]) -> usize {
+    // SAFETY: opening a NUL-terminated path read-only, reading into our
+    // buffer within its length, and closing the descriptor we opened.
     let n = unsafe {
-        let fd = libc::open(
-            c"/proc/self/statm".as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        );
+        let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
         if fd < 0 {
             return 0;
         }
@@ -166,11 +255,19 @@ pub(crate) fn resident_bytes() -> usize {
         libc::close(fd);
         n
     };
-    if n <= 0 {
+    n.max(0) as usize
+}
+
+/// Resident memory of the whole process, from /proc/self/statm (0 if unknown).
+/// Reads into a stack buffer: no allocation.
+pub(crate) fn resident_bytes() -> usize {
+    let mut buf = [0u8; 128];
+    let n = read_file(c"/proc/self/statm", &mut buf);
+    if n == 0 {
         return 0;
     }
     // The second field is the resident set in pages.
-    let mut fields = buf[..n as usize].split(|&b| b == b' ');
+    let mut fields = buf[..n].split(|&b| b == b' ');
     let _size = fields.next();
     let mut pages = 0usize;
     for &d in fields.next().unwrap_or(&[]) {
@@ -257,6 +354,8 @@ pub(crate) fn purge(p: *mut u8, size: usize) {
         return;
     }
     count(&COUNTERS.madvise);
+    count(&COUNTERS.purges);
+    COUNTERS.purged.fetch_add(size, Ordering::Relaxed);
     // SAFETY: the range is owned by segalloc and holds no live data; DONTNEED on
     // a private anonymous range only drops its pages.
     unsafe {
@@ -356,13 +455,13 @@ pub(crate) fn remap_aligned(p: *mut u8, old: usize, new: usize, align: usize) ->
     q.cast()
 }
 
-/// Whether segments come from the program break (opt-in) instead of mmap.
-static USE_BRK: AtomicUsize = AtomicUsize::new(0);
 /// Serialises moves of the program break (a cold path: once per segment).
 pub(crate) static BRK_LOCK: spin::Mutex<()> = spin::Mutex::new(());
 
+/// Makes segments come from the program break (opt-in) instead of mmap:
+/// the option `page_source`.
 pub(crate) fn set_use_brk(on: bool) {
-    USE_BRK.store(on as usize, Ordering::Relaxed);
+    crate::options::PAGE_SOURCE.set(on as usize);
 }
 
 /// Where a segment's memory came from; decides how it is given back.
@@ -379,7 +478,7 @@ pub(crate) fn alloc_segment_memory(size: usize) -> (*mut u8, Source) {
     if !within_limit(size) {
         return (ptr::null_mut(), Source::Mmap);
     }
-    if USE_BRK.load(Ordering::Relaxed) != 0 {
+    if crate::options::PAGE_SOURCE.get() == 1 {
         let p = brk_alloc(size);
         if !p.is_null() {
             return (p, Source::Brk);

@@ -262,15 +262,20 @@ impl Segment {
         // going do not map and unmap a segment each, nor fault its pages in
         // again: kept segments keep their free slices resident, up to
         // `segment_cache_resident` bytes in all; past that they are purged first.
-        if source == Source::Brk || FREE_SEGMENTS.len() < crate::options::SEGMENT_CACHE.get() {
+        // Past the soft limit, none are kept.
+        if source == Source::Brk
+            || (FREE_SEGMENTS.len() < crate::options::SEGMENT_CACHE.get() && !os::past_soft_limit())
+        {
             // SAFETY: per the contract, the header is ours.
             let dirty = unsafe { (*seg).dirty_bytes(u64::MAX) };
             if CACHED_DIRTY.load(Ordering::Relaxed) + dirty
                 > crate::options::SEGMENT_CACHE_RESIDENT.get()
             {
                 // SAFETY: as above; purged slices read zero, so clean.
+                // With huge pages on, some may stay dirty.
                 unsafe {
                     purge_dirty(&mut *seg);
+                    CACHED_DIRTY.fetch_add((*seg).dirty_bytes(u64::MAX), Ordering::Relaxed);
                 }
             } else {
                 CACHED_DIRTY.fetch_add(dirty, Ordering::Relaxed);
@@ -441,8 +446,12 @@ pub(crate) const fn run_mask(i: usize, span: usize) -> u64 {
 }
 
 /// Purges the resident part of every dirty slice of `seg` (one `madvise` per
-/// contiguous stretch) and returns how many bytes it gave back.
+/// contiguous stretch) and returns how many bytes it gave back. With huge
+/// pages on (option `thp`), only whole huge pages ([`purge_huge_pages`]).
 pub(crate) fn purge_dirty(seg: &mut Segment) -> usize {
+    if crate::options::THP.get() != 0 {
+        return purge_huge_pages(seg);
+    }
     let mut purged = 0;
     let mut d = seg.dirty_slices;
     // The stretch being gathered: [start, end).
@@ -470,6 +479,36 @@ pub(crate) fn purge_dirty(seg: &mut Segment) -> usize {
     }
     os::purge(start as *mut u8, end - start);
     seg.dirty_slices = 0;
+    purged
+}
+
+/// Slices per transparent huge page.
+const HUGE_SLICES: usize = os::HUGE_PAGE / SLICE_SIZE;
+const_assert!(SLICES % HUGE_SLICES == 0);
+/// Slices that never hold a page but may be purged with their huge page:
+/// the guard (with `secure`); never the header.
+const GUARD_SLICES: u64 = !ALL_PAGE_SLICES & !1;
+
+/// With huge pages on: purges, with one `madvise` each, the 2 MiB-aligned
+/// huge pages of `seg` whose slices are all free and some dirty, and leaves
+/// the dirty slices of the others resident. Purging part of a huge page
+/// would split it into 4 KiB pages (and the kernel frees the purged part
+/// only when it gets round to splitting it), which undoes what the option
+/// asks for; the free slices left behind are reused first by the next
+/// pages. The header's huge page is never purged while the segment is
+/// mapped. Returns the bytes given back.
+fn purge_huge_pages(seg: &mut Segment) -> usize {
+    let mut purged = 0;
+    for first in (0..SLICES).step_by(HUGE_SLICES) {
+        let mask = run_mask(first, HUGE_SLICES);
+        if (seg.free_slices | GUARD_SLICES) & mask != mask || seg.dirty_slices & mask == 0 {
+            continue;
+        }
+        purged += seg.dirty_bytes(mask);
+        seg.touched[first..first + HUGE_SLICES].fill(0);
+        seg.dirty_slices &= !mask;
+        os::purge(seg.slice_addr(first), os::HUGE_PAGE);
+    }
     purged
 }
 

@@ -165,6 +165,10 @@ pub struct OsCalls {
     /// Mappings refused because they would have passed the memory limit
     /// (the option `limit`): each is an allocation that failed.
     pub limit_hits: usize,
+    /// Of the `madvise` calls, purges (`MADV_DONTNEED`) ...
+    pub purges: usize,
+    /// ... and the bytes they covered (whether resident or not).
+    pub purged: usize,
 }
 
 impl Stats {
@@ -373,6 +377,8 @@ fn fill_os(s: &mut Stats) {
         mremap: c.mremap.load(Ordering::Relaxed),
         brk: c.brk.load(Ordering::Relaxed),
         limit_hits: c.limit_hits.load(Ordering::Relaxed),
+        purges: c.purges.load(Ordering::Relaxed),
+        purged: c.purged.load(Ordering::Relaxed),
     };
     s.resident = os::resident_bytes();
 }
@@ -500,10 +506,12 @@ impl fmt::Display for Stats {
         )?;
         writeln!(
             f,
-            "  os calls: mmap {} munmap {} madvise {} mremap {} brk {}; limit {} (hit {} times)",
+            "  os calls: mmap {} munmap {} madvise {} ({} purges of {}) mremap {} brk {}; limit {} (hit {} times)",
             self.os_calls.mmap,
             self.os_calls.munmap,
             self.os_calls.madvise,
+            self.os_calls.purges,
+            Bytes(self.os_calls.purged),
             self.os_calls.mremap,
             self.os_calls.brk,
             Bytes(crate::options::LIMIT.get()),
@@ -579,7 +587,10 @@ extern "C" fn print_at_exit() {
     write_fd(2, &stats());
     let _ = fmt::write(&mut Fd(2), format_args!("options:"));
     for o in crate::options::runtime_options() {
-        let _ = fmt::write(&mut Fd(2), format_args!(" {}={}", o.name, o.get()));
+        let _ = match o.word() {
+            Some(w) => fmt::write(&mut Fd(2), format_args!(" {}={w}", o.name)),
+            None => fmt::write(&mut Fd(2), format_args!(" {}={}", o.name, o.get())),
+        };
     }
     let _ = fmt::write(&mut Fd(2), format_args!("\n"));
 }
@@ -611,13 +622,15 @@ mod serde_impl {
 
     impl Serialize for OsCalls {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut st = s.serialize_struct("OsCalls", 6)?;
+            let mut st = s.serialize_struct("OsCalls", 8)?;
             st.serialize_field("mmap", &self.mmap)?;
             st.serialize_field("munmap", &self.munmap)?;
             st.serialize_field("madvise", &self.madvise)?;
             st.serialize_field("mremap", &self.mremap)?;
             st.serialize_field("brk", &self.brk)?;
             st.serialize_field("limit_hits", &self.limit_hits)?;
+            st.serialize_field("purges", &self.purges)?;
+            st.serialize_field("purged", &self.purged)?;
             st.end()
         }
     }

@@ -20,6 +20,7 @@
 //! Heaps are carved from OS pages, never from the global allocator.
 
 use crate::counters::{HeapCounters, SHARED};
+use crate::handshake::Handshake;
 use crate::heap::Heap;
 use crate::os;
 use crate::page::Page;
@@ -27,7 +28,7 @@ use crate::park;
 use crate::remote::Inbox;
 use core::cell::UnsafeCell;
 use core::ptr;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// A static that is only written by code that proved exclusive access.
 #[repr(transparent)]
@@ -49,14 +50,30 @@ pub(crate) struct HeapSlot {
     pub(crate) counters: HeapCounters,
     /// Open while a thread owns the heap, closed otherwise (see `remote`).
     pub(crate) inbox: Inbox,
+    /// Who may touch the heap's segments: its thread or the background
+    /// purger (see `handshake`).
+    pub(crate) handshake: Handshake,
+    /// The purger's notes, which only it reads and writes: the epoch it
+    /// last saw, and when (ms).
+    pub(crate) seen_epoch: AtomicUsize,
+    pub(crate) seen_at: AtomicUsize,
+}
+
+impl HeapSlot {
+    const fn new() -> HeapSlot {
+        HeapSlot {
+            heap: Heap::new(EMPTY_PAGE.0.get()),
+            counters: HeapCounters::NEW,
+            inbox: Inbox::new_closed(),
+            handshake: Handshake::new(),
+            seen_epoch: AtomicUsize::new(0),
+            seen_at: AtomicUsize::new(0),
+        }
+    }
 }
 
 /// The heap every thread starts with: never allocates, never written.
-static EMPTY_SLOT: Shared<HeapSlot> = Shared(UnsafeCell::new(HeapSlot {
-    heap: Heap::new(EMPTY_PAGE.0.get()),
-    counters: HeapCounters::NEW,
-    inbox: Inbox::new_closed(),
-}));
+static EMPTY_SLOT: Shared<HeapSlot> = Shared(UnsafeCell::new(HeapSlot::new()));
 
 /// The calling thread's heap (maybe the empty heap).
 #[inline(always)]
@@ -78,6 +95,52 @@ pub(crate) fn counters(h: *mut Heap) -> *const HeapCounters {
 pub(crate) fn inbox(h: *mut Heap) -> *const Inbox {
     // SAFETY: as in `counters`.
     unsafe { core::ptr::addr_of!((*h.cast::<HeapSlot>()).inbox) }
+}
+
+/// The handshake of heap `h` with the background purger: any heap but the
+/// empty one.
+#[inline(always)]
+pub(crate) fn handshake(h: *mut Heap) -> &'static Handshake {
+    // SAFETY: as in `counters`; the handshake is only used through shared
+    // references.
+    unsafe { &*core::ptr::addr_of!((*h.cast::<HeapSlot>()).handshake) }
+}
+
+/// Runs `f` on the calling thread's own heap `h` (not the empty one) inside
+/// its handshake with the background purger.
+///
+/// # Safety
+/// `h` is the calling thread's heap, not the empty one.
+#[inline]
+pub(crate) unsafe fn owning<R>(h: *mut Heap, f: impl FnOnce(&mut Heap) -> R) -> R {
+    let hs = handshake(h);
+    let took = hs.enter();
+    // SAFETY: per the contract; the purger keeps out until `leave`.
+    let r = f(unsafe { &mut *h });
+    if took {
+        hs.leave();
+    }
+    r
+}
+
+/// Calls `f` on every heap slot made so far, under the pool's lock (which
+/// `f` must not take). A slot's heap may be in use by its thread: `f`
+/// reaches it only through the slot's handshake, and the other fields only
+/// field by field.
+pub(crate) fn for_each_slot(mut f: impl FnMut(*mut HeapSlot)) {
+    let pool = POOL.lock();
+    let mut c = pool.chunk;
+    while !c.is_null() {
+        // SAFETY: as in `for_each_heap`.
+        unsafe {
+            let mut slot = c as usize + core::mem::size_of::<Chunk>();
+            while slot + SLOT_SIZE <= (*c).end {
+                f(slot as *mut HeapSlot);
+                slot += SLOT_SIZE;
+            }
+            c = (*c).prev;
+        }
+    }
 }
 
 /// Whether `h` is the shared empty heap.
@@ -283,11 +346,7 @@ fn heap_from_pool() -> *mut HeapSlot {
     // heap and zero counters before anyone can see it (`end` covers it only
     // from here on, under the lock).
     unsafe {
-        slot.write(HeapSlot {
-            heap: Heap::new(EMPTY_PAGE.0.get()),
-            counters: HeapCounters::NEW,
-            inbox: Inbox::new_closed(),
-        });
+        slot.write(HeapSlot::new());
         (*pool.chunk).end = pool.chunk_next;
     }
     slot
@@ -347,6 +406,8 @@ pub(crate) fn init_heap() -> *mut Heap {
             (*h).adopt();
         }
     }
+    // The background purger may take it while it is idle from now on.
+    handshake(h).open();
     // Set before registering: pthread_setspecific may allocate (keys past the
     // first 32), and that allocation must find this heap.
     slot::set(slot);
@@ -364,6 +425,10 @@ extern "C" fn thread_done(arg: *mut libc::c_void) {
         return;
     }
     slot::set(EMPTY_SLOT.0.get());
+    // Wait out a purge in flight, then keep the purger out for good: the
+    // heap is no longer a thread's.
+    handshake(h).enter();
+    handshake(h).close();
     // SAFETY: `h` is this thread's heap, which nothing else touches; after this
     // the thread allocates (if at all) from a new heap. Parked, the heap
     // belongs to the list until a thread takes it.
@@ -425,7 +490,7 @@ pub(crate) fn fold_own_counts() {
     let h = heap();
     if !is_empty_heap(h) {
         // SAFETY: the thread's own heap, not the empty one.
-        unsafe { (*h).fold_all() };
+        unsafe { owning(h, |h| h.fold_all()) };
     }
 }
 

@@ -297,10 +297,10 @@ fn c_program_checks_every_function() {
     assert!(!stderr.contains("capi_check"), "stderr: {stderr}");
 }
 
-/// The system's python3: dicts, lists, strings and C extensions in four
-/// threads, and a fork while they run.
-#[test]
-fn python_threads_and_fork() {
+/// Runs tests/preload/churn.py (20,000 rounds) with and without the
+/// preload, with `env` set, in scratch directory `name`; returns the
+/// preloaded run's output, checked as `compare` does. `None` without python3.
+fn python_churn(name: &str, env: &[(&str, &str)]) -> Option<Output> {
     cdylib();
     let python = if Path::new("/usr/bin/python3").exists() {
         "/usr/bin/python3"
@@ -309,19 +309,46 @@ fn python_threads_and_fork() {
     };
     if !have(python) {
         println!("note: python3 not found; skipped");
-        return;
+        return None;
     }
-    let dir = scratch("python");
+    let dir = scratch(name);
     let script = Path::new(MANIFEST).join("tests/preload/churn.py");
     let make = || {
         let mut c = Command::new(python);
         c.arg(&script).arg("20000").env("PYTHONHASHSEED", "0");
+        c.envs(env.iter().copied());
         c
     };
-    let out = compare(make, &dir, "churn", true);
+    Some(compare(make, &dir, "churn", true))
+}
+
+/// The system's python3: dicts, lists, strings and C extensions in four
+/// threads, and a fork while they run.
+#[test]
+fn python_threads_and_fork() {
+    let Some(out) = python_churn("python", &[]) else {
+        return;
+    };
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.lines().count(), 5, "{text}");
     assert!(text.contains("status 0"), "{text}");
+}
+
+/// The same with background purging on and a 10 ms purge delay: the purger
+/// thread is made from inside `malloc` (its `pthread_create` calls `malloc`
+/// again), purges the heaps of python's threads between their bursts, and
+/// the forked child starts its own; every run must exit (no hang) with the
+/// same output.
+#[test]
+fn python_with_background_purging() {
+    let env = [
+        ("SEGALLOC_BACKGROUND", "1"),
+        ("SEGALLOC_PURGE_DELAY_MS", "10"),
+    ];
+    let Some(out) = python_churn("python-background", &env) else {
+        return;
+    };
+    assert!(String::from_utf8_lossy(&out.stdout).contains("status 0"));
 }
 
 /// A deterministic text file of `lines` lines of words and numbers.

@@ -126,8 +126,312 @@ fn child() {
             let advised = huge_page_advised(v.as_ptr() as usize);
             assert_eq!(advised, case == "thp", "VmFlags hg on the block's mapping");
         }
+        "large_cache" => {
+            // Four 8 MiB blocks live at once, then freed: the cache keeps
+            // what its cap lets it (by default its floor, 32 MiB).
+            let cap = option("large_cache");
+            let blocks: Vec<Vec<u8>> = (0..4).map(|i| vec![i as u8; 8 << 20]).collect();
+            drop(blocks);
+            let cached = segalloc::stats().large_cached;
+            eprintln!("large_cache {cap}: {cached} bytes cached");
+            assert!(cached <= cap, "{cached} cached over the cap {cap}");
+            assert!(cached >= cap.min(24 << 20), "{cached} cached under {cap}");
+        }
+        "page_source" => {
+            let brk = option("page_source") == 1;
+            // Small blocks: segments, from the break when it is chosen.
+            let v: Vec<Box<[u8; 64]>> = (0..100_000).map(|_| Box::new([1; 64])).collect();
+            let calls = segalloc::stats().os_calls.brk;
+            assert_eq!(
+                calls > 0,
+                brk,
+                "brk calls {calls} with page_source brk {brk}"
+            );
+            drop(v);
+        }
+        "soft" => soft_limit_workload(),
+        "background" => {
+            let on = option("background") == 1;
+            let (before, freed, later) = idle_thread_rss();
+            eprintln!(
+                "background {on}: RSS {} MiB, {} MiB after the frees, {} MiB idle",
+                before >> 20,
+                freed >> 20,
+                later >> 20
+            );
+            assert!(
+                freed > before + (40 << 20),
+                "the frees gave memory back at once"
+            );
+            if on {
+                assert!(later < before + (12 << 20), "the idle heap kept its memory");
+            } else {
+                assert!(
+                    later > before + (40 << 20),
+                    "memory went back without a purger"
+                );
+            }
+        }
+        "background_stress" => {
+            // Threads that alternate bursts of allocation with pauses about
+            // as long as the purge delay, so that the purger often purges a
+            // heap (tens of MiB of free pages) just as its thread comes back
+            // to carve new pages from it; every block's contents are
+            // checked. A purge racing its owner zeroes live blocks.
+            let threads: Vec<_> = (0..6u64)
+                .map(|t| {
+                    std::thread::spawn(move || {
+                        let mut x = t + 1;
+                        let mut rnd = move || {
+                            x ^= x << 13;
+                            x ^= x >> 7;
+                            x ^= x << 17;
+                            x
+                        };
+                        let mut live: Vec<Vec<u64>> = Vec::new();
+                        let mut bad = 0;
+                        let end = Instant::now() + Duration::from_millis(2500);
+                        while Instant::now() < end {
+                            for _ in 0..2000 {
+                                let n = 512 + (rnd() % 1536) as usize;
+                                live.push(vec![rnd() | 1; n]);
+                            }
+                            bad += live.iter().filter(|v| v.iter().any(|&w| w != v[0])).count();
+                            let mut i = 0;
+                            live.retain(|_| {
+                                i += 1;
+                                i % 8 == 0
+                            });
+                            live.truncate(4000);
+                            std::thread::sleep(Duration::from_millis(5 + rnd() % 25));
+                        }
+                        bad + live.iter().filter(|v| v.iter().any(|&w| w != v[0])).count()
+                    })
+                })
+                .collect();
+            let bad: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+            assert_eq!(bad, 0, "live blocks changed");
+        }
+        "verbose" => {
+            use std::alloc::{alloc, Layout};
+            // Past the limit: fails, with a line.
+            let big = Layout::from_size_align(100 << 20, 8).unwrap();
+            // SAFETY: a valid layout; null is the expected answer (kept
+            // opaque: the compiler may assume a global allocation succeeds).
+            let p = unsafe { alloc(std::hint::black_box(big)) };
+            assert!(std::hint::black_box(p).is_null(), "{p:p}");
+            // Beyond any address space: mmap fails, with a line.
+            let set = segalloc::set_option("limit", "0");
+            assert!(set.is_ok());
+            let huge = Layout::from_size_align(1 << 60, 8).unwrap();
+            // SAFETY: as above.
+            let p = unsafe { alloc(std::hint::black_box(huge)) };
+            assert!(std::hint::black_box(p).is_null(), "{p:p}");
+            // Huge pages asked for: a line only if the kernel has them off.
+            drop(vec![1u8; 8 << 20]);
+        }
+        "background_fork" => {
+            assert_eq!(option("background"), 1);
+            // The purger starts in this process ...
+            idle_thread_rss();
+            // ... and again in a forked child, which has none at first.
+            // SAFETY: the child runs only the workload and `_exit`s.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0);
+            if pid == 0 {
+                let (before, _, later) = idle_thread_rss();
+                let ok = later < before + (12 << 20);
+                eprintln!(
+                    "forked child: RSS {} MiB idle, from {} MiB",
+                    later >> 20,
+                    before >> 20
+                );
+                // SAFETY: ends the forked child without running the test
+                // harness's exit path twice.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            let mut status = 0;
+            // SAFETY: waits for our own child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "the forked child's idle heap kept its memory: status {status:#x}"
+            );
+        }
+        "thp_purge" => {
+            let thp = option("thp") == 1;
+            let before = segalloc::stats().os_calls;
+            // 32 MiB of small blocks; free all but a scattered few, so
+            // that some huge pages are wholly free and others not.
+            let mut v: Vec<Option<Box<[u8; 1000]>>> =
+                (0..32 << 10).map(|_| Some(Box::new([1; 1000]))).collect();
+            for (i, b) in v.iter_mut().enumerate() {
+                if i % 5000 != 0 {
+                    *b = None;
+                }
+            }
+            segalloc::collect();
+            let after = segalloc::stats().os_calls;
+            let (purges, purged) = (after.purges - before.purges, after.purged - before.purged);
+            eprintln!("thp {thp}: {purges} purges of {purged} bytes");
+            assert!(purges > 0, "nothing purged");
+            assert_eq!(
+                purged == purges * (2 << 20),
+                thp,
+                "{purges} purges of {purged} bytes: each a whole huge page with thp {thp}"
+            );
+            drop(v);
+        }
         other => panic!("unknown case {other}"),
     }
+}
+
+/// Resident memory, read without allocating (so this thread's heap stays
+/// idle).
+fn rss_now() -> usize {
+    let mut buf = [0u8; 128];
+    // SAFETY: a NUL-terminated path, our buffer within its length, and the
+    // descriptor we opened.
+    let n = unsafe {
+        let fd = libc::open(c"/proc/self/statm".as_ptr(), libc::O_RDONLY);
+        assert!(fd >= 0);
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    let mut fields = buf[..n as usize].split(|&b| b == b' ');
+    fields.next();
+    let pages = fields
+        .next()
+        .unwrap()
+        .iter()
+        .fold(0usize, |a, &d| a * 10 + (d - b'0') as usize);
+    pages * 4096
+}
+
+/// One thread allocates 64 MiB (`IDLE_TEST_MIB` to change it) in 1000-byte
+/// blocks, frees all but one in 1024 (so every segment keeps a page in use
+/// and stays with the heap) and then sleeps, allocating nothing, for 10
+/// purge delays. Returns the RSS before, right after the frees, and at the
+/// end of the sleep (read by this thread, which does not allocate while
+/// the other sleeps); prints how long RSS took to fall within 16 MiB of
+/// where it started.
+fn idle_thread_rss() -> (usize, usize, usize) {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
+    let delay = option("purge_delay_ms") as u64;
+    let phase = Arc::new(AtomicUsize::new(0));
+    let p = phase.clone();
+    let mib: usize = std::env::var("IDLE_TEST_MIB").map_or(64, |v| v.parse().unwrap());
+    let before = rss_now();
+    let t = std::thread::spawn(move || {
+        let mut v: Vec<Option<Box<[u8; 1000]>>> = (0..(mib << 20) / 1000)
+            .map(|_| Some(Box::new([7; 1000])))
+            .collect();
+        for (i, b) in v.iter_mut().enumerate() {
+            if i % 1024 != 0 {
+                *b = None;
+            }
+        }
+        p.store(1, SeqCst);
+        while p.load(SeqCst) == 1 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        drop(v);
+    });
+    while phase.load(SeqCst) == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let freed = rss_now();
+    let idle = Instant::now();
+    let mut seen = Vec::with_capacity(200);
+    for _ in 0..200 {
+        std::thread::sleep(std::time::Duration::from_millis(delay / 20));
+        seen.push((idle.elapsed(), rss_now()));
+    }
+    let later = seen.last().unwrap().1;
+    let settled = seen.iter().find(|s| s.1 <= later + later / 10).unwrap().0;
+    eprintln!(
+        "RSS {} MiB after the frees, within 10% of its final {} MiB after {settled:?} (purge delay {delay} ms)",
+        freed >> 20,
+        later >> 20
+    );
+    phase.store(2, SeqCst);
+    t.join().unwrap();
+    (before, freed, later)
+}
+
+/// A workload that keeps about 16 MiB of small blocks live, replaces a
+/// quarter of them with blocks of another size each round, and in between
+/// allocates groups of large blocks (4 to 12 MiB) and frees them. Checks
+/// that no allocation fails and, with a soft limit, that committed memory
+/// after each free stays within the limit (plus 2 MiB for the kept
+/// segment's slack).
+fn soft_limit_workload() {
+    use std::alloc::{alloc, dealloc, Layout};
+    let soft = option("limit_soft");
+    let mut small: Vec<(usize, Layout)> = Vec::new();
+    let mut most = 0;
+    let mut after_free = |what: &str| {
+        let s = segalloc::stats();
+        most = most.max(s.committed);
+        eprintln!(
+            "{what}: committed {} MiB (allocated {}, free in pages {}, free pages {}), large cached {} MiB, mapped {} MiB",
+            s.committed >> 20,
+            s.allocated >> 20,
+            s.free_in_pages >> 20,
+            s.free_pages >> 20,
+            s.large_cached >> 20,
+            s.mapped >> 20
+        );
+    };
+    for round in 0..8usize {
+        // Replace a quarter of the small blocks (all of them at first).
+        let keep = small.len() * 3 / 4;
+        for (p, l) in small.drain(keep..) {
+            // SAFETY: allocated below with `l`.
+            unsafe { dealloc(p as *mut u8, l) };
+        }
+        let size = [48, 200, 1000, 3000][round % 4];
+        let l = Layout::from_size_align(size, 8).unwrap();
+        let mut live: usize = small.iter().map(|b| b.1.size()).sum();
+        while live < 16 << 20 {
+            live += size;
+            // SAFETY: a valid layout.
+            let p = unsafe { alloc(l) };
+            assert!(!p.is_null(), "small allocation failed");
+            // SAFETY: a fresh block of `size` bytes.
+            unsafe { p.write_bytes(round as u8, size) };
+            small.push((p as usize, l));
+        }
+        for group in [&[4usize, 12, 6][..], &[10, 8], &[5, 11, 4]] {
+            let blocks: Vec<Vec<u8>> = group
+                .iter()
+                .map(|&mib| vec![round as u8; (mib << 20) + round * 4096])
+                .collect();
+            assert!(blocks.iter().all(|v| v[v.len() - 1] == round as u8));
+            drop(blocks);
+            after_free("large freed");
+        }
+    }
+    for (p, l) in small {
+        // SAFETY: allocated above with `l`.
+        unsafe { dealloc(p as *mut u8, l) };
+    }
+    eprintln!(
+        "most committed after a free: {} MiB (soft limit {} MiB)",
+        most >> 20,
+        soft >> 20
+    );
+    if soft != 0 {
+        assert!(
+            most <= soft + (2 << 20),
+            "committed {} MiB after a free, past the soft limit {} MiB",
+            most >> 20,
+            soft >> 20
+        );
+    }
+    assert_eq!(segalloc::stats().os_calls.limit_hits, 0);
 }
 
 /// Runs `case` with `env` set; returns its stderr, after checking it passed.
@@ -140,14 +444,30 @@ fn run(case: &str, env: &[(&str, &str)]) -> String {
     for (k, v) in env {
         c.env(k, v);
     }
-    let child = c.spawn().unwrap();
+    let mut child = c.spawn().unwrap();
+    // Stderr is drained on another thread, so a chatty child cannot block.
+    let mut pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        std::io::Read::read_to_end(&mut pipe, &mut s).unwrap();
+        s
+    });
     let start = Instant::now();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        start.elapsed() < Duration::from_secs(60),
-        "{case}: took {:?}",
-        start.elapsed()
-    );
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("{case}: hung (killed after 60 s)");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let out = std::process::Output {
+        status,
+        stdout: Vec::new(),
+        stderr: reader.join().unwrap(),
+    };
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{case}: {:?}\n{err}", out.status);
     err
@@ -217,6 +537,29 @@ fn a_memory_limit_makes_allocations_fail_instead_of_growing() {
 }
 
 #[test]
+fn the_large_block_cache_keeps_what_its_option_allows() {
+    run("large_cache", &[("SEGALLOC_LARGE_CACHE", "0")]);
+    run("large_cache", &[("SEGALLOC_LARGE_CACHE", "16M")]);
+    run("large_cache", &[]);
+}
+
+#[test]
+fn the_page_source_option_takes_segments_from_the_break() {
+    run("page_source", &[("SEGALLOC_PAGE_SOURCE", "brk")]);
+    run("page_source", &[]);
+    let err = run("page_source", &[("SEGALLOC_PAGE_SOURCE", "sbrk")]);
+    assert!(
+        err.contains("SEGALLOC_PAGE_SOURCE=sbrk: not one of mmap brk"),
+        "{err}"
+    );
+}
+
+#[test]
+fn past_the_soft_limit_memory_is_purged_and_nothing_fails() {
+    run("soft", &[("SEGALLOC_LIMIT_SOFT", "32M")]);
+}
+
+#[test]
 fn thp_marks_large_mappings_for_huge_pages() {
     if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
         println!("note: this kernel has no transparent huge pages; skipped");
@@ -224,4 +567,63 @@ fn thp_marks_large_mappings_for_huge_pages() {
     }
     run("thp", &[("SEGALLOC_THP", "1")]);
     run("no_thp", &[]);
+}
+
+#[test]
+fn verbose_tells_of_options_failures_limits_and_the_purger() {
+    let err = run(
+        "verbose",
+        &[
+            ("SEGALLOC_VERBOSE", "1"),
+            ("SEGALLOC_LIMIT", "64M"),
+            ("SEGALLOC_BACKGROUND", "1"),
+            ("SEGALLOC_THP", "1"),
+        ],
+    );
+    let has = |s: &str| {
+        err.lines()
+            .any(|l| l.starts_with("segalloc: ") && l.contains(s))
+    };
+    assert!(has("SEGALLOC_LIMIT=64M: limit 67108864"), "{err}");
+    assert!(has("SEGALLOC_VERBOSE=1: verbose 1"), "{err}");
+    assert!(has("bytes would pass the limit of 67108864"), "{err}");
+    assert!(has("background purging thread started"), "{err}");
+    assert!(has("mmap of "), "{err}");
+    let thp_off = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .map_or(true, |s| s.contains("[never]"));
+    assert_eq!(has("the option thp does nothing"), thp_off, "{err}");
+    // Without it: quiet.
+    let err = run(
+        "verbose",
+        &[("SEGALLOC_LIMIT", "64M"), ("SEGALLOC_THP", "1")],
+    );
+    assert!(!err.contains("segalloc:"), "{err}");
+}
+
+#[test]
+fn a_background_thread_purges_idle_heaps() {
+    run("background", &[("SEGALLOC_BACKGROUND", "1")]);
+    run("background", &[]);
+}
+
+#[test]
+fn background_purges_never_touch_live_blocks() {
+    run(
+        "background_stress",
+        &[
+            ("SEGALLOC_BACKGROUND", "1"),
+            ("SEGALLOC_PURGE_DELAY_MS", "10"),
+        ],
+    );
+}
+
+#[test]
+fn the_background_purger_restarts_in_a_forked_child() {
+    run("background_fork", &[("SEGALLOC_BACKGROUND", "1")]);
+}
+
+#[test]
+fn with_thp_purges_are_whole_huge_pages() {
+    run("thp_purge", &[("SEGALLOC_THP", "1")]);
+    run("thp_purge", &[]);
 }

@@ -5,7 +5,9 @@
 //! faults. Dirty bytes beyond the heap's budget (see [`Heap::dirty_budget`]),
 //! or older than the purge delay (option `purge_delay_ms`), are purged with `madvise`; a wholly free
 //! segment goes to a small process-wide cache or is unmapped, unless it is
-//! the only one the heap keeps in reserve.
+//! the only one the heap keeps in reserve. Past the soft limit (option
+//! `limit_soft`) every dirty slice is purged at the next check, with no
+//! delay and no budget.
 
 use super::Heap;
 use crate::options::purge_delay_ms;
@@ -36,8 +38,16 @@ impl Heap {
         if self.dirty_bytes == 0 {
             return;
         }
-        if self.dirty_bytes > self.dirty_budget() {
+        // What a purge could not give back does not count against the
+        // budget, or every slow path would purge again for nothing.
+        if self.dirty_bytes > self.dirty_budget() + self.stuck_dirty {
             self.purge_all(keep);
+            return;
+        }
+        if os::past_soft_limit() {
+            // Purge harder: no delay, no budget, no kept segments.
+            self.purge_all(keep);
+            segment::trim_free_segments();
             return;
         }
         let now = os::now_ms();
@@ -48,6 +58,15 @@ impl Heap {
             self.peak_slices = self.used_slices;
             segment::trim_free_segments();
         }
+    }
+
+    /// The background purger's purge of an idle heap (see `background`):
+    /// what the heap's own timed purge would do at its next slow path. Its
+    /// thread is kept out by the handshake meanwhile, so writing the heap's
+    /// counters here is as if it wrote them.
+    pub(crate) fn purge_idle(&mut self) {
+        self.purge_all(core::ptr::null_mut());
+        self.peak_slices = self.used_slices;
     }
 
     /// Resident free bytes the heap may keep: what it takes to grow back to
@@ -67,7 +86,8 @@ impl Heap {
     }
 
     /// Releases every wholly free segment but one (never `keep`) and purges
-    /// every dirty slice of the others.
+    /// every dirty slice of the others (with huge pages on, those it can
+    /// purge in whole huge pages, see `segment::purge_dirty`).
     pub(crate) fn purge_all(&mut self, keep: *mut Segment) {
         self.purge_at = 0;
         let mut s = self.avail.first;
@@ -80,11 +100,13 @@ impl Heap {
                     self.release_segment(s);
                     self.free_segments -= 1;
                 } else {
-                    self.k().dirty_bytes.sub(segment::purge_dirty(&mut *s));
+                    let purged = segment::purge_dirty(&mut *s);
+                    self.dirty_bytes -= purged;
+                    self.k().dirty_bytes.sub(purged);
                 }
                 s = next;
             }
         }
-        self.dirty_bytes = 0;
+        self.stuck_dirty = self.dirty_bytes;
     }
 }

@@ -1,0 +1,228 @@
+//! Background purging (option `background`, `SEGALLOC_BACKGROUND=1`, off by
+//! default): a thread that gives back the free memory of heaps whose threads
+//! stopped allocating, so that an idle process's resident set falls to its
+//! live memory without any thread reaching a slow path.
+//!
+//! Twice per purge delay (option `purge_delay_ms`; at most every 10 ms) it
+//! wakes and:
+//! - purges each live thread's heap that has free memory resident and
+//!   whose thread reached no slow path since the last look, one purge delay
+//!   or more ago (each heap's handshake epoch, see `handshake`): the heap's
+//!   own timed purge, made for it;
+//! - retires parked heaps that are due, unmaps cached large blocks that
+//!   waited the purge delay, and purges the kept free segments.
+//!
+//! How it stays safe:
+//! - **No allocation.** The thread is made with `pthread_create` (not
+//!   `std::thread`) and runs only segalloc's own purge code, which never
+//!   allocates; it never touches its own thread's heap. It is started
+//!   lazily from the allocation slow path, before that path's handshake and
+//!   outside every lock, since `pthread_create` may itself call `malloc`.
+//! - **No race with owners.** It touches a heap only after taking it in the
+//!   heap's handshake, which the owner's slow paths take too; the fast paths
+//!   never touch what a purge does.
+//! - **Fork.** A process-wide lock ([`PURGING`]) is held for each heap's
+//!   purge and taken by the fork handlers (`thread::fork`) first, so no heap
+//!   is left taken in the child; the child has no purger thread, and its
+//!   first slow path starts one if the option is on.
+//! - **Exit.** The thread is detached, blocks every signal (the program's
+//!   handlers never run on it), and holds a heap only for one purge; `exit`
+//!   ends it with the process.
+//!
+//! It exits by itself when the option is turned off; the next slow path with
+//! the option on starts it again.
+
+use crate::counters::HeapCounters;
+use crate::handshake::Handshake;
+use crate::heap::Heap;
+use crate::options;
+use crate::os;
+use crate::thread;
+use core::ptr::{addr_of, addr_of_mut};
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// No purger thread (or the option was off when it last looked).
+const NONE: usize = 0;
+/// The thread runs (or is being made).
+const RUNNING: usize = 1;
+/// `pthread_create` failed: not tried again.
+const FAILED: usize = 2;
+
+static STATE: AtomicUsize = AtomicUsize::new(NONE);
+
+/// Held for each round of purges, before any other lock; the fork handlers
+/// take it before every other (see [`register_fork_handlers`]).
+pub(crate) static PURGING: spin::Mutex<()> = spin::Mutex::new(());
+
+/// Starts the purger thread if the option is on and none runs: one load
+/// and a branch otherwise. Called outside every lock and handshake.
+#[inline]
+pub(crate) fn start_if_wanted() {
+    if options::BACKGROUND.get() != 0 && STATE.load(Ordering::Relaxed) == NONE {
+        start();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn start() {
+    if STATE
+        .compare_exchange(NONE, RUNNING, Ordering::Relaxed, Ordering::Relaxed)
+        .is_err()
+    {
+        return;
+    }
+    register_fork_handlers();
+    // SAFETY: plain libc calls on values we own: the attribute object, a
+    // full signal set and the caller's old mask, restored before returning.
+    // The new thread inherits the full mask, so no signal is delivered to it.
+    let ok = unsafe {
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        libc::pthread_attr_init(&mut attr);
+        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        libc::pthread_attr_setstacksize(&mut attr, 64 << 10);
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let mut t: libc::pthread_t = 0;
+        let rc = libc::pthread_create(&mut t, &attr, run, core::ptr::null_mut());
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        libc::pthread_attr_destroy(&mut attr);
+        if rc == 0 {
+            libc::pthread_setname_np(t, c"segalloc-purge".as_ptr());
+        }
+        rc == 0
+    };
+    if !ok {
+        STATE.store(FAILED, Ordering::Relaxed);
+    }
+    options::verbose(|l| {
+        l.push(if ok {
+            b"background purging thread started".as_slice()
+        } else {
+            b"could not start the background purging thread; not tried again".as_slice()
+        });
+    });
+}
+
+/// The purger thread's body.
+extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
+    loop {
+        if options::BACKGROUND.get() == 0 {
+            STATE.store(NONE, Ordering::Relaxed);
+            return core::ptr::null_mut();
+        }
+        // Looks twice per delay: a heap idle since a look is purged one
+        // delay to one and a half after its thread stopped.
+        let delay = options::purge_delay_ms();
+        sleep_ms((delay / 2).max(10));
+        tick(os::now_ms(), delay);
+    }
+}
+
+/// One look at every heap and the process-wide caches.
+fn tick(now: u64, delay: u64) {
+    // First, before the pool's lock and the others: the order the fork
+    // handlers take them in.
+    let _purging = PURGING.lock();
+    thread::for_each_slot(|slot| {
+        // SAFETY: slots are never unmapped; their handshake words, our
+        // notes and the counters are only used through shared references,
+        // and the heap only through the handshake.
+        unsafe {
+            look_at(
+                &*addr_of!((*slot).handshake),
+                &*addr_of!((*slot).seen_epoch),
+                &*addr_of!((*slot).seen_at),
+                &*addr_of!((*slot).counters),
+                addr_of_mut!((*slot).heap),
+                now,
+                delay,
+            )
+        }
+    });
+    crate::large_cache::purge_if_due();
+    thread::retire_parked_if_due();
+    crate::segment::trim_free_segments();
+}
+
+/// Purges heap `h` (with its handshake `hs`, our notes `seen_epoch` and
+/// `seen_at`, and its counters `k`) if it is idle, has been since a purge
+/// delay or more, and has free memory resident.
+fn look_at(
+    hs: &Handshake,
+    seen_epoch: &AtomicUsize,
+    seen_at: &AtomicUsize,
+    k: &HeapCounters,
+    h: *mut Heap,
+    now: u64,
+    delay: u64,
+) {
+    let Some(epoch) = hs.idle_epoch() else {
+        return;
+    };
+    if seen_epoch.load(Ordering::Relaxed) != epoch {
+        // Busy since the last look: idle from now, at the earliest.
+        seen_epoch.store(epoch, Ordering::Relaxed);
+        seen_at.store(now as usize, Ordering::Relaxed);
+        return;
+    }
+    if (seen_at.load(Ordering::Relaxed) as u64).saturating_add(delay) > now
+        || k.dirty_bytes.get() == 0
+    {
+        return;
+    }
+    if !hs.try_purge(epoch) {
+        return;
+    }
+    // SAFETY: the handshake gives us the heap until `purged`: its thread is
+    // outside its slow paths and waits at their start, and its fast paths
+    // touch only pages in use, which a purge does not.
+    unsafe { (*h).purge_idle() };
+    hs.purged();
+}
+
+/// Sleeps `ms` milliseconds (a plain system call: no allocation).
+fn sleep_ms(ms: u64) {
+    let ts = libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    // SAFETY: nanosleep reads our timespec; an interruption only shortens
+    // the sleep.
+    unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
+}
+
+/// Registers the fork handlers once per process (a child inherits them).
+/// Registered after `thread`'s (made with the first heap), so glibc runs
+/// this prepare handler before theirs: [`PURGING`] is taken before the
+/// pool's lock and the others, the order the purger takes them in.
+fn register_fork_handlers() {
+    static DONE: AtomicUsize = AtomicUsize::new(0);
+    if DONE.swap(1, Ordering::Relaxed) == 0 {
+        // SAFETY: plain functions that live as long as the process; a
+        // failure (ENOMEM) leaves a fork during a purge as unsafe as before.
+        unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+    }
+}
+
+extern "C" fn prepare() {
+    // Held across the fork: no heap is taken by the purger then.
+    core::mem::forget(PURGING.lock());
+}
+
+extern "C" fn parent() {
+    // SAFETY: `prepare` took the lock in this thread and leaked its guard.
+    unsafe { PURGING.force_unlock() };
+}
+
+/// In a forked child: no purger thread runs there (the parent's stays in
+/// the parent); the child's first slow path starts one if the option is on.
+extern "C" fn child() {
+    // SAFETY: as in `parent`.
+    unsafe { PURGING.force_unlock() };
+    if STATE.load(Ordering::Relaxed) == RUNNING {
+        STATE.store(NONE, Ordering::Relaxed);
+    }
+}
