@@ -337,6 +337,26 @@ pub unsafe extern "C" fn segalloc_option_set(
     }
 }
 
+/// The value in force of the runtime option `name` (or its variable's name
+/// `"SEGALLOC_..."`) as a number: bytes, milliseconds or a count, 0 or 1 for
+/// a flag, the index of the word for a choice (see the README's table).
+/// -1 for an unknown name, or a null or non-UTF-8 argument.
+///
+/// # Safety
+/// `name` is null or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn segalloc_option_get(name: *const core::ffi::c_char) -> core::ffi::c_long {
+    if name.is_null() {
+        return -1;
+    }
+    // SAFETY: per the contract, a NUL-terminated string.
+    let n = unsafe { core::ffi::CStr::from_ptr(name) };
+    match crate::options::find(n.to_bytes()) {
+        Some(o) => o.get() as core::ffi::c_long,
+        None => -1,
+    }
+}
+
 /// Whether the live block `p` should be moved to help empty its page: 1 when
 /// it sits in a page at most half live that is not the one serving new
 /// blocks of its size (see `segalloc::defrag::should_move`), else 0 (also

@@ -733,6 +733,16 @@ fn memory_limit_gives_enomem() {
     });
 }
 
+/// Every runtime option set and read back through the C ABI
+/// (`segalloc_option_set`, `segalloc_option_get`, `mallopt`), by name and by
+/// variable name, with bad values and names refused (`tests/preload/options.c`).
+#[test]
+fn every_option_through_the_c_abi() {
+    c_program_prints_ok("options", &["-ldl"], |c| {
+        c.env("LD_PRELOAD", cdylib());
+    });
+}
+
 /// Active defragmentation from C: `tests/preload/defrag.c` moves what
 /// `segalloc_should_move` picks with `segalloc_defrag_realloc`, blocks of
 /// two threads, and checks contents, convergence and the edge cases.
