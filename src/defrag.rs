@@ -50,7 +50,7 @@
 
 use crate::alloc;
 use crate::page;
-use crate::segment::{segment_of, KIND_SMALL, SLICE_SIZE};
+use crate::segment::{registry, segment_of, SLICE_SIZE};
 use crate::size_class::{class_for, class_size, MAX_SMALL};
 use crate::thread;
 use core::alloc::Layout;
@@ -87,13 +87,16 @@ pub unsafe fn should_move(ptr: *const u8) -> bool {
         return false;
     }
     let seg = segment_of(ptr);
-    #[cfg(feature = "secure")]
-    alloc::check_ours(seg, ptr);
-    // SAFETY: `ptr` is a live block, so its segment header is valid; `kind`
-    // and `private` do not change while a block of the segment is live, and
-    // a small segment gives the block's page, which stays in use with it.
+    // A large block, or a pointer that is not segalloc's: nothing to move
+    // (and no header to read).
+    if registry::kind(seg) != registry::SMALL {
+        return false;
+    }
+    // SAFETY: `ptr` is in a small segment of ours, so its header is valid;
+    // `private` does not change while a block of the segment is live, and
+    // the segment gives the block's page, which stays in use with it.
     unsafe {
-        if (*seg).kind != KIND_SMALL || (*seg).private {
+        if (*seg).private {
             return false;
         }
         let (used, reserved, current) = page::occupancy((*seg).page_of(ptr));
