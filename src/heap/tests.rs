@@ -1,0 +1,110 @@
+//! Unit tests of the heap's page and segment handling.
+
+use super::*;
+use crate::size_class::class_of;
+
+impl Heap {
+    /// (segments owned, of which wholly free)
+    fn census(&self) -> (usize, usize) {
+        let (mut n, mut empty) = (0, 0);
+        for list in [self.avail, self.full_segs] {
+            let mut s = list.first;
+            while !s.is_null() {
+                // SAFETY: our segments, read by the owning thread.
+                unsafe {
+                    n += 1;
+                    empty += ((*s).used_pages == 0) as usize;
+                    s = (*s).next;
+                }
+            }
+        }
+        (n, empty)
+    }
+}
+
+/// Fills `segments` segments' worth of 8 KiB blocks, frees them in the
+/// given order, and returns the heap's census afterwards.
+fn fill_and_free(segments: usize, reverse: bool) -> (usize, usize) {
+    std::thread::spawn(move || {
+        let n = segments * (SLICES - 1) * 8;
+        let mut v: std::vec::Vec<*mut u8> = (0..n).map(|_| crate::alloc::malloc(8192, 8)).collect();
+        assert!(v.iter().all(|p| !p.is_null()));
+        let during = crate::thread::with_heap(|h| h.census()).unwrap();
+        assert!(during.0 >= segments, "{during:?}");
+        if reverse {
+            v.reverse();
+        }
+        for p in v {
+            // SAFETY: live blocks from malloc, freed once.
+            unsafe { crate::alloc::free(p, 8192) };
+        }
+        crate::thread::with_heap(|h| h.census()).unwrap()
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn at_most_one_empty_segment_is_kept() {
+    for reverse in [false, true] {
+        let (n, empty) = fill_and_free(5, reverse);
+        assert!(empty <= 1, "{empty} empty segments kept (of {n})");
+        // Besides the reserve, only the segment holding the one page the
+        // class keeps for reuse (see `free_slow`) may stay.
+        assert!(n - empty <= 1, "{n} segments kept after freeing everything");
+    }
+}
+
+#[test]
+fn collect_releases_the_reserve_segment() {
+    let census = std::thread::spawn(|| {
+        let p = crate::alloc::malloc(100, 8);
+        // SAFETY: a live block, freed once.
+        unsafe { crate::alloc::free(p, 100) };
+        crate::thread::with_heap(|h| {
+            // SAFETY: the calling thread's own heap.
+            unsafe { h.collect() };
+            h.census()
+        })
+        .unwrap()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(census, (0, 0));
+}
+
+#[test]
+fn direct_ranges_tile_the_slots() {
+    let mut next = 0;
+    for c in 0..NUM_CLASSES {
+        if class_size(c) > DIRECT_MAX {
+            break;
+        }
+        let (lo, hi) = direct_range(c);
+        assert_eq!(lo, next, "class {c}");
+        assert!(hi >= lo);
+        for slot in lo..=hi {
+            // The fast path's index for a size s is (s + 7) / 8.
+            let s = slot * 8;
+            assert_eq!(class_of(s), c, "slot {slot}");
+        }
+        next = hi + 1;
+    }
+    assert_eq!(next, DIRECT_SLOTS);
+}
+
+#[test]
+fn spans_hold_eight_blocks_with_little_tail() {
+    for c in 0..NUM_CLASSES {
+        let bs = class_size(c);
+        let span = span_for(bs);
+        assert!((1..=MAX_SPAN).contains(&span), "class {c}: span {span}");
+        let bytes = span * SLICE_SIZE;
+        if bs <= 128 * 1024 {
+            assert!(bytes / bs >= 8, "class {c}");
+        } else {
+            assert_eq!(bytes % bs, 0, "class {c}: pages above 128 KiB are exact");
+        }
+        assert!((bytes % bs) * 8 <= bytes, "class {c}: tail waste over 1/8");
+    }
+}
