@@ -268,3 +268,67 @@ fn written_at_exit_when_asked() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("could not write the page map"), "{err}");
 }
+
+#[test]
+fn child_concurrent() {
+    if !is_child() {
+        return;
+    }
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
+    // Four threads allocate, free each other's blocks through a channel,
+    // and come and go (their segments are abandoned and reclaimed), while
+    // the main thread takes maps.
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<Vec<u8>>>();
+    let rx = Arc::new(std::sync::Mutex::new(rx));
+    let workers: Vec<_> = (0..4)
+        .map(|t| {
+            let (stop, tx, rx) = (stop.clone(), tx.clone(), rx.clone());
+            std::thread::spawn(move || {
+                let mut i = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let batch: Vec<Vec<u8>> = (0..500)
+                        .map(|k| vec![t as u8; 16 + (i * 31 + k * 7) % 3000])
+                        .collect();
+                    let _ = tx.send(batch);
+                    if let Ok(theirs) = rx.lock().unwrap().try_recv() {
+                        drop(theirs);
+                    }
+                    i += 1;
+                    if i % 50 == 0 {
+                        std::thread::spawn(|| drop(vec![vec![0u8; 100]; 1000]))
+                            .join()
+                            .unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    let end = Instant::now() + Duration::from_millis(1500);
+    let mut maps = 0;
+    while Instant::now() < end {
+        let map = segalloc::page_map();
+        let svg = map.to_svg();
+        check_xml(&svg);
+        assert_eq!(svg.matches("<g class=\"segment ").count(), map.rows());
+        assert!(slices_per_row(&svg).iter().all(|&n| n == 64));
+        for t in cell_titles(&svg, "page") {
+            let (u, r) = occupancy(t);
+            assert!(u <= r, "{t}");
+        }
+        maps += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert!(maps >= 10, "only {maps} maps");
+}
+
+/// Maps taken while other threads allocate, free each other's blocks and
+/// exit: every one well-formed and consistent, no fault.
+#[test]
+fn maps_while_threads_run() {
+    child_passes("child_concurrent");
+}
