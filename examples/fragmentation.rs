@@ -7,7 +7,13 @@
 //!    small holes;
 //! 4. free everything left and call `segalloc::collect()`: the memory goes back.
 //!
-//! Run with `cargo run --release --example fragmentation`.
+//! After phases 1 and 2 it also writes the page map (`segalloc::page_map`),
+//! one row per segment and one cell per page coloured by its occupancy, to
+//! `page-map-1-filled.svg` and `page-map-2-scattered.svg` in the directory
+//! given as the first argument (default `target`): open them in a browser
+//! and hover over a cell for its class and figures.
+//!
+//! Run with `cargo run --release --example fragmentation [dir]`.
 
 use std::hint::black_box;
 
@@ -22,13 +28,29 @@ fn phase(name: &str) {
     println!();
 }
 
+/// Writes the page map of the process now to `dir/name`.
+fn page_map(dir: &std::path::Path, name: &str) {
+    let path = dir.join(name);
+    let map = segalloc::page_map();
+    let written = std::fs::File::create(&path).and_then(|f| {
+        let mut w = std::io::BufWriter::new(f);
+        map.write_svg(&mut w)
+    });
+    match written {
+        Ok(()) => println!("page map: {} ({} segments)", path.display(), map.segments()),
+        Err(e) => println!("page map: could not write {}: {e}", path.display()),
+    }
+}
+
 fn main() {
+    let dir = std::path::PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "target".into()));
     phase("start");
 
     let mut small: Vec<Option<Vec<u8>>> = (0..400_000usize)
         .map(|i| Some(vec![(i % 251) as u8; 24 + (i * 37) % 177]))
         .collect();
     phase("1. filled with 400,000 small objects");
+    page_map(&dir, "page-map-1-filled.svg");
 
     // Keep every eighth object, with the stride shifted per thousand so the
     // survivors are spread over every page.
@@ -43,6 +65,7 @@ fn main() {
     phase(&format!(
         "2. freed 7 of 8 in a scattered pattern ({kept} left)"
     ));
+    page_map(&dir, "page-map-2-scattered.svg");
 
     let larger: Vec<Vec<u8>> = (0..2_000usize)
         .map(|i| vec![1u8; 3 * 1024 + (i * 97) % 2048])

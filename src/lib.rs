@@ -26,6 +26,8 @@
 //! - `large`: requests above [`LARGE_THRESHOLD`] get a mapping of their own;
 //!   `large_cache` keeps freed ones resident for a while, for reuse.
 //! - `stats`: the snapshot of what is held, read from the counters.
+//! - [`pagemap`]: an SVG picture of every segment's pages and their
+//!   occupancy, drawn from copies of the segment headers.
 //! - `thread`: a heap per thread, handed back when the thread exits.
 //! - `alloc`: malloc, free, realloc over all of the above; [`SegAlloc`] is the
 //!   `GlobalAlloc` front end.
@@ -70,6 +72,7 @@ mod large_cache;
 mod options;
 mod os;
 mod page;
+pub mod pagemap;
 mod park;
 mod pool;
 mod region;
@@ -84,6 +87,7 @@ use core::alloc::{GlobalAlloc, Layout};
 
 pub use large::MAX_ALIGN;
 pub use options::{runtime_options, set_option, OptionError, OptionKind, RuntimeOption};
+pub use pagemap::{page_map, PageMap};
 pub use pool::{Pool, PoolBox};
 pub use region::Heap;
 pub use size_class::{MAX_SMALL as LARGE_THRESHOLD, MIN_ALIGN};

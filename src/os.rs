@@ -524,6 +524,101 @@ fn brk_alloc(size: usize) -> *mut u8 {
     start as *mut u8
 }
 
+/// Maps `size` bytes of zeroed scratch memory for a diagnostic (the page
+/// map), outside segalloc's own accounting and limit: it is not heap memory
+/// and is unmapped with [`unmap_scratch`] when done. Null on failure.
+pub(crate) fn map_scratch(size: usize) -> *mut u8 {
+    // SAFETY: an anonymous private mapping at no fixed address touches no
+    // existing memory.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        ptr::null_mut()
+    } else {
+        p.cast()
+    }
+}
+
+/// Unmaps scratch memory from [`map_scratch`].
+///
+/// # Safety
+/// `p` and `size` are a mapping [`map_scratch`] returned, no longer used.
+pub(crate) unsafe fn unmap_scratch(p: *mut u8, size: usize) {
+    // SAFETY: per the contract the range is ours and unused.
+    unsafe { libc::munmap(p.cast(), size) };
+}
+
+/// How [`copy_own`] can copy: 0 not tried yet, 1 `process_vm_readv`, 2 plain
+/// loads (the system call is refused, e.g. by a seccomp filter).
+static COPY_MODE: AtomicUsize = AtomicUsize::new(0);
+
+/// Copies `len` bytes at `src`, memory of this process that another thread
+/// may be writing or unmapping, into `dst`. Through `process_vm_readv` on
+/// the process itself: the kernel copies, so a concurrent write is no data
+/// race in Rust's sense (the copy may be torn, and the caller checks it) and
+/// an unmapped source gives an error rather than a fault. Where the call is
+/// refused, falls back to volatile word loads, which can fault if `src` is
+/// unmapped meanwhile. Returns whether all `len` bytes were copied.
+///
+/// # Safety
+/// `dst` is valid for `len` bytes of writes; `src` and `len` are multiples
+/// of 8, and `src` was mapped by segalloc (it may have been unmapped since
+/// only where the system call works).
+pub(crate) unsafe fn copy_own(dst: *mut u8, src: *const u8, len: usize) -> bool {
+    if COPY_MODE.load(Ordering::Relaxed) != 2 {
+        let local = libc::iovec {
+            iov_base: dst.cast(),
+            iov_len: len,
+        };
+        let remote = libc::iovec {
+            iov_base: src.cast_mut().cast(),
+            iov_len: len,
+        };
+        // SAFETY: reads our own address space into `dst`, valid per the
+        // contract; the kernel checks the source range.
+        let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+        if n >= 0 {
+            COPY_MODE.store(1, Ordering::Relaxed);
+            return n as usize == len;
+        }
+        let e = errno();
+        if e == libc::EFAULT || e == libc::ESRCH || COPY_MODE.load(Ordering::Relaxed) == 1 {
+            return false;
+        }
+        COPY_MODE.store(2, Ordering::Relaxed);
+    }
+    let words = len / 8;
+    for i in 0..words {
+        // SAFETY: per the contract both ranges are valid and 8-aligned; a
+        // volatile load is not elided or merged (the bytes may be changing).
+        unsafe {
+            let w = src.cast::<u64>().add(i).read_volatile();
+            dst.cast::<u64>().add(i).write(w);
+        }
+    }
+    true
+}
+
+/// Which pages of `[addr, addr + len)` are resident (`mincore`): bit 0 of
+/// `vec[i]` for page `i`. `addr` is page-aligned and `vec` holds a byte per
+/// page. False if the call fails.
+pub(crate) fn mincore(addr: *const u8, len: usize, vec: &mut [u8]) -> bool {
+    if vec.len() < len.div_ceil(OS_PAGE) {
+        return false;
+    }
+    // SAFETY: `vec` has room for a byte per page of the range; mincore only
+    // writes there and reads nothing of the range.
+    unsafe { libc::mincore(addr.cast_mut().cast(), len, vec.as_mut_ptr()) == 0 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -603,5 +698,24 @@ mod tests {
         assert_eq!(round_up(1, 16), Some(16));
         assert_eq!(round_up(32, 16), Some(32));
         assert_eq!(round_up(usize::MAX, 16), None);
+    }
+
+    #[test]
+    fn copy_own_copies_and_refuses_unmapped_memory() {
+        let size = 2 * OS_PAGE;
+        let p = map_scratch(size);
+        assert!(!p.is_null());
+        let mut dst = [0u64; 4];
+        // SAFETY: `p` is a fresh mapping of `size` bytes; `dst` holds 32.
+        unsafe {
+            p.cast::<u64>().write(0x1234_5678);
+            assert!(copy_own(dst.as_mut_ptr().cast(), p, 32));
+            assert_eq!(dst[0], 0x1234_5678);
+            unmap_scratch(p, size);
+            // Gone: refused, not a fault (where process_vm_readv works).
+            if COPY_MODE.load(Ordering::Relaxed) == 1 {
+                assert!(!copy_own(dst.as_mut_ptr().cast(), p, 32));
+            }
+        }
     }
 }

@@ -518,6 +518,43 @@ pub(crate) unsafe fn free_remote(page: &Page, b: *mut u8) {
     unsafe { page.thread_free.push(b.cast()) }
 }
 
+/// What the page map (`pagemap`) shows of a page: read from a private copy
+/// of its segment's header, so the figures may be torn if the owner was
+/// changing them while the copy was taken (the caller checks them).
+#[derive(Clone, Copy)]
+pub(crate) struct PageView {
+    pub(crate) in_use: bool,
+    pub(crate) class: u8,
+    pub(crate) span: u8,
+    pub(crate) used: u32,
+    pub(crate) reserved: u32,
+    pub(crate) block_size: usize,
+    /// The page serving new blocks of its class.
+    pub(crate) current: bool,
+}
+
+/// Reads the [`PageView`] of `page`.
+///
+/// # Safety
+/// `page` points into a copy of a segment header that no other thread
+/// writes. Any bytes will do: the boolean `current` is read as a byte.
+pub(crate) unsafe fn view(page: *const Page) -> PageView {
+    // SAFETY: per the contract the copy is ours and readable; every field
+    // read here is an integer (any bit pattern is valid), `current` read
+    // through a byte pointer.
+    unsafe {
+        PageView {
+            in_use: (*page).flags & IN_USE != 0,
+            class: (*page).class,
+            span: (*page).span,
+            used: (*page).used.get(),
+            reserved: (*page).reserved,
+            block_size: (*page).block_size,
+            current: ptr::addr_of!((*page).current).cast::<u8>().read() != 0,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -407,7 +407,7 @@ pub(crate) fn heap_stats(
 }
 
 /// Writes a byte count compactly: 512 B, 12.3 KiB, 4.0 MiB, 1.5 GiB.
-struct Bytes(usize);
+pub(crate) struct Bytes(pub(crate) usize);
 
 impl fmt::Display for Bytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -579,8 +579,9 @@ pub(crate) fn write_fd(fd: libc::c_int, s: &Stats) {
 }
 
 /// At exit, prints the statistics and the options in force when the option
-/// `show_stats` is on (`SEGALLOC_SHOW_STATS=1`).
-extern "C" fn print_at_exit() {
+/// `show_stats` is on (`SEGALLOC_SHOW_STATS=1`). Called by the exit hook
+/// that `thread` registers.
+pub(crate) fn print_at_exit() {
     if crate::options::SHOW_STATS.get() == 0 {
         return;
     }
@@ -593,14 +594,6 @@ extern "C" fn print_at_exit() {
         };
     }
     let _ = fmt::write(&mut Fd(2), format_args!("\n"));
-}
-
-/// Registers the exit printer. Called once, from the first heap's set-up,
-/// after the options are read: it prints only if `show_stats` is on then or
-/// is turned on later.
-pub(crate) fn register_exit_printer() {
-    // SAFETY: registering a plain extern "C" function.
-    unsafe { libc::atexit(print_at_exit) };
 }
 
 #[cfg(feature = "serde")]

@@ -282,6 +282,15 @@ static_assertions::const_assert!(core::mem::size_of::<Chunk>() + SLOT_SIZE <= PO
 /// The pthread key whose destructor runs at thread exit; created once.
 static KEY: spin::Mutex<Option<libc::pthread_key_t>> = spin::Mutex::new(None);
 
+/// The exit hook, registered once with the first heap's set-up (after the
+/// options are read): prints the statistics if `show_stats` is on by then,
+/// and writes the page map if `SEGALLOC_PAGE_MAP` names a file. Neither
+/// allocates.
+extern "C" fn at_exit() {
+    crate::stats::print_at_exit();
+    crate::pagemap::write_at_exit();
+}
+
 fn key() -> Option<libc::pthread_key_t> {
     let mut k = KEY.lock();
     if k.is_none() {
@@ -292,7 +301,8 @@ fn key() -> Option<libc::pthread_key_t> {
             // Once per process, with the first heap (before its first page).
             fork::register();
             os::set_reclaim(reclaim_for_limit);
-            crate::stats::register_exit_printer();
+            // SAFETY: registering a plain extern "C" function.
+            unsafe { libc::atexit(at_exit) };
             #[cfg(feature = "secure")]
             crate::remote::init_link_key();
         }

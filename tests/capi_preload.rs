@@ -16,6 +16,8 @@ use std::sync::OnceLock;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+mod common;
+
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 const SCRATCH: &str = env!("CARGO_TARGET_TMPDIR");
 /// Longest any one program may run before the test calls it hung.
@@ -751,4 +753,32 @@ fn c_program_defragments() {
     c_program_prints_ok("defrag", &["-ldl"], |c| {
         c.env("LD_PRELOAD", cdylib());
     });
+}
+
+/// `SEGALLOC_PAGE_MAP` under the preload: `tests/preload/pagemap.c` exits
+/// holding 1000 of 2000 blocks of 3000 bytes, and the page map written at
+/// exit is well-formed and shows exactly those 1000 live blocks in the
+/// pages of their class.
+#[test]
+fn c_program_writes_page_map_at_exit() {
+    let map = scratch("pagemap").join("map.svg");
+    c_program_prints_ok("pagemap", &[], |c| {
+        c.env("LD_PRELOAD", cdylib()).env("SEGALLOC_PAGE_MAP", &map);
+    });
+    if !have("cc") {
+        return;
+    }
+    let svg = fs::read_to_string(&map).expect("page map written at exit");
+    common::check_xml(&svg);
+    let mut live = 0;
+    let mut pages = 0;
+    for t in common::cell_titles(&svg, "page") {
+        let (_, rest) = t.split_once(": ").unwrap();
+        let (bs, rest) = rest.split_once(" B blocks, ").unwrap();
+        if (3000..3500).contains(&bs.parse::<usize>().unwrap()) {
+            live += rest.split('/').next().unwrap().parse::<usize>().unwrap();
+            pages += 1;
+        }
+    }
+    assert_eq!(live, 1000, "{pages} pages");
 }

@@ -219,3 +219,71 @@ pub fn identity_holds(s: &segalloc::Stats) {
     assert!(s.remote_pending <= s.free_in_pages);
     assert!(s.allocated >= s.requested);
 }
+
+/// Checks that `svg` is well-formed XML as far as the page map needs: an
+/// XML declaration, every element closed in order (or self-closed), quoted
+/// attributes, and no bare `<` or `&` in text. Returns the number of
+/// elements; panics naming the first fault.
+pub fn check_xml(svg: &str) -> usize {
+    let body = svg
+        .strip_prefix("<?xml version=\"1.0\" encoding=\"UTF-8\"?>")
+        .expect("starts with the XML declaration");
+    let mut stack: Vec<&str> = Vec::new();
+    let mut elements = 0;
+    let mut rest = body;
+    while let Some(open) = rest.find('<') {
+        let text = &rest[..open];
+        assert!(
+            !text.contains('>')
+                && text.split('&').skip(1).all(|t| t.starts_with("amp;")
+                    || t.starts_with("lt;")
+                    || t.starts_with("gt;")
+                    || t.starts_with("quot;")),
+            "bad text {text:?}"
+        );
+        let close = rest[open..].find('>').expect("tag closed") + open;
+        let tag = &rest[open + 1..close];
+        assert!(!tag.contains('<'), "'<' inside tag {tag:?}");
+        assert_eq!(
+            tag.matches('"').count() % 2,
+            0,
+            "unbalanced quotes in {tag:?}"
+        );
+        if let Some(name) = tag.strip_prefix('/') {
+            let top = stack
+                .pop()
+                .unwrap_or_else(|| panic!("</{name}> closes nothing"));
+            assert_eq!(top, name, "</{name}> closes <{top}>");
+        } else {
+            let name = tag.split_whitespace().next().expect("element name");
+            assert!(
+                name.chars().all(|c| c.is_ascii_alphanumeric()),
+                "name {name:?}"
+            );
+            assert!(!stack.is_empty() || elements == 0, "second root <{name}>");
+            elements += 1;
+            if !tag.ends_with('/') {
+                stack.push(name);
+            }
+        }
+        rest = &rest[close + 1..];
+    }
+    assert!(rest.trim().is_empty(), "text after the root: {rest:?}");
+    assert!(stack.is_empty(), "unclosed elements {stack:?}");
+    assert!(elements > 0, "no elements");
+    elements
+}
+
+/// The `<title>` texts of the page map's cells of class `kind` (`page`,
+/// `free`, `header`, `other`, `large`, `cached`), in order.
+pub fn cell_titles<'a>(svg: &'a str, kind: &str) -> Vec<&'a str> {
+    let start = format!("<rect class=\"{kind}\"");
+    svg.match_indices(&start)
+        .map(|(i, _)| {
+            let t = &svg[i..];
+            let a = t.find("<title>").expect("cell has a title") + "<title>".len();
+            let b = t.find("</title>").expect("title closed");
+            &t[a..b]
+        })
+        .collect()
+}
