@@ -195,11 +195,10 @@ fn zalloc_in<const WHOLE: bool>(size: usize, align: usize) -> *mut u8 {
 /// `p` is null or a live block returned by this allocator.
 #[inline(always)]
 pub(crate) unsafe fn free(p: *mut u8, size: usize) {
-    let seg = segment_of(p);
-    if registry::kind(seg) != registry::SMALL {
+    let Some(seg) = registry::small_segment_of(p) else {
         // SAFETY: forwarded contract.
-        return unsafe { free_not_small(seg, p) };
-    }
+        return unsafe { free_not_small(p) };
+    };
     // SAFETY: `p` is in a small segment of ours (the registry says so), so
     // its header is valid and the page found through it covers `p`; if `p`
     // starts one of the page's blocks, it is taken as live (unless the
@@ -219,7 +218,7 @@ pub(crate) unsafe fn free(p: *mut u8, size: usize) {
         #[cfg(feature = "secure")]
         check_live_block(seg, page, p, h, "double free");
         if (*seg).owner.load(Ordering::Relaxed) == h as usize {
-            free_local(h, page, p, size);
+            free_local(seg, h, page, p, size);
         } else {
             // It checks the freed mark.
             free_remote(seg, page, p, size, h);
@@ -248,9 +247,11 @@ unsafe extern "C" fn free_not_a_block(page: *const page::Page, p: *mut u8, size:
 /// first-class heaps share.
 ///
 /// # Safety
-/// `p` is a live block of `page`, a page of `h`, and `h` is the caller's own.
+/// `p` is a live block of `page`, a page of `h`, and `h` is the caller's own;
+/// `seg` is `segment_of(p)` (the caller has it: not made again from `p`).
 #[inline(always)]
 pub(crate) unsafe fn free_local(
+    seg: *mut Segment,
     h: *mut heap::Heap,
     page: *mut page::Page,
     p: *mut u8,
@@ -258,7 +259,7 @@ pub(crate) unsafe fn free_local(
 ) {
     // SAFETY: per the contract.
     unsafe {
-        let key = (*segment_of(p)).freed_key;
+        let key = (*seg).freed_key;
         if freed::is_marked(p, key) {
             // A tail call, so the fast path saves no registers for it.
             return free_local_marked(h, page, p, size);
@@ -299,13 +300,14 @@ unsafe extern "C" fn free_emptied(h: *mut heap::Heap, page: *mut page::Page) {
 /// block, or a pointer segalloc never handed out.
 ///
 /// # Safety
-/// `seg` is `segment_of(p)`.
+/// As for [`free`].
 #[cold]
 #[inline(never)]
-unsafe extern "C" fn free_not_small(seg: *mut Segment, p: *mut u8) {
+unsafe extern "C" fn free_not_small(p: *mut u8) {
     if p.is_null() {
         return;
     }
+    let seg = segment_of(p);
     if !registry::contains(seg) {
         not_ours(p);
     }
@@ -444,7 +446,7 @@ unsafe extern "C" fn free_local_marked(
     unsafe {
         freed_again(page, p, "double free");
         freed::clear(p);
-        free_local(h, page, p, size);
+        free_local(segment_of(p), h, page, p, size);
     }
 }
 

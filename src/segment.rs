@@ -660,6 +660,21 @@ pub(crate) mod registry {
         i
     }
 
+    /// The segment of `p` (as [`super::segment_of`] gives) if the registry
+    /// marks it a small one's. The index is computed once, from `p - 1`,
+    /// and the header's address made from it after the lookup, in the same
+    /// register: two instructions fewer on every free than masking a copy
+    /// of `p - 1` beside the shift.
+    #[inline(always)]
+    pub(crate) fn small_segment_of(p: *const u8) -> Option<*mut Segment> {
+        let i = opaque((p as usize).wrapping_sub(1) >> SEGMENT_SHIFT);
+        // Relaxed: as in `kind`.
+        if MAP.get(i)?.load(Ordering::Relaxed) != SMALL {
+            return None;
+        }
+        Some((i << SEGMENT_SHIFT) as *mut Segment)
+    }
+
     /// Whether `seg` is the header of a segment of segalloc's (any kind).
     #[inline]
     pub(crate) fn contains(seg: *const Segment) -> bool {
@@ -703,6 +718,36 @@ pub(crate) mod registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_segment_of_finds_registered_small_segments_only() {
+        use registry::small_segment_of;
+        let seg = Segment::create(1);
+        assert!(!seg.is_null());
+        let base = seg.cast::<u8>();
+        // SAFETY: addresses inside (or one past) the fresh segment.
+        unsafe {
+            assert_eq!(small_segment_of(base.add(1)), Some(seg));
+            assert_eq!(small_segment_of(base.add(SEGMENT_SIZE)), Some(seg));
+        }
+        // Its base belongs to the stretch below (another test's segment, or
+        // none).
+        let below = base.wrapping_sub(SEGMENT_SIZE).cast::<Segment>();
+        let expect = (registry::kind(below) == registry::SMALL).then_some(below);
+        assert_eq!(small_segment_of(base), expect);
+        for p in [0, 1 << 47, (1 << 47) + 1, usize::MAX, 1 << 63] {
+            assert_eq!(small_segment_of(p as *const u8), None, "{p:#x}");
+        }
+        // SAFETY: a fresh segment of ours, unused.
+        unsafe { Segment::release(seg) };
+        // Released (unmapped or kept for reuse, registered either way as
+        // what it then is): never a small one if unmapped.
+        let k = registry::kind(seg);
+        assert_eq!(
+            small_segment_of(base.wrapping_add(1)).is_some(),
+            k == registry::SMALL
+        );
+    }
 
     #[test]
     fn geometry() {
