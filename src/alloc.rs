@@ -36,6 +36,8 @@ use core::ptr;
 /// requested, so such allocations should be made with [`malloc_whole`].
 #[cfg_attr(not(feature = "override"), allow(dead_code))]
 pub(crate) const UNSIZED: usize = usize::MAX;
+// No `Layout` has it as its size (`GlobalAlloc::dealloc` relies on that).
+static_assertions::const_assert!(UNSIZED > isize::MAX as usize);
 
 /// Allocates `size` bytes aligned to `align` (a power of two). Null on failure.
 /// The statistics count `size` bytes as requested.
@@ -193,32 +195,50 @@ fn zalloc_in<const WHOLE: bool>(size: usize, align: usize) -> *mut u8 {
 /// `p` is null or a live block returned by this allocator.
 #[inline(always)]
 pub(crate) unsafe fn free(p: *mut u8, size: usize) {
-    let seg = segment_of(p);
-    if registry::kind(seg) != registry::SMALL {
+    let Some(seg) = registry::small_segment_of(p) else {
         // SAFETY: forwarded contract.
-        return unsafe { free_not_small(seg, p) };
-    }
+        return unsafe { free_not_small(p) };
+    };
     // SAFETY: `p` is in a small segment of ours (the registry says so), so
     // its header is valid and the page found through it covers `p`; if `p`
     // starts one of the page's blocks, it is taken as live (unless the
     // freed mark says otherwise); ownership decides who may touch the page.
+    // Every exit off the fast path is a tail call (no frame, no saved
+    // register) to an `extern "C"` function, which cannot unwind: C's
+    // `free` would otherwise wrap each call in an abort-on-unwind landing
+    // pad, and an `invoke` is never a tail call. Each returns (an abort is
+    // decided inside it): a call that does not return would need the stack
+    // aligned, and so a frame on the fast path too.
     unsafe {
         let page = (*seg).page_of(p);
-        check_block(page, p);
+        if !(*page).is_block(p) {
+            return free_not_a_block(page, p, size);
+        }
         let h = thread::heap();
         #[cfg(feature = "secure")]
         check_live_block(seg, page, p, h, "double free");
         if (*seg).owner.load(Ordering::Relaxed) == h as usize {
-            free_local(h, page, p, size);
+            free_local(seg, h, page, p, size);
         } else {
-            if freed::is_freed(p, (*seg).freed_key) {
-                freed_again_remote(
-                    p,
-                    "double free (the second by a thread that does not own the block)",
-                );
-            }
+            // It checks the freed mark.
             free_remote(seg, page, p, size, h);
         }
+    }
+}
+
+/// [`free`] of `p`, which does not start a block of `page` (the page
+/// covering it): aborts. The check is made again so that this returns, as
+/// [`free`]'s tail calls must (see there); were `p` a block, it is freed.
+///
+/// # Safety
+/// As for [`free`]; `page` is the page covering `p` in a small segment.
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn free_not_a_block(page: *const page::Page, p: *mut u8, size: usize) {
+    // SAFETY: per the contract.
+    unsafe {
+        check_block(page, p);
+        free(p, size);
     }
 }
 
@@ -227,9 +247,11 @@ pub(crate) unsafe fn free(p: *mut u8, size: usize) {
 /// first-class heaps share.
 ///
 /// # Safety
-/// `p` is a live block of `page`, a page of `h`, and `h` is the caller's own.
+/// `p` is a live block of `page`, a page of `h`, and `h` is the caller's own;
+/// `seg` is `segment_of(p)` (the caller has it: not made again from `p`).
 #[inline(always)]
 pub(crate) unsafe fn free_local(
+    seg: *mut Segment,
     h: *mut heap::Heap,
     page: *mut page::Page,
     p: *mut u8,
@@ -237,7 +259,7 @@ pub(crate) unsafe fn free_local(
 ) {
     // SAFETY: per the contract.
     unsafe {
-        let key = (*segment_of(p)).freed_key;
+        let key = (*seg).freed_key;
         if freed::is_marked(p, key) {
             // A tail call, so the fast path saves no registers for it.
             return free_local_marked(h, page, p, size);
@@ -268,7 +290,7 @@ pub(crate) unsafe fn free_local(
 /// As [`free_local`].
 #[cold]
 #[inline(never)]
-unsafe fn free_emptied(h: *mut heap::Heap, page: *mut page::Page) {
+unsafe extern "C" fn free_emptied(h: *mut heap::Heap, page: *mut page::Page) {
     // SAFETY: `h` is the caller's own heap, and `page` one of its pages.
     unsafe { thread::owning(h, |heap| heap.free_slow(page)) }
 }
@@ -278,13 +300,14 @@ unsafe fn free_emptied(h: *mut heap::Heap, page: *mut page::Page) {
 /// block, or a pointer segalloc never handed out.
 ///
 /// # Safety
-/// `seg` is `segment_of(p)`.
+/// As for [`free`].
 #[cold]
 #[inline(never)]
-unsafe fn free_not_small(seg: *mut Segment, p: *mut u8) {
+unsafe extern "C" fn free_not_small(p: *mut u8) {
     if p.is_null() {
         return;
     }
+    let seg = segment_of(p);
     if !registry::contains(seg) {
         not_ours(p);
     }
@@ -413,12 +436,17 @@ unsafe fn freed_again(page: *mut page::Page, p: *mut u8, what: &str) {
 /// As for [`free_local`].
 #[cold]
 #[inline(never)]
-unsafe fn free_local_marked(h: *mut heap::Heap, page: *mut page::Page, p: *mut u8, size: usize) {
+unsafe extern "C" fn free_local_marked(
+    h: *mut heap::Heap,
+    page: *mut page::Page,
+    p: *mut u8,
+    size: usize,
+) {
     // SAFETY: per the contract.
     unsafe {
         freed_again(page, p, "double free");
         freed::clear(p);
-        free_local(h, page, p, size);
+        free_local(segment_of(p), h, page, p, size);
     }
 }
 
@@ -431,11 +459,11 @@ fn freed_again_remote(p: *mut u8, what: &str) -> ! {
     crate::fatal(what, p)
 }
 
-/// Frees a block of a segment owned by another thread (or abandoned): in
-/// the common case, counts it and adds it to the calling thread's batch for
+/// Frees a block of a segment owned by another thread (or abandoned),
+/// unless it carries the freed mark (then aborts): in the common case, counts it and adds it to the calling thread's batch for
 /// the owning heap (see `remote_batch`).
 #[inline(never)]
-unsafe fn free_remote(
+unsafe extern "C" fn free_remote(
     seg: *mut Segment,
     page: *mut page::Page,
     p: *mut u8,
@@ -449,6 +477,12 @@ unsafe fn free_remote(
     // segment header, not from the page descriptor, whose cache line its
     // owner writes at every allocation (and classes are below NUM_CLASSES).
     unsafe {
+        if freed::is_freed(p, (*seg).freed_key) {
+            freed_again_remote(
+                p,
+                "double free (the second by a thread that does not own the block)",
+            );
+        }
         let owner = (*seg).owner.load(Ordering::Relaxed);
         let c = *(*seg).slice_class.get_unchecked(segment::slice_index(p)) as usize;
         let bs = *CLASS_SIZES.get_unchecked(c) as usize;

@@ -468,7 +468,10 @@ impl Heap {
     ///
     /// # Safety
     /// `p` is an in-use page of this heap.
-    pub(crate) unsafe fn free_slow(&mut self, p: *mut Page) {
+    ///
+    /// `extern "C"` so that it cannot unwind, which lets C's `free` reach it
+    /// with a tail call (see `alloc::free`).
+    pub(crate) unsafe extern "C" fn free_slow(&mut self, p: *mut Page) {
         // SAFETY: per the contract.
         unsafe {
             if (*p).used.get() == 0 {

@@ -131,8 +131,13 @@ unsafe impl GlobalAlloc for SegAlloc {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller passes a live block of ours and its layout.
-        unsafe { alloc::free(ptr, layout.size()) }
+        // SAFETY: the caller passes a live block of ours and its layout. A
+        // layout's size is at most `isize::MAX`, so never `UNSIZED`: told
+        // to the optimiser, it drops the free path's test for it.
+        unsafe {
+            core::hint::assert_unchecked(layout.size() <= isize::MAX as usize);
+            alloc::free(ptr, layout.size())
+        }
     }
 
     #[inline]

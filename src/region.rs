@@ -340,7 +340,7 @@ impl Heap {
             crate::alloc::check_block(page, p);
             #[cfg(feature = "secure")]
             crate::alloc::check_live_block(seg, page, p, h, "double free");
-            crate::alloc::free_local(h, page, p, size);
+            crate::alloc::free_local(seg, h, page, p, size);
         }
     }
 
