@@ -525,6 +525,17 @@ fn dlopened_library_serves_threads_made_before_it_and_forked_children() {
     });
 }
 
+/// fork while blocks travel between threads: pending batches of remote
+/// frees, parked heaps of exited threads; each child checks and frees the
+/// parent's blocks, allocates and runs threads of its own
+/// (`tests/preload/fork_remote.c`).
+#[test]
+fn fork_while_threads_free_each_others_blocks() {
+    c_program_prints_ok("fork_remote", &[], |c| {
+        c.env("LD_PRELOAD", cdylib());
+    });
+}
+
 /// Compiles `tests/preload/<name>.c` (with `extra` flags after it), runs it
 /// as `setup` prepares the command, and asserts it exits 0 printing `ok`.
 /// Skipped, with a note, without a C compiler.
