@@ -536,6 +536,26 @@ fn fork_while_threads_free_each_others_blocks() {
     });
 }
 
+/// `include/segalloc.h` as a C program uses it, linked against the library
+/// (`-lsegalloc`, no preload): every declared function called as declared,
+/// and the statistics struct's size contract (`tests/preload/header.c`).
+#[test]
+fn the_header_declares_the_library() {
+    let so = cdylib();
+    let dir = so.parent().unwrap().to_str().unwrap().to_owned();
+    let include = format!("-I{MANIFEST}/include");
+    let (l, rpath) = (format!("-L{dir}"), format!("-Wl,-rpath,{dir}"));
+    c_program_prints_ok(
+        "header",
+        &[&include, "-Wall", "-Werror", &l, "-lsegalloc", &rpath],
+        // cargo's LD_LIBRARY_PATH, which the loader searches before the
+        // runpath, holds the test build's library (without the C API).
+        |c| {
+            c.env_remove("LD_LIBRARY_PATH");
+        },
+    );
+}
+
 /// Compiles `tests/preload/<name>.c` (with `extra` flags after it), runs it
 /// as `setup` prepares the command, and asserts it exits 0 printing `ok`.
 /// Skipped, with a note, without a C compiler.
