@@ -82,6 +82,32 @@ int segalloc_should_move(const void *p);
  * then update every reference to the block. */
 void *segalloc_defrag_realloc(void *p, size_t size);
 
+/* First-class heaps (segalloc::Heap in Rust, as mimalloc's mi_heap_*):
+ * allocate related blocks from one heap, then free them all at once with
+ * segalloc_heap_reset (memory kept for reuse) or segalloc_heap_destroy
+ * (memory given back), without visiting each block. A heap is used by one
+ * thread at a time (it may move between threads). Its blocks may also be
+ * freed one by one with segalloc_heap_free or, from any thread, with free.
+ * Null and errno ENOMEM when memory runs out. */
+typedef struct SegallocHeap SegallocHeap;
+
+SegallocHeap *segalloc_heap_new(void);
+void segalloc_heap_destroy(SegallocHeap *h);
+void segalloc_heap_reset(SegallocHeap *h);
+void *segalloc_heap_malloc(SegallocHeap *h, size_t size);
+void *segalloc_heap_calloc(SegallocHeap *h, size_t n, size_t size);
+/* realloc(NULL, n) is malloc; size 0 frees and returns NULL (as glibc);
+ * a block of another heap, or of malloc, moves into h. */
+void *segalloc_heap_realloc(SegallocHeap *h, void *p, size_t size);
+/* align: any power of two, else NULL and errno EINVAL. */
+void *segalloc_heap_aligned_alloc(SegallocHeap *h, size_t align, size_t size);
+void segalloc_heap_free(SegallocHeap *h, void *p);
+/* The heap's own figures (process-wide fields read 0); as segalloc_stats.
+ * They count the frees made through the heap (segalloc_heap_free,
+ * segalloc_heap_realloc, reset); a block freed with free by another thread
+ * counts in that thread's figures. */
+int segalloc_heap_stats(SegallocHeap *h, SegallocStats *out, size_t size);
+
 #ifdef __cplusplus
 }
 #endif

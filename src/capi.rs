@@ -32,7 +32,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 #[inline]
-fn set_errno(e: c_int) {
+pub(crate) fn set_errno(e: c_int) {
     // SAFETY: `__errno_location` returns the calling thread's errno slot, which
     // is always valid to write (it lives in libc's initial-exec TLS).
     unsafe { *libc::__errno_location() = e };
@@ -40,7 +40,7 @@ fn set_errno(e: c_int) {
 
 /// Out of memory: glibc sets `errno` and returns null.
 #[cold]
-fn enomem() -> *mut c_void {
+pub(crate) fn enomem() -> *mut c_void {
     set_errno(libc::ENOMEM);
     ptr::null_mut()
 }
@@ -475,10 +475,19 @@ static_assertions::const_assert_eq!(
 /// `out` is null or points to `size` writable bytes.
 #[no_mangle]
 pub unsafe extern "C" fn segalloc_stats(out: *mut SegallocStats, size: usize) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { write_stats(&crate::stats(), out, size) }
+}
+
+/// Writes the first `min(size, sizeof)` bytes of `s` as a [`SegallocStats`]
+/// to `out` (see [`segalloc_stats`]).
+///
+/// # Safety
+/// `out` is null or points to `size` writable bytes.
+pub(crate) unsafe fn write_stats(s: &crate::Stats, out: *mut SegallocStats, size: usize) -> c_int {
     if out.is_null() || size < core::mem::size_of::<usize>() {
         return libc::EINVAL;
     }
-    let s = crate::stats();
     let v = SegallocStats {
         requested: s.requested,
         allocated: s.allocated,

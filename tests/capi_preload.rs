@@ -556,6 +556,27 @@ fn the_header_declares_the_library() {
     );
 }
 
+/// First-class heaps from C (`tests/preload/heap.c`, through
+/// `include/segalloc.h`): contents, calloc, realloc across ranges, aligned
+/// blocks, frees from another thread, exact statistics, reset, destroy.
+#[test]
+fn c_program_uses_first_class_heaps() {
+    let so = cdylib();
+    let dir = so.parent().unwrap().to_str().unwrap().to_owned();
+    let include = format!("-I{MANIFEST}/include");
+    let (l, rpath) = (format!("-L{dir}"), format!("-Wl,-rpath,{dir}"));
+    // Linked against the library for the heap functions, and preloaded as
+    // well (the same object: the loader maps it once).
+    c_program_prints_ok(
+        "heap",
+        &[&include, "-Wall", "-Werror", &l, "-lsegalloc", &rpath],
+        |c| {
+            c.env_remove("LD_LIBRARY_PATH");
+            c.env("LD_PRELOAD", so);
+        },
+    );
+}
+
 /// Compiles `tests/preload/<name>.c` (with `extra` flags after it), runs it
 /// as `setup` prepares the command, and asserts it exits 0 printing `ok`.
 /// Skipped, with a note, without a C compiler.
