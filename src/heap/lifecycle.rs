@@ -2,7 +2,7 @@
 //! threads, giving everything back (`collect`), handing its segments over
 //! at thread exit, and the wholesale release of a first-class heap.
 
-use super::{carved_bytes, in_use_pages, Heap, ABANDONED_DIRTY_MAX};
+use super::{in_use_pages, Heap, ABANDONED_DIRTY_MAX};
 use crate::atomic::Ordering;
 use crate::segment::{self, Segment, ABANDONED};
 use crate::size_class::{class_size, NUM_CLASSES};
@@ -69,6 +69,7 @@ impl Heap {
             }
             self.collect_full_pages(0);
             self.free_empty_pages();
+            self.purge_in_pages();
             let mut s = self.avail.first;
             while !s.is_null() {
                 let next = (*s).next;
@@ -186,7 +187,8 @@ impl Heap {
                         (*p).prev = ptr::null_mut();
                         if (*p).used.get() == 0 {
                             let span = (*p).span as usize;
-                            let resident = seg.free_run(i, span, carved_bytes(p));
+                            let touched = self.touched_to_free(seg, i, p);
+                            let resident = seg.free_run(i, span, touched);
                             let k = self.k();
                             k.class[(*p).class as usize].pages.sub(1);
                             k.pages_returned.add(1);
@@ -258,7 +260,8 @@ impl Heap {
                             *n = n.wrapping_add((*p).used.get());
                         }
                         let span = (*p).span as usize;
-                        let resident = seg.free_run(i, span, carved_bytes(p));
+                        let touched = self.touched_to_free(seg, i, p);
+                        let resident = seg.free_run(i, span, touched);
                         let k = self.k();
                         k.class[(*p).class as usize].pages.sub(1);
                         k.pages_returned.add(1);

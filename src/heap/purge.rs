@@ -8,11 +8,25 @@
 //! the only one the heap keeps in reserve. Past the soft limit (option
 //! `limit_soft`) every dirty slice is purged at the next check, with no
 //! delay and no budget.
+//!
+//! Inside pages in use, the OS pages that hold no live block go back too
+//! (sub-page purge, the mechanism in `page::purge`), on the same terms:
+//! the purge delay after a full page got room back (a page coming back from
+//! the full list arms it, see [`Heap::arm_sub_purge`]; a heap whose pages
+//! never fill never needs it), at once past the soft limit, and on
+//! `collect()`. Only one-slice pages (blocks up to 8 KiB) that are at most
+//! half used, never the current page of a class, and only with huge pages
+//! off (purging 4 KiB of a huge page splits it). The background purger
+//! does not do it: it may not touch the lists of a page whose owner's fast
+//! paths run.
 
-use super::Heap;
+use super::{carved_bytes, Heap};
 use crate::options::purge_delay_ms;
 use crate::os;
+use crate::page::{self, Page, PURGEABLE_SPAN};
 use crate::segment::{self, Segment, SLICE_SIZE};
+use crate::size_class::NUM_CLASSES;
+
 
 impl Heap {
     /// Unlinks and unmaps a wholly free segment of ours. The caller keeps
@@ -35,6 +49,9 @@ impl Heap {
     /// and memory left free goes back to the OS shortly.
     /// Never releases `keep` (the segment the caller is working in).
     pub(super) fn maybe_purge(&mut self, keep: *mut Segment) {
+        if self.sub_purge_at != 0 && os::now_ms() >= self.sub_purge_at {
+            self.purge_in_pages();
+        }
         if self.dirty_bytes == 0 {
             return;
         }
@@ -46,6 +63,7 @@ impl Heap {
         }
         if os::past_soft_limit() {
             // Purge harder: no delay, no budget, no kept segments.
+            self.purge_in_pages();
             self.purge_all(keep);
             segment::trim_free_segments();
             return;
@@ -110,3 +128,96 @@ impl Heap {
         self.stuck_dirty = self.dirty_bytes;
     }
 }
+
+impl Heap {
+    /// Sets the sub-page purge to run a purge delay from now, unless it is
+    /// already set (or this heap never does it: first-class heaps, whose
+    /// blocks are freed all at once, and huge pages on).
+    pub(super) fn arm_sub_purge(&mut self) {
+        if self.sub_purge_at == 0 && !self.private && crate::options::THP.get() == 0 {
+            self.sub_purge_at = os::now_ms() + purge_delay_ms();
+        }
+    }
+
+    /// Gives back the OS pages of sparse pages in use that hold no live
+    /// block (see the module docs), after collecting those pages' frees by
+    /// other threads. Owner only.
+    pub(crate) fn purge_in_pages(&mut self) {
+        self.sub_purge_at = 0;
+        if self.private || crate::options::THP.get() != 0 {
+            return;
+        }
+        let mut total = 0;
+        for c in 0..NUM_CLASSES {
+            let first = self.queues[c].first;
+            if first.is_null() {
+                continue;
+            }
+            // SAFETY: pages on our queues are in-use pages of ours; the
+            // current one (the first) is skipped.
+            unsafe {
+                if (*first).span != PURGEABLE_SPAN {
+                    continue;
+                }
+                let mut p = (*first).next;
+                while !p.is_null() {
+                    let next = (*p).next;
+                    self.collect_remote(p);
+                    if worth_purging(&*p) {
+                        total += (*p).purge_free_os_pages();
+                    }
+                    p = next;
+                }
+            }
+        }
+        self.k().purged_in_pages.add(total);
+    }
+
+    /// The bytes of `p`, about to give its slices back to `seg`, that may be
+    /// resident, for `Segment::free_run`. A page with OS pages purged gives
+    /// the rest of its memory back now, so that its slice is known to read
+    /// zero (the segment keeps a resident length per slice, no holes).
+    ///
+    /// # Safety
+    /// `p` is an in-use page of ours with no live block, the page of slice
+    /// `i` of `seg`.
+    pub(super) unsafe fn touched_to_free(&mut self, seg: &mut Segment, i: usize, p: *mut Page) -> usize {
+        // SAFETY: per the contract.
+        unsafe {
+            let purged = (*p).purged;
+            if purged == 0 {
+                return carved_bytes(p);
+            }
+            // What may be resident: the carved blocks, or more where the
+            // slice held an earlier page's data (its uncarved tail).
+            let touched = carved_bytes(p).max(seg.touched[i] as usize);
+            let n = touched.div_ceil(os::OS_PAGE).min(SLICE_SIZE / os::OS_PAGE);
+            let mut rest = (((1u32 << n) - 1) as u16) & !purged;
+            while rest != 0 {
+                let lo = rest.trailing_zeros() as usize;
+                let hi = lo + (rest >> lo).trailing_ones() as usize;
+                rest &= !((((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16);
+                os::purge((*p).start.add(lo * os::OS_PAGE), (hi - lo) * os::OS_PAGE);
+            }
+            self.k()
+                .purged_in_pages
+                .sub(purged.count_ones() as usize * os::OS_PAGE);
+            (*p).purged = 0;
+            (*p).purged_blocks = 0;
+            seg.touched[i] = 0;
+            0
+        }
+    }
+}
+
+/// Whether `p` is worth a sub-page purge: some block live (an empty page
+/// goes whole), at most half of them (see `page::sparse`), and an OS page's
+/// worth of free blocks still resident.
+fn worth_purging(p: &Page) -> bool {
+    let used = p.used.get();
+    let resident_free = p.capacity - used - u32::from(p.purged_blocks);
+    used > 0
+        && page::sparse(used, p.reserved)
+        && resident_free as usize * p.block_size >= os::OS_PAGE
+}
+
