@@ -256,9 +256,7 @@ impl Stats {
         self.pages_obtained = self.pages_obtained.wrapping_add(h.pages_obtained.get());
         self.pages_returned = self.pages_returned.wrapping_add(h.pages_returned.get());
         self.free_pages = self.free_pages.wrapping_add(h.dirty_bytes.get());
-        self.purged_in_pages = self
-            .purged_in_pages
-            .wrapping_add(h.purged_in_pages.get());
+        self.purged_in_pages = self.purged_in_pages.wrapping_add(h.purged_in_pages.get());
         self.committed = self.committed.wrapping_add(h.used_slices.get());
     }
 

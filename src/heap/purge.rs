@@ -27,7 +27,6 @@ use crate::page::{self, Page, PURGEABLE_SPAN};
 use crate::segment::{self, Segment, SLICE_SIZE};
 use crate::size_class::NUM_CLASSES;
 
-
 impl Heap {
     /// Unlinks and unmaps a wholly free segment of ours. The caller keeps
     /// `free_segments` right: it counts segments kept in reserve, and a segment
@@ -181,7 +180,12 @@ impl Heap {
     /// # Safety
     /// `p` is an in-use page of ours with no live block, the page of slice
     /// `i` of `seg`.
-    pub(super) unsafe fn touched_to_free(&mut self, seg: &mut Segment, i: usize, p: *mut Page) -> usize {
+    pub(super) unsafe fn touched_to_free(
+        &mut self,
+        seg: &mut Segment,
+        i: usize,
+        p: *mut Page,
+    ) -> usize {
         // SAFETY: per the contract.
         unsafe {
             let purged = (*p).purged;
@@ -220,4 +224,3 @@ fn worth_purging(p: &Page) -> bool {
         && page::sparse(used, p.reserved)
         && resident_free as usize * p.block_size >= os::OS_PAGE
 }
-

@@ -160,7 +160,10 @@ impl Page {
         // are free, and none may keep a link in memory that reads zero.
         let mut gone = [0u32; 2];
         let (start, cap) = (self.start as usize, self.capacity);
-        for (which, head) in [&mut self.free, &mut self.local_free].into_iter().enumerate() {
+        for (which, head) in [&mut self.free, &mut self.local_free]
+            .into_iter()
+            .enumerate()
+        {
             let mut prev: *mut Block = ptr::null_mut();
             let mut b = *head;
             let mut steps = cap;
@@ -266,7 +269,11 @@ impl Page {
             while !b.is_null() && steps > 0 {
                 steps -= 1;
                 let k = self.index_of(b);
-                assert_eq!(self.os_pages_of(k) & self.purged, 0, "a listed block in a purged OS page");
+                assert_eq!(
+                    self.os_pages_of(k) & self.purged,
+                    0,
+                    "a listed block in a purged OS page"
+                );
                 // SAFETY: as in `purge_free_os_pages`.
                 b = unsafe { next_of(b) };
             }
@@ -302,7 +309,11 @@ mod tests {
     fn fill(p: *mut u8, bs: usize, k: usize) {
         for w in 0..bs / 8 {
             // SAFETY: inside block `k` of the caller's page.
-            unsafe { p.add(k * bs + w * 8).cast::<u64>().write((k * 1000 + w) as u64 ^ 0x5a5a) };
+            unsafe {
+                p.add(k * bs + w * 8)
+                    .cast::<u64>()
+                    .write((k * 1000 + w) as u64 ^ 0x5a5a)
+            };
         }
     }
 
@@ -384,7 +395,11 @@ mod tests {
                 );
             }
             for &k in &live {
-                assert_eq!(page.os_pages_of(k) & page.purged, 0, "bs {bs}: live block {k} purged");
+                assert_eq!(
+                    page.os_pages_of(k) & page.purged,
+                    0,
+                    "bs {bs}: live block {k} purged"
+                );
                 check(mem, bs, k);
             }
             for o in 0..OS_PAGES {
@@ -409,8 +424,14 @@ mod tests {
             // SAFETY: as above.
             let more = unsafe { page.purge_free_os_pages() };
             assert_eq!(page.purged & purged_before, purged_before);
-            assert_eq!(more, (page.purged & !purged_before).count_ones() as usize * OS_PAGE);
-            assert!(more > 0, "bs {bs}: freeing half the live blocks purged nothing");
+            assert_eq!(
+                more,
+                (page.purged & !purged_before).count_ones() as usize * OS_PAGE
+            );
+            assert!(
+                more > 0,
+                "bs {bs}: freeing half the live blocks purged nothing"
+            );
             let listed2 = listed(&page);
             assert_eq!(
                 listed2.len() as u32 + u32::from(page.purged_blocks),
@@ -432,7 +453,10 @@ mod tests {
                             break;
                         }
                         let k = page.index_of(b.cast());
-                        assert!(!got[k] && !is_live(k), "bs {bs}: block {k} handed out twice or live");
+                        assert!(
+                            !got[k] && !is_live(k),
+                            "bs {bs}: block {k} handed out twice or live"
+                        );
                         got[k] = true;
                     }
                 }
@@ -467,7 +491,10 @@ mod tests {
             // OS pages kept: those of the live block and of free blocks
             // straddling into them (and, for blocks over 4 KiB, chains).
             assert_eq!(page.purged & keep_pages, 0);
-            assert!(bytes >= (OS_PAGES - 4) * OS_PAGE, "bs {bs}: only {bytes} purged");
+            assert!(
+                bytes >= (OS_PAGES - 4) * OS_PAGE,
+                "bs {bs}: only {bytes} purged"
+            );
             check(mem, bs, keep);
             // Nothing more to purge the second time.
             // SAFETY: as above.
