@@ -27,7 +27,10 @@
 //! beyond the heap's budget, or older than the purge delay (option `purge_delay_ms`), are purged
 //! with `madvise`; and a wholly free segment goes to a small process-wide
 //! cache or is unmapped, unless it is the only one the heap keeps in reserve
-//! (the policy is in `purge`). [`Heap::collect`] does all of it at once.
+//! (the policy is in `purge`). Inside sparse pages still in use, the OS
+//! pages that hold no live block go back too, a purge delay after a page
+//! left the full list (sub-page purge: the policy in `purge`, the mechanism
+//! in `page::purge`). [`Heap::collect`] does all of it at once.
 //! What a heap does apart from allocating (taking over segments of exited
 //! threads, thread exit, `collect`) is in `lifecycle`.
 

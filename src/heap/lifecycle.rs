@@ -52,8 +52,9 @@ impl Heap {
     }
 
     /// Collects every page's frees, frees every empty page (even the last one
-    /// of a class), takes over all abandoned segments, releases every wholly
-    /// free segment and purges all dirty slices.
+    /// of a class), takes over all abandoned segments, purges the free OS
+    /// pages inside sparse pages (see `purge`), releases every wholly free
+    /// segment and purges all dirty slices.
     ///
     /// # Safety
     /// Called by the owning thread.
@@ -115,7 +116,8 @@ impl Heap {
 
     /// Gives up a heap parked for too long: collects the frees other threads
     /// made into it, frees its empty pages (the last page a class keeps too)
-    /// and purges all its free memory, then abandons
+    /// and purges all its free memory (the free OS pages inside its sparse
+    /// pages too, see `purge`), then abandons
     /// its segments as a thread exit would (see [`Heap::abandon`]), which
     /// then has nothing resident left to hand over but live pages.
     ///
@@ -126,6 +128,7 @@ impl Heap {
         unsafe {
             self.collect_full_pages(0);
             self.free_empty_pages();
+            self.purge_in_pages();
             self.purge_all(ptr::null_mut());
             // Segments that emptied above went to the process-wide cache
             // with their free memory still resident.
