@@ -405,12 +405,15 @@ impl Page {
         self.holds(p) && (p as usize - self.start as usize) % self.block_size == 0
     }
 
-    /// Whether the block `b` is free: on `free`, `local_free` or `thread_free`.
-    /// Walks the lists, so only for a block that looks freed (it carries the
+    /// Whether the block `b` is free: on `free`, `local_free` or `thread_free`,
+    /// or in the page's purged OS pages (see `purge`). Walks the lists, so only for a block that looks freed (it carries the
     /// mark of `freed`, or with `secure` its first word decodes to a link of
     /// this page), and only when `b`'s first word could be a link of this
     /// page, as it is after a free. Owner only.
     pub(crate) fn is_free_block(&self, b: *const u8) -> bool {
+        if self.in_purged(b) {
+            return true; // free, its memory given back (see `purge`)
+        }
         // SAFETY: the page is ours; its lists hold valid blocks, and blocks
         // pushed on `thread_free` stay valid until we take them.
         unsafe {

@@ -54,6 +54,12 @@ impl Page {
         bits(a / OS_PAGE, b.div_ceil(OS_PAGE))
     }
 
+    /// Whether `b`, a carved block of this page, lies in purged OS pages
+    /// (so is free, on no list). Owner only.
+    pub(crate) fn in_purged(&self, b: *const u8) -> bool {
+        self.purged != 0 && self.os_pages_of(self.index_of(b.cast_mut().cast())) & self.purged != 0
+    }
+
     /// The index of block `b` of this page.
     #[inline]
     fn index_of(&self, b: *mut Block) -> usize {
@@ -440,6 +446,14 @@ mod tests {
             );
             for &k in &live {
                 check(mem, bs, k);
+            }
+            // A purged block is free to the double-free check (`secure`).
+            for k in (0..n).filter(|&k| page.os_pages_of(k) & page.purged != 0) {
+                // SAFETY: a block start of the page.
+                assert!(
+                    page.is_free_block(unsafe { mem.add(k * bs) }),
+                    "bs {bs}: block {k}"
+                );
             }
             // Hand every free block out again: the listed ones first, then
             // the purged ones, each once, reading zero past the link.
