@@ -6,6 +6,8 @@
 # measures is resident memory at three points, not time or peak RSS.
 #
 # Usage: bash benches/c/frag.sh [frag options...]   e.g. -w 0 -n 200000 (CI)
+# Exits non-zero if a run fails (a block's contents wrong: exit status 3) or
+# prints another checksum than the first allocator's.
 # Env:   SEGALLOC_SO=path  libsegalloc.so to use (default: build it with
 #        cargo build --release --features override --lib)
 #        ALLOC=list        comma list among glibc,mimalloc,jemalloc,tcmalloc,segalloc
@@ -25,7 +27,7 @@ L=/usr/lib/$(gcc -print-multiarch 2>/dev/null || echo "$(uname -m)-linux-gnu")
 echo "| allocator | after the frees | after idle + malloc_trim | after the refill |"
 echo "|---|---|---|---|"
 IFS=, read -r -a asked <<<"$ALLOC"
-status=0
+status=0 first_sum=""
 for a in "${asked[@]}"; do
   case "$a" in
     glibc) lib="" ;;
@@ -42,6 +44,10 @@ for a in "${asked[@]}"; do
   # "rss: STEP  X MiB  (Y MiB over the baseline: Rx live, L MiB)"
   cell() { grep "^rss: $1" <<<"$out" | sed -E 's/.* ([0-9.]+) MiB  \(([0-9.]+) MiB over the baseline: ([0-9.]+)x live.*/\1 MiB (\3x)/'; }
   echo "| $a | $(cell 'after the frees') | $(cell 'after [0-9]* ms idle') | $(cell 'after the refill') |"
-  grep '^checksum' <<<"$out" >&2
+  sum=$(grep '^checksum' <<<"$out" || true)
+  [[ -z "$first_sum" ]] && first_sum=$sum
+  if [[ "$sum" != "$first_sum" ]]; then
+    echo "frag.sh: $a: $sum differs from the first allocator's $first_sum" >&2; status=1
+  fi
 done
 exit $status
