@@ -118,6 +118,9 @@ pub(crate) struct Heap {
     /// When to purge the free OS pages inside sparse pages in use (see
     /// `purge`), or 0 if no page came back from the full list since.
     sub_purge_at: u64,
+    /// The class the next timed sub-page purge starts at (where the last
+    /// one stopped, its work bounded).
+    sub_purge_next: usize,
     /// Link in the pool of unused heaps, or in the list of parked ones.
     pub(crate) next_free: *mut Heap,
     /// When the heap was parked (monotonic ms; see `park`).
@@ -158,6 +161,7 @@ impl Heap {
             peak_slices: 0,
             purge_at: 0,
             sub_purge_at: 0,
+            sub_purge_next: 0,
             next_free: ptr::null_mut(),
             parked_at: 0,
             counters: ptr::null(),
@@ -204,6 +208,7 @@ impl Heap {
         self.peak_slices = 0;
         self.purge_at = 0;
         self.sub_purge_at = 0;
+        self.sub_purge_next = 0;
         self.next_free = ptr::null_mut();
     }
 

@@ -27,6 +27,11 @@ use crate::page::{self, Page, PURGEABLE_SPAN};
 use crate::segment::{self, Segment, SLICE_SIZE};
 use crate::size_class::NUM_CLASSES;
 
+/// How many free blocks a timed sub-page purge may walk (a few ms at a cache
+/// miss per block, `madvise` included): one that has more to look at goes
+/// on a purge delay later from where it stopped. `collect()` has no bound.
+const SUB_PURGE_WORK: usize = 1 << 15;
+
 impl Heap {
     /// Unlinks and unmaps a wholly free segment of ours. The caller keeps
     /// `free_segments` right: it counts segments kept in reserve, and a segment
@@ -49,7 +54,7 @@ impl Heap {
     /// Never releases `keep` (the segment the caller is working in).
     pub(super) fn maybe_purge(&mut self, keep: *mut Segment) {
         if self.sub_purge_at != 0 && os::now_ms() >= self.sub_purge_at {
-            self.purge_in_pages();
+            self.purge_in_pages(SUB_PURGE_WORK);
         }
         if self.dirty_bytes == 0 {
             return;
@@ -62,7 +67,7 @@ impl Heap {
         }
         if os::past_soft_limit() {
             // Purge harder: no delay, no budget, no kept segments.
-            self.purge_in_pages();
+            self.purge_in_pages(usize::MAX);
             self.purge_all(keep);
             segment::trim_free_segments();
             return;
@@ -140,14 +145,27 @@ impl Heap {
 
     /// Gives back the OS pages of sparse pages in use that hold no live
     /// block (see the module docs), after collecting those pages' frees by
-    /// other threads. Owner only.
-    pub(crate) fn purge_in_pages(&mut self) {
+    /// other threads, walking about `work` free blocks at most (then going
+    /// on a purge delay later). Owner only.
+    pub(crate) fn purge_in_pages(&mut self, work: usize) {
         self.sub_purge_at = 0;
         if self.private || crate::options::THP.get() != 0 {
             return;
         }
         let mut total = 0;
-        for c in 0..NUM_CLASSES {
+        let mut spent = 0usize;
+        let start = if work == usize::MAX {
+            0
+        } else {
+            self.sub_purge_next
+        };
+        for i in 0..NUM_CLASSES {
+            let c = (start + i) % NUM_CLASSES;
+            if spent >= work {
+                self.sub_purge_next = c;
+                self.arm_sub_purge();
+                break;
+            }
             let first = self.queues[c].first;
             if first.is_null() {
                 continue;
@@ -162,7 +180,8 @@ impl Heap {
                 while !p.is_null() {
                     let next = (*p).next;
                     self.collect_remote(p);
-                    if worth_purging(&*p) {
+                    if worth_purging(&*p, work != usize::MAX) {
+                        spent += ((*p).capacity - (*p).used.get()) as usize;
                         total += (*p).purge_free_os_pages();
                     }
                     p = next;
@@ -216,11 +235,51 @@ impl Heap {
 
 /// Whether `p` is worth a sub-page purge: some block live (an empty page
 /// goes whole), at most half of them (see `page::sparse`), and an OS page's
-/// worth of free blocks still resident.
-fn worth_purging(p: &Page) -> bool {
+/// worth of free blocks still resident. With `likely`, also that it likely
+/// has a wholly free OS page (see [`likely_free_os_page`]).
+fn worth_purging(p: &Page, likely: bool) -> bool {
     let used = p.used.get();
     let resident_free = p.capacity - used - u32::from(p.purged_blocks);
     used > 0
         && page::sparse(used, p.reserved)
         && resident_free as usize * p.block_size >= os::OS_PAGE
+        && (!likely || likely_free_os_page(p.reserved - used, p.reserved, p.block_size))
+}
+
+/// Whether a page with `free` of its `reserved` blocks free, at random
+/// places, is expected to have at least one wholly free OS page of its 16:
+/// `16 * (free / reserved)^b >= 1`, with `b` blocks per OS page (in fixed
+/// point, 16 fraction bits). A page of 64-byte blocks needs 96% of them
+/// free; one of 512-byte blocks, 71%. Frees that cluster beat the estimate;
+/// the timed purge skips the rest (walking a page's free list costs a cache
+/// miss per block), `collect()` does not.
+fn likely_free_os_page(free: u32, reserved: u32, block_size: usize) -> bool {
+    const ONE: u64 = 1 << 16;
+    let x = u64::from(free) * ONE / u64::from(reserved.max(1));
+    let b = (os::OS_PAGE / block_size).max(1);
+    let mut r = 16 * ONE;
+    for _ in 0..b {
+        r = r * x / ONE;
+        if r < ONE {
+            return false;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::likely_free_os_page;
+
+    #[test]
+    fn the_estimate_of_a_free_os_page() {
+        // 16-byte blocks, 256 per OS page: hopeless unless nearly all free.
+        assert!(!likely_free_os_page(3686, 4096, 16)); // 90% free
+        assert!(likely_free_os_page(4090, 4096, 16));
+        // 512-byte blocks, 8 per OS page: 16 * 0.9^8 = 6.9.
+        assert!(likely_free_os_page(115, 128, 512));
+        assert!(!likely_free_os_page(80, 128, 512)); // 16 * 0.625^8 = 0.37
+                                                     // Blocks over 4 KiB: half free is enough.
+        assert!(likely_free_os_page(4, 8, 8192));
+    }
 }

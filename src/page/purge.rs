@@ -38,6 +38,8 @@ use core::ptr;
 pub(crate) const PURGEABLE_SPAN: u8 = 1;
 /// OS pages in a one-slice page.
 const OS_PAGES: usize = SLICE_SIZE / OS_PAGE;
+/// The most blocks a one-slice page holds (16-byte blocks).
+const MAX_BLOCKS: usize = SLICE_SIZE / 16;
 const _: () = assert!(OS_PAGES == 16);
 
 /// Bits `lo..hi` (`lo <= hi <= 16`).
@@ -78,123 +80,91 @@ impl Page {
     pub(crate) unsafe fn purge_free_os_pages(&mut self) -> usize {
         debug_assert_eq!(self.span, PURGEABLE_SPAN);
         let bs = self.block_size;
-        if self.capacity == 0 {
+        let cap = self.capacity as usize;
+        if cap == 0 || cap > MAX_BLOCKS {
             return 0;
         }
-        let carved = self.capacity as usize * bs;
-        // Bytes of each OS page known free: in free blocks on the lists, in
-        // blocks on no list (those overlapping purged OS pages), or past the
-        // last block (when all are carved).
-        let mut cover = [0u32; OS_PAGES];
-        let add = |k: usize, cover: &mut [u32; OS_PAGES]| {
-            let (a, b) = (k * bs, (k + 1) * bs);
-            let mut o = a / OS_PAGE;
-            while o * OS_PAGE < b {
-                cover[o] += (b.min((o + 1) * OS_PAGE) - a.max(o * OS_PAGE)) as u32;
-                o += 1;
-            }
-        };
-        let mut n = 0u32;
-        for head in [self.free, self.local_free] {
+        // Which blocks are on `free` and on `local_free`: one walk of each
+        // (a cache miss per block, the cost of it all), bounded.
+        let mut listed = [[0u64; MAX_BLOCKS / 64]; 2];
+        let mut n = 0;
+        for (which, head) in [self.free, self.local_free].into_iter().enumerate() {
             let mut b = head;
-            while !b.is_null() && n < self.capacity {
-                add(self.index_of(b), &mut cover);
+            while !b.is_null() {
+                if n == cap || !self.holds(b.cast()) {
+                    return 0; // not a list of this page: leave it alone
+                }
+                let k = self.index_of(b);
+                listed[which][k / 64] |= 1 << (k % 64);
                 n += 1;
                 // SAFETY: blocks on our lists hold links we wrote.
                 b = unsafe { next_of(b) };
             }
         }
-        // Blocks on no list are those overlapping purged OS pages, which
-        // count whole; only the first and last block of each run of them
-        // may reach into other OS pages, where their parts count (once: a
-        // block over 4 KiB may end one run and start the next).
-        let mut m = self.purged;
-        let mut counted = usize::MAX;
-        while m != 0 {
-            let lo = m.trailing_zeros() as usize;
-            let hi = lo + (m >> lo).trailing_ones() as usize;
-            m &= !bits(lo, hi);
-            let first = lo * OS_PAGE / bs;
-            let last = ((hi * OS_PAGE - 1) / bs).min(self.capacity as usize - 1);
-            for k in [first, last] {
-                if k == counted || k >= self.capacity as usize {
-                    continue;
-                }
-                counted = k;
-                let (a, b) = (k * bs, (k + 1) * bs);
-                let mut q = a / OS_PAGE;
-                while q * OS_PAGE < b {
-                    if self.purged & (1 << q) == 0 {
-                        cover[q] += (b.min((q + 1) * OS_PAGE) - a.max(q * OS_PAGE)) as u32;
-                    }
-                    q += 1;
-                }
-            }
-        }
-        for (o, c) in cover.iter_mut().enumerate() {
-            if self.purged & (1 << o) != 0 {
-                *c = OS_PAGE as u32;
-            }
-        }
-        // The OS pages that may go: all free, and holding part of a carved
-        // block (an OS page wholly past the blocks was never touched).
+        let is_listed = |k: usize| (listed[0][k / 64] | listed[1][k / 64]) & (1 << (k % 64)) != 0;
+        // The OS pages that may go: every block overlapping them free (on
+        // a list, or on none as it overlaps a purged OS page), and holding
+        // part of a carved block (an OS page wholly past them was never
+        // touched; one partly past them may be carved next).
+        let carved = cap * bs;
         let mut new = 0u16;
-        for (o, &c) in cover.iter().enumerate() {
+        for o in 0..OS_PAGES {
             let (lo, hi) = (o * OS_PAGE, (o + 1) * OS_PAGE);
             if lo >= carved {
                 break;
             }
-            if self.purged & (1 << o) != 0 {
+            if self.purged & (1 << o) != 0 || (hi > carved && cap < self.reserved as usize) {
                 continue;
             }
-            let tail = if self.capacity == self.reserved {
-                hi.saturating_sub(carved)
-            } else if hi > carved {
-                continue; // the uncarved rest of this OS page may be carved next
-            } else {
-                0
-            };
-            debug_assert!(c as usize + tail <= OS_PAGE);
-            if c as usize + tail == OS_PAGE {
+            let (first, last) = (lo / bs, ((hi - 1) / bs).min(cap - 1));
+            let all_free =
+                (first..=last).all(|k| is_listed(k) || self.os_pages_of(k) & self.purged != 0);
+            if all_free {
                 new |= 1 << o;
             }
         }
         if new == 0 {
             return 0;
         }
-        // Take every block overlapping the new OS pages off the lists: all
-        // are free, and none may keep a link in memory that reads zero.
+        // Rebuild both lists in address order without the blocks that
+        // overlap the new OS pages: all are free, and none may keep a link
+        // in memory that reads zero. Links are written only in blocks that
+        // stay, whose OS pages stay resident.
         let mut gone = [0u32; 2];
-        let (start, cap) = (self.start as usize, self.capacity);
-        for (which, head) in [&mut self.free, &mut self.local_free]
-            .into_iter()
-            .enumerate()
-        {
-            let mut prev: *mut Block = ptr::null_mut();
-            let mut b = *head;
-            let mut steps = cap;
-            while !b.is_null() && steps > 0 {
-                steps -= 1;
-                // SAFETY: as above; links are rewritten only in blocks that
-                // stay, whose OS pages stay resident.
-                unsafe {
-                    let next = next_of(b);
-                    let a = b as usize - start;
-                    if bits(a / OS_PAGE, (a + bs).div_ceil(OS_PAGE)) & new != 0 {
+        for (which, bitmap) in listed.iter().enumerate() {
+            let mut head: *mut Block = ptr::null_mut();
+            let mut tail: *mut Block = ptr::null_mut();
+            for (w, &word) in bitmap.iter().enumerate() {
+                let mut m = word;
+                while m != 0 {
+                    let k = w * 64 + m.trailing_zeros() as usize;
+                    m &= m - 1;
+                    if self.os_pages_of(k) & new != 0 {
                         gone[which] += 1;
-                        if prev.is_null() {
-                            *head = next;
-                        } else {
-                            set_next(prev, next);
-                        }
-                    } else {
-                        prev = b;
+                        continue;
                     }
-                    b = next;
+                    // SAFETY: block `k` is a free block of this page.
+                    let b = unsafe { self.start.add(k * bs) }.cast::<Block>();
+                    if tail.is_null() {
+                        head = b;
+                    } else {
+                        // SAFETY: `tail` is a free block that stays.
+                        unsafe { set_next(tail, b) };
+                    }
+                    tail = b;
                 }
             }
+            if !tail.is_null() {
+                // SAFETY: as above.
+                unsafe { set_next(tail, ptr::null_mut()) };
+            }
+            if which == 0 {
+                self.free = head;
+            } else {
+                self.local_free = head;
+            }
         }
-        // The blocks left `free` were put there and not handed out: keep
+        // The blocks left on `free` were put there and not handed out: keep
         // `placed - len(free)` (the allocations since the counts were taken).
         self.placed = self.placed.wrapping_sub(gone[0]);
         self.purged_blocks += (gone[0] + gone[1]) as u16;
