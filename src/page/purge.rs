@@ -4,17 +4,18 @@
 //! A one-slice page (64 KiB, blocks up to 8 KiB) spans 16 OS pages of 4
 //! KiB. After random frees most of them may hold free blocks only, yet the
 //! page stays in use for the few live ones. [`Page::purge_free_os_pages`]
-//! finds the OS pages every block of which is free, takes those blocks off
-//! the page's local lists (`free` and `local_free`), records the OS pages in
-//! the page's `purged` bitmap and the blocks in `purged_blocks`, and purges
-//! them with `madvise`. A purged OS page reads back as zeros, so no free
-//! list may run through it: a block that straddles an OS-page boundary is
-//! taken off only if every OS page it touches goes, else all of them stay.
-//! So the invariant, checked in debug builds:
+//! walks the page's local lists (`free` and `local_free`) once each into a
+//! bitmap of free blocks, finds the OS pages every block overlapping which
+//! is free, rebuilds the lists in address order without the blocks that
+//! overlap those OS pages, records the OS pages in the page's `purged`
+//! bitmap and the blocks in `purged_blocks`, and purges them with
+//! `madvise`. A purged OS page reads back as zeros, so no free list may run
+//! through it: a free block straddling from a purged OS page into a kept
+//! one leaves the lists too (its part in the kept OS page is unused until
+//! the run comes back). So the invariant, checked in debug builds:
 //!
-//! - every block that overlaps a purged OS page lies wholly in purged OS
-//!   pages and is on no list; every block on `free` or `local_free` lies
-//!   wholly in OS pages that are not purged.
+//! - every block that overlaps a purged OS page is free and on no list;
+//!   every block on `free` or `local_free` overlaps no purged OS page.
 //!
 //! Only blocks the owner holds locally are taken: the caller collects the
 //! page's `thread_free` first, and blocks batched by other threads (see
