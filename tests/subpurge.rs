@@ -238,8 +238,38 @@ fn cross_thread_frees_while_purging() {
     assert_eq!(class_live(XSIZE), base);
 }
 
+/// With the option off, `collect()` purges nothing inside pages in use.
+fn option_off() {
+    segalloc::set_option("sub_purge", "0").unwrap();
+    let mut rng = Rng::new(5);
+    let mut blocks: Vec<Option<Block>> = (0..50_000)
+        .map(|i| Some(alloc(1000, 3 << 40 | i)))
+        .collect();
+    for b in blocks.iter_mut() {
+        if rng.chance(9, 10) {
+            free(b.take().unwrap());
+        }
+    }
+    let before = segalloc::stats().purged_in_pages;
+    segalloc::collect();
+    let s = segalloc::stats();
+    // (It may fall: pages purged earlier that empty give their memory back.)
+    assert!(
+        s.purged_in_pages <= before,
+        "sub_purge=0 still purged inside pages: {} -> {}",
+        before,
+        s.purged_in_pages
+    );
+    identity_holds(&s);
+    for b in blocks.into_iter().flatten() {
+        free(b);
+    }
+    segalloc::set_option("sub_purge", "1").unwrap();
+}
+
 fn main() {
     random_frees_then_collect();
     cross_thread_frees_while_purging();
+    option_off();
     println!("subpurge: ok");
 }

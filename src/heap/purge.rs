@@ -16,7 +16,8 @@
 //! never fill never needs it), at once past the soft limit, and on
 //! `collect()`. Only one-slice pages (blocks up to 8 KiB) that are at most
 //! half used, never the current page of a class, and only with huge pages
-//! off (purging 4 KiB of a huge page splits it). The background purger
+//! off (purging 4 KiB of a huge page splits it) and the option `sub_purge`
+//! on (the default). The background purger
 //! does not do it: it may not touch the lists of a page whose owner's fast
 //! paths run.
 
@@ -138,7 +139,7 @@ impl Heap {
     /// already set (or this heap never does it: first-class heaps, whose
     /// blocks are freed all at once, and huge pages on).
     pub(super) fn arm_sub_purge(&mut self) {
-        if self.sub_purge_at == 0 && !self.private && crate::options::THP.get() == 0 {
+        if self.sub_purge_at == 0 && !self.private && sub_purge_on() {
             self.sub_purge_at = os::now_ms() + purge_delay_ms();
         }
     }
@@ -149,7 +150,7 @@ impl Heap {
     /// on a purge delay later). Owner only.
     pub(crate) fn purge_in_pages(&mut self, work: usize) {
         self.sub_purge_at = 0;
-        if self.private || crate::options::THP.get() != 0 {
+        if self.private || !sub_purge_on() {
             return;
         }
         let mut total = 0;
@@ -231,6 +232,11 @@ impl Heap {
             0
         }
     }
+}
+
+/// Whether sub-page purge is on: the option `sub_purge`, and huge pages off.
+fn sub_purge_on() -> bool {
+    crate::options::SUB_PURGE.get() != 0 && crate::options::THP.get() == 0
 }
 
 /// Whether `p` is worth a sub-page purge: some block live (an empty page
