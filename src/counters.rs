@@ -110,6 +110,10 @@ pub(crate) struct HeapCounters {
     pub(crate) used_slices: Counter,
     /// Resident bytes of free slices.
     pub(crate) dirty_bytes: Counter,
+    /// Bytes of pages in use given back to the OS (sub-page purge, see
+    /// `page::purge`): added by the heap that purges them, taken off by the
+    /// heap that takes them back, so only the sum over heaps means anything.
+    pub(crate) purged_in_pages: Counter,
 }
 
 impl HeapCounters {
@@ -123,6 +127,7 @@ impl HeapCounters {
         pages_returned: Counter::new(),
         used_slices: Counter::new(),
         dirty_bytes: Counter::new(),
+        purged_in_pages: Counter::new(),
     };
 }
 
@@ -230,6 +235,7 @@ pub(crate) fn retire(k: &HeapCounters) {
     mv(&RETIRED.pages_returned, &k.pages_returned);
     mv(&RETIRED.used_slices, &k.used_slices);
     mv(&RETIRED.dirty_bytes, &k.dirty_bytes);
+    mv(&RETIRED.purged_in_pages, &k.purged_in_pages);
 }
 
 /// What a first-class heap knows of its large objects.

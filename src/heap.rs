@@ -27,7 +27,10 @@
 //! beyond the heap's budget, or older than the purge delay (option `purge_delay_ms`), are purged
 //! with `madvise`; and a wholly free segment goes to a small process-wide
 //! cache or is unmapped, unless it is the only one the heap keeps in reserve
-//! (the policy is in `purge`). [`Heap::collect`] does all of it at once.
+//! (the policy is in `purge`). Inside sparse pages still in use, the OS
+//! pages that hold no live block go back too, a purge delay after a page
+//! left the full list (sub-page purge: the policy in `purge`, the mechanism
+//! in `page::purge`). [`Heap::collect`] does all of it at once.
 //! What a heap does apart from allocating (taking over segments of exited
 //! threads, thread exit, `collect`) is in `lifecycle`.
 
@@ -112,6 +115,12 @@ pub(crate) struct Heap {
     peak_slices: usize,
     /// When to purge the dirty slices (monotonic ms), or 0 if none are waiting.
     purge_at: u64,
+    /// When to purge the free OS pages inside sparse pages in use (see
+    /// `purge`), or 0 if no page came back from the full list since.
+    sub_purge_at: u64,
+    /// The class the next timed sub-page purge starts at (where the last
+    /// one stopped, its work bounded).
+    sub_purge_next: usize,
     /// Link in the pool of unused heaps, or in the list of parked ones.
     pub(crate) next_free: *mut Heap,
     /// When the heap was parked (monotonic ms; see `park`).
@@ -151,6 +160,8 @@ impl Heap {
             used_slices: 0,
             peak_slices: 0,
             purge_at: 0,
+            sub_purge_at: 0,
+            sub_purge_next: 0,
             next_free: ptr::null_mut(),
             parked_at: 0,
             counters: ptr::null(),
@@ -196,6 +207,8 @@ impl Heap {
         self.used_slices = 0;
         self.peak_slices = 0;
         self.purge_at = 0;
+        self.sub_purge_at = 0;
+        self.sub_purge_next = 0;
         self.next_free = ptr::null_mut();
     }
 
@@ -230,7 +243,14 @@ impl Heap {
             }
             self.fold(p, false);
             self.collect_remote(p);
-            (*p).refill_local()
+            let purged = (*p).purged;
+            let ok = (*p).refill_local();
+            if (*p).purged != purged {
+                // Purged OS pages taken back (see `page::purge`).
+                let back = (purged & !(*p).purged).count_ones() as usize * os::OS_PAGE;
+                self.k().purged_in_pages.sub(back);
+            }
+            ok
         }
     }
 
@@ -355,6 +375,9 @@ impl Heap {
             (*p).clear_full();
             self.enqueue(p, false);
         }
+        // Frees made room in a full page: the free OS pages of sparse pages
+        // are worth a look once the purge delay has passed.
+        self.arm_sub_purge();
     }
 
     /// Takes a page off whichever list holds it.
@@ -623,7 +646,8 @@ impl Heap {
             let seg = &mut *s;
             let i = seg.page_index(p);
             let span = (*p).span as usize;
-            let resident = seg.free_run(i, span, carved_bytes(p));
+            let touched = self.touched_to_free(seg, i, p);
+            let resident = seg.free_run(i, span, touched);
             (*p).close();
             seg.used_pages -= 1;
             self.dirty_bytes += resident;

@@ -195,6 +195,15 @@ pub(crate) static THP: RuntimeOption = RuntimeOption::new(
     1,
     "1: mark segments and large blocks for transparent huge pages (madvise MADV_HUGEPAGE), for large heaps with random access",
 );
+/// Give back the OS pages of pages in use that hold no live block.
+pub(crate) static SUB_PURGE: RuntimeOption = RuntimeOption::new(
+    "sub_purge",
+    "SEGALLOC_SUB_PURGE",
+    OptionKind::Flag,
+    1,
+    1,
+    "1: inside sparse pages in use, the 4 KiB OS pages that hold no live block are purged too, on the purge delay and by collect() (0: only wholly free pages)",
+);
 /// Purge idle heaps from a background thread.
 pub(crate) static BACKGROUND: RuntimeOption = RuntimeOption::new(
     "background",
@@ -230,7 +239,7 @@ pub(crate) fn purge_delay_ms() -> u64 {
 }
 
 /// Every option, in the README's order.
-pub(crate) static ALL: [&RuntimeOption; 13] = [
+pub(crate) static ALL: [&RuntimeOption; 14] = [
     &PURGE_DELAY_MS,
     &PURGE_MIN,
     &SEGMENT_CACHE,
@@ -241,6 +250,7 @@ pub(crate) static ALL: [&RuntimeOption; 13] = [
     &LIMIT,
     &LIMIT_SOFT,
     &THP,
+    &SUB_PURGE,
     &BACKGROUND,
     &VERBOSE,
     &SHOW_STATS,

@@ -48,6 +48,9 @@ use crate::remote::{next_of, set_next};
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+mod purge;
+pub(crate) use purge::PURGEABLE_SPAN;
+
 /// The page is carved from segment slices and serves a size class.
 pub(crate) const IN_USE: u8 = 1;
 /// The page has no free block and sits on the heap's full list.
@@ -80,6 +83,12 @@ pub(crate) struct Page {
     /// class. Written by the owner when the queue's head changes, read by
     /// any thread (`defrag::should_move`); in what was padding.
     current: AtomicBool,
+    /// OS pages of a one-slice page given back to the OS while the page is
+    /// in use (bit `o`: bytes `o * 4096 .. (o + 1) * 4096` from `start`),
+    /// and how many carved blocks lie in them, on no list (see `purge`).
+    /// Owner only, slow paths only; in what was padding.
+    pub(crate) purged: u16,
+    pub(crate) purged_blocks: u16,
     /// Bytes requested by allocations from this page less those freed to it
     /// by its owner, since the counts were last taken (wrapping; `stats`).
     req: usize,
@@ -149,6 +158,8 @@ impl Page {
         flags: 0,
         span: 0,
         current: AtomicBool::new(false),
+        purged: 0,
+        purged_blocks: 0,
         req: 0,
         local_free: ptr::null_mut(),
         thread_free: ThreadFreeStack::new(),
@@ -301,6 +312,8 @@ impl Page {
         self.req = 0;
         self.placed = 0;
         self.fold_used = 0;
+        self.purged = 0;
+        self.purged_blocks = 0;
     }
 
     /// Makes `free` non-empty if the page has any block left, once other
@@ -314,13 +327,19 @@ impl Page {
             self.free = self.local_free;
             self.local_free = ptr::null_mut();
             self.flags &= !FREE_ZERO;
-            // Every carved block that is not live was on `local_free`.
-            self.placed = self.placed.wrapping_add(self.capacity - self.used.get());
+            // Every carved block that is neither live nor in a purged OS
+            // page was on `local_free`.
+            self.placed = self
+                .placed
+                .wrapping_add(self.capacity - self.used.get() - u32::from(self.purged_blocks));
             return true;
         }
         if self.capacity < self.reserved {
             self.extend();
             return true;
+        }
+        if self.purged != 0 {
+            return self.unpurge_next();
         }
         false
     }
@@ -373,6 +392,7 @@ impl Page {
     /// fails [`is_block`](Self::is_block). Owner only, once
     /// no block of it is live.
     pub(crate) fn close(&mut self) {
+        debug_assert_eq!(self.purged, 0, "a page closed with purged OS pages");
         self.flags = 0;
         self.free = ptr::null_mut();
         self.local_free = ptr::null_mut();
@@ -385,12 +405,15 @@ impl Page {
         self.holds(p) && (p as usize - self.start as usize) % self.block_size == 0
     }
 
-    /// Whether the block `b` is free: on `free`, `local_free` or `thread_free`.
-    /// Walks the lists, so only for a block that looks freed (it carries the
+    /// Whether the block `b` is free: on `free`, `local_free` or `thread_free`,
+    /// or in the page's purged OS pages (see `purge`). Walks the lists, so only for a block that looks freed (it carries the
     /// mark of `freed`, or with `secure` its first word decodes to a link of
     /// this page), and only when `b`'s first word could be a link of this
     /// page, as it is after a free. Owner only.
     pub(crate) fn is_free_block(&self, b: *const u8) -> bool {
+        if self.in_purged(b) {
+            return true; // free, its memory given back (see `purge`)
+        }
         // SAFETY: the page is ours; its lists hold valid blocks, and blocks
         // pushed on `thread_free` stay valid until we take them.
         unsafe {

@@ -104,8 +104,13 @@ pub struct Stats {
     pub mapped: usize,
     /// segalloc's own bookkeeping: segment headers, heaps, large-block headers.
     pub metadata: usize,
-    /// Free blocks inside pages in use (part of external fragmentation).
+    /// Free blocks inside pages in use (part of external fragmentation),
+    /// less the OS pages of them given back to the OS (`purged_in_pages`).
     pub free_in_pages: usize,
+    /// Bytes of pages in use given back to the OS because they held only
+    /// free blocks (sub-page purge; counted in neither `committed` nor
+    /// `free_in_pages`). Each purge also counts in `os_calls.purged`.
+    pub purged_in_pages: usize,
     /// Wholly free pages held, still resident (part of external fragmentation),
     /// including the freed large blocks kept in the cache (`large_cached`).
     pub free_pages: usize,
@@ -181,6 +186,7 @@ impl Stats {
             mapped: 0,
             metadata: 0,
             free_in_pages: 0,
+            purged_in_pages: 0,
             free_pages: 0,
             remote_pending: 0,
             allocations: 0,
@@ -250,6 +256,7 @@ impl Stats {
         self.pages_obtained = self.pages_obtained.wrapping_add(h.pages_obtained.get());
         self.pages_returned = self.pages_returned.wrapping_add(h.pages_returned.get());
         self.free_pages = self.free_pages.wrapping_add(h.dirty_bytes.get());
+        self.purged_in_pages = self.purged_in_pages.wrapping_add(h.purged_in_pages.get());
         self.committed = self.committed.wrapping_add(h.used_slices.get());
     }
 
@@ -270,6 +277,8 @@ impl Stats {
             small_allocated = small_allocated.wrapping_add(row.live_blocks.wrapping_mul(bs));
             small_requested = small_requested.wrapping_add(row.requested);
         }
+        // Purged OS pages of pages in use are neither committed nor free.
+        let used_bytes = used_bytes.wrapping_sub(self.purged_in_pages);
         self.free_in_pages = used_bytes.wrapping_sub(small_allocated);
         let header = os::round_up(core::mem::size_of::<Segment>(), OS_PAGE).unwrap_or(0);
         self.metadata = segments.wrapping_mul(header) + heap_meta + self.large_objects * OS_PAGE;
@@ -476,13 +485,14 @@ impl fmt::Display for Stats {
         writeln!(
             f,
             "  internal fragmentation {} ({:.1}% of allocated); external {} ({:.1}% of committed): \
-             {} free in pages, {} in free pages ({} of them cached large blocks), \
+             {} free in pages ({} more purged), {} in free pages ({} of them cached large blocks), \
              {} pending remote frees",
             Bytes(self.internal_fragmentation()),
             100.0 * self.internal_fragmentation_ratio(),
             Bytes(self.external_fragmentation()),
             100.0 * self.external_fragmentation_ratio(),
             Bytes(self.free_in_pages),
+            Bytes(self.purged_in_pages),
             Bytes(self.free_pages),
             Bytes(self.large_cached),
             Bytes(self.remote_pending)
@@ -630,7 +640,7 @@ mod serde_impl {
 
     impl Serialize for Stats {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut st = s.serialize_struct("Stats", 29)?;
+            let mut st = s.serialize_struct("Stats", 30)?;
             st.serialize_field("requested", &self.requested)?;
             st.serialize_field("allocated", &self.allocated)?;
             st.serialize_field("committed", &self.committed)?;
@@ -639,6 +649,7 @@ mod serde_impl {
             st.serialize_field("metadata", &self.metadata)?;
             st.serialize_field("free_in_pages", &self.free_in_pages)?;
             st.serialize_field("free_pages", &self.free_pages)?;
+            st.serialize_field("purged_in_pages", &self.purged_in_pages)?;
             st.serialize_field("remote_pending", &self.remote_pending)?;
             st.serialize_field("internal_fragmentation", &self.internal_fragmentation())?;
             st.serialize_field(

@@ -2,7 +2,7 @@
 //! threads, giving everything back (`collect`), handing its segments over
 //! at thread exit, and the wholesale release of a first-class heap.
 
-use super::{carved_bytes, in_use_pages, Heap, ABANDONED_DIRTY_MAX};
+use super::{in_use_pages, Heap, ABANDONED_DIRTY_MAX};
 use crate::atomic::Ordering;
 use crate::segment::{self, Segment, ABANDONED};
 use crate::size_class::{class_size, NUM_CLASSES};
@@ -52,8 +52,9 @@ impl Heap {
     }
 
     /// Collects every page's frees, frees every empty page (even the last one
-    /// of a class), takes over all abandoned segments, releases every wholly
-    /// free segment and purges all dirty slices.
+    /// of a class), takes over all abandoned segments, purges the free OS
+    /// pages inside sparse pages (see `purge`), releases every wholly free
+    /// segment and purges all dirty slices.
     ///
     /// # Safety
     /// Called by the owning thread.
@@ -69,6 +70,7 @@ impl Heap {
             }
             self.collect_full_pages(0);
             self.free_empty_pages();
+            self.purge_in_pages(usize::MAX);
             let mut s = self.avail.first;
             while !s.is_null() {
                 let next = (*s).next;
@@ -114,7 +116,8 @@ impl Heap {
 
     /// Gives up a heap parked for too long: collects the frees other threads
     /// made into it, frees its empty pages (the last page a class keeps too)
-    /// and purges all its free memory, then abandons
+    /// and purges all its free memory (the free OS pages inside its sparse
+    /// pages too, see `purge`), then abandons
     /// its segments as a thread exit would (see [`Heap::abandon`]), which
     /// then has nothing resident left to hand over but live pages.
     ///
@@ -125,6 +128,7 @@ impl Heap {
         unsafe {
             self.collect_full_pages(0);
             self.free_empty_pages();
+            self.purge_in_pages(usize::MAX);
             self.purge_all(ptr::null_mut());
             // Segments that emptied above went to the process-wide cache
             // with their free memory still resident.
@@ -186,7 +190,8 @@ impl Heap {
                         (*p).prev = ptr::null_mut();
                         if (*p).used.get() == 0 {
                             let span = (*p).span as usize;
-                            let resident = seg.free_run(i, span, carved_bytes(p));
+                            let touched = self.touched_to_free(seg, i, p);
+                            let resident = seg.free_run(i, span, touched);
                             let k = self.k();
                             k.class[(*p).class as usize].pages.sub(1);
                             k.pages_returned.add(1);
@@ -258,7 +263,8 @@ impl Heap {
                             *n = n.wrapping_add((*p).used.get());
                         }
                         let span = (*p).span as usize;
-                        let resident = seg.free_run(i, span, carved_bytes(p));
+                        let touched = self.touched_to_free(seg, i, p);
+                        let resident = seg.free_run(i, span, touched);
                         let k = self.k();
                         k.class[(*p).class as usize].pages.sub(1);
                         k.pages_returned.add(1);

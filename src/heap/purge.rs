@@ -11,11 +11,30 @@
 //! the only one the heap keeps in reserve. Past the soft limit (option
 //! `limit_soft`) every dirty slice is purged at the next check, with no
 //! delay and no budget.
+//!
+//! Inside pages in use, the OS pages that hold no live block go back too
+//! (sub-page purge, the mechanism in `page::purge`), on the same terms:
+//! the purge delay after a full page got room back (a page coming back from
+//! the full list arms it, see [`Heap::arm_sub_purge`]; a heap whose pages
+//! never fill never needs it), at once past the soft limit, and on
+//! `collect()`. Only one-slice pages (blocks up to 8 KiB) that are at most
+//! half used, never the current page of a class, and only with huge pages
+//! off (purging 4 KiB of a huge page splits it) and the option `sub_purge`
+//! on (the default). The background purger
+//! does not do it: it may not touch the lists of a page whose owner's fast
+//! paths run.
 
-use super::Heap;
+use super::{carved_bytes, Heap};
 use crate::options::purge_delay_ms;
 use crate::os;
+use crate::page::{self, Page, PURGEABLE_SPAN};
 use crate::segment::{self, Segment, SLICE_SIZE};
+use crate::size_class::NUM_CLASSES;
+
+/// How many free blocks a timed sub-page purge may walk (a few ms at a cache
+/// miss per block, `madvise` included): one that has more to look at goes
+/// on a purge delay later from where it stopped. `collect()` has no bound.
+const SUB_PURGE_WORK: usize = 1 << 15;
 
 impl Heap {
     /// Unlinks and unmaps a wholly free segment of ours. The caller keeps
@@ -39,6 +58,9 @@ impl Heap {
     /// costs no system call, and memory left free goes back to the OS shortly.
     /// Never releases `keep` (the segment the caller is working in).
     pub(super) fn maybe_purge(&mut self, keep: *mut Segment) {
+        if self.sub_purge_at != 0 && os::now_ms() >= self.sub_purge_at {
+            self.purge_in_pages(SUB_PURGE_WORK);
+        }
         if self.dirty_bytes == 0 {
             return;
         }
@@ -55,6 +77,7 @@ impl Heap {
         }
         if os::past_soft_limit() {
             // Purge harder: no delay, no budget, no kept segments.
+            self.purge_in_pages(usize::MAX);
             self.purge_all(keep);
             segment::trim_free_segments();
             return;
@@ -165,5 +188,161 @@ impl Heap {
             }
         }
         self.stuck_dirty = self.dirty_bytes;
+    }
+}
+
+impl Heap {
+    /// Sets the sub-page purge to run a purge delay from now, unless it is
+    /// already set (or this heap never does it: first-class heaps, whose
+    /// blocks are freed all at once, and huge pages on).
+    pub(super) fn arm_sub_purge(&mut self) {
+        if self.sub_purge_at == 0 && !self.private && sub_purge_on() {
+            self.sub_purge_at = os::now_ms() + purge_delay_ms();
+        }
+    }
+
+    /// Gives back the OS pages of sparse pages in use that hold no live
+    /// block (see the module docs), after collecting those pages' frees by
+    /// other threads, walking about `work` free blocks at most (then going
+    /// on a purge delay later). Owner only.
+    pub(crate) fn purge_in_pages(&mut self, work: usize) {
+        self.sub_purge_at = 0;
+        if self.private || !sub_purge_on() {
+            return;
+        }
+        let mut total = 0;
+        let mut spent = 0usize;
+        let start = if work == usize::MAX {
+            0
+        } else {
+            self.sub_purge_next
+        };
+        for i in 0..NUM_CLASSES {
+            let c = (start + i) % NUM_CLASSES;
+            if spent >= work {
+                self.sub_purge_next = c;
+                self.arm_sub_purge();
+                break;
+            }
+            let first = self.queues[c].first;
+            if first.is_null() {
+                continue;
+            }
+            // SAFETY: pages on our queues are in-use pages of ours; the
+            // current one (the first) is skipped.
+            unsafe {
+                if (*first).span != PURGEABLE_SPAN {
+                    continue;
+                }
+                let mut p = (*first).next;
+                while !p.is_null() {
+                    let next = (*p).next;
+                    self.collect_remote(p);
+                    if worth_purging(&*p, work != usize::MAX) {
+                        spent += ((*p).capacity - (*p).used.get()) as usize;
+                        total += (*p).purge_free_os_pages();
+                    }
+                    p = next;
+                }
+            }
+        }
+        self.k().purged_in_pages.add(total);
+    }
+
+    /// The bytes of `p`, about to give its slices back to `seg`, that may be
+    /// resident, for `Segment::free_run`. A page with OS pages purged gives
+    /// the rest of its memory back now, so that its slice is known to read
+    /// zero (the segment keeps a resident length per slice, no holes).
+    ///
+    /// # Safety
+    /// `p` is an in-use page of ours with no live block, the page of slice
+    /// `i` of `seg`.
+    pub(super) unsafe fn touched_to_free(
+        &mut self,
+        seg: &mut Segment,
+        i: usize,
+        p: *mut Page,
+    ) -> usize {
+        // SAFETY: per the contract.
+        unsafe {
+            let purged = (*p).purged;
+            if purged == 0 {
+                return carved_bytes(p);
+            }
+            // What may be resident: the carved blocks, or more where the
+            // slice held an earlier page's data (its uncarved tail).
+            let touched = carved_bytes(p).max(seg.touched[i] as usize);
+            let n = touched.div_ceil(os::OS_PAGE).min(SLICE_SIZE / os::OS_PAGE);
+            let mut rest = (((1u32 << n) - 1) as u16) & !purged;
+            while rest != 0 {
+                let lo = rest.trailing_zeros() as usize;
+                let hi = lo + (rest >> lo).trailing_ones() as usize;
+                rest &= !((((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16);
+                os::purge((*p).start.add(lo * os::OS_PAGE), (hi - lo) * os::OS_PAGE);
+            }
+            self.k()
+                .purged_in_pages
+                .sub(purged.count_ones() as usize * os::OS_PAGE);
+            (*p).purged = 0;
+            (*p).purged_blocks = 0;
+            seg.touched[i] = 0;
+            0
+        }
+    }
+}
+
+/// Whether sub-page purge is on: the option `sub_purge`, and huge pages off.
+fn sub_purge_on() -> bool {
+    crate::options::SUB_PURGE.get() != 0 && crate::options::THP.get() == 0
+}
+
+/// Whether `p` is worth a sub-page purge: some block live (an empty page
+/// goes whole), at most half of them (see `page::sparse`), and an OS page's
+/// worth of free blocks still resident. With `likely`, also that it likely
+/// has a wholly free OS page (see [`likely_free_os_page`]).
+fn worth_purging(p: &Page, likely: bool) -> bool {
+    let used = p.used.get();
+    let resident_free = p.capacity - used - u32::from(p.purged_blocks);
+    used > 0
+        && page::sparse(used, p.reserved)
+        && resident_free as usize * p.block_size >= os::OS_PAGE
+        && (!likely || likely_free_os_page(p.reserved - used, p.reserved, p.block_size))
+}
+
+/// Whether a page with `free` of its `reserved` blocks free, at random
+/// places, is expected to have at least one wholly free OS page of its 16:
+/// `16 * (free / reserved)^b >= 1`, with `b` blocks per OS page (in fixed
+/// point, 16 fraction bits). A page of 64-byte blocks needs 96% of them
+/// free; one of 512-byte blocks, 71%. Frees that cluster beat the estimate;
+/// the timed purge skips the rest (walking a page's free list costs a cache
+/// miss per block), `collect()` does not.
+fn likely_free_os_page(free: u32, reserved: u32, block_size: usize) -> bool {
+    const ONE: u64 = 1 << 16;
+    let x = u64::from(free) * ONE / u64::from(reserved.max(1));
+    let b = (os::OS_PAGE / block_size).max(1);
+    let mut r = 16 * ONE;
+    for _ in 0..b {
+        r = r * x / ONE;
+        if r < ONE {
+            return false;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::likely_free_os_page;
+
+    #[test]
+    fn the_estimate_of_a_free_os_page() {
+        // 16-byte blocks, 256 per OS page: hopeless unless nearly all free.
+        assert!(!likely_free_os_page(3686, 4096, 16)); // 90% free
+        assert!(likely_free_os_page(4090, 4096, 16));
+        // 512-byte blocks, 8 per OS page: 16 * 0.9^8 = 6.9.
+        assert!(likely_free_os_page(115, 128, 512));
+        assert!(!likely_free_os_page(80, 128, 512)); // 16 * 0.625^8 = 0.37
+                                                     // Blocks over 4 KiB: half free is enough.
+        assert!(likely_free_os_page(4, 8, 8192));
     }
 }
