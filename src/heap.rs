@@ -497,6 +497,12 @@ impl Heap {
     pub(crate) unsafe extern "C" fn free_slow(&mut self, p: *mut Page) {
         // SAFETY: per the contract.
         unsafe {
+            // A page with purged OS pages sends every free here (see
+            // `Page::notify_every_free`); the block just freed heads
+            // `local_free`.
+            if !(*p).local_free.is_null() {
+                (*p).check_not_purged((*p).local_free.cast());
+            }
             if (*p).used.get() == 0 {
                 let c = (*p).class as usize;
                 // Keep the only page of a class: freeing and reallocating one

@@ -182,17 +182,69 @@ impl Page {
 
     /// Puts the page on the full list's terms: flagged [`IN_FULL`], and
     /// its owner's frees noticed once `unfull_at` blocks or fewer are used.
+    /// While the page has purged OS pages, every free is noticed instead
+    /// (see [`notify_every_free`](Self::notify_every_free)).
     #[inline]
     pub(crate) fn set_full(&mut self, unfull_at: u32) {
         self.flags |= IN_FULL;
-        self.notify_at = unfull_at;
+        self.notify_at = if self.purged != 0 {
+            u32::MAX
+        } else {
+            unfull_at
+        };
     }
 
     /// Takes the page off the full list's terms.
     #[inline]
     pub(crate) fn clear_full(&mut self) {
         self.flags &= !IN_FULL;
-        self.notify_at = 0;
+        self.notify_at = if self.purged != 0 { u32::MAX } else { 0 };
+    }
+
+    /// Aborts if `b`, a block of this page just freed, lies in a purged OS
+    /// page: it was free already (its freed mark went with the memory).
+    /// Owner only.
+    #[inline]
+    pub(crate) fn check_not_purged(&self, b: *const u8) {
+        if self.in_purged(b) {
+            crate::fatal(
+                "double free or corruption (a free block whose memory was given back was freed again)",
+                b,
+            );
+        }
+    }
+
+    /// [`check_not_purged`](Self::check_not_purged) for a block about to be
+    /// reallocated.
+    #[inline]
+    pub(crate) fn check_not_purged_realloc(&self, b: *const u8) {
+        if self.in_purged(b) {
+            crate::fatal(
+                "realloc of a freed block (a free block whose memory was given back)",
+                b,
+            );
+        }
+    }
+
+    /// Sends every free of the owner (and every batched free it settles) to
+    /// the heap's free slow path, which makes sure the block is not in a
+    /// purged OS page: such a block is free already, and its freed mark
+    /// went with the memory, so only this check catches a second free of
+    /// it (see `purge`). Only pages with purged OS pages, sparse pages
+    /// whose frees are rare, pay for it.
+    #[inline]
+    pub(crate) fn notify_every_free(&mut self) {
+        self.notify_at = u32::MAX;
+    }
+
+    /// The page has no purged OS page any more: back to the terms of the
+    /// full list, conservatively (a page on it is noticed at every free
+    /// until its owner takes it off, which resets the mark).
+    #[inline]
+    pub(crate) fn end_notify_every_free(&mut self) {
+        if !self.has(IN_FULL) {
+            self.notify_at = 0;
+        }
     }
 
     /// Marks the page as its class's current page or not. Owner only.
@@ -256,6 +308,16 @@ impl Page {
         if n == 0 {
             return 0;
         }
+        if self.purged != 0 {
+            // Blocks of purged OS pages are free already (see `purge`).
+            let mut b = head;
+            for _ in 0..n {
+                self.check_not_purged(b.cast());
+                // SAFETY: the first `n` blocks from `head` are the ones
+                // just taken, each with its link.
+                b = unsafe { next_of(b) };
+            }
+        }
         self.local_free = head;
         self.used.set(self.used.get().wrapping_sub(n));
         // Their freers counted these frees.
@@ -314,6 +376,7 @@ impl Page {
         self.fold_used = 0;
         self.purged = 0;
         self.purged_blocks = 0;
+        self.notify_at = 0;
     }
 
     /// Makes `free` non-empty if the page has any block left, once other

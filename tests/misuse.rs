@@ -146,6 +146,53 @@ fn child() {
                         .unwrap();
                 }
             }
+            "purged_double_free" | "purged_double_free_thread" | "purged_realloc" => {
+                // Sparse pages of 512-byte blocks: one block in 32 stays.
+                let l = layout(512);
+                let ps: Vec<usize> = (0..2048).map(|_| GLOBAL.alloc(l) as usize).collect();
+                let live: Vec<usize> = ps.iter().copied().step_by(32).collect();
+                for (i, &p) in ps.iter().enumerate() {
+                    if i % 32 != 0 {
+                        GLOBAL.dealloc(p as *mut u8, l);
+                    }
+                }
+                segalloc::collect(); // purges the OS pages with no live block
+                assert!(segalloc::stats().purged_in_pages > 0, "nothing purged");
+                let os_page = |p: usize| p & !4095;
+                // A freed block alone in its OS page (its memory given back).
+                let p = ps
+                    .iter()
+                    .copied()
+                    .enumerate()
+                    .find(|&(i, p)| {
+                        i % 32 != 0
+                            && i < 1024
+                            && !live.iter().any(|&q| os_page(q) == os_page(p))
+                            && os_page(p) == os_page(p + 511)
+                    })
+                    .map(|(_, p)| p)
+                    .expect("a block in a purged OS page");
+                match which.as_str() {
+                    "purged_double_free" => GLOBAL.dealloc(p as *mut u8, l),
+                    "purged_realloc" => {
+                        let q = GLOBAL.realloc(p as *mut u8, l, 500);
+                        GLOBAL.dealloc(q, layout(500));
+                    }
+                    _ => {
+                        std::thread::spawn(move || GLOBAL.dealloc(p as *mut u8, l))
+                            .join()
+                            .unwrap();
+                        // The owner settles the batch at its next slow path.
+                        for _ in 0..100_000 {
+                            std::hint::black_box(GLOBAL.alloc(layout(64)));
+                        }
+                        segalloc::collect();
+                    }
+                }
+                for &q in &live {
+                    GLOBAL.dealloc(q as *mut u8, l);
+                }
+            }
             "realloc_freed" => {
                 let keep = GLOBAL.alloc(layout(100));
                 let p = GLOBAL.alloc(layout(100));
@@ -277,6 +324,25 @@ fn free_of_a_pointer_into_a_freed_large_block_aborts() {
 #[test]
 fn double_free_aborts() {
     expect_abort("double_free", "double free");
+}
+
+/// A block freed again after its OS page was purged inside its sparse page
+/// (see `page::purge`): its freed mark went with the memory, and the check
+/// that every free in such a page makes catches it, by the owner, by
+/// another thread (when the owner settles the batch), and by realloc.
+#[test]
+fn double_free_of_a_block_whose_memory_was_given_back_aborts() {
+    expect_abort("purged_double_free", "double free");
+}
+
+#[test]
+fn double_free_by_another_thread_of_a_block_whose_memory_was_given_back_aborts() {
+    expect_abort("purged_double_free_thread", "double free");
+}
+
+#[test]
+fn realloc_of_a_freed_block_whose_memory_was_given_back_aborts() {
+    expect_abort("purged_realloc", "realloc of a freed block");
 }
 
 #[test]

@@ -170,6 +170,7 @@ impl Page {
         self.placed = self.placed.wrapping_sub(gone[0]);
         self.purged_blocks += (gone[0] + gone[1]) as u16;
         self.purged |= new;
+        self.notify_every_free();
         let mut bytes = 0;
         let mut m = new;
         while m != 0 {
@@ -209,6 +210,9 @@ impl Page {
                 hi = 16 - more.leading_zeros() as usize;
             }
             self.purged &= !bits(lo, hi);
+            if self.purged == 0 {
+                self.end_notify_every_free();
+            }
             if first >= cap {
                 continue;
             }
