@@ -230,9 +230,13 @@ impl Stats {
         ratio(self.external_fragmentation(), self.committed)
     }
 
-    /// Live blocks and bytes, small and large.
+    /// Live blocks, small and large. (Per-class figures of a snapshot taken
+    /// while other threads run, or of one thread, are wrapping deltas that
+    /// may stand below zero one by one; they are summed as such.)
     pub fn live_blocks(&self) -> usize {
-        self.classes.iter().map(|c| c.live_blocks).sum::<usize>() + self.large_objects
+        self.classes
+            .iter()
+            .fold(self.large_objects, |n, c| n.wrapping_add(c.live_blocks))
     }
 
     /// Adds one heap's counters.
