@@ -89,6 +89,10 @@ pub(crate) struct Segment {
     /// under this token: freed, the block joins it again if it is still there.
     /// Cleared whenever the mapping is resized or moved.
     pub(crate) split: usize,
+    /// The heap profiler's sample slot of the huge block (`sample::record`),
+    /// 0 when it is not a sampled block (feature `profiling`).
+    #[cfg(feature = "profiling")]
+    pub(crate) prof_slot: usize,
     // --- small segments ---
     /// Address of the owning heap, or 0 while abandoned. For a huge segment:
     /// the first-class heap whose large block it is (set by `region`), or 0

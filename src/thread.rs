@@ -289,6 +289,8 @@ static KEY: spin::Mutex<Option<libc::pthread_key_t>> = spin::Mutex::new(None);
 extern "C" fn at_exit() {
     crate::stats::print_at_exit();
     crate::pagemap::write_at_exit();
+    #[cfg(feature = "profiling")]
+    crate::profile::write_at_exit();
 }
 
 fn key() -> Option<libc::pthread_key_t> {
