@@ -124,10 +124,10 @@ impl Site {
         Site {
             frames,
             live_bytes: f.live_bytes,
-            live_blocks: f.live_blocks.div_ceil(FX),
+            live_blocks: (f.live_blocks + FX / 2) / FX,
             live_block_bytes: f.live_block_bytes,
             alloc_bytes: f.alloc_bytes,
-            alloc_blocks: f.alloc_blocks.div_ceil(FX),
+            alloc_blocks: (f.alloc_blocks + FX / 2) / FX,
             alloc_block_bytes: f.alloc_block_bytes,
             live_samples: f.live_samples,
             samples: f.samples,

@@ -73,15 +73,15 @@ fn within(est: u64, exact: u64, tol: f64) -> bool {
 }
 
 /// Every site holding at least 5% of the live heap is estimated within
-/// 10% of the exact figure (8 KiB rate, 16 MiB per site: the relative
-/// standard error is about sqrt(rate / bytes) = 2.2% for the small sites,
-/// so 10% is some 4.5 standard errors: not flaky). Then every block is
+/// 10% of the exact figure (8 KiB rate, 32 MiB per site: the relative
+/// standard error is about sqrt(rate / bytes) = 1.6% for the small sites,
+/// so 10% is some 6 standard errors: not flaky). Then every block is
 /// freed, and the sites' live figures go to zero.
 #[test]
 fn estimates_match_exact_counts_and_frees_remove_samples() {
     let _g = serial();
     profile::start(8 << 10);
-    let mib16 = 16 << 20;
+    let mib16 = 32 << 20;
     // The vectors holding the blocks are allocated here, not at the sites.
     let mut small = Vec::with_capacity(mib16 / 400);
     let mut medium = Vec::with_capacity(mib16 / 4000);

@@ -39,6 +39,7 @@ fn internal(name: &str) -> bool {
         "<segalloc::",
         "backtrace::",
         "_Unwind_",
+        "__rustc::",
         "__rust_alloc",
         "__rust_realloc",
         "__rust_dealloc",
