@@ -412,3 +412,78 @@ fn env_starts_and_writes_at_exit() {
     assert_eq!(&gz[..2], &[0x1f, 0x8b]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The C ABI under `LD_PRELOAD`: `tests/preload/profile.c` starts sampling
+/// with `segalloc_prof_start`, leaks from one function, churns in another,
+/// and dumps with `segalloc_prof_dump`; `SEGALLOC_PROF_OUT` writes again at
+/// exit. Both reports name the leaking function and not the churning one.
+/// Builds the preload library with `override,profiling` in a target
+/// directory of its own (the first run takes a minute or two); skipped
+/// without a C compiler.
+#[test]
+fn c_abi_dump_under_preload() {
+    use std::path::Path;
+    use std::process::Command;
+    let have_cc = Command::new("cc").arg("--version").output().is_ok();
+    if !have_cc {
+        println!("note: no C compiler (cc); skipped");
+        return;
+    }
+    let manifest = env!("CARGO_MANIFEST_DIR");
+    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("prof-preload");
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).unwrap();
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("prof-preload-target");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--features",
+            "override,profiling",
+            "--lib",
+        ])
+        .env("CARGO_TARGET_DIR", &target)
+        .current_dir(manifest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let so = target.join("release/libsegalloc.so");
+    let exe = scratch.join("profile");
+    let out = Command::new("cc")
+        .args(["-O1", "-g", "-o"])
+        .arg(&exe)
+        .arg(Path::new(manifest).join("tests/preload/profile.c"))
+        .arg("-ldl")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dump = scratch.join("dump");
+    let at_exit = scratch.join("exit");
+    let out = Command::new(&exe)
+        .arg(&dump)
+        .env("LD_PRELOAD", &so)
+        .env("SEGALLOC_PROF_OUT", &at_exit)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stdout == b"ok\n",
+        "{out:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for prefix in [&dump, &at_exit] {
+        let report = std::fs::read_to_string(format!("{}.leaks.txt", prefix.display())).unwrap();
+        assert!(report.contains("leak_site"), "{report}");
+        assert!(!report.contains("churn_site"), "{report}");
+        let gz = std::fs::read(format!("{}.pb.gz", prefix.display())).unwrap();
+        assert_eq!(&gz[..2], &[0x1f, 0x8b]);
+    }
+}
