@@ -220,7 +220,7 @@ impl Profile {
     /// The `n` sites holding the most live bytes, most first.
     pub fn top(&self, n: usize) -> Vec<&Site> {
         let mut v: Vec<&Site> = self.sites.iter().filter(|s| s.live_bytes > 0).collect();
-        v.sort_by(|a, b| b.live_bytes.cmp(&a.live_bytes));
+        v.sort_by_key(|s| std::cmp::Reverse(s.live_bytes));
         v.truncate(n);
         v
     }

@@ -459,7 +459,31 @@ fn site_line(s: &Site) -> String {
 }
 
 pub(crate) fn report_with<W: Write>(p: &Profile, syms: &mut Symbols, mut w: W) -> io::Result<()> {
-    let leaks = p.leaks();
+    // Stacks that differ only in the allocator's own frames (the fast or the
+    // slow path took the sample) are one site here.
+    let mut merged: Vec<(Vec<Frame>, Site)> = Vec::new();
+    let mut index: HashMap<Vec<usize>, usize> = HashMap::new();
+    for s in p.leaks() {
+        let user = syms.user_addrs(&s.frames).to_vec();
+        match index.get(&user) {
+            Some(&i) => {
+                let m = &mut merged[i].1;
+                m.live_bytes += s.live_bytes;
+                m.live_blocks += s.live_blocks;
+                m.live_block_bytes += s.live_block_bytes;
+                m.alloc_bytes += s.alloc_bytes;
+                m.alloc_blocks += s.alloc_blocks;
+                m.alloc_block_bytes += s.alloc_block_bytes;
+                m.live_samples += s.live_samples;
+                m.samples += s.samples;
+            }
+            None => {
+                index.insert(user, merged.len());
+                merged.push((syms.frames(&s.frames), s.clone()));
+            }
+        }
+    }
+    merged.sort_by_key(|m| std::cmp::Reverse(m.1.live_bytes));
     writeln!(
         w,
         "segalloc heap profile: rate {} bytes; {} samples taken, {} live, {} dropped (table full)",
@@ -469,11 +493,11 @@ pub(crate) fn report_with<W: Write>(p: &Profile, syms: &mut Symbols, mut w: W) -
         w,
         "{} bytes live (estimated) at {} sites still holding memory:",
         p.live_bytes(),
-        leaks.len()
+        merged.len()
     )?;
-    for (i, s) in leaks.iter().enumerate() {
+    for (i, (frames, s)) in merged.iter().enumerate() {
         writeln!(w, "\n#{} {}", i + 1, site_line(s))?;
-        for f in syms.frames(&s.frames) {
+        for f in frames {
             if f.file.is_empty() {
                 writeln!(w, "    {}", f.name)?;
             } else {
