@@ -31,7 +31,10 @@ fn pairs(n: usize) {
 fn main() {
     let mut args = std::env::args().skip(1);
     let sample = args.next().as_deref() == Some("sample");
-    let n = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let n = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     #[cfg(feature = "profiling")]
     if sample {
         segalloc::profile::start(0);

@@ -188,7 +188,7 @@ unsafe fn prof_small<const WHOLE: bool>(
         }
         free(b, if WHOLE { UNSIZED } else { size });
         let slot = crate::sample::record(&stack, size, block, weight);
-        large::mark_sampled(segment_of(q), slot);
+        large::mark_sampled(segment_of(q), slot, block);
         crate::sample::done(&mut (*h).prof);
         q
     }
@@ -210,8 +210,9 @@ fn prof_large(h: *mut heap::Heap, size: usize, align: usize) -> *mut u8 {
         let seg = segment_of(q);
         // SAFETY: `q` is the block of the live huge segment `seg`, ours.
         unsafe {
-            let slot = crate::sample::record(&stack, size, large::usable_size(seg), weight);
-            large::mark_sampled(seg, slot);
+            let usable = large::usable_size(seg);
+            let slot = crate::sample::record(&stack, size, usable, weight);
+            large::mark_sampled(seg, slot, usable);
         }
     }
     // SAFETY: as above.
@@ -717,6 +718,9 @@ pub(crate) unsafe fn usable_size(p: *const u8) -> usize {
     unsafe {
         match registry::kind(seg) {
             registry::SMALL => (*(*seg).page_of(p)).block_size,
+            #[cfg(feature = "profiling")]
+            registry::LARGE => large::reported_usable_size(seg),
+            #[cfg(not(feature = "profiling"))]
             registry::LARGE => large::usable_size(seg),
             _ => not_ours(p),
         }

@@ -238,14 +238,39 @@ pub(crate) unsafe fn release(seg: *mut Segment) {
 
 /// Marks the huge block of `seg` as the heap profiler's sample `slot` (from
 /// `sample::record`; 0 leaves it unmarked): its free takes the sample out
-/// of the profile.
+/// of the profile. Its usable size ([`reported_usable_size`]) is then
+/// `usable` (the block an unsampled allocation would have had), at most
+/// its mapping's.
 ///
 /// # Safety
 /// `seg` is the header of a live huge segment, just allocated by the caller.
 #[cfg(feature = "profiling")]
-pub(crate) unsafe fn mark_sampled(seg: *mut Segment, slot: u32) {
+pub(crate) unsafe fn mark_sampled(seg: *mut Segment, slot: u32, usable: usize) {
     // SAFETY: per the contract the header is the caller's.
-    unsafe { (*seg).prof_slot = slot as usize };
+    unsafe {
+        (*seg).prof_slot = slot as usize;
+        (*seg).prof_usable = usable.min(usable_size(seg));
+    }
+}
+
+/// The usable size of the huge block of `seg` that `usable_size` reports:
+/// for a block the heap profiler sampled, the size an unsampled block would
+/// have had (its size class's), so that sampling changes no caller's view;
+/// else its mapping's usable bytes.
+///
+/// # Safety
+/// `seg` is the header of a live huge segment.
+#[cfg(feature = "profiling")]
+#[inline]
+pub(crate) unsafe fn reported_usable_size(seg: *const Segment) -> usize {
+    // SAFETY: per the contract the header is readable.
+    unsafe {
+        if sampled(seg) {
+            (*seg).prof_usable
+        } else {
+            usable_size(seg)
+        }
+    }
 }
 
 /// Whether the huge block of `seg` is a sample of the heap profiler.
@@ -334,12 +359,23 @@ pub(crate) unsafe fn resize(seg: *mut Segment, p: *mut u8, new_size: usize) -> *
     if unsafe { owned_by_heap(seg) } {
         return ptr::null_mut();
     }
-    // A sampled block is moved (a new allocation, sampled or not, and the
-    // free of this one), so that the profile keeps each sample's size.
+    // A sampled block stays in place while the new size is between half its
+    // reported usable size and all of it (as a small block of its class
+    // would); else it is moved (a new allocation, sampled or not, and the
+    // free of this one). The sample keeps the size it was taken with.
     #[cfg(feature = "profiling")]
-    // SAFETY: per the contract the header is readable.
-    if unsafe { sampled(seg) } {
-        return ptr::null_mut();
+    // SAFETY: per the contract the header is ours.
+    unsafe {
+        if sampled(seg) {
+            let u = (*seg).prof_usable;
+            if new_size <= u && new_size >= u / 2 {
+                let usable = usable_size(seg);
+                SHARED.large_resize((usable, (*seg).requested), (usable, new_size));
+                (*seg).requested = new_size;
+                return p;
+            }
+            return ptr::null_mut();
+        }
     }
     // SAFETY: per the contract the header is ours.
     let (old_map, offset, requested, split) = unsafe {

@@ -32,9 +32,10 @@
 //! ([`crate::stats`]) a sampled block counts as a large block (of its
 //! mapping's usable size), not in its size class: with the profiler on,
 //! about one allocation per `rate` bytes moves from the class figures to
-//! the large-block ones. Its [`crate::usable_size`] is its mapping's
-//! (at least 4 KiB), and `realloc` of a sampled block always moves it (a
-//! new allocation, sampled or not, and the free of this one).
+//! the large-block ones. Its [`crate::usable_size`] is what the unsampled
+//! block would have had (its class's block size), and `realloc` keeps it in
+//! place between half that and all of it, else moves it (a new allocation,
+//! sampled or not, and the free of this one); the sample keeps its size.
 //!
 //! Stacks come from the unwinder (`_Unwind_Backtrace`): no frame pointers
 //! are needed, allocation-free, guarded against re-entry. It reads the

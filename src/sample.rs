@@ -169,8 +169,9 @@ pub(crate) fn rearm(p: &mut Prof) {
 /// `None` otherwise (the countdown is reset). Never allocates.
 pub(crate) fn decide(p: &mut Prof, size: usize) -> Option<f64> {
     if p.busy {
-        // An allocation made by the sampler itself (by the unwinder).
-        p.countdown = RECHECK;
+        // An allocation made by the sampler itself (by the unwinder), or
+        // while a profile is written: not sampled, and the count goes on.
+        rearm(p);
         return None;
     }
     if !ENV_SEEN.load(Ordering::Relaxed) {
@@ -468,4 +469,36 @@ pub(crate) fn copy_sites(out: &mut Vec<(Vec<usize>, Figures)>) -> (Totals, bool)
         out.push((b, f));
     }
     (totals, all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The countdowns' mean is the rate, and a sample's weight is
+    /// `1 / (1 - exp(-size / rate))`: about `rate / size` for small sizes,
+    /// 1 for sizes well above the rate.
+    #[test]
+    fn draws_average_the_rate_and_weights_invert_the_probability() {
+        let mut p = Prof::NEW;
+        let n = 200_000;
+        let sum: f64 = (0..n).map(|_| p.draw(4096) as f64).sum();
+        let mean = sum / n as f64;
+        assert!((mean - 4096.0).abs() < 4096.0 * 0.02, "mean {mean}");
+        start(4096);
+        let mut q = Prof::NEW;
+        assert_eq!(decide(&mut q, 100), None, "the first cold path arms");
+        assert!(q.armed && q.countdown > 0);
+        let w = decide(&mut q, 64).unwrap();
+        assert!((w - 1.0 / (1.0 - (-64.0f64 / 4096.0).exp())).abs() < 1e-9);
+        assert!(q.busy);
+        assert_eq!(decide(&mut q, 64), None, "no sample inside the sampler");
+        done(&mut q);
+        let w = decide(&mut q, 1 << 20).unwrap();
+        assert!((w - 1.0).abs() < 1e-9);
+        done(&mut q);
+        stop();
+        assert_eq!(decide(&mut q, 64), None);
+        assert_eq!(q.countdown, RECHECK);
+    }
 }

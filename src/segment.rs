@@ -93,6 +93,10 @@ pub(crate) struct Segment {
     /// 0 when it is not a sampled block (feature `profiling`).
     #[cfg(feature = "profiling")]
     pub(crate) prof_slot: usize,
+    /// The usable size a sampled block reports (`alloc::usable_size`):
+    /// the block an unsampled allocation would have had (feature `profiling`).
+    #[cfg(feature = "profiling")]
+    pub(crate) prof_usable: usize,
     // --- small segments ---
     /// Address of the owning heap, or 0 while abandoned. For a huge segment:
     /// the first-class heap whose large block it is (set by `region`), or 0
