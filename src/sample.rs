@@ -439,6 +439,22 @@ pub(crate) fn remove(slot: u32) {
     t.totals.live -= 1;
 }
 
+/// Takes the table's lock and keeps it (`thread`'s fork handlers, before
+/// `fork`): a child forked while another thread held it would wait forever
+/// at its first sample or sampled free.
+pub(crate) fn lock_for_fork() {
+    core::mem::forget(TABLE.lock());
+}
+
+/// Gives back the lock [`lock_for_fork`] took, in the parent and the child.
+///
+/// # Safety
+/// The calling thread took it with [`lock_for_fork`] (the fork handlers).
+pub(crate) unsafe fn unlock_after_fork() {
+    // SAFETY: per the contract the lock is held, by this thread.
+    unsafe { TABLE.force_unlock() };
+}
+
 /// The number of sites recorded (to size a buffer for [`copy_sites`]).
 pub(crate) fn site_count() -> usize {
     TABLE.lock().nsites

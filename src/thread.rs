@@ -581,6 +581,8 @@ mod fork {
 
     extern "C" fn prepare() {
         // Leaked guards: each lock stays held until `release`.
+        #[cfg(feature = "profiling")]
+        crate::sample::lock_for_fork();
         forget(super::KEY.lock());
         forget(super::POOL.lock());
         forget(park::PARKED.lock());
@@ -601,6 +603,8 @@ mod fork {
             park::PARKED.force_unlock();
             super::POOL.force_unlock();
             super::KEY.force_unlock();
+            #[cfg(feature = "profiling")]
+            crate::sample::unlock_after_fork();
         }
     }
 }
