@@ -394,25 +394,25 @@ pub(crate) fn record(stack: &Stack, size: usize, block: usize, weight: f64) -> u
         unsafe {
             t.samples.add(slot as usize - 1).write(rec);
             let f = &mut (*t.sites.add(site)).f;
-            f.live_bytes += rec.bytes;
-            f.live_blocks += rec.blocks;
-            f.live_block_bytes += rec.block_bytes;
-            f.live_samples += 1;
-            f.alloc_bytes += rec.bytes;
-            f.alloc_blocks += rec.blocks;
-            f.alloc_block_bytes += rec.block_bytes;
-            f.samples += 1;
+            f.live_bytes = f.live_bytes.wrapping_add(rec.bytes);
+            f.live_blocks = f.live_blocks.wrapping_add(rec.blocks);
+            f.live_block_bytes = f.live_block_bytes.wrapping_add(rec.block_bytes);
+            f.live_samples = f.live_samples.wrapping_add(1);
+            f.alloc_bytes = f.alloc_bytes.wrapping_add(rec.bytes);
+            f.alloc_blocks = f.alloc_blocks.wrapping_add(rec.blocks);
+            f.alloc_block_bytes = f.alloc_block_bytes.wrapping_add(rec.block_bytes);
+            f.samples = f.samples.wrapping_add(1);
         }
         Some(slot)
     })();
     match slot {
         Some(s) => {
-            t.totals.samples += 1;
-            t.totals.live += 1;
+            t.totals.samples = t.totals.samples.wrapping_add(1);
+            t.totals.live = t.totals.live.wrapping_add(1);
             s
         }
         None => {
-            t.totals.dropped += 1;
+            t.totals.dropped = t.totals.dropped.wrapping_add(1);
             0
         }
     }
@@ -429,14 +429,14 @@ pub(crate) fn remove(slot: u32) {
     unsafe {
         let rec = *t.samples.add(slot as usize - 1);
         let f = &mut (*t.sites.add(rec.site as usize)).f;
-        f.live_bytes -= rec.bytes;
-        f.live_blocks -= rec.blocks;
-        f.live_block_bytes -= rec.block_bytes;
-        f.live_samples -= 1;
+        f.live_bytes = f.live_bytes.wrapping_sub(rec.bytes);
+        f.live_blocks = f.live_blocks.wrapping_sub(rec.blocks);
+        f.live_block_bytes = f.live_block_bytes.wrapping_sub(rec.block_bytes);
+        f.live_samples = f.live_samples.wrapping_sub(1);
         (*t.samples.add(slot as usize - 1)).next_free = t.free;
     }
     t.free = slot;
-    t.totals.live -= 1;
+    t.totals.live = t.totals.live.wrapping_sub(1);
 }
 
 /// Takes the table's lock and keeps it (`thread`'s fork handlers, before

@@ -150,6 +150,8 @@ const_assert!(size_of::<Segment>() <= SLICE_SIZE);
 // Offsets of descriptors fit `slice_page`'s u16.
 const_assert!(offset_of!(Segment, pages) + SLICES * size_of::<Page>() <= u16::MAX as usize);
 const_assert!(offset_of!(Segment, split) + size_of::<usize>() <= HUGE_BLOCK_OFFSET);
+#[cfg(feature = "profiling")]
+const_assert!(offset_of!(Segment, prof_usable) + size_of::<usize>() <= HUGE_BLOCK_OFFSET);
 const_assert!(align_of::<Segment>() <= os::OS_PAGE);
 const_assert!(size_of::<Page>() <= 112);
 
