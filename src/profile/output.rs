@@ -373,6 +373,7 @@ pub(crate) fn svg_with<W: Write>(p: &Profile, syms: &mut Symbols, mut w: W) -> i
     }
     let depth = root.depth();
     let height = (depth as f64 + 3.0) * ROW;
+    writeln!(w, r#"<?xml version="1.0" encoding="UTF-8"?>"#)?;
     writeln!(
         w,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="monospace" font-size="11">"#
