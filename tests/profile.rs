@@ -277,6 +277,14 @@ fn pprof_output_decodes() {
             "inuse_block_space"
         ]
     );
+    let mappings: Vec<u64> = top
+        .iter()
+        .filter_map(|(k, v)| match v {
+            Val::Bytes(b) if *k == 3 => Some(int(&fields(b), 1)),
+            _ => None,
+        })
+        .collect();
+    assert!(!mappings.is_empty(), "no mapping");
     let mut locs = std::collections::HashMap::new();
     let mut funcs = std::collections::HashMap::new();
     for (k, v) in &top {
@@ -290,6 +298,8 @@ fn pprof_output_decodes() {
                         _ => None,
                     })
                     .collect();
+                let m = int(&fs, 2);
+                assert!(m == 0 || mappings.contains(&m), "location's mapping {m}");
                 locs.insert(int(&fs, 1), lines);
             } else if *k == 5 {
                 funcs.insert(int(&fs, 1), strings[int(&fs, 2) as usize].clone());

@@ -194,6 +194,46 @@ pub(crate) fn pprof<W: Write>(p: &Profile, w: W) -> io::Result<()> {
     pprof_with(p, &mut Symbols::default(), w)
 }
 
+/// An executable mapping of the process (from `/proc/self/maps`).
+struct Mapping {
+    start: u64,
+    end: u64,
+    offset: u64,
+    file: String,
+}
+
+/// The process's executable file mappings, read when a profile is written
+/// (a library loaded and unloaded since a sample was taken is missing).
+fn mappings() -> Vec<Mapping> {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return Vec::new();
+    };
+    let mut v = Vec::new();
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms), Some(offset)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let file = f.nth(2).unwrap_or("");
+        if !perms.contains('x') || file.is_empty() {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let hex = |x: &str| u64::from_str_radix(x, 16).ok();
+        if let (Some(start), Some(end), Some(offset)) = (hex(a), hex(b), hex(offset)) {
+            v.push(Mapping {
+                start,
+                end,
+                offset,
+                file: file.to_owned(),
+            });
+        }
+    }
+    v
+}
+
 /// The `profile.proto` message of `p`, gzipped into `w`.
 pub(crate) fn pprof_with<W: Write>(p: &Profile, syms: &mut Symbols, w: W) -> io::Result<()> {
     let mut out = Vec::new();
@@ -204,6 +244,20 @@ pub(crate) fn pprof_with<W: Write>(p: &Profile, syms: &mut Symbols, w: W) -> io:
         uint(&mut m, 1, st.id(t));
         uint(&mut m, 2, st.id(u));
         bytes(&mut out, 1, &m);
+    }
+    let maps = mappings();
+    for (i, m) in maps.iter().enumerate() {
+        let mut mm = Vec::new();
+        uint(&mut mm, 1, i as u64 + 1);
+        uint(&mut mm, 2, m.start);
+        uint(&mut mm, 3, m.end);
+        uint(&mut mm, 4, m.offset);
+        uint(&mut mm, 5, st.id(&m.file));
+        // Functions, file names, lines and inlined frames are all given.
+        for field in 7..=10 {
+            uint(&mut mm, field, 1);
+        }
+        bytes(&mut out, 3, &mm);
     }
     // Locations by address, functions by (name, file).
     let mut locs: HashMap<usize, u64> = HashMap::new();
@@ -219,6 +273,11 @@ pub(crate) fn pprof_with<W: Write>(p: &Profile, syms: &mut Symbols, w: W) -> io:
             if id == next {
                 let mut m = Vec::new();
                 uint(&mut m, 1, id);
+                let mapping = maps
+                    .iter()
+                    .position(|m| (m.start..m.end).contains(&(a as u64)))
+                    .map_or(0, |i| i as u64 + 1);
+                uint(&mut m, 2, mapping);
                 uint(&mut m, 3, a as u64);
                 for f in syms.at(a).to_vec() {
                     let fnext = funcs.len() as u64 + 1;
