@@ -27,9 +27,9 @@ fi
 flags=(-max_total_time="$secs" -timeout=60 -rss_limit_mb=4096 -max_len=4096 -len_control=0 -detect_leaks=0)
 
 status=0
-for target in alloc_ops remote_frees capi_ops; do
+for target in alloc_ops remote_frees capi_ops capi_heap_ops; do
     feat=()
-    if [ "$target" = capi_ops ]; then
+    if [ "$target" = capi_ops ] || [ "$target" = capi_heap_ops ]; then
         feat=(--features capi)
     fi
     echo "== $target for ${secs}s"

@@ -12,6 +12,16 @@ pub(crate) use loom_loads::{AtomicPtr, AtomicU64, AtomicUsize};
 #[cfg(not(loom))]
 pub(crate) use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
+/// One turn of a spin-wait: the CPU's pause hint, or under loom a yield, so
+/// that the model runs the thread being waited for instead of spinning.
+#[inline]
+pub(crate) fn spin() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    core::hint::spin_loop();
+}
+
 /// loom's atomics, except that `load` and `store` are read-modify-writes (a
 /// load writes back what it read, a store is a swap), with the same orderings.
 ///

@@ -32,7 +32,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 #[inline]
-fn set_errno(e: c_int) {
+pub(crate) fn set_errno(e: c_int) {
     // SAFETY: `__errno_location` returns the calling thread's errno slot, which
     // is always valid to write (it lives in libc's initial-exec TLS).
     unsafe { *libc::__errno_location() = e };
@@ -40,7 +40,7 @@ fn set_errno(e: c_int) {
 
 /// Out of memory: glibc sets `errno` and returns null.
 #[cold]
-fn enomem() -> *mut c_void {
+pub(crate) fn enomem() -> *mut c_void {
     set_errno(libc::ENOMEM);
     ptr::null_mut()
 }
@@ -456,17 +456,38 @@ pub struct SegallocStats {
     pub large_cached: usize,
 }
 
-/// Fills `*out` with a snapshot of segalloc's statistics. Returns 0, or
-/// EINVAL when `out` is null.
+// Plain words, no padding: `include/segalloc.h` declares the same fields and
+// asserts the same size; a field is only ever added at the end.
+static_assertions::const_assert_eq!(
+    core::mem::size_of::<SegallocStats>(),
+    15 * core::mem::size_of::<usize>()
+);
+
+/// Fills `*out`, a struct of `size` bytes (the caller's
+/// `sizeof(SegallocStats)`), with a snapshot of segalloc's statistics: the
+/// first `min(size, sizeof)` bytes of segalloc's own struct, whose fields
+/// are only ever added at the end, so a caller built against an older,
+/// shorter struct gets the fields it knows and nothing is written past it.
+/// Returns 0, or EINVAL when `out` is null or `size` does not hold the
+/// first field (`include/segalloc.h` declares it).
 ///
 /// # Safety
-/// `out` is null or points to writable memory for one `SegallocStats`.
+/// `out` is null or points to `size` writable bytes.
 #[no_mangle]
-pub unsafe extern "C" fn segalloc_stats(out: *mut SegallocStats) -> c_int {
-    if out.is_null() {
+pub unsafe extern "C" fn segalloc_stats(out: *mut SegallocStats, size: usize) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { write_stats(&crate::stats(), out, size) }
+}
+
+/// Writes the first `min(size, sizeof)` bytes of `s` as a [`SegallocStats`]
+/// to `out` (see [`segalloc_stats`]).
+///
+/// # Safety
+/// `out` is null or points to `size` writable bytes.
+pub(crate) unsafe fn write_stats(s: &crate::Stats, out: *mut SegallocStats, size: usize) -> c_int {
+    if out.is_null() || size < core::mem::size_of::<usize>() {
         return libc::EINVAL;
     }
-    let s = crate::stats();
     let v = SegallocStats {
         requested: s.requested,
         allocated: s.allocated,
@@ -484,8 +505,16 @@ pub unsafe extern "C" fn segalloc_stats(out: *mut SegallocStats) -> c_int {
         large_bytes: s.large_bytes,
         large_cached: s.large_cached,
     };
-    // SAFETY: per the contract, `out` is valid for writing one struct.
-    unsafe { out.write(v) };
+    let n = size.min(core::mem::size_of::<SegallocStats>());
+    // SAFETY: per the contract, `out` has `size >= n` writable bytes; `v`
+    // has `n` bytes to read; a struct of plain words, no padding.
+    unsafe {
+        ptr::copy_nonoverlapping(
+            (&v as *const SegallocStats).cast::<u8>(),
+            out.cast::<u8>(),
+            n,
+        )
+    };
     0
 }
 

@@ -18,11 +18,12 @@
 //! first-class) is [`NOT_THREAD`]: the purger never takes it, and its user
 //! needs no handshake.
 //!
-//! Counters and a lock word, not modelled by loom: plain core atomics, with
-//! Acquire on taking and Release on giving back, so each side sees the
-//! other's writes to the heap.
+//! One word, taken with Acquire and given back with Release, so each side
+//! sees the other's writes to the heap. The word is the atomics shim's, and
+//! `tests/loom.rs` checks the protocol: owner and purger never inside at
+//! once, a purge never starts on a stale epoch or a closed heap.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use crate::atomic::{spin, AtomicUsize, Ordering};
 
 /// Neither side is inside.
 const IDLE: usize = 0;
@@ -40,7 +41,14 @@ pub(crate) struct Handshake(AtomicUsize);
 
 impl Handshake {
     /// A heap not (yet) owned by a thread.
+    #[cfg(not(loom))]
     pub(crate) const fn new() -> Self {
+        Handshake(AtomicUsize::new(NOT_THREAD))
+    }
+
+    /// A heap not (yet) owned by a thread (loom's atomics are not `const`).
+    #[cfg(loom)]
+    pub(crate) fn new() -> Self {
         Handshake(AtomicUsize::new(NOT_THREAD))
     }
 
@@ -75,7 +83,7 @@ impl Handshake {
                     Err(now) => cur = now,
                 },
                 PURGER => {
-                    core::hint::spin_loop();
+                    spin();
                     cur = self.0.load(Ordering::Relaxed);
                 }
                 _ => return false,
@@ -114,7 +122,7 @@ impl Handshake {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 

@@ -224,6 +224,23 @@ pub(crate) unsafe fn free(seg: *mut Segment) {
     }
 }
 
+/// Frees the block of the huge segment `seg` of a first-class heap, which
+/// the heap has taken off its list: into the large-block cache, as a block
+/// of the global allocator goes (a heap that frees a large block, or is
+/// reset, and then allocates one again takes it back without a system
+/// call).
+///
+/// # Safety
+/// `seg` is the header of a live huge segment of a first-class heap, on no
+/// list, whose block the caller frees.
+pub(crate) unsafe fn free_of_heap(seg: *mut Segment) {
+    // SAFETY: per the contract; with no owner it is any freed large block.
+    unsafe {
+        (*seg).owner.store(0, Ordering::Relaxed);
+        free(seg);
+    }
+}
+
 /// Unmaps the huge segment `seg` at once, never caching it: for the large
 /// blocks of first-class heaps, which give their memory back when dropped.
 ///

@@ -65,6 +65,8 @@ mod atomic;
 mod background;
 #[cfg(feature = "override")]
 mod capi;
+#[cfg(feature = "override")]
+mod capi_heap;
 mod counters;
 pub mod defrag;
 mod freed;

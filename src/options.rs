@@ -88,6 +88,14 @@ impl RuntimeOption {
     pub(crate) fn set(&self, v: usize) {
         self.value.store(v, Ordering::Relaxed);
     }
+
+    /// Sets the value for the program (already checked against `max`): the
+    /// variables are read first if they were not yet, so that a call made
+    /// before segalloc's first mapping is not undone by them.
+    pub(crate) fn set_by_program(&self, v: usize) {
+        init_once();
+        self.set(v);
+    }
 }
 
 const MIB: usize = 1 << 20;
@@ -314,7 +322,7 @@ pub fn set_option(name: &str, value: &str) -> Result<(), OptionError> {
     let v = parse(o.kind, value.as_bytes())
         .filter(|&v| v <= o.max)
         .ok_or(OptionError::BadValue)?;
-    o.value.store(v, Ordering::Relaxed);
+    o.set_by_program(v);
     Ok(())
 }
 
@@ -325,7 +333,7 @@ pub(crate) fn set_number(name: &str, v: usize) -> Result<(), OptionError> {
     if v > o.max {
         return Err(OptionError::BadValue);
     }
-    o.value.store(v, Ordering::Relaxed);
+    o.set_by_program(v);
     Ok(())
 }
 

@@ -461,7 +461,7 @@ pub(crate) static BRK_LOCK: spin::Mutex<()> = spin::Mutex::new(());
 /// Makes segments come from the program break (opt-in) instead of mmap:
 /// the option `page_source`.
 pub(crate) fn set_use_brk(on: bool) {
-    crate::options::PAGE_SOURCE.set(on as usize);
+    crate::options::PAGE_SOURCE.set_by_program(on as usize);
 }
 
 /// Where a segment's memory came from; decides how it is given back.

@@ -362,7 +362,7 @@ impl Heap {
             }
             self.unlink_large(seg);
             self.count_large(seg, Way::Out, true);
-            large::release(seg);
+            large::free_of_heap(seg);
         }
     }
 
@@ -457,12 +457,17 @@ impl Heap {
         let mut s = self.large.replace(ptr::null_mut());
         while !s.is_null() {
             // SAFETY: our large objects; the successor is read before the
-            // mapping goes. `large::release` unmaps them (and counts them out
-            // of the process-wide figures).
+            // mapping goes. Reset: into the large-block cache, for the
+            // refill; drop: unmapped (both count them out of the
+            // process-wide figures).
             unsafe {
                 let next = (*s).next;
                 self.count_large(s, Way::Out, true);
-                large::release(s);
+                if keep {
+                    large::free_of_heap(s);
+                } else {
+                    large::release(s);
+                }
                 s = next;
             }
         }
@@ -475,7 +480,8 @@ impl Heap {
     }
 
     /// Frees everything the heap holds, at once, and leaves it empty and
-    /// ready for reuse. Large objects are unmapped; the segments stay with
+    /// ready for reuse. Large objects go to the process-wide large-block
+    /// cache (as freed large blocks do), the segments stay with
     /// the heap, wholly free, so that refilling it does not fault memory in
     /// again: like a thread's heap, it keeps enough resident to grow back to
     /// its peak and purges the rest 100 ms later, at its next allocation that

@@ -349,6 +349,8 @@ impl Batch {
     #[inline(always)]
     pub(crate) unsafe fn add(&mut self, b: *mut Block, bytes: usize) -> bool {
         let k = self.count as usize % SKIP;
+        // Loom's fake blocks have no third word: no hint there.
+        #[cfg_attr(loom, allow(unused_mut))]
         let mut link = self.first;
         #[cfg(not(loom))]
         if bytes >= 3 * core::mem::size_of::<usize>() {

@@ -525,6 +525,58 @@ fn dlopened_library_serves_threads_made_before_it_and_forked_children() {
     });
 }
 
+/// fork while blocks travel between threads: pending batches of remote
+/// frees, parked heaps of exited threads; each child checks and frees the
+/// parent's blocks, allocates and runs threads of its own
+/// (`tests/preload/fork_remote.c`).
+#[test]
+fn fork_while_threads_free_each_others_blocks() {
+    c_program_prints_ok("fork_remote", &[], |c| {
+        c.env("LD_PRELOAD", cdylib());
+    });
+}
+
+/// `include/segalloc.h` as a C program uses it, linked against the library
+/// (`-lsegalloc`, no preload): every declared function called as declared,
+/// and the statistics struct's size contract (`tests/preload/header.c`).
+#[test]
+fn the_header_declares_the_library() {
+    let so = cdylib();
+    let dir = so.parent().unwrap().to_str().unwrap().to_owned();
+    let include = format!("-I{MANIFEST}/include");
+    let (l, rpath) = (format!("-L{dir}"), format!("-Wl,-rpath,{dir}"));
+    c_program_prints_ok(
+        "header",
+        &[&include, "-Wall", "-Werror", &l, "-lsegalloc", &rpath],
+        // cargo's LD_LIBRARY_PATH, which the loader searches before the
+        // runpath, holds the test build's library (without the C API).
+        |c| {
+            c.env_remove("LD_LIBRARY_PATH");
+        },
+    );
+}
+
+/// First-class heaps from C (`tests/preload/heap.c`, through
+/// `include/segalloc.h`): contents, calloc, realloc across ranges, aligned
+/// blocks, frees from another thread, exact statistics, reset, destroy.
+#[test]
+fn c_program_uses_first_class_heaps() {
+    let so = cdylib();
+    let dir = so.parent().unwrap().to_str().unwrap().to_owned();
+    let include = format!("-I{MANIFEST}/include");
+    let (l, rpath) = (format!("-L{dir}"), format!("-Wl,-rpath,{dir}"));
+    // Linked against the library for the heap functions, and preloaded as
+    // well (the same object: the loader maps it once).
+    c_program_prints_ok(
+        "heap",
+        &[&include, "-Wall", "-Werror", &l, "-lsegalloc", &rpath],
+        |c| {
+            c.env_remove("LD_LIBRARY_PATH");
+            c.env("LD_PRELOAD", so);
+        },
+    );
+}
+
 /// Compiles `tests/preload/<name>.c` (with `extra` flags after it), runs it
 /// as `setup` prepares the command, and asserts it exits 0 printing `ok`.
 /// Skipped, with a note, without a C compiler.

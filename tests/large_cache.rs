@@ -7,7 +7,10 @@
 //! keep their contents.
 //!
 //! The tests share the process-wide cache, so each holds [`serial`] and
-//! starts from an empty cache.
+//! starts from an empty cache. They run one after another on the main
+//! thread (`harness = false`): the counts of system calls they compare are
+//! process-wide, and a test thread the harness started meanwhile could map
+//! a segment between two snapshots.
 
 mod common;
 
@@ -19,6 +22,53 @@ use std::time::Duration;
 
 #[global_allocator]
 static GLOBAL: segalloc::SegAlloc = segalloc::SegAlloc;
+
+fn main() {
+    run(
+        "a_freed_block_is_reused_in_place_without_a_system_call",
+        a_freed_block_is_reused_in_place_without_a_system_call,
+    );
+    run(
+        "a_reused_block_is_realigned_and_its_header_rewritten",
+        a_reused_block_is_realigned_and_its_header_rewritten,
+    );
+    run(
+        "zeroed_allocations_of_reused_memory_read_zero",
+        zeroed_allocations_of_reused_memory_read_zero,
+    );
+    run(
+        "the_cache_stays_within_its_budget",
+        the_cache_stays_within_its_budget,
+    );
+    run(
+        "cached_blocks_are_purged_once_unused_for_the_delay",
+        cached_blocks_are_purged_once_unused_for_the_delay,
+    );
+    run("collect_empties_the_cache", collect_empties_the_cache);
+    run(
+        "reused_blocks_resize_with_mremap",
+        reused_blocks_resize_with_mremap,
+    );
+    run(
+        "a_reused_block_grows_into_its_cached_tail_in_place",
+        a_reused_block_grows_into_its_cached_tail_in_place,
+    );
+    run(
+        "a_shrunk_block_stays_and_grows_back_into_its_tail_without_a_system_call",
+        a_shrunk_block_stays_and_grows_back_into_its_tail_without_a_system_call,
+    );
+    run(
+        "threads_allocating_and_freeing_large_blocks_keep_their_contents",
+        threads_allocating_and_freeing_large_blocks_keep_their_contents,
+    );
+    println!("large_cache: 10 passed, 0 failed");
+}
+
+fn run(name: &str, test: fn()) {
+    println!("test {name} ...");
+    test();
+    println!("test {name} ... ok");
+}
 
 /// The most the cache holds (`large_cache::BUDGET`).
 const BUDGET: usize = 128 * MIB;
@@ -108,7 +158,6 @@ fn identity_holds(s: &segalloc::Stats) {
     assert!(s.large_cached <= s.free_pages, "{s}");
 }
 
-#[test]
 fn a_freed_block_is_reused_in_place_without_a_system_call() {
     let _g = serial();
     let p = alloc(10 * MIB);
@@ -151,7 +200,6 @@ fn a_freed_block_is_reused_in_place_without_a_system_call() {
     free(t, 10 * MIB);
 }
 
-#[test]
 fn a_reused_block_is_realigned_and_its_header_rewritten() {
     let _g = serial();
     let p = alloc(6 * MIB);
@@ -175,7 +223,6 @@ fn a_reused_block_is_realigned_and_its_header_rewritten() {
     free(r, 6 * MIB);
 }
 
-#[test]
 fn zeroed_allocations_of_reused_memory_read_zero() {
     let _g = serial();
     // Reused in place.
@@ -224,7 +271,6 @@ fn zeroed_allocations_of_reused_memory_read_zero() {
     free(front, 5 * MIB);
 }
 
-#[test]
 fn the_cache_stays_within_its_budget() {
     let _g = serial();
     let s0 = segalloc::stats();
@@ -264,7 +310,6 @@ fn the_cache_stays_within_its_budget() {
     assert_eq!(s2.os_calls.munmap, s1.os_calls.munmap + 1);
 }
 
-#[test]
 fn cached_blocks_are_purged_once_unused_for_the_delay() {
     let _g = serial();
     let rss0 = rss_bytes();
@@ -301,7 +346,6 @@ fn cached_blocks_are_purged_once_unused_for_the_delay() {
     free(r, 2 * MIB);
 }
 
-#[test]
 fn collect_empties_the_cache() {
     let _g = serial();
     let sizes = [5 * MIB, 9 * MIB + 123, 13 * MIB];
@@ -327,7 +371,6 @@ fn collect_empties_the_cache() {
     assert!(text.contains("0 B of them cached large blocks"), "{text}");
 }
 
-#[test]
 fn reused_blocks_resize_with_mremap() {
     let _g = serial();
     let p = alloc(20 * MIB);
@@ -381,7 +424,6 @@ fn reused_blocks_resize_with_mremap() {
     identity_holds(&s);
 }
 
-#[test]
 fn a_reused_block_grows_into_its_cached_tail_in_place() {
     let _g = serial();
     let p = alloc(32 * MIB);
@@ -410,7 +452,6 @@ fn a_reused_block_grows_into_its_cached_tail_in_place() {
     assert_eq!(segalloc::stats().large_cached, mapping(32 * MIB));
 }
 
-#[test]
 fn a_shrunk_block_stays_and_grows_back_into_its_tail_without_a_system_call() {
     let _g = serial();
     let size = 16 * MIB;
@@ -486,7 +527,6 @@ fn a_shrunk_block_stays_and_grows_back_into_its_tail_without_a_system_call() {
     assert_eq!(segalloc::stats().large_cached, mapping(size));
 }
 
-#[test]
 fn threads_allocating_and_freeing_large_blocks_keep_their_contents() {
     let _g = serial();
     let before = segalloc::stats();

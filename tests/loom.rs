@@ -16,12 +16,19 @@
 //! while the owner takes them, and a push racing the owner's exit (its inbox
 //! closed) and a new thread taking the same heap slot (the inbox reopened).
 //!
+//! The handshake between a heap's owner and the background purger
+//! (`handshake.rs`) is checked too: the two are never inside at once, and
+//! the purger never takes a heap whose thread has exited.
+//!
 //! Every model is exhaustive up to a preemption bound (see [`model`]).
 #![cfg(loom)]
 
 #[path = "../src/atomic.rs"]
 #[allow(dead_code)]
 mod atomic;
+#[path = "../src/handshake.rs"]
+#[allow(dead_code)]
+mod handshake;
 #[path = "../src/remote.rs"]
 #[allow(dead_code)]
 mod remote;
@@ -720,4 +727,72 @@ fn refused_batch_is_walked_alone() {
 fn inbox_close_and_reopen_race() {
     close_and_reopen(false);
     close_and_reopen(true);
+}
+
+/// (g) The handshake between a heap's owner and the background purger. The
+/// owner runs two slow paths and then exits (closes the handshake inside a
+/// third); the purger twice finds the heap idle and tries to take it. The
+/// heap's segments are a loom cell that only the side inside touches, so
+/// loom flags any access the handshake leaves unordered (the two inside at
+/// once). The exit marks the cell: a purge after it fails the model.
+#[test]
+fn handshake_owner_and_purger_exclude_each_other() {
+    use handshake::Handshake;
+    const EXITED: usize = 1000;
+    static PURGES: [std::sync::atomic::AtomicUsize; 3] = [
+        std::sync::atomic::AtomicUsize::new(0),
+        std::sync::atomic::AtomicUsize::new(0),
+        std::sync::atomic::AtomicUsize::new(0),
+    ];
+    model(5, || {
+        let hs = Arc::new(Handshake::new());
+        assert!(!hs.enter(), "not a thread's heap yet");
+        hs.open();
+        let heap = Arc::new(UnsafeCell::new(0usize));
+        let (h, c) = (hs.clone(), heap.clone());
+        let purger = thread::spawn(move || {
+            let mut purges = 0;
+            for _ in 0..2 {
+                let Some(epoch) = h.idle_epoch() else {
+                    continue;
+                };
+                if h.try_purge(epoch) {
+                    c.with_mut(|v| {
+                        // SAFETY: the handshake gives the purger the heap.
+                        let v = unsafe { &mut *v };
+                        assert!(*v < EXITED, "purged a heap whose thread exited");
+                        *v += 100;
+                    });
+                    h.purged();
+                    purges += 1;
+                }
+            }
+            purges
+        });
+        for _ in 0..2 {
+            assert!(hs.enter(), "the owner's slow path");
+            // SAFETY: the handshake gives the owner the heap.
+            heap.with_mut(|v| unsafe { *v += 1 });
+            hs.leave();
+        }
+        assert!(hs.enter());
+        // SAFETY: as above.
+        heap.with_mut(|v| unsafe { *v += EXITED });
+        hs.close();
+        assert!(!hs.enter(), "closed: no handshake any more");
+        assert_eq!(hs.idle_epoch(), None);
+        let purges = purger.join().unwrap();
+        // SAFETY: both threads are done with the heap.
+        heap.with(|v| assert_eq!(unsafe { *v }, 2 + EXITED + 100 * purges));
+        PURGES[purges].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    });
+    let seen: Vec<usize> = PURGES
+        .iter()
+        .map(|n| n.swap(0, std::sync::atomic::Ordering::Relaxed))
+        .collect();
+    println!("runs with 0, 1, 2 purges: {seen:?}");
+    assert!(
+        seen.iter().all(|&n| n > 0),
+        "an outcome was never explored: {seen:?}"
+    );
 }

@@ -9,7 +9,10 @@
 //!   abandoned, its heap slot taken by a new thread);
 //! - blocks of a first-class `Heap` freed by another thread through the
 //!   global allocator, then the `Heap` dropped and its memory reused while
-//!   that thread still runs: nothing is corrupted.
+//!   that thread still runs: nothing is corrupted;
+//! - waves of threads that exit (their heaps parked whole, inboxes open)
+//!   while long-lived freers free their blocks in batches and the next
+//!   wave takes the parked heaps over, with parking on and off.
 //!
 //! The tests read process-wide statistics, so they run one at a time.
 
@@ -238,7 +241,8 @@ fn batches_for_an_exited_heap() {
             to_freer.send(first).unwrap();
             to_freer.send(second).unwrap();
             keep_tx.send(kept).unwrap();
-            // Exits now: abandons its segments, closes its inbox.
+            // Exits now: its heap is parked (inbox open) or, past the
+            // parking limit, its segments abandoned and its inbox closed.
         });
         let (step_tx, step_rx) = mpsc::channel::<()>();
         let (ack_tx, ack_rx) = mpsc::channel::<()>();
@@ -365,4 +369,108 @@ fn first_class_heap_blocks_freed_elsewhere() {
     }
     segalloc::collect();
     exact(&before, &segalloc::stats(), "first-class heap");
+}
+
+/// Waves of worker threads (more than cores) that allocate, hand two thirds
+/// of their blocks to long-lived freers in chunks, keep some for the main
+/// thread and exit: their heaps are parked whole with their inboxes open,
+/// the freers' batches for them arrive while they wait, and the next wave's
+/// threads take them over and settle those batches on their slow paths.
+/// The main thread frees what it kept every few waves (more remote frees
+/// into parked or adopted heaps). Every block is checked before it is
+/// freed (a block handed out twice would carry another block's pattern),
+/// and the statistics come back exactly. Run with parking on (the default)
+/// and off (`parked_heaps` 0: exited heaps abandon their segments).
+#[test]
+fn parked_heaps_take_batches_while_adopted() {
+    let _serial = serial();
+    let parked = segalloc::runtime_options()
+        .find(|o| o.name == "parked_heaps")
+        .expect("the option exists")
+        .get();
+    assert!(parked > 0, "parking is on by default");
+    for parking in [true, false] {
+        if !parking {
+            segalloc::set_option("parked_heaps", "0").unwrap();
+        }
+        let before = baseline();
+        let (tx, rx) = mpsc::channel::<Vec<Blk>>();
+        let rx = std::sync::Arc::new(Mutex::new(rx));
+        let freers: Vec<_> = (0..3)
+            .map(|f| {
+                let rx = rx.clone();
+                thread::spawn(move || {
+                    let mut freed = 0usize;
+                    loop {
+                        let next = rx.lock().unwrap().recv();
+                        let Ok(mut chunk) = next else { break };
+                        // Dropping checks each block, then frees it.
+                        while let Some(b) = chunk.pop() {
+                            drop(b);
+                            freed += 1;
+                        }
+                        // Now and then hand every gathered batch over at once.
+                        if freed % (97 + f) < 50 {
+                            segalloc::collect();
+                        }
+                    }
+                    freed
+                })
+            })
+            .collect();
+        let (mut kept, mut handed) = (Vec::new(), 0usize);
+        for wave in 0..30u64 {
+            let workers: Vec<_> = (0..6u64)
+                .map(|w| {
+                    let tx = tx.clone();
+                    thread::spawn(move || {
+                        let id0 = (wave << 40) | (w << 32);
+                        let mut rng = Rng::new(id0 + 1);
+                        let mut mine: Vec<Blk> = (0..300)
+                            .map(|i| Blk::new(rng.range(8, 700), 8, id0 | i))
+                            .collect();
+                        let mut keep = Vec::new();
+                        let mut handed = 0;
+                        while !mine.is_empty() {
+                            let n = rng.range(1, 60).min(mine.len());
+                            let chunk: Vec<Blk> = mine.drain(..n).collect();
+                            match rng.range(0, 6) {
+                                0..=3 => {
+                                    handed += chunk.len();
+                                    tx.send(chunk).unwrap();
+                                }
+                                4 => keep.extend(chunk),
+                                _ => drop(chunk), // freed by their owner
+                            }
+                        }
+                        (keep, handed)
+                    })
+                })
+                .collect();
+            for w in workers {
+                let (k, h) = w.join().unwrap();
+                kept.extend(k);
+                handed += h;
+            }
+            if wave % 4 == 3 {
+                kept.clear(); // each checked as it is freed
+            }
+        }
+        drop(tx);
+        let freed: usize = freers.into_iter().map(|f| f.join().unwrap()).sum();
+        assert_eq!(freed, handed, "every handed block was freed once");
+        drop((kept, rx)); // the channel's own blocks too
+        segalloc::collect();
+        let after = segalloc::stats();
+        exact(
+            &before,
+            &after,
+            if parking {
+                "parked heaps with batches"
+            } else {
+                "abandoned heaps with batches"
+            },
+        );
+    }
+    segalloc::set_option("parked_heaps", &parked.to_string()).unwrap();
 }

@@ -108,3 +108,55 @@ fn spans_hold_eight_blocks_with_little_tail() {
         assert!((bytes % bs) * 8 <= bytes, "class {c}: tail waste over 1/8");
     }
 }
+
+#[test]
+fn timed_purge_spares_memory_freed_since_the_last_one() {
+    std::thread::spawn(|| {
+        let free_all = |v: &[*mut u8]| {
+            for &p in v {
+                // SAFETY: live blocks from malloc, each freed once.
+                unsafe { crate::alloc::free(p, 8192) };
+            }
+        };
+        // Eight pages of 8 KiB blocks; freeing all but the first page's
+        // blocks frees seven pages (well under the dirty budget).
+        let per_page = (SLICE_SIZE * span_for(8192)) / 8192;
+        let v: std::vec::Vec<*mut u8> = (0..8 * per_page)
+            .map(|_| crate::alloc::malloc(8192, 8))
+            .collect();
+        assert!(v.iter().all(|p| !p.is_null()));
+        free_all(&v[per_page..]);
+        let dirty = crate::thread::with_heap(|h| {
+            let dirty = h.dirty_bytes;
+            assert!(dirty > 0);
+            // Freed just now: marked, not purged.
+            h.timed_purge(ptr::null_mut(), os::now_ms());
+            assert_eq!(h.dirty_bytes, dirty);
+            dirty
+        })
+        .unwrap();
+        // A page cut from marked slices and freed again: they are fresh.
+        // (The class kept its last page emptied: the first page's worth
+        // refills that one, the second takes new slices.)
+        let w: std::vec::Vec<*mut u8> = (0..2 * per_page)
+            .map(|_| crate::alloc::malloc(8192, 8))
+            .collect();
+        free_all(&w);
+        crate::thread::with_heap(|h| {
+            assert_eq!(h.dirty_bytes, dirty);
+            // The slices still free since the mark go; the reused ones stay.
+            h.timed_purge(ptr::null_mut(), os::now_ms());
+            assert!(
+                h.dirty_bytes > 0 && h.dirty_bytes < dirty,
+                "{} of {dirty}",
+                h.dirty_bytes
+            );
+            h.timed_purge(ptr::null_mut(), os::now_ms());
+            assert_eq!(h.dirty_bytes, 0);
+        })
+        .unwrap();
+        free_all(&v[..per_page]);
+    })
+    .join()
+    .unwrap();
+}

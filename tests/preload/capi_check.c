@@ -386,18 +386,18 @@ static void check_symbols(int segalloc) {
     CHECK(mi.hblks >= 1 && mi.hblkhd >= (3u << 20) && mi.uordblks >= mi.hblkhd);
     /* segalloc_stats fills a plain struct; its first two fields are requested
      * and allocated bytes, which include the live large block. */
-    int (*stats)(size_t *) = (int (*)(size_t *))dlsym(RTLD_DEFAULT, "segalloc_stats");
+    int (*stats)(size_t *, size_t) = (int (*)(size_t *, size_t))dlsym(RTLD_DEFAULT, "segalloc_stats");
     size_t fields[15] = {0};
-    CHECK(stats != NULL && stats(fields) == 0);
+    CHECK(stats != NULL && stats(fields, sizeof fields) == 0);
     CHECK(fields[0] >= (3u << 20) && fields[1] >= fields[0]);
-    CHECK(stats != NULL && stats(NULL) == EINVAL);
+    CHECK(stats != NULL && stats(NULL, sizeof fields) == EINVAL);
     free(big);
     /* The freed block waits in the large-block cache (the last field, also
      * counted in free_pages, the eighth); malloc_trim empties the cache. */
-    CHECK(stats != NULL && stats(fields) == 0);
+    CHECK(stats != NULL && stats(fields, sizeof fields) == 0);
     CHECK(fields[14] >= (3u << 20) && fields[7] >= fields[14]);
     CHECK(malloc_trim(0) == 1);
-    CHECK(stats != NULL && stats(fields) == 0 && fields[14] == 0);
+    CHECK(stats != NULL && stats(fields, sizeof fields) == 0 && fields[14] == 0);
   }
   /* Both allocators print something of their own on stderr. */
   malloc_stats();
