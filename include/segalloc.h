@@ -108,6 +108,19 @@ void segalloc_heap_free(SegallocHeap *h, void *p);
  * counts in that thread's figures. */
 int segalloc_heap_stats(SegallocHeap *h, SegallocStats *out, size_t size);
 
+/* The sampled heap profiler: only in a library built with the feature
+ * `profiling` too (`--features override,profiling`); look them up with
+ * dlsym if the library may lack it. segalloc_prof_start starts sampling,
+ * on average one sample per `rate` bytes allocated (0: the default, 512 KiB,
+ * or SEGALLOC_PROF_RATE); segalloc_prof_stop stops it (sampled blocks still
+ * live stay in the profile). segalloc_prof_dump writes prefix.pb.gz (pprof),
+ * prefix.folded, prefix.svg and prefix.leaks.txt, as SEGALLOC_PROF_OUT does
+ * at exit: 0, EINVAL for a null or non-UTF-8 prefix, or the failed write's
+ * error number. */
+void segalloc_prof_start(size_t rate);
+void segalloc_prof_stop(void);
+int segalloc_prof_dump(const char *prefix);
+
 #ifdef __cplusplus
 }
 #endif

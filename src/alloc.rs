@@ -83,9 +83,16 @@ fn malloc_in<const WHOLE: bool>(size: usize, align: usize) -> *mut u8 {
             if !b.is_null() {
                 // A page with a block is never the empty page: it is ours.
                 (*p).note_alloc(if WHOLE { (*p).block_size } else { size });
+                #[cfg(feature = "profiling")]
+                if prof_tick(h, size) {
+                    return prof_small::<WHOLE>(h, b, size, align, (*p).block_size);
+                }
                 return b;
             }
             let c = class_of(s);
+            #[cfg(feature = "profiling")]
+            return prof_slow::<WHOLE>(h, c, size, align);
+            #[cfg(not(feature = "profiling"))]
             return malloc_slow(h, c, counted::<WHOLE>(size, c));
         }
     }
@@ -107,13 +114,140 @@ fn malloc_generic<const WHOLE: bool>(size: usize, align: usize) -> *mut u8 {
                 let b = page::pop(p);
                 if !b.is_null() {
                     (*p).note_alloc(n);
+                    #[cfg(feature = "profiling")]
+                    if prof_tick(h, size) {
+                        return prof_small::<WHOLE>(h, b, size, align, (*p).block_size);
+                    }
                     return b;
                 }
+                #[cfg(feature = "profiling")]
+                return prof_slow::<WHOLE>(h, c, size, align);
+                #[cfg(not(feature = "profiling"))]
                 return malloc_slow(h, c, n);
             }
         }
     }
+    #[cfg(feature = "profiling")]
+    {
+        let h = thread::heap();
+        // SAFETY: `h` is the calling thread's heap, checked not the empty one.
+        if !thread::is_empty_heap(h) && unsafe { prof_tick(h, size) } {
+            return prof_large(h, size, align);
+        }
+    }
     large::alloc(size, align)
+}
+
+/// Counts `size` bytes off the profiler's countdown of heap `h`: whether it
+/// went below zero (then the caller takes a cold path that samples the
+/// allocation, or not: see `sample`). A subtraction and a compare.
+///
+/// # Safety
+/// `h` is the calling thread's heap, not the empty one.
+#[cfg(feature = "profiling")]
+#[inline(always)]
+unsafe fn prof_tick(h: *mut heap::Heap, size: usize) -> bool {
+    // SAFETY: per the contract the heap is the caller's own.
+    unsafe {
+        let c = &mut (*h).prof.countdown;
+        *c = c.wrapping_sub(size as isize);
+        *c < 0
+    }
+}
+
+/// The profiler's countdown of heap `h` ran out on a small block `b` of
+/// `block` bytes asked for with `size` bytes and alignment `align`: if
+/// `sample::decide` says so, the request is served by a large block marked
+/// as a sample (its free, on the large path, finds the sample; the small
+/// free path costs nothing more), and `b` is freed; else `b` is returned.
+///
+/// # Safety
+/// `h` is the calling thread's heap, not the empty one; `b` a block just
+/// allocated (and counted) from it.
+#[cfg(feature = "profiling")]
+#[cold]
+#[inline(never)]
+unsafe fn prof_small<const WHOLE: bool>(
+    h: *mut heap::Heap,
+    b: *mut u8,
+    size: usize,
+    align: usize,
+    block: usize,
+) -> *mut u8 {
+    // SAFETY: per the contract the heap is ours; `b` is live and counted as
+    // `malloc_in` counted it, so the free takes back what it added.
+    unsafe {
+        let Some(weight) = crate::sample::decide(&mut (*h).prof, size) else {
+            return b;
+        };
+        let stack = crate::sample::capture();
+        let q = large::alloc(size, align);
+        if q.is_null() {
+            crate::sample::done(&mut (*h).prof);
+            return b;
+        }
+        free(b, if WHOLE { UNSIZED } else { size });
+        let slot = crate::sample::record(&stack, size, block, weight);
+        large::mark_sampled(segment_of(q), slot, block);
+        crate::sample::done(&mut (*h).prof);
+        q
+    }
+}
+
+/// [`prof_small`] for a large request (no block taken yet).
+#[cfg(feature = "profiling")]
+#[cold]
+#[inline(never)]
+fn prof_large(h: *mut heap::Heap, size: usize, align: usize) -> *mut u8 {
+    // SAFETY: `h` is the calling thread's heap, not the empty one (the
+    // caller checked).
+    let Some(weight) = crate::sample::decide(unsafe { &mut (*h).prof }, size) else {
+        return large::alloc(size, align);
+    };
+    let stack = crate::sample::capture();
+    let q = large::alloc(size, align);
+    if !q.is_null() {
+        let seg = segment_of(q);
+        // SAFETY: `q` is the block of the live huge segment `seg`, ours.
+        unsafe {
+            let usable = large::usable_size(seg);
+            let slot = crate::sample::record(&stack, size, usable, weight);
+            large::mark_sampled(seg, slot, usable);
+        }
+    }
+    // SAFETY: as above.
+    crate::sample::done(unsafe { &mut (*h).prof });
+    q
+}
+
+/// [`malloc_slow`] with the profiler's count of the request (`size` bytes
+/// asked for with alignment `align`, of class `c`).
+///
+/// # Safety
+/// As [`malloc_slow`].
+#[cfg(feature = "profiling")]
+#[cold]
+#[inline(never)]
+unsafe fn prof_slow<const WHOLE: bool>(
+    h: *mut heap::Heap,
+    c: usize,
+    size: usize,
+    align: usize,
+) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    let b = unsafe { malloc_slow(h, c, counted::<WHOLE>(size, c)) };
+    if !b.is_null() {
+        // The heap may have been set up just now.
+        let h = thread::heap();
+        // SAFETY: a block was allocated, so `h` is a real heap, ours.
+        unsafe {
+            if prof_tick(h, size) {
+                let block = crate::size_class::class_size(c);
+                return prof_small::<WHOLE>(h, b, size, align, block);
+            }
+        }
+    }
+    b
 }
 
 /// The current page of class `c` is empty (or the heap is not set up yet).
@@ -584,6 +718,9 @@ pub(crate) unsafe fn usable_size(p: *const u8) -> usize {
     unsafe {
         match registry::kind(seg) {
             registry::SMALL => (*(*seg).page_of(p)).block_size,
+            #[cfg(feature = "profiling")]
+            registry::LARGE => large::reported_usable_size(seg),
+            #[cfg(not(feature = "profiling"))]
             registry::LARGE => large::usable_size(seg),
             _ => not_ours(p),
         }

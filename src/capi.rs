@@ -570,3 +570,42 @@ pub extern "C" fn __libc_valloc(size: usize) -> *mut c_void {
 pub extern "C" fn __libc_pvalloc(size: usize) -> *mut c_void {
     pvalloc(size)
 }
+
+/// Starts the heap profiler (feature `profiling`): on average one sample
+/// per `rate` bytes allocated (0: the default, 512 KiB or
+/// `SEGALLOC_PROF_RATE`). See `segalloc::profile::start`.
+#[cfg(feature = "profiling")]
+#[no_mangle]
+pub extern "C" fn segalloc_prof_start(rate: usize) {
+    crate::profile::start(rate);
+}
+
+/// Stops the heap profiler; sampled blocks still live stay in the profile.
+#[cfg(feature = "profiling")]
+#[no_mangle]
+pub extern "C" fn segalloc_prof_stop() {
+    crate::profile::stop();
+}
+
+/// Writes the heap profile now (feature `profiling`): `path.pb.gz` (pprof),
+/// `path.folded`, `path.svg` and `path.leaks.txt`, as `SEGALLOC_PROF_OUT`
+/// does at exit. 0 on success, `EINVAL` for a null or non-UTF-8 path, else
+/// the error number of the failed write (`EIO` if unknown).
+///
+/// # Safety
+/// `path` is null or a NUL-terminated string.
+#[cfg(feature = "profiling")]
+#[no_mangle]
+pub unsafe extern "C" fn segalloc_prof_dump(path: *const core::ffi::c_char) -> c_int {
+    if path.is_null() {
+        return libc::EINVAL;
+    }
+    // SAFETY: per the contract, a NUL-terminated string.
+    let Ok(prefix) = unsafe { core::ffi::CStr::from_ptr(path) }.to_str() else {
+        return libc::EINVAL;
+    };
+    match crate::profile::snapshot().write_files(prefix) {
+        Ok(()) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
+    }
+}

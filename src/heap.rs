@@ -94,6 +94,9 @@ const_assert!(span_for(crate::size_class::MAX_SMALL) <= MAX_SPAN);
 pub(crate) struct Heap {
     /// The page serving each 8-byte size step up to [`DIRECT_MAX`].
     pub(crate) direct: [*mut Page; DIRECT_SLOTS],
+    /// The heap profiler's byte countdown and state (see `sample`).
+    #[cfg(feature = "profiling")]
+    pub(crate) prof: crate::sample::Prof,
     queues: [PageQueue; NUM_CLASSES],
     full: PageQueue,
     /// Owned segments with at least one free slice.
@@ -149,6 +152,8 @@ impl Heap {
     pub(crate) const fn new(empty_page: *mut Page) -> Heap {
         Heap {
             direct: [empty_page; DIRECT_SLOTS],
+            #[cfg(feature = "profiling")]
+            prof: crate::sample::Prof::NEW,
             queues: [PageQueue::EMPTY; NUM_CLASSES],
             full: PageQueue::EMPTY,
             avail: SegList::EMPTY,
@@ -196,6 +201,10 @@ impl Heap {
     fn reset(&mut self, empty_page: *mut Page) {
         debug_assert!(self.outbox.is_empty(), "batches left in a heap's outbox");
         self.direct = [empty_page; DIRECT_SLOTS];
+        #[cfg(feature = "profiling")]
+        {
+            self.prof = crate::sample::Prof::NEW;
+        }
         self.queues = [PageQueue::EMPTY; NUM_CLASSES];
         self.full = PageQueue::EMPTY;
         self.avail = SegList::EMPTY;

@@ -140,6 +140,8 @@ fn install(
         ptr::addr_of_mut!((*seg).requested).write(size);
         ptr::addr_of_mut!((*seg).stale).write(stale.saturating_sub(offset));
         ptr::addr_of_mut!((*seg).split).write(split);
+        #[cfg(feature = "profiling")]
+        ptr::addr_of_mut!((*seg).prof_slot).write(0);
         (*seg).owner.store(0, Ordering::Relaxed);
     }
     SHARED.large_alloc(map - offset, size);
@@ -251,12 +253,69 @@ pub(crate) unsafe fn release(seg: *mut Segment) {
     os::unmap(seg.cast(), map);
 }
 
-/// Takes the block of `seg` out of the statistics; returns its mapping's
-/// length and `split` token.
+/// Marks the huge block of `seg` as the heap profiler's sample `slot` (from
+/// `sample::record`; 0 leaves it unmarked): its free takes the sample out
+/// of the profile. Its usable size ([`reported_usable_size`]) is then
+/// `usable` (the block an unsampled allocation would have had), at most
+/// its mapping's.
+///
+/// # Safety
+/// `seg` is the header of a live huge segment, just allocated by the caller.
+#[cfg(feature = "profiling")]
+pub(crate) unsafe fn mark_sampled(seg: *mut Segment, slot: u32, usable: usize) {
+    // SAFETY: per the contract the header is the caller's.
+    unsafe {
+        (*seg).prof_slot = slot as usize;
+        (*seg).prof_usable = usable.min(usable_size(seg));
+    }
+}
+
+/// The usable size of the huge block of `seg` that `usable_size` reports:
+/// for a block the heap profiler sampled, the size an unsampled block would
+/// have had (its size class's), so that sampling changes no caller's view;
+/// else its mapping's usable bytes.
+///
+/// # Safety
+/// `seg` is the header of a live huge segment.
+#[cfg(feature = "profiling")]
+#[inline]
+pub(crate) unsafe fn reported_usable_size(seg: *const Segment) -> usize {
+    // SAFETY: per the contract the header is readable.
+    unsafe {
+        if sampled(seg) {
+            (*seg).prof_usable
+        } else {
+            usable_size(seg)
+        }
+    }
+}
+
+/// Whether the huge block of `seg` is a sample of the heap profiler.
+///
+/// # Safety
+/// `seg` is the header of a live huge segment.
+#[cfg(feature = "profiling")]
+#[inline]
+unsafe fn sampled(seg: *const Segment) -> bool {
+    // SAFETY: per the contract the header is readable.
+    unsafe { (*seg).prof_slot != 0 }
+}
+
+/// Takes the block of `seg` out of the statistics (and, if it is a
+/// sampled block, out of the heap profile); returns its mapping's length
+/// and `split` token.
 ///
 /// # Safety
 /// `seg` is the header of a live huge segment.
 unsafe fn count_out(seg: *mut Segment) -> (usize, usize) {
+    #[cfg(feature = "profiling")]
+    // SAFETY: per the contract the header is ours.
+    unsafe {
+        if sampled(seg) {
+            crate::sample::remove((*seg).prof_slot as u32);
+            (*seg).prof_slot = 0;
+        }
+    }
     // SAFETY: per the contract the prefix fields are initialised.
     let (map, usable, requested, split) = unsafe {
         (
@@ -316,6 +375,24 @@ pub(crate) unsafe fn resize(seg: *mut Segment, p: *mut u8, new_size: usize) -> *
     // block must not move under the heap's list of them (see `region`).
     if unsafe { owned_by_heap(seg) } {
         return ptr::null_mut();
+    }
+    // A sampled block stays in place while the new size is between half its
+    // reported usable size and all of it (as a small block of its class
+    // would); else it is moved (a new allocation, sampled or not, and the
+    // free of this one). The sample keeps the size it was taken with.
+    #[cfg(feature = "profiling")]
+    // SAFETY: per the contract the header is ours.
+    unsafe {
+        if sampled(seg) {
+            let u = (*seg).prof_usable;
+            if new_size <= u && new_size >= u / 2 {
+                let usable = usable_size(seg);
+                SHARED.large_resize((usable, (*seg).requested), (usable, new_size));
+                (*seg).requested = new_size;
+                return p;
+            }
+            return ptr::null_mut();
+        }
     }
     // SAFETY: per the contract the header is ours.
     let (old_map, offset, requested, split) = unsafe {

@@ -33,6 +33,9 @@
 //!   `GlobalAlloc` front end.
 //! - `region`: first-class heaps ([`Heap`]), for collections through the
 //!   `Allocator` trait, freed all at once; `pool`: typed pools ([`Pool`]).
+//! - `sample` and [`profile`] (feature `profiling`): the sampled heap
+//!   profiler; a byte countdown per heap picks allocations, served as
+//!   marked large blocks, whose stacks and figures `profile` writes out.
 //! - [`defrag`]: cooperative defragmentation: which live blocks to move so
 //!   that sparse pages empty, and where to put them.
 //!
@@ -77,9 +80,13 @@ mod page;
 pub mod pagemap;
 mod park;
 mod pool;
+#[cfg(feature = "profiling")]
+pub mod profile;
 mod region;
 mod remote;
 mod remote_batch;
+#[cfg(feature = "profiling")]
+mod sample;
 mod segment;
 mod size_class;
 mod stats;

@@ -232,6 +232,27 @@ pub(crate) static SHOW_STATS: RuntimeOption = RuntimeOption::new(
     "print the statistics and the options in force on stderr at exit",
 );
 
+/// Start the heap profiler at start-up (feature `profiling`).
+#[cfg(feature = "profiling")]
+pub(crate) static PROF: RuntimeOption = RuntimeOption::new(
+    "prof",
+    "SEGALLOC_PROF",
+    OptionKind::Flag,
+    0,
+    1,
+    "1 (feature profiling): sample allocations for the heap profiler from the first allocation on; SEGALLOC_PROF_OUT=prefix writes the profile at exit",
+);
+/// The heap profiler's mean bytes between samples (feature `profiling`).
+#[cfg(feature = "profiling")]
+pub(crate) static PROF_RATE: RuntimeOption = RuntimeOption::new(
+    "prof_rate",
+    "SEGALLOC_PROF_RATE",
+    OptionKind::Bytes,
+    512 * 1024,
+    1 << 40,
+    "(feature profiling) mean bytes allocated between two samples of the heap profiler (0: the default, 512K)",
+);
+
 /// The purge delay in force, in milliseconds.
 #[inline]
 pub(crate) fn purge_delay_ms() -> u64 {
@@ -239,6 +260,7 @@ pub(crate) fn purge_delay_ms() -> u64 {
 }
 
 /// Every option, in the README's order.
+#[cfg(not(feature = "profiling"))]
 pub(crate) static ALL: [&RuntimeOption; 14] = [
     &PURGE_DELAY_MS,
     &PURGE_MIN,
@@ -254,6 +276,26 @@ pub(crate) static ALL: [&RuntimeOption; 14] = [
     &BACKGROUND,
     &VERBOSE,
     &SHOW_STATS,
+];
+/// Every option, in the README's order.
+#[cfg(feature = "profiling")]
+pub(crate) static ALL: [&RuntimeOption; 16] = [
+    &PURGE_DELAY_MS,
+    &PURGE_MIN,
+    &SEGMENT_CACHE,
+    &SEGMENT_CACHE_RESIDENT,
+    &LARGE_CACHE,
+    &PARKED_HEAPS,
+    &PAGE_SOURCE,
+    &LIMIT,
+    &LIMIT_SOFT,
+    &THP,
+    &SUB_PURGE,
+    &BACKGROUND,
+    &VERBOSE,
+    &SHOW_STATS,
+    &PROF,
+    &PROF_RATE,
 ];
 
 /// Every runtime option, with its value in force.

@@ -92,6 +92,14 @@ pub(crate) struct Segment {
     /// under this token: freed, the block joins it again if it is still there.
     /// Cleared whenever the mapping is resized or moved.
     pub(crate) split: usize,
+    /// The heap profiler's sample slot of the huge block (`sample::record`),
+    /// 0 when it is not a sampled block (feature `profiling`).
+    #[cfg(feature = "profiling")]
+    pub(crate) prof_slot: usize,
+    /// The usable size a sampled block reports (`alloc::usable_size`):
+    /// the block an unsampled allocation would have had (feature `profiling`).
+    #[cfg(feature = "profiling")]
+    pub(crate) prof_usable: usize,
     // --- small segments ---
     /// Address of the owning heap, or 0 while abandoned. For a huge segment:
     /// the first-class heap whose large block it is (set by `region`), or 0
@@ -149,6 +157,8 @@ const_assert!(size_of::<Segment>() <= SLICE_SIZE);
 // Offsets of descriptors fit `slice_page`'s u16.
 const_assert!(offset_of!(Segment, pages) + SLICES * size_of::<Page>() <= u16::MAX as usize);
 const_assert!(offset_of!(Segment, split) + size_of::<usize>() <= HUGE_BLOCK_OFFSET);
+#[cfg(feature = "profiling")]
+const_assert!(offset_of!(Segment, prof_usable) + size_of::<usize>() <= HUGE_BLOCK_OFFSET);
 const_assert!(align_of::<Segment>() <= os::OS_PAGE);
 const_assert!(size_of::<Page>() <= 112);
 

@@ -289,6 +289,8 @@ static KEY: spin::Mutex<Option<libc::pthread_key_t>> = spin::Mutex::new(None);
 extern "C" fn at_exit() {
     crate::stats::print_at_exit();
     crate::pagemap::write_at_exit();
+    #[cfg(feature = "profiling")]
+    crate::profile::write_at_exit();
 }
 
 fn key() -> Option<libc::pthread_key_t> {
@@ -579,6 +581,8 @@ mod fork {
 
     extern "C" fn prepare() {
         // Leaked guards: each lock stays held until `release`.
+        #[cfg(feature = "profiling")]
+        crate::sample::lock_for_fork();
         forget(super::KEY.lock());
         forget(super::POOL.lock());
         forget(park::PARKED.lock());
@@ -599,6 +603,8 @@ mod fork {
             park::PARKED.force_unlock();
             super::POOL.force_unlock();
             super::KEY.force_unlock();
+            #[cfg(feature = "profiling")]
+            crate::sample::unlock_after_fork();
         }
     }
 }

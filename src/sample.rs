@@ -1,0 +1,523 @@
+//! The heap profiler's low layer (feature `profiling`): the per-heap byte
+//! countdown that decides which allocations are sampled, the stack capture,
+//! and the table of live samples and call sites. `profile` (the public API
+//! and the output formats) reads it; `alloc` and `large` call into it on
+//! their cold paths only. It imports only `os` and `options`.
+//!
+//! # Sampling
+//! Every heap counts down the bytes its thread asks for ([`Prof::countdown`],
+//! decremented on the allocation paths). When it goes below zero the
+//! allocation goes to `alloc`'s cold sampling path, which asks [`decide`]:
+//! the allocation is sampled, and a new countdown is drawn from an
+//! exponential distribution of mean `rate` bytes. So byte positions are
+//! sampled as a Poisson process (the distribution is memoryless, and the
+//! countdown is drawn afresh after each sample rather than carrying the
+//! overshoot), and an allocation of `s` bytes is sampled with probability
+//! `p = 1 - exp(-s / rate)`. Each sample stands for `1 / p` allocations of
+//! its size (tcmalloc's and Go's weighting, `scaleHeapSample`), which makes
+//! the estimated counts and bytes unbiased.
+//!
+//! While sampling is stopped a heap's countdown is [`RECHECK`] bytes: its
+//! thread comes to the cold path once per that many bytes, sees sampling
+//! is off and counts down again, and so starts sampling at most
+//! [`RECHECK`] bytes after [`start`] (the calling thread at once).
+//!
+//! # Stacks
+//! Captured with the unwinder (`_Unwind_Backtrace`, through the
+//! `backtrace` crate's `trace_unsynchronized`), which reads the unwind
+//! tables Rust and C compilers emit by default; it needs no frame pointers,
+//! and allocates nothing of its own. A re-entrancy flag in the heap
+//! ([`Prof::busy`]) keeps any allocation made during the capture from being
+//! sampled in turn. Frames are stored as return addresses; `profile`
+//! symbolises them when a profile is written.
+//!
+//! # The table
+//! Fixed-size arrays mapped from the OS on first use (never from the global
+//! allocator), under one spin lock, held for a few hundred instructions per
+//! sample or freed sampled block: [`SITES`] call sites (distinct stacks, an
+//! open-addressing hash table) and [`SAMPLES`] live samples (a free list).
+//! When either is full the sample is dropped and counted
+//! ([`Totals::dropped`]): the allocation is then served as an ordinary
+//! (unmarked) block, and the profile under-counts by that many samples.
+//! Estimates are kept in integers (block counts in 1/1024ths) so that freeing
+//! every sampled block brings a site's live figures back to exactly zero.
+
+use crate::options;
+use crate::os;
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// The deepest stack kept (frames past it are cut off, the innermost kept).
+pub(crate) const MAX_FRAMES: usize = 64;
+/// Distinct call sites the table holds.
+pub(crate) const SITES: usize = 1 << 14;
+/// Live samples the table holds (at the default rate, 32 GiB of live heap).
+pub(crate) const SAMPLES: usize = 1 << 16;
+/// The countdown of a heap while sampling is stopped (see the module docs).
+pub(crate) const RECHECK: isize = 1 << 20;
+/// The default sampling rate: one sample per this many bytes on average.
+pub(crate) const DEFAULT_RATE: usize = 512 * 1024;
+/// Fixed-point scale of estimated block counts.
+pub(crate) const FX: u64 = 1024;
+
+/// Whether sampling is on.
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+/// The mean bytes between samples.
+static RATE: AtomicUsize = AtomicUsize::new(DEFAULT_RATE);
+/// Set once the `SEGALLOC_PROF` option has been looked at.
+static ENV_SEEN: AtomicBool = AtomicBool::new(false);
+/// Seeds for heaps' generators.
+static SEED: AtomicUsize = AtomicUsize::new(0x9e37_79b9_7f4a_7c15);
+
+/// A heap's sampling state; [`Prof::countdown`] is the one field the
+/// allocation paths touch.
+#[repr(C)]
+pub(crate) struct Prof {
+    /// Bytes left before the next sample (or the next look at whether
+    /// sampling is on); the allocation paths subtract each request's size
+    /// and take the cold path when it goes below zero.
+    pub(crate) countdown: isize,
+    /// The state of the heap's random generator (xorshift64*); 0 until seeded.
+    rng: u64,
+    /// Whether `countdown` was drawn while sampling was on.
+    armed: bool,
+    /// Set while the thread is inside the sampler or writing a profile:
+    /// nothing it allocates then is sampled.
+    pub(crate) busy: bool,
+}
+
+impl Prof {
+    /// A state that takes the cold path at the first allocation, which arms
+    /// it (or not).
+    pub(crate) const NEW: Prof = Prof {
+        countdown: 0,
+        rng: 0,
+        armed: false,
+        busy: false,
+    };
+
+    fn next_u64(&mut self) -> u64 {
+        if self.rng == 0 {
+            let s = SEED.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed) as u64;
+            self.rng = splitmix(s ^ (self as *mut Prof as u64) ^ os::now_ms()) | 1;
+        }
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// An exponential draw of mean `rate` bytes, at least 1.
+    fn draw(&mut self, rate: usize) -> isize {
+        // Uniform in (0, 1]: never 0, whose logarithm is infinite.
+        let u = ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        let d = -u.ln() * rate as f64;
+        (d as isize).clamp(1, isize::MAX / 4)
+    }
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Starts sampling, one sample per `rate` bytes on average (0: the
+/// default). The calling thread's heap, if it has one, is armed by the caller.
+pub(crate) fn start(rate: usize) {
+    ENV_SEEN.store(true, Ordering::Relaxed);
+    RATE.store(
+        if rate == 0 { DEFAULT_RATE } else { rate },
+        Ordering::Relaxed,
+    );
+    ACTIVE.store(true, Ordering::Release);
+}
+
+/// Stops sampling; live samples stay in the table until their blocks are freed.
+pub(crate) fn stop() {
+    ENV_SEEN.store(true, Ordering::Relaxed);
+    ACTIVE.store(false, Ordering::Release);
+}
+
+/// Whether sampling is on.
+pub(crate) fn active() -> bool {
+    ACTIVE.load(Ordering::Relaxed)
+}
+
+/// The sampling rate in force.
+pub(crate) fn rate() -> usize {
+    RATE.load(Ordering::Relaxed)
+}
+
+/// Sets `p`'s countdown afresh: a draw if sampling is on, else [`RECHECK`].
+pub(crate) fn rearm(p: &mut Prof) {
+    if active() {
+        p.countdown = p.draw(rate());
+        p.armed = true;
+    } else {
+        p.countdown = RECHECK;
+        p.armed = false;
+    }
+}
+
+/// The cold path of a countdown that went below zero on an allocation of
+/// `size` bytes: `Some(weight)` (the allocations it stands for) if the
+/// allocation is to be sampled, and then `p.busy` is set until [`done`];
+/// `None` otherwise (the countdown is reset). Never allocates.
+pub(crate) fn decide(p: &mut Prof, size: usize) -> Option<f64> {
+    if p.busy {
+        // An allocation made by the sampler itself (by the unwinder), or
+        // while a profile is written: not sampled, and the count goes on.
+        rearm(p);
+        return None;
+    }
+    if !ENV_SEEN.load(Ordering::Relaxed) {
+        ENV_SEEN.store(true, Ordering::Relaxed);
+        if options::PROF.get() != 0 {
+            start(options::PROF_RATE.get());
+        }
+    }
+    if !p.armed || !active() {
+        // Just started (or restarted), or stopped: no sample now.
+        rearm(p);
+        return None;
+    }
+    let rate = rate() as f64;
+    p.busy = true;
+    p.countdown = p.draw(rate as usize);
+    Some(weight(size, rate))
+}
+
+/// The allocations a sample of `size` bytes stands for at `rate`:
+/// `1 / (1 - exp(-size / rate))`, one over its probability of being sampled.
+fn weight(size: usize, rate: f64) -> f64 {
+    let prob = 1.0 - (-(size.max(1) as f64) / rate).exp();
+    if prob > 0.0 {
+        1.0 / prob
+    } else {
+        1.0
+    }
+}
+
+/// Ends the sampling [`decide`] began.
+pub(crate) fn done(p: &mut Prof) {
+    p.busy = false;
+}
+
+/// A captured stack: return addresses, innermost first.
+pub(crate) struct Stack {
+    pub(crate) frames: [usize; MAX_FRAMES],
+    pub(crate) len: usize,
+}
+
+/// The calling thread's stack, innermost first. Allocates nothing.
+#[inline(never)]
+pub(crate) fn capture() -> Stack {
+    let mut s = Stack {
+        frames: [0; MAX_FRAMES],
+        len: 0,
+    };
+    // SAFETY: `trace_unsynchronized` only requires that no other thread use
+    // the unwinder's non-reentrant parts at the same time; `_Unwind_Backtrace`
+    // (its backend on Linux) is thread-safe.
+    unsafe {
+        backtrace::trace_unsynchronized(|f| {
+            let ip = f.ip() as usize;
+            if ip != 0 && s.len < MAX_FRAMES {
+                s.frames[s.len] = ip;
+                s.len += 1;
+            }
+            s.len < MAX_FRAMES
+        });
+    }
+    s
+}
+
+/// One call site's figures (estimates; block counts scaled by [`FX`]).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Figures {
+    pub(crate) live_bytes: u64,
+    pub(crate) live_blocks: u64,
+    pub(crate) live_block_bytes: u64,
+    pub(crate) live_samples: u64,
+    pub(crate) alloc_bytes: u64,
+    pub(crate) alloc_blocks: u64,
+    pub(crate) alloc_block_bytes: u64,
+    pub(crate) samples: u64,
+}
+
+#[repr(C)]
+struct Site {
+    /// The stack's hash, 0 for an empty slot.
+    hash: u64,
+    depth: usize,
+    frames: [usize; MAX_FRAMES],
+    f: Figures,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Sample {
+    site: u32,
+    next_free: u32,
+    bytes: u64,
+    blocks: u64,
+    block_bytes: u64,
+}
+
+/// Counts over the whole table.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Totals {
+    /// Samples taken and recorded.
+    pub(crate) samples: u64,
+    /// Samples dropped because the table was full.
+    pub(crate) dropped: u64,
+    /// Live samples.
+    pub(crate) live: u64,
+}
+
+struct Table {
+    sites: *mut Site,
+    samples: *mut Sample,
+    /// Free list of sample slots (index + 1; 0 ends it).
+    free: u32,
+    /// Slots below this have been used.
+    high: u32,
+    nsites: usize,
+    totals: Totals,
+}
+
+// SAFETY: the table's memory is its own (mapped for it), used under the lock.
+unsafe impl Send for Table {}
+
+static TABLE: spin::Mutex<Table> = spin::Mutex::new(Table {
+    sites: ptr::null_mut(),
+    samples: ptr::null_mut(),
+    free: 0,
+    high: 0,
+    nsites: 0,
+    totals: Totals {
+        samples: 0,
+        dropped: 0,
+        live: 0,
+    },
+});
+
+fn hash(frames: &[usize]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for &f in frames {
+        h = (h ^ f as u64).wrapping_mul(0x0100_0000_01b3);
+        h ^= h >> 29;
+    }
+    h | 1
+}
+
+impl Table {
+    fn ensure(&mut self) -> bool {
+        if self.sites.is_null() {
+            let s = os::map_scratch(SITES * core::mem::size_of::<Site>());
+            if s.is_null() {
+                return false;
+            }
+            let m = os::map_scratch(SAMPLES * core::mem::size_of::<Sample>());
+            if m.is_null() {
+                // SAFETY: `s` is the scratch mapping of that size made above.
+                unsafe { os::unmap_scratch(s, SITES * core::mem::size_of::<Site>()) };
+                return false;
+            }
+            self.sites = s.cast();
+            self.samples = m.cast();
+        }
+        true
+    }
+
+    /// The index of the site of `frames`, added if new; None when full.
+    fn site(&mut self, frames: &[usize]) -> Option<usize> {
+        let h = hash(frames);
+        let mut i = h as usize & (SITES - 1);
+        loop {
+            // SAFETY: `i < SITES`; the mapping is zeroed, so unused slots
+            // read hash 0.
+            let s = unsafe { &mut *self.sites.add(i) };
+            if s.hash == 0 {
+                // Kept at most three quarters full, so probes stay short.
+                if self.nsites >= SITES / 4 * 3 {
+                    return None;
+                }
+                s.hash = h;
+                s.depth = frames.len();
+                s.frames[..frames.len()].copy_from_slice(frames);
+                self.nsites += 1;
+                return Some(i);
+            }
+            if s.hash == h && &s.frames[..s.depth] == frames {
+                return Some(i);
+            }
+            i = (i + 1) & (SITES - 1);
+        }
+    }
+}
+
+/// Records a sample of a block of `block` bytes (what an unsampled block
+/// would have taken) asked for with `size` bytes, standing for `weight`
+/// allocations, made from `stack`. Returns its slot (non-zero), or 0 when
+/// the table is full (the sample is dropped and counted). Never allocates.
+pub(crate) fn record(stack: &Stack, size: usize, block: usize, weight: f64) -> u32 {
+    let mut t = TABLE.lock();
+    let slot = (|| {
+        if !t.ensure() {
+            return None;
+        }
+        let site = t.site(&stack.frames[..stack.len])?;
+        let slot = if t.free != 0 {
+            let s = t.free;
+            // SAFETY: a slot on the free list is below `high`.
+            t.free = unsafe { (*t.samples.add(s as usize - 1)).next_free };
+            s
+        } else if (t.high as usize) < SAMPLES {
+            t.high += 1;
+            t.high
+        } else {
+            return None;
+        };
+        let rec = Sample {
+            site: site as u32,
+            next_free: 0,
+            bytes: (weight * size as f64) as u64,
+            blocks: (weight * FX as f64) as u64,
+            block_bytes: (weight * block as f64) as u64,
+        };
+        // SAFETY: `slot - 1 < SAMPLES` and `site < SITES`: ours under the lock.
+        unsafe {
+            t.samples.add(slot as usize - 1).write(rec);
+            let f = &mut (*t.sites.add(site)).f;
+            f.live_bytes = f.live_bytes.wrapping_add(rec.bytes);
+            f.live_blocks = f.live_blocks.wrapping_add(rec.blocks);
+            f.live_block_bytes = f.live_block_bytes.wrapping_add(rec.block_bytes);
+            f.live_samples = f.live_samples.wrapping_add(1);
+            f.alloc_bytes = f.alloc_bytes.wrapping_add(rec.bytes);
+            f.alloc_blocks = f.alloc_blocks.wrapping_add(rec.blocks);
+            f.alloc_block_bytes = f.alloc_block_bytes.wrapping_add(rec.block_bytes);
+            f.samples = f.samples.wrapping_add(1);
+        }
+        Some(slot)
+    })();
+    match slot {
+        Some(s) => {
+            t.totals.samples = t.totals.samples.wrapping_add(1);
+            t.totals.live = t.totals.live.wrapping_add(1);
+            s
+        }
+        None => {
+            t.totals.dropped = t.totals.dropped.wrapping_add(1);
+            0
+        }
+    }
+}
+
+/// The sampled block of slot `slot` (from [`record`]) is freed: its site's
+/// live figures drop by the sample's. Never allocates.
+pub(crate) fn remove(slot: u32) {
+    let mut t = TABLE.lock();
+    if slot == 0 || slot > t.high {
+        return;
+    }
+    // SAFETY: `slot - 1 < high`: a slot handed out by `record`, live until now.
+    unsafe {
+        let rec = *t.samples.add(slot as usize - 1);
+        let f = &mut (*t.sites.add(rec.site as usize)).f;
+        f.live_bytes = f.live_bytes.wrapping_sub(rec.bytes);
+        f.live_blocks = f.live_blocks.wrapping_sub(rec.blocks);
+        f.live_block_bytes = f.live_block_bytes.wrapping_sub(rec.block_bytes);
+        f.live_samples = f.live_samples.wrapping_sub(1);
+        (*t.samples.add(slot as usize - 1)).next_free = t.free;
+    }
+    t.free = slot;
+    t.totals.live = t.totals.live.wrapping_sub(1);
+}
+
+/// Takes the table's lock and keeps it (`thread`'s fork handlers, before
+/// `fork`): a child forked while another thread held it would wait forever
+/// at its first sample or sampled free.
+pub(crate) fn lock_for_fork() {
+    core::mem::forget(TABLE.lock());
+}
+
+/// Gives back the lock [`lock_for_fork`] took, in the parent and the child.
+///
+/// # Safety
+/// The calling thread took it with [`lock_for_fork`] (the fork handlers).
+pub(crate) unsafe fn unlock_after_fork() {
+    // SAFETY: per the contract the lock is held, by this thread.
+    unsafe { TABLE.force_unlock() };
+}
+
+/// The number of sites recorded (to size a buffer for [`copy_sites`]).
+pub(crate) fn site_count() -> usize {
+    TABLE.lock().nsites
+}
+
+/// Copies up to `out.capacity()` sites' stacks and figures into `out`
+/// (which must not reallocate: nothing is allocated under the lock), and
+/// returns the table's totals and whether every site fitted.
+pub(crate) fn copy_sites(out: &mut Vec<(Vec<usize>, Figures)>) -> (Totals, bool) {
+    // Stacks are copied into preallocated vectors: fill a list of
+    // (stack buffer) first, outside the lock.
+    let cap = out.capacity();
+    let mut bufs: Vec<Vec<usize>> = (0..cap).map(|_| Vec::with_capacity(MAX_FRAMES)).collect();
+    let mut figs: Vec<Figures> = Vec::with_capacity(cap);
+    let mut n = 0;
+    let (totals, all) = {
+        let t = TABLE.lock();
+        let mut all = true;
+        if !t.sites.is_null() {
+            for i in 0..SITES {
+                // SAFETY: `i < SITES`, under the lock.
+                let s = unsafe { &*t.sites.add(i) };
+                if s.hash == 0 {
+                    continue;
+                }
+                if n == cap {
+                    all = false;
+                    break;
+                }
+                bufs[n].extend_from_slice(&s.frames[..s.depth]);
+                figs.push(s.f);
+                n += 1;
+            }
+        }
+        (t.totals, all)
+    };
+    for (b, f) in bufs.into_iter().zip(figs) {
+        out.push((b, f));
+    }
+    (totals, all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The countdowns' mean is the rate, and a sample's weight is one over
+    /// its probability: about `rate / size` for small sizes, 1 for sizes
+    /// well above the rate. (Sampling itself is not started here: other
+    /// unit tests of the library run beside this one.)
+    #[test]
+    fn draws_average_the_rate_and_weights_invert_the_probability() {
+        let mut p = Prof::NEW;
+        let n = 200_000;
+        let sum: f64 = (0..n).map(|_| p.draw(4096) as f64).sum();
+        let mean = sum / n as f64;
+        assert!((mean - 4096.0).abs() < 4096.0 * 0.02, "mean {mean}");
+        let w = weight(64, 4096.0);
+        assert!((w - 1.0 / (1.0 - (-64.0f64 / 4096.0).exp())).abs() < 1e-9);
+        assert!((w - 4096.0 / 64.0).abs() < 1.0);
+        assert!((weight(1 << 20, 4096.0) - 1.0).abs() < 1e-9);
+        // While busy (inside the sampler), nothing is sampled.
+        p.busy = true;
+        assert_eq!(decide(&mut p, 1 << 20), None);
+    }
+}

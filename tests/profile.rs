@@ -1,0 +1,555 @@
+//! The sampled heap profiler (feature `profiling`): estimates against exact
+//! counts kept here, frees of sampled blocks, the leak report, the pprof
+//! output decoded back, many threads, and `SEGALLOC_PROF`/`SEGALLOC_PROF_OUT`
+//! in a child process writing its files at exit.
+//!
+//! The tests share the profiler (one process-wide table), so they take a
+//! lock and identify their sites by function name.
+
+use segalloc::profile::{self, Profile};
+use std::hint::black_box;
+use std::io::Read;
+use std::sync::Mutex;
+
+#[global_allocator]
+static GLOBAL: segalloc::SegAlloc = segalloc::SegAlloc;
+
+mod common;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Sums the figures of every site whose stack names `f`.
+fn site_figures(p: &Profile, f: &str) -> (u64, u64, u64) {
+    let mut t = (0, 0, 0);
+    for (s, names) in p.named_sites() {
+        if names.iter().any(|n| n.contains(f)) {
+            t.0 += s.live_bytes;
+            t.1 += s.live_blocks;
+            t.2 += s.alloc_bytes;
+        }
+    }
+    t
+}
+
+#[inline(never)]
+fn site_small(out: &mut Vec<Vec<u8>>, n: usize, size: usize) {
+    for _ in 0..n {
+        out.push(black_box(Vec::with_capacity(size)));
+    }
+}
+
+#[inline(never)]
+fn site_medium(out: &mut Vec<Vec<u8>>, n: usize, size: usize) {
+    for _ in 0..n {
+        out.push(black_box(Vec::with_capacity(size)));
+    }
+}
+
+#[inline(never)]
+fn site_large(out: &mut Vec<Vec<u8>>, n: usize, size: usize) {
+    for _ in 0..n {
+        out.push(black_box(Vec::with_capacity(size)));
+    }
+}
+
+#[inline(never)]
+#[allow(clippy::vec_box)] // The boxes are the 24-byte allocations measured.
+fn site_tiny(out: &mut Vec<Box<[u64; 3]>>, n: usize) {
+    for _ in 0..n {
+        out.push(black_box(Box::new([0u64; 3])));
+    }
+}
+
+#[inline(never)]
+fn site_churn(n: usize, size: usize) {
+    for _ in 0..n {
+        drop(black_box(Vec::<u8>::with_capacity(size)));
+    }
+}
+
+fn within(est: u64, exact: u64, tol: f64) -> bool {
+    (est as f64 - exact as f64).abs() <= tol * exact as f64
+}
+
+/// Every site holding at least 5% of the live heap is estimated within
+/// 10% of the exact figure (8 KiB rate, 32 MiB per site: the relative
+/// standard error is about sqrt(rate / bytes) = 1.6% for the small sites,
+/// so 10% is some 6 standard errors: not flaky). Then every block is
+/// freed, and the sites' live figures go to zero.
+#[test]
+fn estimates_match_exact_counts_and_frees_remove_samples() {
+    let _g = serial();
+    profile::start(8 << 10);
+    let mib16 = 32 << 20;
+    // The vectors holding the blocks are allocated here, not at the sites.
+    let mut small = Vec::with_capacity(mib16 / 400);
+    let mut medium = Vec::with_capacity(mib16 / 4000);
+    let mut large = Vec::with_capacity(mib16 / 100_000);
+    let mut tiny = Vec::with_capacity(mib16 / 24);
+    site_small(&mut small, mib16 / 400, 400);
+    site_medium(&mut medium, mib16 / 4000, 4000);
+    site_large(&mut large, mib16 / 100_000, 100_000);
+    site_tiny(&mut tiny, mib16 / 24);
+    site_churn(40_000, 1000);
+    let p = profile::snapshot();
+    let exact = [
+        ("site_small", small.len() * 400, small.len()),
+        ("site_medium", medium.len() * 4000, medium.len()),
+        ("site_large", large.len() * 100_000, large.len()),
+        ("site_tiny", tiny.len() * 24, tiny.len()),
+    ];
+    for (name, bytes, blocks) in exact {
+        let (est, est_blocks, _) = site_figures(&p, name);
+        eprintln!(
+            "{name}: estimated {est} bytes in {est_blocks} blocks, exact {bytes} in {blocks}"
+        );
+        assert!(
+            within(est, bytes as u64, 0.10),
+            "{name}: estimated {est}, exact {bytes}"
+        );
+        assert!(
+            within(est_blocks, blocks as u64, 0.10),
+            "{name}: estimated {est_blocks} blocks, exact {blocks}"
+        );
+    }
+    // Freed at once: nothing live, but counted as allocated.
+    let (live, _, total) = site_figures(&p, "site_churn");
+    assert_eq!(live, 0, "site_churn holds nothing");
+    assert!(
+        within(total, 40_000_000, 0.10),
+        "site_churn allocated {total}"
+    );
+    // Block bytes are at least the requested ones, for every site.
+    for s in &p.sites {
+        assert!(s.live_block_bytes >= s.live_bytes);
+    }
+    drop((small, medium, large, tiny));
+    let p = profile::snapshot();
+    for name in ["site_small", "site_medium", "site_large", "site_tiny"] {
+        assert_eq!(
+            site_figures(&p, name).0,
+            0,
+            "{name} still live after its frees"
+        );
+    }
+    profile::stop();
+}
+
+#[inline(never)]
+fn site_leaks(n: usize) {
+    for _ in 0..n {
+        std::mem::forget(black_box(vec![1u8; 1000]));
+    }
+}
+
+#[inline(never)]
+fn site_frees(n: usize) {
+    let v: Vec<Vec<u8>> = (0..n).map(|_| black_box(vec![2u8; 1000])).collect();
+    drop(v);
+}
+
+/// The report lists the site that leaked, and not the one that freed.
+#[test]
+fn leak_report_lists_the_leaking_site() {
+    let _g = serial();
+    profile::start(16 << 10);
+    site_leaks(4000);
+    site_frees(4000);
+    let p = profile::snapshot();
+    profile::stop();
+    let mut out = Vec::new();
+    p.write_report(&mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("site_leaks"), "{text}");
+    assert!(!text.contains("site_frees"), "{text}");
+    let leaks = p.leaks();
+    assert!(leaks
+        .iter()
+        .any(|s| p.names(s).iter().any(|n| n.contains("site_leaks"))));
+}
+
+// --- a protobuf reader, just enough for profile.proto ---
+
+fn varint(b: &[u8], i: &mut usize) -> u64 {
+    let mut v = 0u64;
+    let mut shift = 0;
+    loop {
+        let x = b[*i];
+        *i += 1;
+        v |= u64::from(x & 0x7f) << shift;
+        if x < 0x80 {
+            return v;
+        }
+        shift += 7;
+    }
+}
+
+enum Val<'a> {
+    Int(u64),
+    Bytes(&'a [u8]),
+}
+
+fn fields(b: &[u8]) -> Vec<(u64, Val<'_>)> {
+    let mut i = 0;
+    let mut v = Vec::new();
+    while i < b.len() {
+        let k = varint(b, &mut i);
+        match k & 7 {
+            0 => v.push((k >> 3, Val::Int(varint(b, &mut i)))),
+            2 => {
+                let n = varint(b, &mut i) as usize;
+                v.push((k >> 3, Val::Bytes(&b[i..i + n])));
+                i += n;
+            }
+            w => panic!("unexpected wire type {w}"),
+        }
+    }
+    v
+}
+
+fn ints(b: &[u8]) -> Vec<u64> {
+    let mut i = 0;
+    let mut v = Vec::new();
+    while i < b.len() {
+        v.push(varint(b, &mut i));
+    }
+    v
+}
+
+fn int(fs: &[(u64, Val<'_>)], f: u64) -> u64 {
+    fs.iter()
+        .find_map(|(k, v)| match v {
+            Val::Int(x) if *k == f => Some(*x),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+#[inline(never)]
+fn site_pprof(n: usize) -> Vec<Vec<u8>> {
+    (0..n).map(|_| black_box(vec![3u8; 2000])).collect()
+}
+
+/// The pprof output gunzips and decodes: five sample types, the string
+/// table starting with "", every sample's locations and every location's
+/// functions defined, inuse_space summing to the profile's live bytes, and
+/// our site's function named.
+#[test]
+fn pprof_output_decodes() {
+    let _g = serial();
+    profile::start(16 << 10);
+    let keep = site_pprof(4000);
+    let p = profile::snapshot();
+    profile::stop();
+    let mut gz = Vec::new();
+    p.write_pprof(&mut gz).unwrap();
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut raw)
+        .unwrap();
+    let top = fields(&raw);
+    let strings: Vec<String> = top
+        .iter()
+        .filter_map(|(k, v)| match v {
+            Val::Bytes(b) if *k == 6 => Some(String::from_utf8(b.to_vec()).unwrap()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(strings[0], "");
+    let types: Vec<String> = top
+        .iter()
+        .filter_map(|(k, v)| match v {
+            Val::Bytes(b) if *k == 1 => Some(strings[int(&fields(b), 1) as usize].clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "alloc_objects",
+            "alloc_space",
+            "inuse_objects",
+            "inuse_space",
+            "inuse_block_space"
+        ]
+    );
+    let mappings: Vec<u64> = top
+        .iter()
+        .filter_map(|(k, v)| match v {
+            Val::Bytes(b) if *k == 3 => Some(int(&fields(b), 1)),
+            _ => None,
+        })
+        .collect();
+    assert!(!mappings.is_empty(), "no mapping");
+    let mut locs = std::collections::HashMap::new();
+    let mut funcs = std::collections::HashMap::new();
+    for (k, v) in &top {
+        if let (4 | 5, Val::Bytes(b)) = (*k, v) {
+            let fs = fields(b);
+            if *k == 4 {
+                let lines: Vec<u64> = fs
+                    .iter()
+                    .filter_map(|(k, v)| match v {
+                        Val::Bytes(l) if *k == 4 => Some(int(&fields(l), 1)),
+                        _ => None,
+                    })
+                    .collect();
+                let m = int(&fs, 2);
+                assert!(m == 0 || mappings.contains(&m), "location's mapping {m}");
+                locs.insert(int(&fs, 1), lines);
+            } else if *k == 5 {
+                funcs.insert(int(&fs, 1), strings[int(&fs, 2) as usize].clone());
+            }
+        }
+    }
+    let mut inuse = 0;
+    let mut named = false;
+    let mut samples = 0;
+    for (k, v) in &top {
+        let Val::Bytes(b) = v else { continue };
+        if *k != 2 {
+            continue;
+        }
+        samples += 1;
+        let fs = fields(b);
+        let mut ids = Vec::new();
+        let mut vals = Vec::new();
+        for (k, v) in &fs {
+            if let Val::Bytes(x) = v {
+                if *k == 1 {
+                    ids = ints(x);
+                } else if *k == 2 {
+                    vals = ints(x);
+                }
+            }
+        }
+        assert_eq!(vals.len(), 5);
+        inuse += vals[3];
+        for id in ids {
+            let lines = locs.get(&id).expect("a sample's location is defined");
+            for f in lines {
+                let name = funcs.get(f).expect("a location's function is defined");
+                named |= name.contains("site_pprof");
+            }
+        }
+    }
+    assert_eq!(samples, p.sites.len());
+    assert_eq!(inuse, p.live_bytes());
+    assert!(named, "no function named site_pprof");
+    assert_eq!(int(&top, 12), 16 << 10, "period");
+    drop(keep);
+}
+
+#[inline(never)]
+fn site_thread(out: &mut Vec<Vec<u8>>, n: usize) {
+    for _ in 0..n {
+        out.push(black_box(vec![4u8; 700]));
+    }
+}
+
+/// Four threads sample at once; their site's estimate is within 10%.
+#[test]
+fn many_threads_sample_at_once() {
+    let _g = serial();
+    profile::start(8 << 10);
+    let n = (8 << 20) / 700;
+    let barrier = std::sync::Barrier::new(5);
+    std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                sc.spawn(|| {
+                    let mut v = Vec::with_capacity(n);
+                    site_thread(&mut v, n);
+                    barrier.wait(); // snapshot taken
+                    barrier.wait();
+                    drop(v);
+                })
+            })
+            .collect();
+        barrier.wait();
+        let p = profile::snapshot();
+        barrier.wait();
+        for h in hs {
+            h.join().unwrap();
+        }
+        let (est, _, _) = site_figures(&p, "site_thread");
+        let exact = 4 * n as u64 * 700;
+        assert!(within(est, exact, 0.10), "estimated {est}, exact {exact}");
+    });
+    let p = profile::snapshot();
+    assert_eq!(site_figures(&p, "site_thread").0, 0);
+    profile::stop();
+}
+
+/// Not a test of its own: the child process of `env_starts_and_writes_at_exit`.
+#[test]
+fn child_leaks_at_exit() {
+    if std::env::var_os("PROFILE_TEST_CHILD").is_none() {
+        return;
+    }
+    site_leaks(20_000);
+    let v = site_pprof(100);
+    drop(v);
+}
+
+/// `SEGALLOC_PROF=1` starts sampling at the first allocation, and
+/// `SEGALLOC_PROF_OUT` writes the four files at exit, the report naming the
+/// leaking site.
+#[test]
+fn env_starts_and_writes_at_exit() {
+    let dir = std::env::temp_dir().join(format!("segalloc-prof-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let prefix = dir.join("heap");
+    let st = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_leaks_at_exit", "--test-threads=1"])
+        .env("PROFILE_TEST_CHILD", "1")
+        .env("SEGALLOC_PROF", "1")
+        .env("SEGALLOC_PROF_RATE", "64K")
+        .env("SEGALLOC_PROF_OUT", &prefix)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{st:?}");
+    let read = |ext: &str| std::fs::read(format!("{}.{ext}", prefix.display())).unwrap();
+    let report = String::from_utf8(read("leaks.txt")).unwrap();
+    assert!(report.contains("site_leaks"), "{report}");
+    let folded = String::from_utf8(read("folded")).unwrap();
+    assert!(folded.lines().any(|l| l.contains("site_leaks")), "{folded}");
+    let svg = String::from_utf8(read("svg")).unwrap();
+    assert!(common::check_xml(&svg) > 3, "an SVG with frames");
+    assert!(svg.contains("site_leaks"));
+    let gz = read("pb.gz");
+    assert_eq!(&gz[..2], &[0x1f, 0x8b]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The C ABI under `LD_PRELOAD`: `tests/preload/profile.c` starts sampling
+/// with `segalloc_prof_start`, leaks from one function, churns in another,
+/// and dumps with `segalloc_prof_dump`; `SEGALLOC_PROF_OUT` writes again at
+/// exit. Both reports name the leaking function and not the churning one.
+/// Builds the preload library with `override,profiling` in a target
+/// directory of its own (the first run takes a minute or two); skipped
+/// without a C compiler.
+#[test]
+fn c_abi_dump_under_preload() {
+    use std::path::Path;
+    use std::process::Command;
+    let have_cc = Command::new("cc").arg("--version").output().is_ok();
+    if !have_cc {
+        println!("note: no C compiler (cc); skipped");
+        return;
+    }
+    let manifest = env!("CARGO_MANIFEST_DIR");
+    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("prof-preload");
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).unwrap();
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("prof-preload-target");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--features",
+            "override,profiling",
+            "--lib",
+        ])
+        .env("CARGO_TARGET_DIR", &target)
+        .current_dir(manifest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let so = target.join("release/libsegalloc.so");
+    let exe = scratch.join("profile");
+    let out = Command::new("cc")
+        .args(["-O1", "-g", "-o"])
+        .arg(&exe)
+        .arg(Path::new(manifest).join("tests/preload/profile.c"))
+        .arg("-ldl")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dump = scratch.join("dump");
+    let at_exit = scratch.join("exit");
+    let out = Command::new(&exe)
+        .arg(&dump)
+        .env("LD_PRELOAD", &so)
+        .env("SEGALLOC_PROF_OUT", &at_exit)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stdout == b"ok\n",
+        "{out:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for prefix in [&dump, &at_exit] {
+        let report = std::fs::read_to_string(format!("{}.leaks.txt", prefix.display())).unwrap();
+        assert!(report.contains("leak_site"), "{report}");
+        assert!(!report.contains("churn_site"), "{report}");
+        let gz = std::fs::read(format!("{}.pb.gz", prefix.display())).unwrap();
+        assert_eq!(&gz[..2], &[0x1f, 0x8b]);
+    }
+}
+
+#[inline(never)]
+fn site_forked_child() -> Vec<Vec<u8>> {
+    (0..64).map(|_| black_box(vec![5u8; 4096])).collect()
+}
+
+/// `fork` while two other threads sample every allocation (so the table's
+/// lock is often held; with the fork handlers' taking of it removed, this
+/// failed in 3 runs of 4): each child samples, frees sampled blocks and takes a
+/// snapshot, and exits 0 within its alarm's 10 s (a lock left held would
+/// hang it until the alarm kills it).
+#[test]
+fn fork_while_sampling() {
+    let _g = serial();
+    profile::start(256);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|sc| {
+        for _ in 0..2 {
+            sc.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    drop(black_box(site_forked_child()));
+                }
+            });
+        }
+        let mut failure = None;
+        for _ in 0..200 {
+            // SAFETY: the child only allocates, snapshots and `_exit`s; the
+            // allocator's fork handlers make its locks usable there.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0);
+            if pid == 0 {
+                // SAFETY: in the child: an alarm, then `_exit`.
+                unsafe {
+                    libc::alarm(10);
+                    drop(black_box(site_forked_child()));
+                    let n = profile::snapshot().samples;
+                    libc::_exit(if n > 0 { 0 } else { 3 });
+                }
+            }
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+                failure = Some(status);
+                break;
+            }
+        }
+        // Stopped before any assertion, so that a failure ends the test.
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(failure, None, "a child's wait status");
+    });
+    profile::stop();
+}
