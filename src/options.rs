@@ -196,6 +196,15 @@ pub(crate) static BACKGROUND: RuntimeOption = RuntimeOption::new(
     1,
     "1: a background thread purges the free memory of heaps whose threads stopped allocating, and the expired caches, every purge delay",
 );
+/// Merge sparse pages with disjoint live blocks (see `mesh`).
+pub(crate) static MESH: RuntimeOption = RuntimeOption::new(
+    "mesh",
+    "SEGALLOC_MESH",
+    OptionKind::Flag,
+    0,
+    1,
+    "1: collect() also meshes: pages of one size class whose live blocks sit at disjoint offsets share one physical page (memfd), the other is given back",
+);
 /// One stderr line per notable event.
 pub(crate) static VERBOSE: RuntimeOption = RuntimeOption::new(
     "verbose",
@@ -222,7 +231,7 @@ pub(crate) fn purge_delay_ms() -> u64 {
 }
 
 /// Every option, in the README's order.
-pub(crate) static ALL: [&RuntimeOption; 13] = [
+pub(crate) static ALL: [&RuntimeOption; 14] = [
     &PURGE_DELAY_MS,
     &PURGE_MIN,
     &SEGMENT_CACHE,
@@ -234,6 +243,7 @@ pub(crate) static ALL: [&RuntimeOption; 13] = [
     &LIMIT_SOFT,
     &THP,
     &BACKGROUND,
+    &MESH,
     &VERBOSE,
     &SHOW_STATS,
 ];

@@ -48,6 +48,9 @@ use crate::remote::{next_of, set_next};
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+mod mesh;
+pub(crate) use mesh::LIVE_WORDS;
+
 /// The page is carved from segment slices and serves a size class.
 pub(crate) const IN_USE: u8 = 1;
 /// The page has no free block and sits on the heap's full list.
