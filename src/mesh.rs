@@ -112,9 +112,8 @@ pub(crate) static GROUPS: AtomicUsize = AtomicUsize::new(0);
 /// Writes the fault handler held back until a copy was done.
 pub(crate) static HELD: AtomicUsize = AtomicUsize::new(0);
 
-/// Makes meshing ready: the memfd, the group table, the fault handler and
-/// the fork handlers. Returns whether meshing can run. May allocate
-/// (`pthread_atfork`), so it is called outside the heap's handshake.
+/// Makes meshing ready: the memfd, the group table and the fault handler.
+/// Returns whether meshing can run. Allocates nothing.
 pub(crate) fn setup() -> bool {
     match STATE.load(Ordering::Acquire) {
         1 => return true,
@@ -137,12 +136,19 @@ pub(crate) fn setup() -> bool {
     }
     FD.store(fd, Ordering::Relaxed);
     TABLE.store(table.cast(), Ordering::Release);
-    // SAFETY: plain functions that live as long as the process; they take
-    // LOCK, which is never held across an allocation. Registered after the
-    // heaps' handlers, so glibc runs this prepare handler before theirs.
-    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
     STATE.store(1, Ordering::Release);
     true
+}
+
+/// Registers the fork handlers: called by `thread` when the first heap is
+/// made, just before its own, so that glibc runs this prepare handler after
+/// every handler registered later (other libraries', which may take locks
+/// that a thread held back by a freeze holds) and after segalloc's own.
+/// With nothing merged the handlers only take and give back [`LOCK`].
+pub(crate) fn register_fork() {
+    // SAFETY: plain functions that live as long as the process; they take
+    // LOCK, which is never held across an allocation.
+    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
 }
 
 /// A memfd of `MAX_GROUPS` chunks (sparse), or -1.

@@ -332,6 +332,9 @@ fn check_batched(seg: *mut crate::segment::Segment, p: *const u8) {
             crate::fatal("corrupted batch of remote frees", p);
         }
         let page = (*seg).page_of(p);
+        if !(*page).has(page::IN_USE) && !crate::mesh::alias_target(seg, p).is_null() {
+            return; // a block of a page merged into another (`mesh`)
+        }
         if !(*page).has(page::IN_USE) || !(*page).is_block_start(p) {
             crate::fatal("corrupted batch of remote frees", p);
         }

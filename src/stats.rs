@@ -145,6 +145,10 @@ pub struct Stats {
     pub large_cached: usize,
     /// System calls: mmap, munmap, madvise, mremap, brk.
     pub os_calls: OsCalls,
+    /// Meshing, process-wide (see [`crate::mesh()`]): pages merged, bytes
+    /// the merged pages give back now (already out of `committed`, and out
+    /// of `resident` as the OS counts it).
+    pub mesh: crate::MeshStats,
     /// Per size class, indexed by class.
     pub classes: [ClassStats; NUM_CLASSES],
 }
@@ -197,6 +201,7 @@ impl Stats {
             large_bytes: 0,
             large_cached: 0,
             os_calls: OsCalls::default(),
+            mesh: crate::MeshStats::default(),
             classes: [ClassStats::default(); NUM_CLASSES],
         }
     }
@@ -381,6 +386,7 @@ fn fill_os(s: &mut Stats) {
         purged: c.purged.load(Ordering::Relaxed),
     };
     s.resident = os::resident_bytes();
+    s.mesh = crate::mesh_stats();
 }
 
 /// The snapshot of one first-class heap: its counters (which start at zero,
@@ -517,6 +523,15 @@ impl fmt::Display for Stats {
             Bytes(crate::options::LIMIT.get()),
             self.os_calls.limit_hits
         )?;
+        if self.mesh.pages_meshed != 0 {
+            writeln!(
+                f,
+                "  meshing: {} pages merged so far; {} merged pages give back {} now",
+                self.mesh.pages_meshed,
+                self.mesh.groups,
+                Bytes(self.mesh.bytes_released)
+            )?;
+        }
         writeln!(
             f,
             "  {:>7} {:>9} {:>10} {:>6} {:>9} {:>6}  use",
@@ -599,6 +614,7 @@ pub(crate) fn print_at_exit() {
 #[cfg(feature = "serde")]
 mod serde_impl {
     use super::{ClassStats, OsCalls, Stats};
+    use crate::MeshStats;
     use serde::ser::{Serialize, SerializeStruct, Serializer};
 
     impl Serialize for ClassStats {
@@ -628,9 +644,20 @@ mod serde_impl {
         }
     }
 
+    impl Serialize for MeshStats {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut st = s.serialize_struct("MeshStats", 4)?;
+            st.serialize_field("pages_meshed", &self.pages_meshed)?;
+            st.serialize_field("bytes_released", &self.bytes_released)?;
+            st.serialize_field("groups", &self.groups)?;
+            st.serialize_field("writes_held", &self.writes_held)?;
+            st.end()
+        }
+    }
+
     impl Serialize for Stats {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut st = s.serialize_struct("Stats", 29)?;
+            let mut st = s.serialize_struct("Stats", 30)?;
             st.serialize_field("requested", &self.requested)?;
             st.serialize_field("allocated", &self.allocated)?;
             st.serialize_field("committed", &self.committed)?;
@@ -664,6 +691,7 @@ mod serde_impl {
             st.serialize_field("large_bytes", &self.large_bytes)?;
             st.serialize_field("large_cached", &self.large_cached)?;
             st.serialize_field("os_calls", &self.os_calls)?;
+            st.serialize_field("mesh", &self.mesh)?;
             st.serialize_field("classes", &self.classes[..])?;
             st.end()
         }

@@ -160,6 +160,17 @@ fn meshes_disjoint_pages_and_keeps_every_block() {
         before >= after + 6 * 1048576,
         "RSS {before} -> {after}: under 6 MiB given back"
     );
+    let st = segalloc::stats();
+    assert_eq!(st.mesh, stats1);
+    assert_eq!(
+        st.committed,
+        st.allocated + st.metadata + st.external_fragmentation(),
+        "the statistics' identity after meshing"
+    );
+    let row = st.classes.iter().find(|r| r.block_size == BS).unwrap();
+    assert!(row.live_blocks >= kept.len() && row.live_blocks < kept.len() + 16);
+    // The merged pages left the class's page count.
+    assert!(row.pages * PER >= row.live_blocks && row.pages <= 256 - merged);
     for &p in &kept {
         assert!(block_ok(p as *const u8, salt), "block {p:#x} changed");
     }

@@ -101,3 +101,74 @@ impl Page {
         unsafe { ptr::write_volatile(&mut self.limit, 0) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::pop;
+    use super::*;
+
+    /// The bitmap shows exactly the blocks handed out and not freed; a
+    /// rebuild around another page's blocks never hands those out; a closed
+    /// alias has no block.
+    #[test]
+    fn live_bitmap_rebuild_and_alias() {
+        let mut mem = vec![0u64; 8192]; // 64 KiB
+        let start = mem.as_mut_ptr().cast::<u8>();
+        let mut page = Page::EMPTY;
+        page.reset(start, 64, 1024);
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            if page.free.is_null() {
+                assert!(page.refill_local());
+            }
+            // SAFETY: our page, with a block on `free`.
+            got.push(unsafe { pop(&mut page) });
+        }
+        for &b in got.iter().step_by(3) {
+            // SAFETY: a live block of the page, freed once.
+            unsafe { page.free_local(b, 64) };
+        }
+        let mut live = [0u64; LIVE_WORDS];
+        assert!(page.live_blocks(&mut live));
+        for (i, &b) in got.iter().enumerate() {
+            let k = (b as usize - start as usize) / 64;
+            assert_eq!(live[k / 64] >> (k % 64) & 1 == 1, i % 3 != 0, "block {k}");
+        }
+        let ours = live.iter().map(|w| w.count_ones()).sum::<u32>();
+        assert_eq!(ours, page.used.get());
+        // Another page's blocks at the odd offsets it has free.
+        let mut union = live;
+        let mut theirs = 0;
+        for k in (1..1024).step_by(2) {
+            if union[k / 64] >> (k % 64) & 1 == 0 {
+                union[k / 64] |= 1 << (k % 64);
+                theirs += 1;
+            }
+        }
+        page.take_counts(true);
+        // SAFETY: the bitmap marks live blocks; the rest are free.
+        unsafe { page.adopt(&union, 1024, ours + theirs) };
+        let mut after = [0u64; LIVE_WORDS];
+        assert!(page.live_blocks(&mut after));
+        assert_eq!(after, union);
+        let mut n = 0;
+        loop {
+            // SAFETY: our page.
+            let b = unsafe { pop(&mut page) };
+            if b.is_null() {
+                break;
+            }
+            let k = (b as usize - start as usize) / 64;
+            assert_eq!(
+                union[k / 64] >> (k % 64) & 1,
+                0,
+                "live block {k} handed out"
+            );
+            n += 1;
+        }
+        assert_eq!(n, 1024 - ours - theirs);
+        page.close_alias();
+        assert!(!page.is_block(start));
+        assert!(!page.is_block(got[1]));
+    }
+}
