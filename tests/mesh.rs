@@ -250,6 +250,18 @@ fn meshes_disjoint_pages_and_keeps_every_block() {
 }
 
 fn writer_loses_no_write_while_its_pages_are_merged() {
+    // A write must meet a page being copied at least once: a few tries on a
+    // busy machine.
+    for _ in 0..10 {
+        if writer_round() > 0 {
+            return;
+        }
+    }
+    panic!("the writer never met a page being merged");
+}
+
+/// One try: returns how many writes were held back.
+fn writer_round() -> usize {
     segalloc::collect();
     let kept = Arc::new(sparse_pages(256, 4));
     let stop = Arc::new(AtomicBool::new(false));
@@ -286,7 +298,6 @@ fn writer_loses_no_write_while_its_pages_are_merged() {
         "mesh: {merged} pages merged under a writer ({round} rounds, {held} writes held back)"
     );
     assert!(merged >= 100, "only {merged} pages merged");
-    assert!(held > 0, "the writer never met a page being merged");
     for (i, &p) in kept.iter().enumerate() {
         let want = round << 32 | i as u64;
         // SAFETY: live blocks of ours.
@@ -308,6 +319,7 @@ fn writer_loses_no_write_while_its_pages_are_merged() {
     }
     free_all(&kept);
     segalloc::collect();
+    held
 }
 
 /// Waits for child `pid` for at most 30 s (then kills it and fails);
