@@ -23,7 +23,12 @@ impl Rng {
 
 fn rss() -> usize {
     let s = std::fs::read_to_string("/proc/self/statm").unwrap();
-    s.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap() * 4096
+    s.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<usize>()
+        .unwrap()
+        * 4096
 }
 
 fn mib(n: usize) -> f64 {
@@ -32,7 +37,10 @@ fn mib(n: usize) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2_000_000);
+    let n: usize = args
+        .get(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(2_000_000);
     let keep: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10);
     let mut rng = Rng(0x1234_5678_9abc_def1);
     let mut blocks: Vec<Box<[u8]>> = Vec::with_capacity(n);
@@ -58,7 +66,10 @@ fn main() {
     let took = t.elapsed();
     let meshed = rss();
     let m = segalloc::mesh_stats();
-    println!("{n} blocks of 16-512 B, {keep}% kept: {:.1} MiB live", mib(live));
+    println!(
+        "{n} blocks of 16-512 B, {keep}% kept: {:.1} MiB live",
+        mib(live)
+    );
     println!("RSS filled            {:8.1} MiB", mib(filled));
     println!(
         "RSS after the frees   {:8.1} MiB  ({:.2}x live)",

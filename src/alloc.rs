@@ -700,8 +700,8 @@ unsafe fn realloc_in<const WHOLE: bool>(
                 if !q.is_null() {
                     return realloc_in::<WHOLE>(q, old_size, align, new_size);
                 }
+                not_a_block(p);
             }
-            check_block(page, p);
             #[cfg(feature = "secure")]
             check_live_block(seg, page, p, thread::heap(), "realloc of a freed block");
             if freed::is_freed(p, (*seg).freed_key) {

@@ -12,7 +12,11 @@
 //! - a thread writing into blocks while their pages are merged loses no
 //!   write (the fault handler holds it back);
 //! - after `fork`, neither process sees the other's writes;
-//! - `collect()` meshes with the option on.
+//! - `collect()` meshes with the option on;
+//! - another thread freeing blocks (batched, through both kinds of address)
+//!   while the owner merges again and again loses and doubles nothing;
+//! - merged pages of a thread that exits are taken over, and dissolve when
+//!   their blocks are freed by another thread.
 //!
 //! One binary without libtest's harness (`harness = false`): one thread, so
 //! that RSS figures are this test's own and `fork` copies no other thread.
@@ -37,6 +41,8 @@ fn main() {
     writer_loses_no_write_while_its_pages_are_merged();
     fork_after_meshing_shares_nothing();
     collect_meshes_with_the_option_on();
+    other_threads_free_while_pages_are_merged();
+    merged_pages_outlive_their_thread();
     println!("mesh: all passed");
 }
 
@@ -492,4 +498,77 @@ fn collect_meshes_with_the_option_on() {
     }
     free_all(&kept);
     segalloc::collect();
+}
+
+fn other_threads_free_while_pages_are_merged() {
+    for round in 0..3u64 {
+        segalloc::collect();
+        let salt = 20 + round;
+        let kept = sparse_pages(256, salt);
+        let (mine, theirs): (Vec<usize>, Vec<usize>) =
+            kept.iter().partition(|&&p| (p / BS) % 2 == 0);
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<usize>>();
+        let consumer = std::thread::spawn(move || {
+            for batch in rx {
+                for p in batch {
+                    assert!(block_ok(p as *const u8, salt), "block {p:#x} changed");
+                    // SAFETY: a live block handed over to this thread.
+                    unsafe { dealloc(p as *mut u8, layout()) };
+                }
+            }
+        });
+        let mut merged = 0;
+        for (i, chunk) in theirs.chunks(128).enumerate() {
+            tx.send(chunk.to_vec()).unwrap();
+            if i % 8 == 0 {
+                merged += segalloc::mesh();
+            }
+        }
+        drop(tx);
+        consumer.join().unwrap();
+        merged += segalloc::mesh();
+        assert!(merged > 0);
+        for &p in &mine {
+            assert!(block_ok(p as *const u8, salt), "block {p:#x} changed");
+        }
+        // New blocks overlap none of ours.
+        let fresh: Vec<usize> = (0..32 * PER)
+            .map(|_| {
+                // SAFETY: a non-zero size.
+                let p = unsafe { alloc(layout()) };
+                write_block(p, 99);
+                p as usize
+            })
+            .collect();
+        for &p in &mine {
+            assert!(block_ok(p as *const u8, salt), "block {p:#x} overwritten");
+        }
+        free_all(&mine);
+        free_all(&fresh);
+        segalloc::collect();
+        let s = segalloc::mesh_stats();
+        assert_eq!(s.groups, 0, "round {round}: merged pages left: {s:?}");
+    }
+}
+
+fn merged_pages_outlive_their_thread() {
+    segalloc::collect();
+    let (kept, merged) = std::thread::spawn(|| {
+        let kept = sparse_pages(128, 30);
+        let merged = segalloc::mesh();
+        (kept, merged)
+    })
+    .join()
+    .unwrap();
+    assert!(merged > 0);
+    assert!(segalloc::mesh_stats().groups > 0);
+    for &p in &kept {
+        assert!(block_ok(p as *const u8, 30), "block {p:#x} changed");
+    }
+    // Freed by this thread: the exited thread's segments are taken over.
+    free_all(&kept);
+    segalloc::collect();
+    let s = segalloc::mesh_stats();
+    assert_eq!(s.groups, 0, "merged pages left: {s:?}");
+    assert_eq!(s.bytes_released, 0);
 }
