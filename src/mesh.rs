@@ -49,7 +49,11 @@
 //! memfd, and keeps the groups frozen through the fork; the child maps its
 //! new memfd over every range (so it shares nothing with the parent), the
 //! parent unfreezes and closes it. A writer in the parent waits for the
-//! length of the copy.
+//! length of the copy. The handlers are registered with the first heap,
+//! before `thread`'s, so this prepare handler runs after every other
+//! library's (which may take locks that a held-back writer holds) and after
+//! segalloc's own. If the copy cannot be made (no memory for it), the child
+//! aborts with a message rather than share the pages or see a torn copy.
 //!
 //! # Not handled
 //! A system call that writes into a block while its page is frozen (`read`
@@ -60,7 +64,9 @@
 
 use crate::segment::{registry, slice_index, Segment, SEGMENT_MASK, SLICES, SLICE_SIZE};
 use core::ptr;
-use core::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering,
+};
 
 mod fault;
 
@@ -96,6 +102,8 @@ static TABLE: AtomicPtr<Group> = AtomicPtr::new(ptr::null_mut());
 static FD: AtomicI32 = AtomicI32::new(-1);
 /// In `fork`: the copy the child takes over (-1: none).
 static FORK_FD: AtomicI32 = AtomicI32::new(-1);
+/// In `fork`: the copy could not be made.
+static FORK_FAILED: AtomicBool = AtomicBool::new(false);
 /// 0: not set up; 1: ready; 2: set-up failed (no meshing).
 static STATE: AtomicU8 = AtomicU8::new(0);
 /// Where to start looking for a free group.
@@ -521,18 +529,20 @@ fn seg_of(p: usize) -> &'static Segment {
 extern "C" fn prepare() {
     core::mem::forget(LOCK.lock());
     FORK_FD.store(-1, Ordering::Relaxed);
+    FORK_FAILED.store(false, Ordering::Relaxed);
     if GROUPS.load(Ordering::Relaxed) == 0 {
         return;
     }
     let fd2 = new_memfd();
     if fd2 < 0 {
-        // The child will share the merged pages with the parent.
+        FORK_FAILED.store(true, Ordering::Relaxed);
         return;
     }
+    let mut ok = true;
     each_group(|g, r| {
         for &p in r.iter().filter(|&&p| p != 0) {
             freeze(seg_of(p), slice_index(p as *const u8), true);
-            protect(p, false);
+            ok &= protect(p, false);
         }
         let mut done = 0;
         while done < LEN {
@@ -547,11 +557,13 @@ extern "C" fn prepare() {
                 )
             };
             if n <= 0 {
+                ok = false;
                 break;
             }
             done += n as usize;
         }
     });
+    FORK_FAILED.store(!ok, Ordering::Relaxed);
     FORK_FD.store(fd2, Ordering::Relaxed);
 }
 
@@ -574,6 +586,14 @@ extern "C" fn parent() {
 
 /// fork, after, in the child: every range on the child's own copy.
 extern "C" fn child() {
+    if FORK_FAILED.load(Ordering::Relaxed) {
+        // Sharing the merged pages with the parent, or a torn copy, would
+        // corrupt both silently: the child stops here, loudly.
+        crate::fatal(
+            "mesh: fork could not copy the merged pages for the child (out of memory?)",
+            ptr::null(),
+        );
+    }
     let fd2 = FORK_FD.swap(-1, Ordering::Relaxed);
     if fd2 >= 0 {
         each_group(|g, r| {
