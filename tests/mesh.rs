@@ -16,7 +16,9 @@
 //! - another thread freeing blocks (batched, through both kinds of address)
 //!   while the owner merges again and again loses and doubles nothing;
 //! - merged pages of a thread that exits are taken over, and dissolve when
-//!   their blocks are freed by another thread.
+//!   their blocks are freed by another thread;
+//! - double frees, realloc after free and interior pointers through either
+//!   address of a merged block abort with the usual message (children).
 //!
 //! One binary without libtest's harness (`harness = false`): one thread, so
 //! that RSS figures are this test's own and `fork` copies no other thread.
@@ -43,6 +45,7 @@ fn main() {
     collect_meshes_with_the_option_on();
     other_threads_free_while_pages_are_merged();
     merged_pages_outlive_their_thread();
+    misuse_of_merged_blocks_is_caught();
     println!("mesh: all passed");
 }
 
@@ -124,7 +127,8 @@ fn alias_of(p: usize, salt: u64) -> Option<usize> {
     let slice = (p >> 16) & 63;
     for d in [-3isize, -2, -1, 1, 2, 3, 4, -4, 5, -5, 6, -6, 7, -7] {
         let s = slice as isize + d;
-        if !(1..64).contains(&s) {
+        // Slice 63 is a guard (no access) with the `secure` feature.
+        if !(1..63).contains(&s) {
             continue;
         }
         let q = (p as isize + d * PAGE as isize) as usize;
@@ -571,4 +575,102 @@ fn merged_pages_outlive_their_thread() {
     let s = segalloc::mesh_stats();
     assert_eq!(s.groups, 0, "merged pages left: {s:?}");
     assert_eq!(s.bytes_released, 0);
+}
+
+/// Runs `f` in a child with stderr into a pipe; returns its wait status and
+/// what it wrote.
+fn in_child(f: impl FnOnce()) -> (libc::c_int, String) {
+    let mut fds = [0; 2];
+    // SAFETY: a plain pipe.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: one thread.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: stderr onto the pipe; no core files.
+        unsafe {
+            libc::dup2(fds[1], 2);
+            let lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &lim);
+        }
+        f();
+        // SAFETY: ends the child.
+        unsafe { libc::_exit(0) };
+    }
+    // SAFETY: our pipe's write end, the child's now.
+    unsafe { libc::close(fds[1]) };
+    let status = wait_child(pid);
+    let mut out = vec![0u8; 4096];
+    // SAFETY: reads into our buffer.
+    let n = unsafe { libc::read(fds[0], out.as_mut_ptr().cast(), out.len()) };
+    // SAFETY: our pipe's read end.
+    unsafe { libc::close(fds[0]) };
+    out.truncate(n.max(0) as usize);
+    (status, String::from_utf8_lossy(&out).into_owned())
+}
+
+/// A merged block and its other address.
+fn merged_pair() -> (usize, usize) {
+    let kept = sparse_pages(32, 40);
+    assert!(segalloc::mesh() > 0);
+    for &p in &kept {
+        if let Some(q) = alias_of(p, 40) {
+            return (p, q);
+        }
+    }
+    panic!("no merged block");
+}
+
+fn misuse_of_merged_blocks_is_caught() {
+    type Misuse = fn(usize, usize);
+    let cases: [(&str, Misuse, &str); 5] = [
+        (
+            "free through one address, then the other",
+            // SAFETY (all): misuse on purpose, in a child.
+            |p, q| unsafe {
+                dealloc(p as *mut u8, layout());
+                dealloc(q as *mut u8, layout());
+            },
+            "double free",
+        ),
+        (
+            "free through the other address, then the first",
+            |p, q| unsafe {
+                dealloc(q as *mut u8, layout());
+                dealloc(p as *mut u8, layout());
+            },
+            "double free",
+        ),
+        (
+            "realloc through one address after a free through the other",
+            |p, q| unsafe {
+                dealloc(q as *mut u8, layout());
+                let _ = realloc(p as *mut u8, layout(), 1000);
+            },
+            "realloc of a freed block",
+        ),
+        (
+            "interior pointer through the first address",
+            |p, _| unsafe { dealloc((p + 16) as *mut u8, layout()) },
+            "interior or invalid pointer",
+        ),
+        (
+            "interior pointer through the other address",
+            |_, q| unsafe { dealloc((q + 16) as *mut u8, layout()) },
+            "interior or invalid pointer",
+        ),
+    ];
+    for (what, misuse, message) in cases {
+        let (status, err) = in_child(|| {
+            let (p, q) = merged_pair();
+            misuse(p, q);
+        });
+        assert!(
+            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGABRT,
+            "{what}: not aborted (status {status}, stderr {err:?})"
+        );
+        assert!(err.contains(message), "{what}: stderr {err:?}");
+    }
 }
