@@ -18,7 +18,9 @@
 //! - merged pages of a thread that exits are taken over, and dissolve when
 //!   their blocks are freed by another thread;
 //! - double frees, realloc after free and interior pointers through either
-//!   address of a merged block abort with the usual message (children).
+//!   address of a merged block abort with the usual message (children);
+//! - churn: thousands of short threads, each merging its pages and handing
+//!   its survivors to the next, which checks and frees them.
 //!
 //! One binary without libtest's harness (`harness = false`): one thread, so
 //! that RSS figures are this test's own and `fork` copies no other thread.
@@ -46,6 +48,7 @@ fn main() {
     other_threads_free_while_pages_are_merged();
     merged_pages_outlive_their_thread();
     misuse_of_merged_blocks_is_caught();
+    thread_churn_with_meshing();
     println!("mesh: all passed");
 }
 
@@ -673,4 +676,43 @@ fn misuse_of_merged_blocks_is_caught() {
         );
         assert!(err.contains(message), "{what}: stderr {err:?}");
     }
+}
+
+fn thread_churn_with_meshing() {
+    let threads: usize = std::env::var("MESH_CHURN_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    segalloc::collect();
+    let mut handed: Vec<usize> = Vec::new();
+    let mut merged = 0;
+    for t in 0..threads {
+        let salt = 1000 + t as u64;
+        let prev = std::mem::take(&mut handed);
+        let (kept, m) = std::thread::spawn(move || {
+            for &p in &prev {
+                assert!(block_ok(p as *const u8, salt - 1), "block {p:#x} changed");
+            }
+            free_all(&prev);
+            let kept = sparse_pages(8, salt);
+            let m = segalloc::mesh();
+            for &p in &kept {
+                assert!(block_ok(p as *const u8, salt), "block {p:#x} changed");
+            }
+            (kept, m)
+        })
+        .join()
+        .unwrap();
+        merged += m;
+        handed = kept;
+    }
+    for &p in &handed {
+        assert!(block_ok(p as *const u8, 1000 + threads as u64 - 1));
+    }
+    free_all(&handed);
+    segalloc::collect();
+    let s = segalloc::mesh_stats();
+    println!("mesh: churn of {threads} threads merged {merged} pages; {s:?}");
+    assert!(merged > 0);
+    assert_eq!(s.groups, 0, "merged pages left after the churn: {s:?}");
 }
