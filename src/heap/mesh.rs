@@ -254,3 +254,63 @@ impl Heap {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::alloc;
+    use crate::segment::segment_of;
+
+    /// On a thread of its own: pages whose kept blocks sit at disjoint
+    /// offsets are merged; each block of a merged page is found at the same
+    /// offset of its primary, with the same bytes; frees through both kinds
+    /// of address empty the pages, and `collect` dissolves the groups.
+    #[test]
+    fn merged_blocks_are_found_through_their_primary() {
+        std::thread::spawn(|| {
+            const BS: usize = 512;
+            let per = 65536 / BS;
+            let all: Vec<usize> = (0..16 * per)
+                .map(|_| alloc::malloc(BS, 8) as usize)
+                .collect();
+            let mut kept = Vec::new();
+            for &p in &all {
+                if (p & 0xffff) / BS % 4 == (p >> 16) % 4 {
+                    // SAFETY: a live block of BS bytes.
+                    unsafe { (p as *mut u8).write_bytes(p as u8, BS) };
+                    kept.push(p);
+                } else {
+                    // SAFETY: allocated above, freed once.
+                    unsafe { alloc::free(p as *mut u8, BS) };
+                }
+            }
+            let merged = crate::mesh();
+            assert!(merged > 0);
+            let mut aliases = 0;
+            for &p in &kept {
+                let q = crate::mesh::alias_target(segment_of(p as *const u8), p as *const u8);
+                if q.is_null() {
+                    continue;
+                }
+                aliases += 1;
+                assert_ne!(q as usize, p);
+                // SAFETY: both addresses map the live block.
+                unsafe {
+                    assert_eq!(*q, p as u8);
+                    assert_eq!(*(q.add(BS - 1)), p as u8);
+                    // Not a block start: no alias.
+                    let inner = p as *const u8;
+                    assert!(crate::mesh::alias_target(segment_of(inner), inner.add(8)).is_null());
+                }
+            }
+            assert!(aliases > 0);
+            for &p in &kept {
+                // SAFETY: live blocks, freed once (through whichever address).
+                unsafe { alloc::free(p as *mut u8, BS) };
+            }
+            crate::collect();
+        })
+        .join()
+        .unwrap();
+        assert_eq!(crate::mesh_stats().groups, 0);
+    }
+}
