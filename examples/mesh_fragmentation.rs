@@ -31,6 +31,19 @@ fn rss() -> usize {
         * 4096
 }
 
+/// Proportional set size: a page mapped at two addresses counts once, where
+/// RSS counts it at each address whose page tables map it.
+fn pss() -> usize {
+    let s = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap();
+    let line = s.lines().find(|l| l.starts_with("Pss:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<usize>()
+        .unwrap()
+        * 1024
+}
+
 fn mib(n: usize) -> f64 {
     n as f64 / 1048576.0
 }
@@ -88,6 +101,16 @@ fn main() {
         m.groups,
         took.as_secs_f64() * 1000.0,
         mib(m.bytes_released)
+    );
+    // Read every surviving block (through whichever address it has).
+    assert!(kept.iter().all(|b| b.iter().all(|&x| x == 1)));
+    let (touched, touched_pss) = (rss(), pss());
+    println!(
+        "after reading every block: RSS {:.1} MiB ({:.2}x live), PSS {:.1} MiB ({:.2}x live)",
+        mib(touched),
+        touched as f64 / live as f64,
+        mib(touched_pss),
+        touched_pss as f64 / live as f64
     );
     let s = segalloc::stats();
     let mut by_class: Vec<_> = s

@@ -266,9 +266,11 @@ fn protect(p: usize, writable: bool) -> bool {
     unsafe { libc::mprotect(p as *mut libc::c_void, LEN, prot) == 0 }
 }
 
-/// Maps chunk `g` of `fd` over the page at `p`; aborts if the kernel says
-/// no (the old mapping may be gone by then).
-fn map_chunk(fd: i32, g: usize, p: usize) {
+/// Maps chunk `g` of `fd` over the page at `p`, its page tables filled at
+/// once with `populate` (each range whose page tables map the chunk counts
+/// it in the process's RSS again, so only the primary's are); aborts if the
+/// kernel says no (the old mapping may be gone by then).
+fn map_chunk(fd: i32, g: usize, p: usize, populate: bool) {
     // SAFETY: replaces a page of one of our segments, whose blocks live on
     // in the chunk (the caller copied them there).
     let r = unsafe {
@@ -276,7 +278,7 @@ fn map_chunk(fd: i32, g: usize, p: usize) {
             p as *mut libc::c_void,
             LEN,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_FIXED,
+            libc::MAP_SHARED | libc::MAP_FIXED | if populate { libc::MAP_POPULATE } else { 0 },
             fd,
             (g * LEN) as libc::off_t,
         )
@@ -380,7 +382,7 @@ pub(crate) unsafe fn merge(seg: &Segment, ai: usize, bi: usize, live_b: &[u64], 
                 ptr::null_mut(),
                 LEN,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
                 fd,
                 (g * LEN) as libc::off_t,
             )
@@ -415,13 +417,13 @@ pub(crate) unsafe fn merge(seg: &Segment, ai: usize, bi: usize, live_b: &[u64], 
     if fresh {
         // SAFETY: our temporary view, used no more.
         unsafe { libc::munmap(dst.cast(), LEN) };
-        map_chunk(fd, g, a);
+        map_chunk(fd, g, a, true);
         grp.a.store(a, Ordering::Release);
         RANGES.fetch_add(1, Ordering::Relaxed);
         GROUPS.fetch_add(1, Ordering::Relaxed);
         word(seg, ai).store((g + 1) as u32, Ordering::Release);
     }
-    map_chunk(fd, g, b);
+    map_chunk(fd, g, b, false);
     grp.aliases[slot].store(b, Ordering::Release);
     RANGES.fetch_add(1, Ordering::Relaxed);
     // Clears FROZEN: waiting writers retry into the chunk.
@@ -598,7 +600,7 @@ extern "C" fn child() {
     if fd2 >= 0 {
         each_group(|g, r| {
             for &p in r.iter().filter(|&&p| p != 0) {
-                map_chunk(fd2, g, p);
+                map_chunk(fd2, g, p, false);
                 freeze(seg_of(p), slice_index(p as *const u8), false);
             }
         });

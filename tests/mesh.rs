@@ -67,6 +67,19 @@ fn rss() -> usize {
         * 4096
 }
 
+/// Proportional set size: a page mapped at two addresses counts once, where
+/// RSS counts it at each address whose page tables map it.
+fn pss() -> usize {
+    let s = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap();
+    let line = s.lines().find(|l| l.starts_with("Pss:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<usize>()
+        .unwrap()
+        * 1024
+}
+
 /// What block `p` holds in word `w`.
 fn pattern(p: usize, w: usize, salt: u64) -> u64 {
     (p as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (w as u64) << 3 ^ salt
@@ -155,7 +168,7 @@ fn meshes_disjoint_pages_and_keeps_every_block() {
     segalloc::collect();
     let salt = 1;
     let kept = sparse_pages(256, salt);
-    let before = rss();
+    let (before, pss_before) = (rss(), pss());
     let stats0 = segalloc::mesh_stats();
     let merged = segalloc::mesh();
     let after = rss();
@@ -187,6 +200,19 @@ fn meshes_disjoint_pages_and_keeps_every_block() {
     for &p in &kept {
         assert!(block_ok(p as *const u8, salt), "block {p:#x} changed");
     }
+    // Every block read through its own address: RSS counts the merged
+    // pages again at each address that touched them; PSS, once.
+    let pss_after = pss();
+    println!(
+        "mesh: after reading every block: RSS {:.1} MiB, PSS {:.1} -> {:.1} MiB",
+        rss() as f64 / 1048576.0,
+        pss_before as f64 / 1048576.0,
+        pss_after as f64 / 1048576.0
+    );
+    assert!(
+        pss_before >= pss_after + 6 * 1048576,
+        "PSS {pss_before} -> {pss_after}: under 6 MiB given back"
+    );
     // Both addresses: a write through one reads back through the other.
     let mut aliased = 0;
     for &p in kept.iter().step_by(7) {
