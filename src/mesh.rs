@@ -69,6 +69,8 @@ use core::sync::atomic::{
 };
 
 mod fault;
+mod resident;
+pub(crate) use resident::resident;
 
 /// Bytes of one merged page (pages of one slice only).
 pub(crate) const LEN: usize = SLICE_SIZE;

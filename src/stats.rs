@@ -98,7 +98,9 @@ pub struct Stats {
     /// Memory obtained from the OS and not given back (touched or dirty).
     pub committed: usize,
     /// Resident memory of the whole process (from /proc/self/statm), or 0
-    /// where it cannot be read.
+    /// where it cannot be read. While merged pages exist (see
+    /// [`crate::mesh()`]) each counts once, not once per address that
+    /// touched it as the kernel's RSS does (read from `/proc/self/smaps`).
     pub resident: usize,
     /// Address space segalloc has reserved from the OS.
     pub mapped: usize,
@@ -146,8 +148,8 @@ pub struct Stats {
     /// System calls: mmap, munmap, madvise, mremap, brk.
     pub os_calls: OsCalls,
     /// Meshing, process-wide (see [`crate::mesh()`]): pages merged, bytes
-    /// the merged pages give back now (already out of `committed`, and out
-    /// of `resident` as the OS counts it).
+    /// the merged pages give back now (already out of `committed` and
+    /// `resident`).
     pub mesh: crate::MeshStats,
     /// Per size class, indexed by class.
     pub classes: [ClassStats; NUM_CLASSES],
@@ -385,7 +387,8 @@ fn fill_os(s: &mut Stats) {
         purges: c.purges.load(Ordering::Relaxed),
         purged: c.purged.load(Ordering::Relaxed),
     };
-    s.resident = os::resident_bytes();
+    // With merged pages, counted once (see `mesh`).
+    s.resident = crate::mesh::resident(os::resident_bytes());
     s.mesh = crate::mesh_stats();
 }
 

@@ -213,6 +213,12 @@ fn meshes_disjoint_pages_and_keeps_every_block() {
         pss_before >= pss_after + 6 * 1048576,
         "PSS {pss_before} -> {pss_after}: under 6 MiB given back"
     );
+    // The statistics count merged pages once, as PSS does.
+    let (resident, rss_now) = (segalloc::stats().resident, rss());
+    assert!(
+        resident + 6 * 1048576 <= rss_now && resident <= pss_after + 2 * 1048576,
+        "stats().resident {resident}, RSS {rss_now}, PSS {pss_after}"
+    );
     // Both addresses: a write through one reads back through the other.
     let mut aliased = 0;
     for &p in kept.iter().step_by(7) {
