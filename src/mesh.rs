@@ -621,6 +621,12 @@ fn frozen(seg: *const Segment, i: usize) -> bool {
     unsafe { (*seg).mesh[i].load(Ordering::Acquire) & FROZEN != 0 }
 }
 
+/// Whether slice `i` of the small segment at `seg` belongs to a merged page.
+fn meshed(seg: *const Segment, i: usize) -> bool {
+    // SAFETY: the caller checked that `seg` is a small segment of ours.
+    unsafe { (*seg).mesh[i].load(Ordering::Acquire) & GROUP_MASK != 0 }
+}
+
 /// Whether `addr` lies in a slice of one of our small segments (not the
 /// header): the slice's segment if so.
 fn our_slice(addr: usize) -> Option<(*const Segment, usize)> {

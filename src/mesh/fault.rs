@@ -5,17 +5,20 @@
 //! `SEGV_ACCERR`; the handler waits, yielding, until the slice's
 //! [`FROZEN`](super::FROZEN) bit is gone, and returns: the write is retried
 //! and lands in the merged page. A fault that raced with the end of a freeze
-//! (the bit was already gone when the handler looked) is retried once per
-//! thread and address. Every other fault goes to the handler the program had
+//! (the bit was already gone when the handler looked) is retried: always on
+//! a slice of a merged page (nothing else write-protects one), once per
+//! thread and page on a slice no longer merged (a merge undone). No
+//! thread-local storage: in the shared library it could call
+//! `__tls_get_addr`, which may allocate. Every other fault goes to the handler the program had
 //! installed before (called as it asked, with or without `SA_SIGINFO`); if
 //! that was the default action (or "ignore"), it is restored and the handler
 //! returns, so the fault happens again under it (a core dump with the right
 //! address). The handler takes no lock and allocates nothing.
 
-use super::{frozen, our_slice};
-use core::cell::{Cell, UnsafeCell};
+use super::{frozen, meshed, our_slice};
+use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The program's disposition before ours: written once, before ours is
 /// installed, read only by the handler afterwards.
@@ -28,10 +31,10 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// `si_code` of a fault on a mapped page that forbids the access (Linux).
 const SEGV_ACCERR: libc::c_int = 2;
 
-thread_local! {
-    /// The last address this thread retried after a freeze had ended.
-    static RETRIED: Cell<usize> = const { Cell::new(0) };
-}
+/// Faults retried once on a slice that is not meshed, a word per thread
+/// (by thread id, modulo): the thread id over the page number. Two threads
+/// sharing a word only retry more often, never less.
+static RETRIED: [AtomicU64; 256] = [const { AtomicU64::new(0) }; 256];
 
 /// Installs the handler (once). Called under the mesh lock.
 pub(super) fn install() -> bool {
@@ -64,15 +67,24 @@ extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
                     // SAFETY: a plain system call.
                     unsafe { libc::sched_yield() };
                 }
-                RETRIED.with(|r| r.set(0));
                 return;
             }
-            // Maybe the freeze ended between the fault and the look.
-            let again = RETRIED.with(|r| r.replace(addr)) != addr;
-            if again {
+            // The freeze ended between the fault and the look: a slice of a
+            // merged page is writable now (nothing else write-protects
+            // one), so the write is retried.
+            if meshed(seg, i) {
                 return;
             }
-            RETRIED.with(|r| r.set(0));
+            // A slice no longer meshed (a merge that failed and was undone):
+            // retried once per thread and page, then handed on.
+            // SAFETY: a plain system call.
+            let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u64;
+            let mark = tid << 36 | (addr as u64 >> 12) & ((1 << 36) - 1);
+            let slot = &RETRIED[tid as usize % RETRIED.len()];
+            if slot.swap(mark, Ordering::Relaxed) != mark {
+                return;
+            }
+            slot.store(0, Ordering::Relaxed);
         }
     }
     chain(sig, info, ctx);
