@@ -20,7 +20,10 @@
 //! - double frees, realloc after free and interior pointers through either
 //!   address of a merged block abort with the usual message (children);
 //! - churn: thousands of short threads, each merging its pages and handing
-//!   its survivors to the next, which checks and frees them.
+//!   its survivors to the next, which checks and frees them;
+//! - forks while another thread writes into merged blocks: the writer is
+//!   held back during the copy and loses no write; each child sees its own
+//!   private copy.
 //!
 //! One binary without libtest's harness (`harness = false`): one thread, so
 //! that RSS figures are this test's own and `fork` copies no other thread.
@@ -49,6 +52,7 @@ fn main() {
     merged_pages_outlive_their_thread();
     misuse_of_merged_blocks_is_caught();
     thread_churn_with_meshing();
+    fork_while_a_writer_writes();
     println!("mesh: all passed");
 }
 
@@ -747,4 +751,74 @@ fn thread_churn_with_meshing() {
     println!("mesh: churn of {threads} threads merged {merged} pages; {s:?}");
     assert!(merged > 0);
     assert_eq!(s.groups, 0, "merged pages left after the churn: {s:?}");
+}
+
+fn fork_while_a_writer_writes() {
+    segalloc::collect();
+    let kept = Arc::new(sparse_pages(128, 50));
+    assert!(segalloc::mesh() > 0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (kept, stop) = (kept.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut round = 0u64;
+            loop {
+                round += 1;
+                for (i, &p) in kept.iter().enumerate() {
+                    // SAFETY: live blocks whose first word this thread owns.
+                    unsafe { (p as *mut u64).write_volatile(round << 32 | i as u64) };
+                }
+                if stop.load(Ordering::Acquire) {
+                    return round;
+                }
+            }
+        })
+    };
+    let held = segalloc::mesh_stats().writes_held;
+    for _ in 0..20 {
+        // SAFETY: the child only reads and writes memory and exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // The child's own copy: the rest of every block intact, and
+            // writable without touching the parent's.
+            let ok = kept.iter().all(|&p| {
+                (1..BS / 8).all(|w| {
+                    // SAFETY: blocks of ours in the child's copy.
+                    unsafe { (p as *const u64).add(w).read_volatile() == pattern(p, w, 50) }
+                })
+            });
+            for &p in kept.iter() {
+                // SAFETY: as above.
+                unsafe { (p as *mut u64).add(1).write_volatile(0) };
+            }
+            // SAFETY: ends the child.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let status = wait_child(pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "a child's copy was torn (status {status})"
+        );
+    }
+    stop.store(true, Ordering::Release);
+    let round = writer.join().unwrap();
+    println!(
+        "mesh: 20 forks under a writer ({round} rounds, {} writes held back)",
+        segalloc::mesh_stats().writes_held - held
+    );
+    for (i, &p) in kept.iter().enumerate() {
+        // SAFETY: live blocks of ours.
+        unsafe {
+            assert_eq!((p as *const u64).read_volatile(), round << 32 | i as u64);
+            for w in 1..BS / 8 {
+                assert_eq!(
+                    (p as *const u64).add(w).read_volatile(),
+                    pattern(p, w, 50),
+                    "a child's write reached the parent"
+                );
+            }
+        }
+    }
+    free_all(&kept);
+    segalloc::collect();
 }
