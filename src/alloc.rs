@@ -371,7 +371,14 @@ pub(crate) unsafe fn free(p: *mut u8, size: usize) {
 unsafe extern "C" fn free_not_a_block(page: *const page::Page, p: *mut u8, size: usize) {
     // SAFETY: per the contract.
     unsafe {
-        check_block(page, p);
+        if !(*page).is_block(p) {
+            // A block of a page merged into another: freed there (`mesh`).
+            let q = crate::mesh::alias_target(segment_of(p), p);
+            if !q.is_null() {
+                return free(q, size);
+            }
+            not_a_block(p);
+        }
         free(p, size);
     }
 }
@@ -823,7 +830,15 @@ unsafe fn realloc_in<const WHOLE: bool>(
             }
         } else {
             let page = (*seg).page_of(p);
-            check_block(page, p);
+            if !(*page).is_block(p) {
+                // A block of a page merged into another (`mesh`): resized
+                // through the merged page's address.
+                let q = crate::mesh::alias_target(seg, p);
+                if !q.is_null() {
+                    return realloc_in::<WHOLE>(q, old_size, align, new_size);
+                }
+                not_a_block(p);
+            }
             #[cfg(feature = "secure")]
             check_live_block(seg, page, p, thread::heap(), "realloc of a freed block");
             if freed::is_freed(p, (*seg).freed_key) {

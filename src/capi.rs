@@ -357,6 +357,15 @@ pub unsafe extern "C" fn segalloc_option_get(name: *const core::ffi::c_char) -> 
     }
 }
 
+/// `segalloc::mesh()` from C: `malloc_trim`'s work, then merges the calling
+/// thread's sparse pages whose live blocks sit at disjoint offsets onto one
+/// physical page each, whatever the option `mesh` says. Returns how many
+/// pages were merged into others (0 where meshing cannot be set up).
+#[no_mangle]
+pub extern "C" fn segalloc_mesh() -> usize {
+    crate::mesh()
+}
+
 /// Whether the live block `p` should be moved to help empty its page: 1 when
 /// it sits in a page at most half live that is not the one serving new
 /// blocks of its size (see `segalloc::defrag::should_move`), else 0 (also

@@ -48,6 +48,7 @@ mod lists;
 use dense::pop_counted;
 use lists::{PageQueue, SegList};
 mod lifecycle;
+mod mesh;
 mod purge;
 
 /// Requests up to this size use the `direct` table.
@@ -457,6 +458,13 @@ impl Heap {
                             let i = bits.trailing_zeros() as usize;
                             bits &= bits - 1;
                             if !(*s).page_in_use(i) {
+                                // A page merged into another (`mesh`).
+                                if crate::mesh::is_alias(&*s, i) {
+                                    any = true;
+                                    if self.collect_alias(s, i) {
+                                        break;
+                                    }
+                                }
                                 continue;
                             }
                             let p = ptr::addr_of_mut!((*s).pages[i]);
@@ -661,7 +669,12 @@ impl Heap {
             let seg = &mut *s;
             let i = seg.page_index(p);
             let span = (*p).span as usize;
-            let touched = self.touched_to_free(seg, i, p);
+            let touched = if seg.meshed(i) {
+                self.unmesh(s, i);
+                0
+            } else {
+                self.touched_to_free(seg, i, p)
+            };
             let resident = seg.free_run(i, span, touched);
             (*p).close();
             seg.used_pages -= 1;

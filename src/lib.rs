@@ -74,6 +74,7 @@ mod handshake;
 mod heap;
 mod large;
 mod large_cache;
+mod mesh;
 mod options;
 mod os;
 mod page;
@@ -95,6 +96,7 @@ mod thread;
 use core::alloc::{GlobalAlloc, Layout};
 
 pub use large::MAX_ALIGN;
+pub use mesh::MeshStats;
 pub use options::{runtime_options, set_option, OptionError, OptionKind, RuntimeOption};
 pub use pagemap::{page_map, PageMap};
 pub use pool::{Pool, PoolBox};
@@ -205,8 +207,41 @@ pub fn set_page_source(source: PageSource) {
 /// segalloc::collect();
 /// assert_eq!(segalloc::stats().large_cached, 0);
 /// ```
+///
+/// With the option `mesh` on (`SEGALLOC_MESH=1`), it also meshes, as
+/// [`mesh`] does.
 pub fn collect() {
+    collect_in(options::MESH.get() != 0);
+}
+
+/// [`collect`], then meshes the calling thread's pages: pages of one size
+/// class whose live blocks sit at disjoint offsets are merged onto one
+/// physical page, and the other's memory is given back; no address changes
+/// (see the README's section on meshing). Returns how many pages were
+/// merged into others. Runs whatever the option `mesh` says; 0 where
+/// meshing cannot be set up (no `memfd_create`).
+///
+/// ```
+/// # #[global_allocator] static G: segalloc::SegAlloc = segalloc::SegAlloc;
+/// let n = segalloc::mesh();
+/// assert!(segalloc::mesh_stats().pages_meshed >= n);
+/// ```
+pub fn mesh() -> usize {
+    collect_in(true)
+}
+
+/// What meshing did, process-wide: pages merged so far, bytes they give
+/// back now, merged pages alive.
+pub fn mesh_stats() -> MeshStats {
+    mesh::stats()
+}
+
+/// [`collect`], meshing too with `mesh`. Returns the pages merged.
+fn collect_in(mesh: bool) -> usize {
     thread::retire_parked(true);
+    // Before the handshake: setting up may allocate (`pthread_atfork`).
+    let mesh = mesh && mesh::setup();
+    let mut merged = 0;
     if thread::with_heap(|_| ()).is_some() {
         let h = thread::heap();
         // SAFETY: the calling thread's own heap (set up above) and its inbox.
@@ -214,10 +249,14 @@ pub fn collect() {
             thread::owning(h, |heap| {
                 remote_batch::collect(heap, &*thread::inbox(h));
                 heap.collect();
+                if mesh {
+                    merged = heap.mesh_pass();
+                }
             })
         }
     }
     large_cache::drain();
+    merged
 }
 
 /// Usable size of a block allocated by segalloc: at least the size asked for.

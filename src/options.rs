@@ -213,6 +213,15 @@ pub(crate) static BACKGROUND: RuntimeOption = RuntimeOption::new(
     1,
     "1: a background thread purges the free memory of heaps whose threads stopped allocating, and the expired caches, every purge delay",
 );
+/// Merge sparse pages with disjoint live blocks (see `mesh`).
+pub(crate) static MESH: RuntimeOption = RuntimeOption::new(
+    "mesh",
+    "SEGALLOC_MESH",
+    OptionKind::Flag,
+    0,
+    1,
+    "1: collect() also meshes: pages of one size class whose live blocks sit at disjoint offsets share one physical page (memfd), the other is given back",
+);
 /// One stderr line per notable event.
 pub(crate) static VERBOSE: RuntimeOption = RuntimeOption::new(
     "verbose",
@@ -261,7 +270,7 @@ pub(crate) fn purge_delay_ms() -> u64 {
 
 /// Every option, in the README's order.
 #[cfg(not(feature = "profiling"))]
-pub(crate) static ALL: [&RuntimeOption; 14] = [
+pub(crate) static ALL: [&RuntimeOption; 15] = [
     &PURGE_DELAY_MS,
     &PURGE_MIN,
     &SEGMENT_CACHE,
@@ -274,12 +283,13 @@ pub(crate) static ALL: [&RuntimeOption; 14] = [
     &THP,
     &SUB_PURGE,
     &BACKGROUND,
+    &MESH,
     &VERBOSE,
     &SHOW_STATS,
 ];
 /// Every option, in the README's order.
 #[cfg(feature = "profiling")]
-pub(crate) static ALL: [&RuntimeOption; 16] = [
+pub(crate) static ALL: [&RuntimeOption; 17] = [
     &PURGE_DELAY_MS,
     &PURGE_MIN,
     &SEGMENT_CACHE,
@@ -292,6 +302,7 @@ pub(crate) static ALL: [&RuntimeOption; 16] = [
     &THP,
     &SUB_PURGE,
     &BACKGROUND,
+    &MESH,
     &VERBOSE,
     &SHOW_STATS,
     &PROF,

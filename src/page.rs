@@ -50,6 +50,8 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 mod purge;
 pub(crate) use purge::PURGEABLE_SPAN;
+mod mesh;
+pub(crate) use mesh::LIVE_WORDS;
 
 /// The page is carved from segment slices and serves a size class.
 pub(crate) const IN_USE: u8 = 1;

@@ -277,7 +277,14 @@ unsafe fn settle(h: &mut Heap, b: *mut Block, adopt: bool) {
     // makes a segment `h`'s or stops it being so, so `owner == me` is exact;
     // any other value may be stale, which the per-block way copes with.
     unsafe {
-        let page = (*seg).page_of(p);
+        let mut page = (*seg).page_of(p);
+        let mut p = p;
+        if !(*page).has(page::IN_USE) {
+            // A page merged into another since the block was freed: its
+            // block lives on at the same offset there (see `mesh`).
+            p = crate::mesh::redirect(seg, p);
+            page = (*seg).page_of(p);
+        }
         let mut owner = (*seg).owner.load(Ordering::Relaxed);
         if owner == 0 && adopt && ABANDONED.remove(seg) {
             // Its thread has exited: take it over, as a free into it would.
@@ -325,6 +332,9 @@ fn check_batched(seg: *mut crate::segment::Segment, p: *const u8) {
             crate::fatal("corrupted batch of remote frees", p);
         }
         let page = (*seg).page_of(p);
+        if !(*page).has(page::IN_USE) && !crate::mesh::alias_target(seg, p).is_null() {
+            return; // a block of a page merged into another (`mesh`)
+        }
         if !(*page).has(page::IN_USE) || !(*page).is_block_start(p) {
             crate::fatal("corrupted batch of remote frees", p);
         }

@@ -151,6 +151,10 @@ pub(crate) struct Segment {
     pub(crate) touched: [u32; SLICES],
     /// Page descriptors, indexed by a page's first slice.
     pub(crate) pages: [Page; SLICES],
+    /// For each slice, its part in meshing (`mesh`): 0 when the slice's
+    /// page is not meshed. Kept last, and only read and written by `mesh`
+    /// and `heap::mesh` (and [`Segment::meshed`]).
+    pub(crate) mesh: [core::sync::atomic::AtomicU32; SLICES],
 }
 
 const_assert!(size_of::<Segment>() <= SLICE_SIZE);
@@ -357,6 +361,15 @@ impl Segment {
         self.free_slices |= mask;
         self.dirty_slices |= mask;
         resident
+    }
+
+    /// Whether slice `i` belongs to a meshed page (one whose physical
+    /// memory is shared with other pages' virtual ranges, see `mesh`).
+    /// Such memory must never be purged with `MADV_DONTNEED`: on a shared
+    /// mapping it frees nothing, and the data stays.
+    #[inline]
+    pub(crate) fn meshed(&self, i: usize) -> bool {
+        self.mesh[i].load(core::sync::atomic::Ordering::Relaxed) != 0
     }
 
     /// Whether the page with first slice `i` is in use.

@@ -98,7 +98,9 @@ pub struct Stats {
     /// Memory obtained from the OS and not given back (touched or dirty).
     pub committed: usize,
     /// Resident memory of the whole process (from /proc/self/statm), or 0
-    /// where it cannot be read.
+    /// where it cannot be read. While merged pages exist (see
+    /// [`crate::mesh()`]) each counts once, not once per address that
+    /// touched it as the kernel's RSS does (read from `/proc/self/smaps`).
     pub resident: usize,
     /// Address space segalloc has reserved from the OS.
     pub mapped: usize,
@@ -150,6 +152,10 @@ pub struct Stats {
     pub large_cached: usize,
     /// System calls: mmap, munmap, madvise, mremap, brk.
     pub os_calls: OsCalls,
+    /// Meshing, process-wide (see [`crate::mesh()`]): pages merged, bytes
+    /// the merged pages give back now (already out of `committed` and
+    /// `resident`).
+    pub mesh: crate::MeshStats,
     /// Per size class, indexed by class.
     pub classes: [ClassStats; NUM_CLASSES],
 }
@@ -203,6 +209,7 @@ impl Stats {
             large_bytes: 0,
             large_cached: 0,
             os_calls: OsCalls::default(),
+            mesh: crate::MeshStats::default(),
             classes: [ClassStats::default(); NUM_CLASSES],
         }
     }
@@ -393,7 +400,9 @@ fn fill_os(s: &mut Stats) {
         purges: c.purges.load(Ordering::Relaxed),
         purged: c.purged.load(Ordering::Relaxed),
     };
-    s.resident = os::resident_bytes();
+    // With merged pages, counted once (see `mesh`).
+    s.resident = crate::mesh::resident(os::resident_bytes());
+    s.mesh = crate::mesh_stats();
 }
 
 /// The snapshot of one first-class heap: its counters (which start at zero,
@@ -531,6 +540,15 @@ impl fmt::Display for Stats {
             Bytes(crate::options::LIMIT.get()),
             self.os_calls.limit_hits
         )?;
+        if self.mesh.pages_meshed != 0 {
+            writeln!(
+                f,
+                "  meshing: {} pages merged so far; {} merged pages give back {} now",
+                self.mesh.pages_meshed,
+                self.mesh.groups,
+                Bytes(self.mesh.bytes_released)
+            )?;
+        }
         writeln!(
             f,
             "  {:>7} {:>9} {:>10} {:>6} {:>9} {:>6}  use",
@@ -613,6 +631,7 @@ pub(crate) fn print_at_exit() {
 #[cfg(feature = "serde")]
 mod serde_impl {
     use super::{ClassStats, OsCalls, Stats};
+    use crate::MeshStats;
     use serde::ser::{Serialize, SerializeStruct, Serializer};
 
     impl Serialize for ClassStats {
@@ -638,6 +657,17 @@ mod serde_impl {
             st.serialize_field("limit_hits", &self.limit_hits)?;
             st.serialize_field("purges", &self.purges)?;
             st.serialize_field("purged", &self.purged)?;
+            st.end()
+        }
+    }
+
+    impl Serialize for MeshStats {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut st = s.serialize_struct("MeshStats", 4)?;
+            st.serialize_field("pages_meshed", &self.pages_meshed)?;
+            st.serialize_field("bytes_released", &self.bytes_released)?;
+            st.serialize_field("groups", &self.groups)?;
+            st.serialize_field("writes_held", &self.writes_held)?;
             st.end()
         }
     }
@@ -679,6 +709,7 @@ mod serde_impl {
             st.serialize_field("large_bytes", &self.large_bytes)?;
             st.serialize_field("large_cached", &self.large_cached)?;
             st.serialize_field("os_calls", &self.os_calls)?;
+            st.serialize_field("mesh", &self.mesh)?;
             st.serialize_field("classes", &self.classes[..])?;
             st.end()
         }

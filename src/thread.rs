@@ -574,6 +574,9 @@ mod fork {
     use core::mem::forget;
 
     pub(super) fn register() {
+        // Meshing's first: its prepare handler then runs last, once every
+        // other library's handler has taken its locks (see `mesh`).
+        crate::mesh::register_fork();
         // SAFETY: the handlers are plain functions that live as long as the
         // process; a failure (ENOMEM) only leaves fork as unsafe as before.
         unsafe { libc::pthread_atfork(Some(prepare), Some(release), Some(release)) };

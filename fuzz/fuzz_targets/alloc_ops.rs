@@ -55,6 +55,10 @@ impl Backend for Global {
     fn exact_stats(&self) -> bool {
         true
     }
+
+    fn mesh(&self) {
+        segalloc::mesh();
+    }
 }
 
 fuzz_target!(|data: &[u8]| run(&Global, data));

@@ -255,7 +255,10 @@ impl Run {
                     role.held = 0;
                     self.mailboxes[to].lock().unwrap().append(&mut role.mine);
                 }
-                Op::Collect => segalloc::collect(),
+                // Collects too, then merges sparse pages.
+                Op::Collect => {
+                    segalloc::mesh();
+                }
                 Op::Restart => return false,
                 Op::HeapAlloc { size, n } => {
                     let (heap, alive) = role.heap.get_or_insert_with(|| {

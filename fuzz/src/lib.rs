@@ -50,6 +50,8 @@ pub trait Backend: Sync {
     /// Whether `stats().requested` and `live_blocks()` must come back exactly
     /// (false when the harness' own allocations go through segalloc too).
     fn exact_stats(&self) -> bool;
+    /// Merges sparse pages (segalloc's meshing), where the backend can.
+    fn mesh(&self) {}
 }
 
 /// A live block in the model.
@@ -94,6 +96,8 @@ enum Op {
         zeroed: bool,
     },
     FreeAll,
+    /// Merge sparse pages with disjoint blocks (`segalloc::mesh`).
+    Mesh,
 }
 
 /// segalloc's size boundaries worth hitting exactly (and one off).
@@ -195,6 +199,7 @@ fn decode(data: &[u8]) -> Vec<Vec<Op>> {
                 align: align(cc),
                 n: 1 + d % 64,
             },
+            _ if a % 4 == 0 => Op::Mesh,
             _ => Op::FreeAll,
         };
         streams[t as usize % threads].push(op);
@@ -426,6 +431,7 @@ impl<B: Backend> Run<'_, B> {
                     }
                     held = 0;
                 }
+                Op::Mesh => self.b.mesh(),
                 _ => {}
             }
         }

@@ -42,6 +42,11 @@ impl Heap {
                     self.enqueue(p, false);
                 }
             }
+            // Frees pushed on the aliases of merged pages (`mesh`): their
+            // hints were just cleared.
+            if self.collect_aliases(s) {
+                return;
+            }
             let mut released = false;
             while empty != 0 && !released {
                 let i = empty.trailing_zeros() as usize;
@@ -190,7 +195,12 @@ impl Heap {
                         (*p).prev = ptr::null_mut();
                         if (*p).used.get() == 0 {
                             let span = (*p).span as usize;
-                            let touched = self.touched_to_free(seg, i, p);
+                            let touched = if seg.meshed(i) {
+                                self.unmesh(s, i);
+                                0
+                            } else {
+                                self.touched_to_free(seg, i, p)
+                            };
                             let resident = seg.free_run(i, span, touched);
                             let k = self.k();
                             k.class[(*p).class as usize].pages.sub(1);

@@ -237,6 +237,13 @@ impl Heap {
                 let mut p = (*first).next;
                 while !p.is_null() {
                     let next = (*p).next;
+                    // A merged page's memory is a shared memfd chunk, where
+                    // `madvise` frees nothing and the data stays (`mesh`).
+                    let seg = segment::segment_of(p.cast());
+                    if (*seg).meshed((*seg).page_index(p)) {
+                        p = next;
+                        continue;
+                    }
                     self.collect_remote(p);
                     if worth_purging(&*p, work != usize::MAX) {
                         spent += ((*p).capacity - (*p).used.get()) as usize;
