@@ -2,11 +2,8 @@
 //!
 //! An empty page returns its slices to its segment, where the part it touched
 //! stays resident ("dirty"), so that the next page cut there costs no page
-//! faults. Dirty bytes beyond the heap's budget (see [`Heap::dirty_budget`])
-//! are purged with `madvise`, all at once; so are, at the timed purge that
-//! runs every purge delay (option `purge_delay_ms`) while the heap holds
-//! dirty slices, those that have stayed free since the previous timed
-//! purge, one to two delays (see [`Heap::purge_aged`]); a wholly free
+//! faults. Dirty bytes beyond the heap's budget (see [`Heap::dirty_budget`]),
+//! or older than the purge delay (option `purge_delay_ms`), are purged with `madvise`; a wholly free
 //! segment goes to a small process-wide cache or is unmapped, unless it is
 //! the only one the heap keeps in reserve. Past the soft limit (option
 //! `limit_soft`) every dirty slice is purged at the next check, with no
@@ -51,11 +48,10 @@ impl Heap {
         }
     }
 
-    /// Purges the dirty slices when they hold more than the budget (see
-    /// [`dirty_budget`](Self::dirty_budget)), and at the timed purge those
-    /// that have waited a purge delay (option `purge_delay_ms`; see
-    /// [`timed_purge`](Self::timed_purge)): memory freed and soon reused
-    /// costs no system call, and memory left free goes back to the OS shortly.
+    /// Purges the dirty slices when they hold more than an eighth of the used
+    /// memory (and at least the option `purge_min`), or when they have waited
+    /// the purge delay (option `purge_delay_ms`): memory freed and soon reused costs no system call,
+    /// and memory left free goes back to the OS shortly.
     /// Never releases `keep` (the segment the caller is working in).
     pub(super) fn maybe_purge(&mut self, keep: *mut Segment) {
         if self.sub_purge_at != 0 && os::now_ms() >= self.sub_purge_at {
@@ -67,12 +63,7 @@ impl Heap {
         // What a purge could not give back does not count against the
         // budget, or every slow path would purge again for nothing.
         if self.dirty_bytes > self.dirty_budget() + self.stuck_dirty {
-            // What has waited a purge delay first: often enough, and then
-            // the memory freed just now stays for reuse.
-            self.purge_aged(keep);
-            if self.dirty_bytes > self.dirty_budget() + self.stuck_dirty {
-                self.purge_all(keep);
-            }
+            self.purge_all(keep);
             return;
         }
         if os::past_soft_limit() {
@@ -86,57 +77,9 @@ impl Heap {
         if self.purge_at == 0 {
             self.purge_at = now + purge_delay_ms();
         } else if now >= self.purge_at {
-            self.timed_purge(keep, now);
+            self.purge_all(keep);
             self.peak_slices = self.used_slices;
             segment::trim_free_segments();
-        }
-    }
-
-    /// The timed purge: gives back the dirty slices that have stayed free
-    /// since the previous one (a purge delay at least), and marks the other
-    /// dirty slices, to go at the next one, a purge delay later, unless a
-    /// page takes them by then. Purging every dirty slice here gave back
-    /// memory freed a moment before with memory idle for the whole delay,
-    /// and a heap that frees and cuts pages all the time (larson) faulted
-    /// much of it in again at once.
-    pub(super) fn timed_purge(&mut self, keep: *mut Segment, now: u64) {
-        self.purge_aged(keep);
-        let mut s = self.avail.first;
-        while !s.is_null() {
-            // SAFETY: `s` is one of ours.
-            unsafe {
-                (*s).aged_slices = (*s).dirty_slices;
-                s = (*s).next;
-            }
-        }
-        self.purge_at = if self.dirty_bytes > 0 {
-            now + purge_delay_ms()
-        } else {
-            0
-        };
-    }
-
-    /// Purges the dirty slices marked at the last timed purge that are still
-    /// free, and releases every wholly free segment but one (never `keep`),
-    /// as [`purge_all`](Self::purge_all) does.
-    fn purge_aged(&mut self, keep: *mut Segment) {
-        let mut s = self.avail.first;
-        while !s.is_null() {
-            // SAFETY: `s` is one of ours; dirty slices hold no live data. Its
-            // successor is read before it may be released.
-            unsafe {
-                let next = (*s).next;
-                if (*s).used_pages == 0 && s != keep && self.free_segments > 1 {
-                    self.release_segment(s);
-                    self.free_segments -= 1;
-                } else if (*s).aged_slices != 0 {
-                    let seg = &mut *s;
-                    let purged = segment::purge_dirty_in(seg, seg.aged_slices);
-                    self.dirty_bytes -= purged;
-                    self.k().dirty_bytes.sub(purged);
-                }
-                s = next;
-            }
         }
     }
 
