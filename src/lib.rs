@@ -248,10 +248,13 @@ fn collect_in(mesh: bool) -> usize {
         unsafe {
             thread::owning(h, |heap| {
                 remote_batch::collect(heap, &*thread::inbox(h));
-                heap.collect();
+                // Meshing first: a page with OS pages purged inside it
+                // (which `collect` does to sparse pages) is not meshed, and
+                // what meshing leaves sparse is purged inside next.
                 if mesh {
                     merged = heap.mesh_pass();
                 }
+                heap.collect();
             })
         }
     }
