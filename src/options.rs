@@ -268,46 +268,36 @@ pub(crate) fn purge_delay_ms() -> u64 {
     PURGE_DELAY_MS.get() as u64
 }
 
+/// The options of every build, in the README's order, then `$extra`.
+macro_rules! every_option {
+    ($($extra:expr),*) => {
+        &[
+            &PURGE_DELAY_MS,
+            &PURGE_MIN,
+            &SEGMENT_CACHE,
+            &SEGMENT_CACHE_RESIDENT,
+            &LARGE_CACHE,
+            &PARKED_HEAPS,
+            &PAGE_SOURCE,
+            &LIMIT,
+            &LIMIT_SOFT,
+            &THP,
+            &SUB_PURGE,
+            &BACKGROUND,
+            &MESH,
+            &VERBOSE,
+            &SHOW_STATS,
+            $($extra),*
+        ]
+    };
+}
+
 /// Every option, in the README's order.
 #[cfg(not(feature = "profiling"))]
-pub(crate) static ALL: [&RuntimeOption; 15] = [
-    &PURGE_DELAY_MS,
-    &PURGE_MIN,
-    &SEGMENT_CACHE,
-    &SEGMENT_CACHE_RESIDENT,
-    &LARGE_CACHE,
-    &PARKED_HEAPS,
-    &PAGE_SOURCE,
-    &LIMIT,
-    &LIMIT_SOFT,
-    &THP,
-    &SUB_PURGE,
-    &BACKGROUND,
-    &MESH,
-    &VERBOSE,
-    &SHOW_STATS,
-];
-/// Every option, in the README's order.
+pub(crate) static ALL: &[&RuntimeOption] = every_option!();
+/// Every option, in the README's order (the profiler's last).
 #[cfg(feature = "profiling")]
-pub(crate) static ALL: [&RuntimeOption; 17] = [
-    &PURGE_DELAY_MS,
-    &PURGE_MIN,
-    &SEGMENT_CACHE,
-    &SEGMENT_CACHE_RESIDENT,
-    &LARGE_CACHE,
-    &PARKED_HEAPS,
-    &PAGE_SOURCE,
-    &LIMIT,
-    &LIMIT_SOFT,
-    &THP,
-    &SUB_PURGE,
-    &BACKGROUND,
-    &MESH,
-    &VERBOSE,
-    &SHOW_STATS,
-    &PROF,
-    &PROF_RATE,
-];
+pub(crate) static ALL: &[&RuntimeOption] = every_option!(&PROF, &PROF_RATE);
 
 /// Every runtime option, with its value in force.
 ///
