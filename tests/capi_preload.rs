@@ -541,19 +541,7 @@ fn fork_while_threads_free_each_others_blocks() {
 /// and the statistics struct's size contract (`tests/preload/header.c`).
 #[test]
 fn the_header_declares_the_library() {
-    let so = cdylib();
-    let dir = so.parent().unwrap().to_str().unwrap().to_owned();
-    let include = format!("-I{MANIFEST}/include");
-    let (l, rpath) = (format!("-L{dir}"), format!("-Wl,-rpath,{dir}"));
-    c_program_prints_ok(
-        "header",
-        &[&include, "-Wall", "-Werror", &l, "-lsegalloc", &rpath],
-        // cargo's LD_LIBRARY_PATH, which the loader searches before the
-        // runpath, holds the test build's library (without the C API).
-        |c| {
-            c.env_remove("LD_LIBRARY_PATH");
-        },
-    );
+    linked_c_program_prints_ok("header", false);
 }
 
 /// First-class heaps from C (`tests/preload/heap.c`, through
@@ -561,18 +549,29 @@ fn the_header_declares_the_library() {
 /// blocks, frees from another thread, exact statistics, reset, destroy.
 #[test]
 fn c_program_uses_first_class_heaps() {
+    // Linked for the heap functions, and preloaded as well (the same
+    // object: the loader maps it once).
+    linked_c_program_prints_ok("heap", true);
+}
+
+/// [`c_program_prints_ok`] for a program built with `include/segalloc.h`
+/// and linked against the library (`-lsegalloc`, with its directory as the
+/// runpath), preloaded too with `preload`.
+fn linked_c_program_prints_ok(name: &str, preload: bool) {
     let so = cdylib();
     let dir = so.parent().unwrap().to_str().unwrap().to_owned();
     let include = format!("-I{MANIFEST}/include");
     let (l, rpath) = (format!("-L{dir}"), format!("-Wl,-rpath,{dir}"));
-    // Linked against the library for the heap functions, and preloaded as
-    // well (the same object: the loader maps it once).
     c_program_prints_ok(
-        "heap",
+        name,
         &[&include, "-Wall", "-Werror", &l, "-lsegalloc", &rpath],
         |c| {
+            // cargo's LD_LIBRARY_PATH, which the loader searches before the
+            // runpath, holds the test build's library (without the C API).
             c.env_remove("LD_LIBRARY_PATH");
-            c.env("LD_PRELOAD", so);
+            if preload {
+                c.env("LD_PRELOAD", so);
+            }
         },
     );
 }
