@@ -28,6 +28,8 @@
 //! One binary without libtest's harness (`harness = false`): one thread, so
 //! that RSS figures are this test's own and `fork` copies no other thread.
 
+mod common;
+use common::{pss_bytes, rss_bytes};
 use std::alloc::{alloc, dealloc, realloc, Layout};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -58,30 +60,6 @@ fn main() {
 
 fn layout() -> Layout {
     Layout::from_size_align(BS, 8).unwrap()
-}
-
-/// Resident bytes of the process.
-fn rss() -> usize {
-    let s = std::fs::read_to_string("/proc/self/statm").unwrap();
-    s.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<usize>()
-        .unwrap()
-        * 4096
-}
-
-/// Proportional set size: a page mapped at two addresses counts once, where
-/// RSS counts it at each address whose page tables map it.
-fn pss() -> usize {
-    let s = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap();
-    let line = s.lines().find(|l| l.starts_with("Pss:")).unwrap();
-    line.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<usize>()
-        .unwrap()
-        * 1024
 }
 
 /// What block `p` holds in word `w`.
@@ -172,10 +150,10 @@ fn meshes_disjoint_pages_and_keeps_every_block() {
     segalloc::collect();
     let salt = 1;
     let kept = sparse_pages(256, salt);
-    let (before, pss_before) = (rss(), pss());
+    let (before, pss_before) = (rss_bytes(), pss_bytes());
     let stats0 = segalloc::mesh_stats();
     let merged = segalloc::mesh();
-    let after = rss();
+    let after = rss_bytes();
     let stats1 = segalloc::mesh_stats();
     println!(
         "mesh: {merged} pages merged; RSS {:.1} -> {:.1} MiB; {:?}",
@@ -206,10 +184,10 @@ fn meshes_disjoint_pages_and_keeps_every_block() {
     }
     // Every block read through its own address: RSS counts the merged
     // pages again at each address that touched them; PSS, once.
-    let pss_after = pss();
+    let pss_after = pss_bytes();
     println!(
         "mesh: after reading every block: RSS {:.1} MiB, PSS {:.1} -> {:.1} MiB",
-        rss() as f64 / 1048576.0,
+        rss_bytes() as f64 / 1048576.0,
         pss_before as f64 / 1048576.0,
         pss_after as f64 / 1048576.0
     );
@@ -218,7 +196,7 @@ fn meshes_disjoint_pages_and_keeps_every_block() {
         "PSS {pss_before} -> {pss_after}: under 6 MiB given back"
     );
     // The statistics count merged pages once, as PSS does.
-    let (resident, rss_now) = (segalloc::stats().resident, rss());
+    let (resident, rss_now) = (segalloc::stats().resident, rss_bytes());
     assert!(
         resident + 6 * 1048576 <= rss_now && resident <= pss_after + 2 * 1048576,
         "stats().resident {resident}, RSS {rss_now}, PSS {pss_after}"

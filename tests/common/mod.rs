@@ -36,6 +36,19 @@ pub fn rss_bytes() -> usize {
     resident * page_size()
 }
 
+/// Proportional set size in bytes (`Pss:` of `/proc/self/smaps_rollup`): a
+/// page mapped at two addresses counts once, where RSS counts it at each.
+pub fn pss_bytes() -> usize {
+    let s = std::fs::read_to_string("/proc/self/smaps_rollup").expect("read smaps_rollup");
+    let kib: usize = s
+        .lines()
+        .find(|l| l.starts_with("Pss:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("smaps_rollup has a Pss line");
+    kib * 1024
+}
+
 /// Virtual size in bytes: field 1 of `/proc/self/statm` times the page size.
 pub fn vm_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
