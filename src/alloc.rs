@@ -23,13 +23,22 @@ use crate::freed;
 use crate::heap::{self, DIRECT_MAX};
 use crate::large;
 use crate::large_cache;
-use crate::os;
 use crate::page::{self, Block};
 use crate::remote_batch;
-use crate::segment::{self, registry, segment_of, Segment, KIND_CACHED, KIND_HUGE, SLICE_SIZE};
+use crate::segment::{self, registry, segment_of, Segment, KIND_HUGE, SLICE_SIZE};
 use crate::size_class::{class_for, class_of, CLASS_SIZES, MAX_SMALL, MIN_ALIGN};
 use crate::thread;
 use core::ptr;
+
+mod misuse;
+mod realloc;
+
+#[cfg(feature = "secure")]
+pub(crate) use misuse::check_live_block;
+pub(crate) use misuse::{check_block, not_ours};
+use misuse::{check_huge, freed_again, freed_again_remote, not_a_block};
+#[cfg_attr(not(feature = "override"), allow(unused_imports))]
+pub(crate) use realloc::{realloc, realloc_whole};
 
 /// The `size` to pass to [`free`] and [`realloc`] when the caller does not know
 /// the size it asked for (C's `free`); the block then counts as wholly
@@ -460,116 +469,6 @@ unsafe extern "C" fn free_not_small(p: *mut u8) {
     }
 }
 
-/// Aborts unless `p`, a pointer into `page`'s slices, starts one of the
-/// page's blocks (see `page`: a multiply and a compare). Any thread may ask.
-///
-/// # Safety
-/// `page` is the page descriptor covering `p` in a small segment of ours.
-#[inline(always)]
-pub(crate) unsafe fn check_block(page: *const page::Page, p: *const u8) {
-    // SAFETY: per the contract the descriptor is valid.
-    if unsafe { !(*page).is_block(p) } {
-        not_a_block(p);
-    }
-}
-
-/// A pointer into a small segment that starts no block of a page in use:
-/// an interior pointer, or one into memory no block was made of.
-#[cold]
-#[inline(never)]
-fn not_a_block(p: *const u8) -> ! {
-    crate::fatal("free or realloc of an interior or invalid pointer", p)
-}
-
-/// A pointer in no segment of segalloc's: one deep inside a large block
-/// (past the header's 4 MiB stretch), or one segalloc never mapped.
-#[cold]
-#[inline(never)]
-pub(crate) fn not_ours(p: *const u8) -> ! {
-    // Large blocks up to 4 GiB are looked for (at most 1 KiB of the map read).
-    if let Some(seg) = registry::large_base_below(p, 1024) {
-        // SAFETY: a registered segment's header page is mapped.
-        let (kind, end) = unsafe { ((*seg).kind, seg as usize + (*seg).map_size) };
-        if (p as usize) < end && kind == KIND_HUGE {
-            crate::fatal("free of an interior pointer of a large block", p);
-        }
-        if (p as usize) < end && kind == KIND_CACHED {
-            crate::fatal("free or realloc of a pointer into a freed large block", p);
-        }
-    }
-    crate::fatal("free or realloc of a pointer segalloc does not own", p)
-}
-
-/// Always on, for pointers whose segment is not a small one: the header must
-/// be a live huge segment's and `p` its block. A freed block still in the
-/// large-block cache says `freed` (a double free, or realloc of a freed
-/// block). Costs nothing on the small paths.
-///
-/// # Safety
-/// `seg`'s first page is readable.
-#[cold]
-unsafe fn check_huge(seg: *mut Segment, p: *const u8, freed: &str) {
-    // SAFETY: per the contract; the prefix fields are in the first page.
-    unsafe {
-        if (*seg).kind == KIND_CACHED {
-            if p == seg.cast::<u8>().add((*seg).block_offset) {
-                crate::fatal(freed, p);
-            }
-            crate::fatal("free or realloc of a pointer into a freed large block", p);
-        }
-        if (*seg).kind != KIND_HUGE {
-            crate::fatal("free of a pointer segalloc does not own", p);
-        }
-        if p != seg.cast::<u8>().add((*seg).block_offset) {
-            crate::fatal("free of an interior pointer of a large block", p);
-        }
-    }
-}
-
-/// `secure`: `p` must be the start of a carved block of a page in use, and,
-/// when the caller owns the page, not already free. A block freed by another
-/// thread is only checked for the first two: the owner's lists are its own.
-///
-/// # Safety
-/// `seg` is a small segment of segalloc's and `page` the page covering `p`.
-#[cfg(feature = "secure")]
-#[inline]
-pub(crate) unsafe fn check_live_block(
-    seg: *mut Segment,
-    page: *mut page::Page,
-    p: *const u8,
-    h: *mut heap::Heap,
-    what: &str,
-) {
-    // SAFETY: per the contract; the page's carved range and flags are only
-    // read, and its lists only by their owner.
-    unsafe {
-        if !(*page).has(page::IN_USE) || !(*page).is_block_start(p) {
-            crate::fatal("free or realloc of an interior or invalid pointer", p);
-        }
-        if (*seg).owner.load(Ordering::Relaxed) == h as usize && (*page).is_free_block(p) {
-            crate::fatal(what, p);
-        }
-    }
-}
-
-/// The block `p` of `page`, a page of the calling thread's, carries the
-/// freed mark (see `freed`): aborts with `what` if it is on one of the page's
-/// lists; else the program wrote the mark's value itself, and nothing is
-/// wrong.
-///
-/// # Safety
-/// `page` is an in-use page owned by the calling thread (or its first-class
-/// heap) and `p` one of its blocks.
-#[cold]
-#[inline(never)]
-unsafe fn freed_again(page: *mut page::Page, p: *mut u8, what: &str) {
-    // SAFETY: per the contract, the page's lists are ours to walk.
-    if unsafe { (*page).is_free_block(p) } {
-        crate::fatal(what, p);
-    }
-}
-
 /// [`free_local`] of a block that carries the freed mark: aborts if it is
 /// free, else (the program wrote the mark's value) frees it.
 ///
@@ -589,15 +488,6 @@ unsafe extern "C" fn free_local_marked(
         freed::clear(p);
         free_local(segment_of(p), h, page, p, size);
     }
-}
-
-/// A thread that does not own `p`'s page found the freed mark on it: it
-/// cannot walk the owner's lists, and a live block carries the mark only if
-/// the program copied it out of freed memory, so it is a second free.
-#[cold]
-#[inline(never)]
-fn freed_again_remote(p: *mut u8, what: &str) -> ! {
-    crate::fatal(what, p)
 }
 
 /// Frees a block of a segment owned by another thread (or abandoned),
@@ -731,166 +621,5 @@ pub(crate) unsafe fn usable_size(p: *const u8) -> usize {
             registry::LARGE => large::usable_size(seg),
             _ => not_ours(p),
         }
-    }
-}
-
-/// A small block that `realloc` grows past this size takes a cached large
-/// mapping if one fits in place (see `realloc_in`): half the large
-/// threshold, where a block takes eight slices or more, a page of its own.
-const GROW_TO_LARGE: usize = MAX_SMALL / 2;
-
-/// Resizes `p` (asked for with `old_size` bytes, [`UNSIZED`] if unknown) to
-/// `new_size` bytes with alignment `align`, in place when its size class (or
-/// mapping) allows, or when it shrinks to at least half of its block;
-/// else moves it, copying what fits. Null on failure, `p` then left intact.
-///
-/// # Safety
-/// `p` is a live block of at least `old_size` bytes aligned to `align`.
-pub(crate) unsafe fn realloc(
-    p: *mut u8,
-    old_size: usize,
-    align: usize,
-    new_size: usize,
-) -> *mut u8 {
-    // SAFETY: forwarded contract.
-    unsafe { realloc_in::<false>(p, old_size, align, new_size) }
-}
-
-/// [`realloc`] for callers that free without a size (C): the new block counts
-/// as wholly requested, as with [`malloc_whole`].
-///
-/// # Safety
-/// As [`realloc`].
-#[cfg_attr(not(feature = "override"), allow(dead_code))]
-pub(crate) unsafe fn realloc_whole(
-    p: *mut u8,
-    old_size: usize,
-    align: usize,
-    new_size: usize,
-) -> *mut u8 {
-    // SAFETY: forwarded contract.
-    unsafe { realloc_in::<true>(p, old_size, align, new_size) }
-}
-
-/// `realloc` found a freed mark on `p`: aborts if it is free (see
-/// [`freed_again`]); a block with the batched mark, or one of another
-/// thread's page, is taken as freed (see `freed`).
-///
-/// # Safety
-/// `p` is a small block of `page` in `seg`.
-#[cold]
-#[inline(never)]
-unsafe fn realloc_of_freed(seg: *mut Segment, page: *mut page::Page, p: *mut u8) {
-    const WHAT: &str = "realloc of a freed block";
-    // SAFETY: per the contract; the lists are walked only by their owner.
-    unsafe {
-        if (*seg).owner.load(Ordering::Relaxed) == thread::heap() as usize
-            && freed::is_marked(p, (*seg).freed_key)
-        {
-            freed_again(page, p, WHAT);
-        } else {
-            freed_again_remote(p, WHAT);
-        }
-    }
-}
-
-unsafe fn realloc_in<const WHOLE: bool>(
-    p: *mut u8,
-    old_size: usize,
-    align: usize,
-    new_size: usize,
-) -> *mut u8 {
-    let seg = segment_of(p);
-    let kind = registry::kind(seg);
-    if kind == registry::NONE {
-        not_ours(p);
-    }
-    let mut q = ptr::null_mut();
-    // SAFETY: the registry knows the segment, so its header is valid; `p`
-    // is checked to be a live block of it (below) before it is used.
-    unsafe {
-        if kind != registry::SMALL {
-            check_huge(seg, p, "realloc of a freed large block");
-            if large::owned_by_heap(seg) {
-                // A first-class heap's block (a misuse, see `region`) must
-                // not move under its heap: only shrinking to a small block,
-                // which leaves the old one to the heap, is done.
-                if new_size > MAX_SMALL {
-                    return ptr::null_mut();
-                }
-            } else if align <= large::MAX_ALIGN && os::mremap_usable() {
-                let q = large::resize(seg, p, new_size);
-                if !q.is_null() {
-                    return q;
-                }
-                // A small size, or the OS said no: out of memory (then the
-                // copy below fails too, leaving `p` intact), or a mapping
-                // `mremap` cannot take whole (the program split it with
-                // `mprotect` or `madvise`): move it by copying.
-            }
-        } else {
-            let page = (*seg).page_of(p);
-            if !(*page).is_block(p) {
-                // A block of a page merged into another (`mesh`): resized
-                // through the merged page's address.
-                let q = crate::mesh::alias_target(seg, p);
-                if !q.is_null() {
-                    return realloc_in::<WHOLE>(q, old_size, align, new_size);
-                }
-                not_a_block(p);
-            }
-            #[cfg(feature = "secure")]
-            check_live_block(seg, page, p, thread::heap(), "realloc of a freed block");
-            if freed::is_freed(p, (*seg).freed_key) {
-                realloc_of_freed(seg, page, p);
-            }
-            // A free block whose memory was given back lost its mark; its
-            // owner can tell (another thread's realloc that moves it frees
-            // it, which its owner checks when it settles the free).
-            if (*seg).owner.load(Ordering::Relaxed) == thread::heap() as usize {
-                (*page).check_not_purged_realloc(p);
-            }
-            let bs = (*page).block_size;
-            if new_size <= bs && align <= SLICE_SIZE {
-                let c = (*page).class as usize;
-                // Its own class, or a block at most twice the new size
-                // (mimalloc's rule): a vector cut back by halves is copied
-                // every other step, not at every one. `p` is aligned to
-                // `align` already (the contract); the 16-byte alignment a
-                // fresh block of the new size would have is checked (blocks
-                // of the 8-aligned classes may lack it).
-                if (new_size >= bs / 2 && p as usize % MIN_ALIGN == 0)
-                    || class_for(new_size, align) == Some(c)
-                {
-                    if let Some(k) = thread::current_counters() {
-                        let old = if old_size == UNSIZED { bs } else { old_size };
-                        let new = counted::<WHOLE>(new_size, c);
-                        k.class[c].requested.add(new.wrapping_sub(old));
-                        k.realloc_in_place.add(1);
-                    }
-                    return p;
-                }
-            }
-            if new_size > bs && new_size > GROW_TO_LARGE {
-                // Growing towards the large range (a vector doubling): a
-                // mapping of the large-block cache, if one fits where it
-                // is, rather than a page of its own. It is resident, so no
-                // page faults, it adds nothing to the resident set, and
-                // the block grows on into its tail without copying.
-                q = large::alloc_cached(new_size, align);
-            }
-        }
-        if q.is_null() {
-            q = malloc_in::<WHOLE>(new_size, align);
-            if q.is_null() {
-                return q;
-            }
-        }
-        ptr::copy_nonoverlapping(p, q, old_size.min(new_size).min(usable_size(p)));
-        free(p, old_size);
-        if let Some(k) = thread::current_counters() {
-            k.realloc_moved.add(1);
-        }
-        q
     }
 }

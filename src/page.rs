@@ -520,7 +520,9 @@ impl Page {
 /// 2^64 / d + 1`) and `q * e < 2^22`, so the sum is below 2^64 and at
 /// least `recip >= 2^44`, above every `k * e` of a block in a page.
 pub(crate) const fn block_start_recip(d: usize) -> u64 {
-    ((1u128 << 64) / d as u128 + 1) as u64
+    // `floor(2^64 / d)` in 64-bit arithmetic (a 128-bit division is a call
+    // to compiler-builtins): `(2^64 - 1) / d`, one more when `d` divides 2^64.
+    u64::MAX / d as u64 + d.is_power_of_two() as u64 + 1
 }
 
 /// Whether a page with `used` of its `reserved` blocks live is worth
@@ -685,6 +687,16 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// The 64-bit form of the reciprocal against the 128-bit definition, for
+    /// every block size it may be asked for.
+    #[test]
+    fn block_start_recip_is_floor_of_two_to_the_64_over_d_plus_one() {
+        for d in 2..=1usize << 20 {
+            let exact = ((1u128 << 64) / d as u128 + 1) as u64;
+            assert_eq!(block_start_recip(d), exact, "d = {d}");
         }
     }
 
