@@ -108,6 +108,7 @@ pub unsafe fn should_move(ptr: *const u8) -> bool {
 /// the calling thread's heap (see the `heap::dense` docs); a large request
 /// is an ordinary allocation. `whole`: counted as the C front end counts
 /// (the block size). Null when out of memory.
+#[inline]
 pub(crate) fn malloc_dense(size: usize, align: usize, whole: bool) -> *mut u8 {
     let class = if align <= SLICE_SIZE && size <= MAX_SMALL {
         class_for(size, align)
@@ -153,6 +154,7 @@ pub unsafe fn alloc_dense(layout: Layout) -> *mut u8 {
 /// # Safety
 /// `ptr` is a live block of segalloc allocated (or last resized) with
 /// `layout`, nothing refers into it, and `init <= layout.size()`.
+#[inline]
 unsafe fn move_sparse(ptr: *mut u8, layout: Layout, init: usize) -> *mut u8 {
     // SAFETY: per the contract.
     unsafe {
@@ -197,22 +199,34 @@ pub unsafe fn move_block(ptr: *mut u8, layout: Layout) -> *mut u8 {
 
 /// Whether the global allocator is segalloc, found once: a block of the
 /// global allocator lies in a segment of the calling thread's heap exactly
-/// when segalloc handed it out.
+/// when segalloc handed it out. Inline: a pass asks for every value.
+#[inline]
 fn global_is_segalloc() -> bool {
-    const UNKNOWN: u8 = 0;
-    const YES: u8 = 1;
-    const NO: u8 = 2;
-    static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
-    match STATE.load(Ordering::Relaxed) {
-        YES => return true,
-        NO => return false,
-        _ => {}
+    match GLOBAL_IS_SEGALLOC.load(Ordering::Relaxed) {
+        YES => true,
+        NO => false,
+        _ => probe_global(),
     }
+}
+
+/// Not known yet.
+const UNKNOWN: u8 = 0;
+/// The global allocator is segalloc.
+const YES: u8 = 1;
+/// It is not.
+const NO: u8 = 2;
+/// What [`global_is_segalloc`] found: `UNKNOWN`, `YES` or `NO`.
+static GLOBAL_IS_SEGALLOC: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+/// Finds out, once, for [`global_is_segalloc`].
+#[cold]
+#[inline(never)]
+fn probe_global() -> bool {
     let probe = Box::new(0u64);
     let seg = segment_of((&*probe as *const u64).cast());
     let ours = thread::with_heap(|h| h.owns(seg)).unwrap_or(false);
     drop(probe);
-    STATE.store(if ours { YES } else { NO }, Ordering::Relaxed);
+    GLOBAL_IS_SEGALLOC.store(if ours { YES } else { NO }, Ordering::Relaxed);
     ours
 }
 
@@ -224,6 +238,7 @@ fn global_is_segalloc() -> bool {
 /// # Safety
 /// `ptr` is a live block of the global allocator of `layout`, owned by the
 /// caller with nothing borrowing it, and `init <= layout.size()`.
+#[inline]
 unsafe fn relocate_block(ptr: *mut u8, layout: Layout, init: usize) -> Option<*mut u8> {
     if layout.size() == 0 || !global_is_segalloc() {
         return None;
