@@ -18,8 +18,9 @@
 //! - [`Relocate`] and [`relocate`]: move a `Box<T>`, `Box<[T]>`, `Box<str>`,
 //!   `Vec<T>` or `String` only when [`should_move`] picks it.
 //! - [`MapPass`]: an incremental pass over a `HashMap`, `BTreeMap` (or, with
-//!   the `hashbrown` feature, a `hashbrown::HashMap`) relocating its values,
-//!   in steps bounded by a [`Budget`] of entries or time.
+//!   the `hashbrown` feature, a `hashbrown::HashMap` or `HashTable`)
+//!   relocating its values, in steps bounded by a [`Budget`] of entries or
+//!   time.
 //!
 //! Moved blocks come from the calling thread's heap; the old ones are freed
 //! as any free is (a page of another thread's heap is emptied once that
@@ -513,6 +514,25 @@ impl<K, V: Relocate, S> DefragMap for hashbrown::HashMap<K, V, S> {
 
     fn defrag_from(&mut self, pos: &mut usize, meter: &mut Meter) -> bool {
         maps::walk_from(self.values_mut(), pos, meter)
+    }
+}
+
+/// The entries of a `hashbrown::HashTable` in bucket order; the cursor is
+/// the next bucket index, so a step starts where the last one stopped at no
+/// cost (a `HashMap` has no such index, neither `std`'s nor hashbrown's, and
+/// walks back to its position). Empty buckets on the way cost a control
+/// byte each and do not count in the budget. Entries inserted or removed
+/// between steps, or a resize, may make a step visit some entries twice or
+/// miss some until the next pass, which is harmless.
+///
+/// Each entry is relocated whole: implement [`Relocate`] for the entry type
+/// (for `(K, V)` entries, a struct of your own) relocating what may move.
+#[cfg(feature = "hashbrown")]
+impl<T: Relocate> DefragMap for hashbrown::HashTable<T> {
+    type Cursor = usize;
+
+    fn defrag_from(&mut self, next: &mut usize, meter: &mut Meter) -> bool {
+        maps::table_from(self, next, meter)
     }
 }
 

@@ -364,6 +364,53 @@ fn hashbrown_map_pass_converges() {
     });
 }
 
+/// An entry of a `hashbrown::HashTable`: only its value moves.
+#[cfg(feature = "hashbrown")]
+struct Entry {
+    key: u64,
+    value: Vec<u8>,
+}
+
+#[cfg(feature = "hashbrown")]
+impl Relocate for Entry {
+    fn relocate(&mut self) -> bool {
+        self.value.relocate()
+    }
+}
+
+#[cfg(feature = "hashbrown")]
+#[test]
+fn hashbrown_table_pass_resumes_at_its_bucket() {
+    use std::hash::BuildHasher;
+    in_thread(|| {
+        let hasher = std::collections::hash_map::RandomState::new();
+        let mut t = hashbrown::HashTable::new();
+        for (key, value) in fragmented_map(60_000) {
+            let h = hasher.hash_one(key);
+            t.insert_unique(h, Entry { key, value }, |e| hasher.hash_one(e.key));
+        }
+        let mut pass = MapPass::new();
+        let (mut steps, mut visited) = (0, 0);
+        let first = loop {
+            let p = pass.step(&mut t, Budget::entries(500));
+            assert!(p.visited <= 500);
+            visited += p.visited;
+            steps += 1;
+            if p.finished {
+                break p;
+            }
+        };
+        assert!(steps > 5, "{steps}");
+        // The table did not change: each entry visited exactly once.
+        assert_eq!(visited, first.pass_visited);
+        assert_eq!(first.pass_visited, t.len(), "each entry once");
+        assert!(first.pass_moved * 2 > t.len(), "{first:?} of {}", t.len());
+        assert!(map_intact(t.iter().map(|e| (&e.key, &e.value))));
+        let second = defrag_map(&mut t);
+        assert!(second.moved * 40 <= t.len(), "{second:?}");
+    });
+}
+
 fn keep_every_16th<T>(v: &mut Vec<T>) {
     let mut i = 0;
     v.retain(|_| {
