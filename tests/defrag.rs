@@ -120,6 +120,44 @@ fn moved_blocks_land_outside_the_sparse_pages() {
     });
 }
 
+/// Once ordinary allocation has made a sparse page the current one (its
+/// holes serve new blocks), moves still go elsewhere: a page at most half
+/// live never takes moved blocks, current or not.
+#[test]
+fn moves_skip_a_sparse_current_page() {
+    in_thread(|| {
+        let mut v = scattered(704, 4096, 8);
+        let pages: std::collections::HashSet<usize> =
+            v.iter().map(|(_, b)| addr(&**b) as usize / SLICE).collect();
+        // Allocate until a block comes from a page of survivors other than
+        // the page current at first (which may still be carving fresh
+        // blocks, and so take moved ones): that page is now the current
+        // page of the class, carved to its end, with holes to serve.
+        let mut fill = vec![vec![1u8; 704].into_boxed_slice()];
+        let first = addr(&*fill[0]) as usize / SLICE;
+        let sparse = loop {
+            let b = vec![1u8; 704].into_boxed_slice();
+            let page = addr(&*b) as usize / SLICE;
+            fill.push(b);
+            if page != first && pages.contains(&page) {
+                break page;
+            }
+            assert!(fill.len() < 4096, "no sparse page became current");
+        };
+        let mut moved = 0;
+        for (_, b) in &mut v {
+            if b.relocate() {
+                moved += 1;
+                let to = addr(&**b) as usize / SLICE;
+                assert_ne!(to, sparse, "moved into the sparse current page");
+            }
+        }
+        assert!(moved * 10 >= v.len() * 7, "{moved} of {}", v.len());
+        assert!(intact(&v, 704));
+        assert!(fill.iter().all(|b| b.iter().all(|&x| x == 1)));
+    });
+}
+
 /// A thread's heap handed over at its exit (not parked) leaves no page
 /// marked current: every survivor in its sparse pages is picked. Runs in a
 /// child process of its own (this test alone), so that no other test's
