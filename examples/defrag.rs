@@ -12,7 +12,7 @@
 //! the map's table (the target: at most 1.5x), and the pass's time against
 //! a clone of the surviving entries (the target: no more).
 
-use segalloc::defrag::{Budget, MapPass};
+use segalloc::defrag::{Budget, MapPass, Progress};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -73,6 +73,24 @@ fn clone_of(m: &Cache) -> Cache {
     m.clone()
 }
 
+/// One pass in steps of at most 4096 entries, as a service would run it
+/// between requests: what it did, its number of steps and the longest
+/// step. A function of its own, as `clone_of`.
+#[inline(never)]
+fn one_pass(cache: &mut Cache) -> (Progress, usize, Duration) {
+    let mut pass = MapPass::new();
+    let (mut steps, mut longest) = (0, Duration::ZERO);
+    loop {
+        let s = Instant::now();
+        let p = pass.step(cache, Budget::entries(4096));
+        longest = longest.max(s.elapsed());
+        steps += 1;
+        if p.finished {
+            return (p, steps, longest);
+        }
+    }
+}
+
 fn show(what: &str, m: &Cache) {
     let s = segalloc::stats();
     let live = live_bytes(m);
@@ -116,21 +134,9 @@ fn main() {
     let clone_faults = faults() - f;
     drop(copy);
 
-    // The pass, in steps of at most 4096 entries, as a service would run
-    // it between requests.
-    let mut pass = MapPass::new();
-    let (mut steps, mut longest) = (0, Duration::ZERO);
     let (f0, m0) = (faults(), segalloc::stats().os_calls.madvise);
     let t = Instant::now();
-    let progress = loop {
-        let s = Instant::now();
-        let p = pass.step(&mut cache, Budget::entries(4096));
-        longest = longest.max(s.elapsed());
-        steps += 1;
-        if p.finished {
-            break p;
-        }
-    };
+    let (progress, steps, longest) = one_pass(&mut cache);
     let pass_time = t.elapsed();
     let (f1, m1) = (faults(), segalloc::stats().os_calls.madvise);
     let t = Instant::now();

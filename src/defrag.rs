@@ -18,8 +18,9 @@
 //! - [`Relocate`] and [`relocate`]: move a `Box<T>`, `Box<[T]>`, `Box<str>`,
 //!   `Vec<T>` or `String` only when [`should_move`] picks it.
 //! - [`MapPass`]: an incremental pass over a `HashMap`, `BTreeMap` (or, with
-//!   the `hashbrown` feature, a `hashbrown::HashMap`) relocating its values,
-//!   in steps bounded by a [`Budget`] of entries or time.
+//!   the `hashbrown` feature, a `hashbrown::HashMap` or `HashTable`)
+//!   relocating its values, in steps bounded by a [`Budget`] of entries or
+//!   time.
 //!
 //! Moved blocks come from the calling thread's heap; the old ones are freed
 //! as any free is (a page of another thread's heap is emptied once that
@@ -108,6 +109,7 @@ pub unsafe fn should_move(ptr: *const u8) -> bool {
 /// the calling thread's heap (see the `heap::dense` docs); a large request
 /// is an ordinary allocation. `whole`: counted as the C front end counts
 /// (the block size). Null when out of memory.
+#[inline]
 pub(crate) fn malloc_dense(size: usize, align: usize, whole: bool) -> *mut u8 {
     let class = if align <= SLICE_SIZE && size <= MAX_SMALL {
         class_for(size, align)
@@ -153,6 +155,7 @@ pub unsafe fn alloc_dense(layout: Layout) -> *mut u8 {
 /// # Safety
 /// `ptr` is a live block of segalloc allocated (or last resized) with
 /// `layout`, nothing refers into it, and `init <= layout.size()`.
+#[inline]
 unsafe fn move_sparse(ptr: *mut u8, layout: Layout, init: usize) -> *mut u8 {
     // SAFETY: per the contract.
     unsafe {
@@ -197,22 +200,34 @@ pub unsafe fn move_block(ptr: *mut u8, layout: Layout) -> *mut u8 {
 
 /// Whether the global allocator is segalloc, found once: a block of the
 /// global allocator lies in a segment of the calling thread's heap exactly
-/// when segalloc handed it out.
+/// when segalloc handed it out. Inline: a pass asks for every value.
+#[inline]
 fn global_is_segalloc() -> bool {
-    const UNKNOWN: u8 = 0;
-    const YES: u8 = 1;
-    const NO: u8 = 2;
-    static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
-    match STATE.load(Ordering::Relaxed) {
-        YES => return true,
-        NO => return false,
-        _ => {}
+    match GLOBAL_IS_SEGALLOC.load(Ordering::Relaxed) {
+        YES => true,
+        NO => false,
+        _ => probe_global(),
     }
+}
+
+/// Not known yet.
+const UNKNOWN: u8 = 0;
+/// The global allocator is segalloc.
+const YES: u8 = 1;
+/// It is not.
+const NO: u8 = 2;
+/// What [`global_is_segalloc`] found: `UNKNOWN`, `YES` or `NO`.
+static GLOBAL_IS_SEGALLOC: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+/// Finds out, once, for [`global_is_segalloc`].
+#[cold]
+#[inline(never)]
+fn probe_global() -> bool {
     let probe = Box::new(0u64);
     let seg = segment_of((&*probe as *const u64).cast());
     let ours = thread::with_heap(|h| h.owns(seg)).unwrap_or(false);
     drop(probe);
-    STATE.store(if ours { YES } else { NO }, Ordering::Relaxed);
+    GLOBAL_IS_SEGALLOC.store(if ours { YES } else { NO }, Ordering::Relaxed);
     ours
 }
 
@@ -224,6 +239,7 @@ fn global_is_segalloc() -> bool {
 /// # Safety
 /// `ptr` is a live block of the global allocator of `layout`, owned by the
 /// caller with nothing borrowing it, and `init <= layout.size()`.
+#[inline]
 unsafe fn relocate_block(ptr: *mut u8, layout: Layout, init: usize) -> Option<*mut u8> {
     if layout.size() == 0 || !global_is_segalloc() {
         return None;
@@ -498,6 +514,25 @@ impl<K, V: Relocate, S> DefragMap for hashbrown::HashMap<K, V, S> {
 
     fn defrag_from(&mut self, pos: &mut usize, meter: &mut Meter) -> bool {
         maps::walk_from(self.values_mut(), pos, meter)
+    }
+}
+
+/// The entries of a `hashbrown::HashTable` in bucket order; the cursor is
+/// the next bucket index, so a step starts where the last one stopped at no
+/// cost (a `HashMap` has no such index, neither `std`'s nor hashbrown's, and
+/// walks back to its position). Empty buckets on the way cost a control
+/// byte each and do not count in the budget. Entries inserted or removed
+/// between steps, or a resize, may make a step visit some entries twice or
+/// miss some until the next pass, which is harmless.
+///
+/// Each entry is relocated whole: implement [`Relocate`] for the entry type
+/// (for `(K, V)` entries, a struct of your own) relocating what may move.
+#[cfg(feature = "hashbrown")]
+impl<T: Relocate> DefragMap for hashbrown::HashTable<T> {
+    type Cursor = usize;
+
+    fn defrag_from(&mut self, next: &mut usize, meter: &mut Meter) -> bool {
+        maps::table_from(self, next, meter)
     }
 }
 

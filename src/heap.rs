@@ -247,6 +247,16 @@ impl Heap {
     /// `p` is an in-use page of this heap.
     unsafe fn refill(&mut self, p: *mut Page) -> bool {
         // SAFETY: per the contract.
+        unsafe { self.refill_by(p, crate::page::EXTEND_BYTES) }
+    }
+
+    /// [`refill`](Self::refill), carving about `bytes` of blocks if it
+    /// carves (see `page::Page::refill_local_by`).
+    ///
+    /// # Safety
+    /// As for `refill`.
+    unsafe fn refill_by(&mut self, p: *mut Page, bytes: usize) -> bool {
+        // SAFETY: per the contract.
         unsafe {
             if !(*p).free.is_null() {
                 return true;
@@ -254,7 +264,7 @@ impl Heap {
             self.fold(p, false);
             self.collect_remote(p);
             let purged = (*p).purged;
-            let ok = (*p).refill_local();
+            let ok = (*p).refill_local_by(bytes);
             if (*p).purged != purged {
                 // Purged OS pages taken back (see `page::purge`).
                 let back = (purged & !(*p).purged).count_ones() as usize * os::OS_PAGE;

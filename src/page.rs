@@ -63,7 +63,7 @@ pub(crate) const FRESH_TAIL: u8 = 4;
 pub(crate) const FREE_ZERO: u8 = 8;
 
 /// How many bytes of blocks to carve at a time when a page extends its free list.
-const EXTEND_BYTES: usize = 4096;
+pub(crate) const EXTEND_BYTES: usize = 4096;
 
 /// Metadata of one page; lives in the segment header, never in the page itself.
 /// The fields the fast paths touch come first.
@@ -384,7 +384,15 @@ impl Page {
     /// Makes `free` non-empty if the page has any block left, once other
     /// threads' frees have been collected: takes the local frees, or carves
     /// more of the page. Returns whether `free` is non-empty. Owner only.
+    /// (The heap carves through [`refill_local_by`](Self::refill_local_by).)
+    #[cfg(test)]
     pub(crate) fn refill_local(&mut self) -> bool {
+        self.refill_local_by(EXTEND_BYTES)
+    }
+
+    /// [`refill_local`](Self::refill_local), carving about `bytes` of
+    /// blocks if it carves (at least one block).
+    pub(crate) fn refill_local_by(&mut self, bytes: usize) -> bool {
         if !self.free.is_null() {
             return true;
         }
@@ -400,7 +408,7 @@ impl Page {
             return true;
         }
         if self.capacity < self.reserved {
-            self.extend();
+            self.extend(bytes);
             return true;
         }
         if self.purged != 0 {
@@ -409,10 +417,11 @@ impl Page {
         false
     }
 
-    /// Carves fresh blocks from the untouched end onto `free` (which is empty).
-    fn extend(&mut self) {
+    /// Carves about `bytes` of fresh blocks (at least one) from the
+    /// untouched end onto `free` (which is empty).
+    fn extend(&mut self, bytes: usize) {
         let left = (self.reserved - self.capacity) as usize;
-        let n = (EXTEND_BYTES / self.block_size).clamp(1, left);
+        let n = (bytes / self.block_size).clamp(1, left);
         let bs = self.block_size;
         // SAFETY: blocks `capacity .. capacity + n` lie inside the page, which
         // the segment reserved for it; nobody else refers to them yet.

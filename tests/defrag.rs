@@ -120,6 +120,44 @@ fn moved_blocks_land_outside_the_sparse_pages() {
     });
 }
 
+/// Once ordinary allocation has made a sparse page the current one (its
+/// holes serve new blocks), moves still go elsewhere: a page at most half
+/// live never takes moved blocks, current or not.
+#[test]
+fn moves_skip_a_sparse_current_page() {
+    in_thread(|| {
+        let mut v = scattered(704, 4096, 8);
+        let pages: std::collections::HashSet<usize> =
+            v.iter().map(|(_, b)| addr(&**b) as usize / SLICE).collect();
+        // Allocate until a block comes from a page of survivors other than
+        // the page current at first (which may still be carving fresh
+        // blocks, and so take moved ones): that page is now the current
+        // page of the class, carved to its end, with holes to serve.
+        let mut fill = vec![vec![1u8; 704].into_boxed_slice()];
+        let first = addr(&*fill[0]) as usize / SLICE;
+        let sparse = loop {
+            let b = vec![1u8; 704].into_boxed_slice();
+            let page = addr(&*b) as usize / SLICE;
+            fill.push(b);
+            if page != first && pages.contains(&page) {
+                break page;
+            }
+            assert!(fill.len() < 4096, "no sparse page became current");
+        };
+        let mut moved = 0;
+        for (_, b) in &mut v {
+            if b.relocate() {
+                moved += 1;
+                let to = addr(&**b) as usize / SLICE;
+                assert_ne!(to, sparse, "moved into the sparse current page");
+            }
+        }
+        assert!(moved * 10 >= v.len() * 7, "{moved} of {}", v.len());
+        assert!(intact(&v, 704));
+        assert!(fill.iter().all(|b| b.iter().all(|&x| x == 1)));
+    });
+}
+
 /// A thread's heap handed over at its exit (not parked) leaves no page
 /// marked current: every survivor in its sparse pages is picked. Runs in a
 /// child process of its own (this test alone), so that no other test's
@@ -361,6 +399,53 @@ fn hashbrown_map_pass_converges() {
         assert!(first.moved * 2 > m.len());
         assert!(map_intact(&m));
         assert!(defrag_map(&mut m).moved * 40 <= m.len());
+    });
+}
+
+/// An entry of a `hashbrown::HashTable`: only its value moves.
+#[cfg(feature = "hashbrown")]
+struct Entry {
+    key: u64,
+    value: Vec<u8>,
+}
+
+#[cfg(feature = "hashbrown")]
+impl Relocate for Entry {
+    fn relocate(&mut self) -> bool {
+        self.value.relocate()
+    }
+}
+
+#[cfg(feature = "hashbrown")]
+#[test]
+fn hashbrown_table_pass_resumes_at_its_bucket() {
+    use std::hash::BuildHasher;
+    in_thread(|| {
+        let hasher = std::collections::hash_map::RandomState::new();
+        let mut t = hashbrown::HashTable::new();
+        for (key, value) in fragmented_map(60_000) {
+            let h = hasher.hash_one(key);
+            t.insert_unique(h, Entry { key, value }, |e| hasher.hash_one(e.key));
+        }
+        let mut pass = MapPass::new();
+        let (mut steps, mut visited) = (0, 0);
+        let first = loop {
+            let p = pass.step(&mut t, Budget::entries(500));
+            assert!(p.visited <= 500);
+            visited += p.visited;
+            steps += 1;
+            if p.finished {
+                break p;
+            }
+        };
+        assert!(steps > 5, "{steps}");
+        // The table did not change: each entry visited exactly once.
+        assert_eq!(visited, first.pass_visited);
+        assert_eq!(first.pass_visited, t.len(), "each entry once");
+        assert!(first.pass_moved * 2 > t.len(), "{first:?} of {}", t.len());
+        assert!(map_intact(t.iter().map(|e| (&e.key, &e.value))));
+        let second = defrag_map(&mut t);
+        assert!(second.moved * 40 <= t.len(), "{second:?}");
     });
 }
 

@@ -53,3 +53,24 @@ pub(super) fn btree_from<K: Ord + Clone, V: Relocate>(
     }
     end
 }
+
+/// Visits the entries of `table` from bucket `*next` on while `meter`
+/// allows; `*next` becomes the first bucket not visited. True at the end.
+#[cfg(feature = "hashbrown")]
+pub(super) fn table_from<T: Relocate>(
+    table: &mut hashbrown::HashTable<T>,
+    next: &mut usize,
+    meter: &mut Meter,
+) -> bool {
+    let buckets = table.num_buckets();
+    while *next < buckets {
+        if let Some(entry) = table.get_bucket_mut(*next) {
+            if !meter.more() {
+                return false;
+            }
+            meter.visit(entry);
+        }
+        *next += 1;
+    }
+    true
+}

@@ -29,10 +29,18 @@ use core::ptr;
 /// How many pages of a class queue one search for a dense page looks at.
 const SCAN: usize = 16;
 
+/// How many bytes of blocks a page taking moved blocks carves at a time,
+/// four times what the ordinary path carves: a pass fills the page, so
+/// carving ahead touches no memory it would not, and a quarter of the
+/// slow calls remain (callgrind, the example's pass: 7,693 of them at 236
+/// instructions each with 4 KiB).
+const DENSE_EXTEND_BYTES: usize = 4 * page::EXTEND_BYTES;
+
 /// Whether page `p` can take moved blocks (see the module docs).
 ///
 /// # Safety
 /// `p` is an in-use page of the calling thread's heap.
+#[inline]
 unsafe fn can_take(p: *const Page) -> bool {
     // SAFETY: per the contract.
     unsafe {
@@ -47,7 +55,28 @@ impl Heap {
     ///
     /// # Safety
     /// `self` is the calling thread's own heap (not the empty one).
+    #[inline]
     pub(crate) unsafe fn alloc_dense(&mut self, c: usize, requested: usize) -> *mut u8 {
+        // SAFETY: per the contract, the heap and its pages are ours.
+        unsafe {
+            // The common case during a pass: the current page can take the
+            // block and has one ready (what `dense_page` checks first,
+            // without its call and without collecting frees).
+            let cur = self.queues[c].first;
+            if !cur.is_null() && !(*cur).free.is_null() && can_take(cur) {
+                return pop_counted(cur, requested);
+            }
+            self.alloc_dense_slow(c, requested)
+        }
+    }
+
+    /// [`alloc_dense`](Self::alloc_dense) when the current page has no block
+    /// ready or cannot take one: searches (see `dense_page`).
+    ///
+    /// # Safety
+    /// As for `alloc_dense`.
+    #[inline(never)]
+    unsafe fn alloc_dense_slow(&mut self, c: usize, requested: usize) -> *mut u8 {
         // SAFETY: per the contract, the heap and its pages are ours.
         unsafe { pop_counted(self.dense_page(c), requested) }
     }
@@ -58,7 +87,7 @@ impl Heap {
         // SAFETY: every page reached is an in-use page of this heap.
         unsafe {
             let cur = self.queues[c].first;
-            if !cur.is_null() && can_take(cur) && self.refill(cur) {
+            if !cur.is_null() && can_take(cur) && self.refill_by(cur, DENSE_EXTEND_BYTES) {
                 return cur;
             }
             let (mut best, mut best_used) = (ptr::null_mut::<Page>(), 0);
@@ -77,7 +106,7 @@ impl Heap {
                 }
                 p = next;
             }
-            if !best.is_null() && self.refill(best) {
+            if !best.is_null() && self.refill_by(best, DENSE_EXTEND_BYTES) {
                 if best != self.queues[c].first {
                     self.dequeue(best);
                     self.enqueue(best, true);
