@@ -587,7 +587,10 @@ impl<M: DefragMap + ?Sized> MapPass<M> {
     /// Visits the next entries of `map` within `budget`.
     pub fn step(&mut self, map: &mut M, budget: Budget) -> Progress {
         let mut meter = Meter::new(budget);
-        let finished = map.defrag_from(&mut self.cursor, &mut meter);
+        let finished = {
+            let _moving = Moving::start();
+            map.defrag_from(&mut self.cursor, &mut meter)
+        };
         self.visited += meter.visited;
         self.moved += meter.moved;
         let progress = Progress {
@@ -601,6 +604,32 @@ impl<M: DefragMap + ?Sized> MapPass<M> {
             *self = Self::default();
         }
         progress
+    }
+}
+
+/// The calling thread's heap is in a defragmentation step while this lives
+/// (see `Heap::defrag_step`): its timed sub-page purge waits. Ended on drop,
+/// so a panic in a value's `relocate` ends it too.
+struct Moving(*mut crate::heap::Heap);
+
+impl Moving {
+    fn start() -> Moving {
+        let h = thread::heap();
+        if thread::is_empty_heap(h) {
+            return Moving(ptr::null_mut());
+        }
+        // SAFETY: the calling thread's own heap, written only by its thread.
+        unsafe { (*h).defrag_step(true) };
+        Moving(h)
+    }
+}
+
+impl Drop for Moving {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: as in `start`; a thread's heap lives as long as it.
+            unsafe { (*self.0).defrag_step(false) };
+        }
     }
 }
 

@@ -125,6 +125,9 @@ pub(crate) struct Heap {
     /// The class the next timed sub-page purge starts at (where the last
     /// one stopped, its work bounded).
     sub_purge_next: usize,
+    /// A defragmentation step is moving blocks out of this heap's sparse
+    /// pages: the timed sub-page purge waits (see `defrag_step`).
+    moving: bool,
     /// Link in the pool of unused heaps, or in the list of parked ones.
     pub(crate) next_free: *mut Heap,
     /// When the heap was parked (monotonic ms; see `park`).
@@ -168,6 +171,7 @@ impl Heap {
             purge_at: 0,
             sub_purge_at: 0,
             sub_purge_next: 0,
+            moving: false,
             next_free: ptr::null_mut(),
             parked_at: 0,
             counters: ptr::null(),
@@ -219,6 +223,7 @@ impl Heap {
         self.purge_at = 0;
         self.sub_purge_at = 0;
         self.sub_purge_next = 0;
+        self.moving = false;
         self.next_free = ptr::null_mut();
     }
 

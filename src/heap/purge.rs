@@ -54,7 +54,7 @@ impl Heap {
     /// and memory left free goes back to the OS shortly.
     /// Never releases `keep` (the segment the caller is working in).
     pub(super) fn maybe_purge(&mut self, keep: *mut Segment) {
-        if self.sub_purge_at != 0 && os::now_ms() >= self.sub_purge_at {
+        if self.sub_purge_at != 0 && !self.moving && os::now_ms() >= self.sub_purge_at {
             self.purge_in_pages(SUB_PURGE_WORK);
         }
         if self.dirty_bytes == 0 {
@@ -142,6 +142,16 @@ impl Heap {
         if self.sub_purge_at == 0 && !self.private && sub_purge_on() {
             self.sub_purge_at = os::now_ms() + purge_delay_ms();
         }
+    }
+
+    /// Marks the start (`true`) or the end of a defragmentation step on this
+    /// heap. Meanwhile the timed sub-page purge waits: the step is emptying
+    /// the very pages it would walk, and purging their free OS pages one by
+    /// one (a `madvise` each) just before the whole page goes back is work
+    /// for nothing (the defragmentation example made about 450 such calls in
+    /// its pass). It runs at the first check after the step, if still due.
+    pub(crate) fn defrag_step(&mut self, on: bool) {
+        self.moving = on;
     }
 
     /// Gives back the OS pages of sparse pages in use that hold no live
