@@ -212,7 +212,7 @@ fn prof_large(h: *mut heap::Heap, size: usize, align: usize) -> *mut u8 {
         unsafe {
             let usable = large::usable_size(seg);
             let slot = crate::sample::record(&stack, size, usable, weight);
-            large::mark_sampled(seg, slot, usable);
+            large::mark_sampled(seg, slot, 0);
         }
     }
     // SAFETY: as above.

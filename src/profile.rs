@@ -28,11 +28,16 @@
 //! A sampled allocation is served by a large block (a mapping of its own,
 //! see `large`) marked in its header, whatever its size; its free, which
 //! the large-block path handles, takes the sample out of the table. The
-//! small free path is unchanged, and costs nothing more. In the statistics
-//! ([`crate::stats`]) a sampled block counts as a large block (of its
-//! mapping's usable size), not in its size class: with the profiler on,
-//! about one allocation per `rate` bytes moves from the class figures to
-//! the large-block ones. Its [`crate::usable_size`] is what the unsampled
+//! small free path is unchanged, and costs nothing more. The statistics
+//! ([`crate::stats`]) count such a block as the small block it stands for:
+//! in `live_blocks()`, `allocations`, `frees`, `requested`, and `allocated`
+//! at its class's block size, shown apart as [`crate::Stats::sampled_objects`]
+//! and `sampled_bytes`, never as a large object; the rest of its mapping
+//! (a header page and the tail past the block) is the profiler's overhead,
+//! in `metadata`. So sampling changes no figure but `metadata` and
+//! `committed` (and the class rows, whose figures are their pages'). A
+//! sampled large request stays a large block, counted as one. The
+//! substitute's [`crate::usable_size`] is what the unsampled
 //! block would have had (its class's block size), and `realloc` keeps it in
 //! place between half that and all of it, else moves it (a new allocation,
 //! sampled or not, and the free of this one); the sample keeps its size.

@@ -553,3 +553,90 @@ fn fork_while_sampling() {
     });
     profile::stop();
 }
+
+/// Not a test of its own: the child process of
+/// `statistics_stay_exact_with_sampling_on` (alone in its process, so that
+/// no other thread allocates between its snapshots).
+#[test]
+fn child_statistics_with_sampling() {
+    if std::env::var_os("PROFILE_STATS_CHILD").is_none() {
+        return;
+    }
+    // Warm up what the loop below allocates once (the vector of blocks,
+    // and whatever the unwinder and the snapshot set up at their first use).
+    let mut v: Vec<Vec<u8>> = Vec::with_capacity(20_000);
+    profile::start(1 << 10);
+    for _ in 0..100 {
+        drop(black_box(vec![0u8; 5000]));
+    }
+    drop(profile::snapshot());
+    profile::stop();
+    let base = segalloc::stats();
+    common::identity_holds(&base);
+    // 1 KiB rate: about one block in 4 of 300 bytes, one in 2 of 900, is
+    // served by a mapping of its own.
+    profile::start(1 << 10);
+    let mut held = 0;
+    for i in 0..20_000 {
+        let size = [24, 300, 900, 5000][i % 4];
+        v.push(black_box(Vec::with_capacity(size)));
+        held += size;
+    }
+    let s = segalloc::stats();
+    let p = profile::snapshot();
+    profile::stop();
+    // (Nothing printed: the harness captures it in a growing buffer.)
+    common::identity_holds(&s);
+    assert!(s.sampled_objects > 1000, "{} sampled", s.sampled_objects);
+    assert!(p.live_samples as usize >= s.sampled_objects);
+    assert_eq!(s.requested - base.requested, held, "requested");
+    assert_eq!(s.live_blocks() - base.live_blocks(), 20_000, "live blocks");
+    assert_eq!(s.allocations - base.allocations, 20_000, "allocations");
+    assert_eq!(s.frees, base.frees, "frees");
+    assert_eq!(s.large_objects, base.large_objects, "no large object");
+    assert_eq!(s.large_bytes, base.large_bytes, "no large byte");
+    // Allocated at their classes' block sizes, exactly as unsampled.
+    let blocks: usize = v
+        .iter()
+        // SAFETY: live blocks of segalloc.
+        .map(|b| unsafe { segalloc::usable_size(b.as_ptr()) })
+        .sum();
+    assert_eq!(s.allocated - base.allocated, blocks, "allocated");
+    drop(p);
+    v.clear();
+    let after = segalloc::stats();
+    common::identity_holds(&after);
+    assert_eq!(after.requested, base.requested);
+    assert_eq!(after.live_blocks(), base.live_blocks());
+    assert_eq!(after.sampled_objects, 0);
+    assert_eq!(after.sampled_bytes, 0);
+    // The snapshot allocated and freed some; the clear freed the 20,000.
+    assert_eq!(
+        after.frees - s.frees,
+        after.allocations - s.allocations + 20_000
+    );
+    assert_eq!(after.large_objects, base.large_objects);
+    drop(v);
+}
+
+/// With sampling on, `stats()` counts sampled blocks as the small blocks
+/// they stand for (`sampled_objects`), never as large objects, and every
+/// figure moves as it would without sampling (see `child_statistics_with_sampling`).
+#[test]
+fn statistics_stay_exact_with_sampling_on() {
+    let st = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_statistics_with_sampling",
+            "--test-threads=1",
+        ])
+        .env("PROFILE_STATS_CHILD", "1")
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&st.stdout),
+        String::from_utf8_lossy(&st.stderr)
+    );
+}
