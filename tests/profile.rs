@@ -426,29 +426,30 @@ fn env_starts_and_writes_at_exit() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The C ABI under `LD_PRELOAD`: `tests/preload/profile.c` starts sampling
-/// with `segalloc_prof_start`, leaks from one function, churns in another,
-/// and dumps with `segalloc_prof_dump`; `SEGALLOC_PROF_OUT` writes again at
-/// exit. Both reports name the leaking function and not the churning one.
-/// Builds the preload library with `override,profiling` in a target
-/// directory of its own (the first run takes a minute or two); skipped
-/// without a C compiler.
-#[test]
-fn c_abi_dump_under_preload() {
+/// Builds the preload library (features `override,profiling`) in a target
+/// directory of its own, named after `name` (with `rustflags` if given),
+/// and `tests/preload/profile.c` with `cflags`: the library, the program
+/// and a scratch directory. None (and a note) without a C compiler.
+fn preload_build(
+    name: &str,
+    rustflags: Option<&str>,
+    cflags: &[&str],
+) -> Option<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
     use std::path::Path;
     use std::process::Command;
     let have_cc = Command::new("cc").arg("--version").output().is_ok();
     if !have_cc {
         println!("note: no C compiler (cc); skipped");
-        return;
+        return None;
     }
     let manifest = env!("CARGO_MANIFEST_DIR");
-    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("prof-preload");
+    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).unwrap();
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("prof-preload-target");
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-target"));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
+    let mut build = Command::new(cargo);
+    build
         .args([
             "build",
             "--release",
@@ -457,9 +458,11 @@ fn c_abi_dump_under_preload() {
             "--lib",
         ])
         .env("CARGO_TARGET_DIR", &target)
-        .current_dir(manifest)
-        .output()
-        .unwrap();
+        .current_dir(manifest);
+    if let Some(f) = rustflags {
+        build.env("RUSTFLAGS", f);
+    }
+    let out = build.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -468,7 +471,8 @@ fn c_abi_dump_under_preload() {
     let so = target.join("release/libsegalloc.so");
     let exe = scratch.join("profile");
     let out = Command::new("cc")
-        .args(["-O1", "-g", "-o"])
+        .args(cflags)
+        .arg("-o")
         .arg(&exe)
         .arg(Path::new(manifest).join("tests/preload/profile.c"))
         .arg("-ldl")
@@ -479,9 +483,24 @@ fn c_abi_dump_under_preload() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    Some((so, exe, scratch))
+}
+
+/// The C ABI under `LD_PRELOAD`: `tests/preload/profile.c` starts sampling
+/// with `segalloc_prof_start`, leaks from one function, churns in another,
+/// and dumps with `segalloc_prof_dump`; `SEGALLOC_PROF_OUT` writes again at
+/// exit. Both reports name the leaking function and not the churning one.
+/// Builds the preload library with `override,profiling` in a target
+/// directory of its own (the first run takes a minute or two); skipped
+/// without a C compiler.
+#[test]
+fn c_abi_dump_under_preload() {
+    let Some((so, exe, scratch)) = preload_build("prof-preload", None, &["-O1", "-g"]) else {
+        return;
+    };
     let dump = scratch.join("dump");
     let at_exit = scratch.join("exit");
-    let out = Command::new(&exe)
+    let out = std::process::Command::new(&exe)
         .arg(&dump)
         .env("LD_PRELOAD", &so)
         .env("SEGALLOC_PROF_OUT", &at_exit)
@@ -499,6 +518,57 @@ fn c_abi_dump_under_preload() {
         let gz = std::fs::read(format!("{}.pb.gz", prefix.display())).unwrap();
         assert_eq!(&gz[..2], &[0x1f, 0x8b]);
     }
+}
+
+/// Stacks through frame pointers (`SEGALLOC_PROF_UNWIND=fp`), in a build
+/// with them throughout: the preload library built with `-C
+/// force-frame-pointers=yes`, `tests/preload/profile.c` with `-O2
+/// -fno-omit-frame-pointer`. Every stack came through frame pointers, and
+/// the leaking site's stack names `leak_site` and then its caller `main`
+/// (the unwinder is never asked: a walk that failed would fall back to it,
+/// which the report's count would show). Builds a library of its own (a
+/// few minutes the first time).
+#[test]
+fn c_stacks_through_frame_pointers() {
+    let Some((so, exe, scratch)) = preload_build(
+        "prof-fp",
+        Some("-C force-frame-pointers=yes"),
+        &["-O2", "-g", "-fno-omit-frame-pointer"],
+    ) else {
+        return;
+    };
+    let dump = scratch.join("dump");
+    let out = std::process::Command::new(&exe)
+        .arg(&dump)
+        .env("LD_PRELOAD", &so)
+        .env("SEGALLOC_PROF_UNWIND", "fp")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stdout == b"ok\n",
+        "{out:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = std::fs::read_to_string(format!("{}.leaks.txt", dump.display())).unwrap();
+    let head = report.lines().next().unwrap();
+    assert!(head.contains(" 0 by the unwinder"), "{report}");
+    assert!(!head.contains("(0 stacks by frame"), "{report}");
+    // The first site (the most bytes) is the leak: its frames, innermost
+    // first, name leak_site and then main.
+    let frames: Vec<&str> = report
+        .split("\n#1 ")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let at = |f: &str| frames.iter().position(|l| l.trim_start().starts_with(f));
+    let (Some(l), Some(m)) = (at("leak_site"), at("main")) else {
+        panic!("leak_site and main not both in {frames:?}\n{report}");
+    };
+    assert!(l < m, "{report}");
+    assert!(!report.contains("churn_site"), "{report}");
 }
 
 #[inline(never)]
