@@ -1,7 +1,10 @@
 //! The sampled heap profiler (feature `profiling`): estimates against exact
-//! counts kept here, frees of sampled blocks, the leak report, the pprof
-//! output decoded back, many threads, and `SEGALLOC_PROF`/`SEGALLOC_PROF_OUT`
-//! in a child process writing its files at exit.
+//! counts kept here (at three rates), frees of sampled blocks, the leak
+//! report, the pprof output decoded back, many threads, fork, statistics
+//! exact with sampling on, `SEGALLOC_PROF`/`SEGALLOC_PROF_OUT` in a child
+//! process writing its files at exit, the C ABI and python3 under
+//! `LD_PRELOAD`, and stacks through frame pointers in a C program built
+//! with them.
 //!
 //! The tests share the profiler (one process-wide table), so they take a
 //! lock and identify their sites by function name.
@@ -137,6 +140,42 @@ fn estimates_match_exact_counts_and_frees_remove_samples() {
         );
     }
     profile::stop();
+}
+
+/// The estimates at two more rates, each site within the larger of 10%
+/// and four standard errors (`sqrt(rate / bytes)`) of its exact bytes and
+/// blocks: 1 KiB (8 MiB a site) and 64 KiB (96 MiB a site).
+#[test]
+fn estimates_match_at_several_rates() {
+    let _g = serial();
+    for (rate, bytes) in [(1usize << 10, 8usize << 20), (64 << 10, 96 << 20)] {
+        profile::start(rate);
+        let mut small = Vec::with_capacity(bytes / 400);
+        let mut medium = Vec::with_capacity(bytes / 4000);
+        site_small(&mut small, bytes / 400, 400);
+        site_medium(&mut medium, bytes / 4000, 4000);
+        let p = profile::snapshot();
+        profile::stop();
+        let tol = (4.0 * (rate as f64 / bytes as f64).sqrt()).max(0.10);
+        for (name, exact, blocks) in [
+            ("site_small", small.len() * 400, small.len()),
+            ("site_medium", medium.len() * 4000, medium.len()),
+        ] {
+            let (est, est_blocks, _) = site_figures(&p, name);
+            assert!(
+                within(est, exact as u64, tol),
+                "rate {rate}: {name} estimated {est}, exact {exact}"
+            );
+            assert!(
+                within(est_blocks, blocks as u64, tol),
+                "rate {rate}: {name} estimated {est_blocks} blocks, exact {blocks}"
+            );
+        }
+        drop((small, medium));
+        let p = profile::snapshot();
+        assert_eq!(site_figures(&p, "site_small").0, 0);
+        assert_eq!(site_figures(&p, "site_medium").0, 0);
+    }
 }
 
 #[inline(never)]
@@ -426,12 +465,15 @@ fn env_starts_and_writes_at_exit() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Builds the preload library (features `override,profiling`) in a target
-/// directory of its own, named after `name` (with `rustflags` if given),
-/// and `tests/preload/profile.c` with `cflags`: the library, the program
-/// and a scratch directory. None (and a note) without a C compiler.
+/// Builds the preload library (features `override,profiling`) in the
+/// target directory `target_name` (with `rustflags` if given: one target
+/// directory for each), and `tests/preload/profile.c` with `cflags` in
+/// the scratch directory `name` (emptied first, so one for each test):
+/// the library, the program and the scratch directory. None (and a note)
+/// without a C compiler.
 fn preload_build(
     name: &str,
+    target_name: &str,
     rustflags: Option<&str>,
     cflags: &[&str],
 ) -> Option<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
@@ -446,7 +488,7 @@ fn preload_build(
     let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).unwrap();
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-target"));
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join(target_name);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
     build
@@ -495,7 +537,9 @@ fn preload_build(
 /// without a C compiler.
 #[test]
 fn c_abi_dump_under_preload() {
-    let Some((so, exe, scratch)) = preload_build("prof-preload", None, &["-O1", "-g"]) else {
+    let Some((so, exe, scratch)) =
+        preload_build("prof-preload", "prof-preload-target", None, &["-O1", "-g"])
+    else {
         return;
     };
     let dump = scratch.join("dump");
@@ -532,6 +576,7 @@ fn c_abi_dump_under_preload() {
 fn c_stacks_through_frame_pointers() {
     let Some((so, exe, scratch)) = preload_build(
         "prof-fp",
+        "prof-fp-target",
         Some("-C force-frame-pointers=yes"),
         &["-O2", "-g", "-fno-omit-frame-pointer"],
     ) else {
@@ -569,6 +614,66 @@ fn c_stacks_through_frame_pointers() {
     };
     assert!(l < m, "{report}");
     assert!(!report.contains("churn_site"), "{report}");
+}
+
+/// A real program under `LD_PRELOAD`: python3 with the profiling preload
+/// library, `SEGALLOC_PROF=1` and `SEGALLOC_PROF_OUT`, builds a list of
+/// 100,000 byte strings of 1000 bytes; its output is the same as without
+/// the library, and at exit the four files are written, the report with
+/// samples and live bytes of the order of the list's. Skipped without
+/// python3 or a C compiler.
+#[test]
+fn python_under_preload_writes_a_profile_at_exit() {
+    use std::process::Command;
+    if Command::new("python3").arg("--version").output().is_err() {
+        println!("note: no python3; skipped");
+        return;
+    }
+    let Some((so, _, scratch)) =
+        preload_build("prof-python", "prof-preload-target", None, &["-O1", "-g"])
+    else {
+        return;
+    };
+    let script =
+        "x = [bytes([i % 256]) * 1000 for i in range(100000)]\nprint(sum(len(b) for b in x))";
+    let plain = Command::new("python3")
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    let prefix = scratch.join("python");
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .env("LD_PRELOAD", &so)
+        .env("SEGALLOC_PROF", "1")
+        .env("SEGALLOC_PROF_RATE", "64K")
+        .env("SEGALLOC_PROF_OUT", &prefix)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, plain.stdout);
+    assert_eq!(out.stdout, b"100000000\n");
+    let read = |ext: &str| std::fs::read(format!("{}.{ext}", prefix.display())).unwrap();
+    let report = String::from_utf8(read("leaks.txt")).unwrap();
+    // "... rate 65536 bytes; N samples taken ..." then "B bytes live ...".
+    let num_after = |key: &str| -> u64 {
+        let i = report
+            .find(key)
+            .unwrap_or_else(|| panic!("{key} in {report}"));
+        let head = report[..i].trim_end();
+        let start = head
+            .rfind(|c: char| !c.is_ascii_digit())
+            .map_or(0, |j| j + 1);
+        head[start..].parse().unwrap()
+    };
+    let samples = num_after(" samples taken");
+    let live = num_after(" bytes live");
+    // 100 MB allocated at 64 KiB: about 1,500 samples; whatever python
+    // still holds at exit is what the report shows.
+    assert!(samples > 500, "{samples} samples\n{report}");
+    assert!(live > 0, "{report}");
+    assert_eq!(&read("pb.gz")[..2], &[0x1f, 0x8b]);
+    assert!(!read("folded").is_empty());
+    assert!(common::check_xml(&String::from_utf8(read("svg")).unwrap()) > 3);
 }
 
 #[inline(never)]
