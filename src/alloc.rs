@@ -189,7 +189,7 @@ unsafe fn prof_small<const WHOLE: bool>(
         let Some(weight) = crate::sample::decide(&mut (*h).prof, size) else {
             return b;
         };
-        let stack = crate::sample::capture();
+        let stack = crate::sample::capture(&mut (*h).prof);
         let q = large::alloc(size, align);
         if q.is_null() {
             crate::sample::done(&mut (*h).prof);
@@ -213,7 +213,8 @@ fn prof_large(h: *mut heap::Heap, size: usize, align: usize) -> *mut u8 {
     let Some(weight) = crate::sample::decide(unsafe { &mut (*h).prof }, size) else {
         return large::alloc(size, align);
     };
-    let stack = crate::sample::capture();
+    // SAFETY: as above.
+    let stack = crate::sample::capture(unsafe { &mut (*h).prof });
     let q = large::alloc(size, align);
     if !q.is_null() {
         let seg = segment_of(q);
@@ -221,7 +222,7 @@ fn prof_large(h: *mut heap::Heap, size: usize, align: usize) -> *mut u8 {
         unsafe {
             let usable = large::usable_size(seg);
             let slot = crate::sample::record(&stack, size, usable, weight);
-            large::mark_sampled(seg, slot, usable);
+            large::mark_sampled(seg, slot, 0);
         }
     }
     // SAFETY: as above.

@@ -147,6 +147,29 @@ pub(crate) struct Shared {
     pub(crate) segments_returned: AtomicUsize,
     /// Bytes of OS memory holding heaps.
     pub(crate) heap_meta: AtomicUsize,
+    /// Small allocations the heap profiler sampled and served from a
+    /// mapping of their own (`alloc::prof_small`), which the large-block
+    /// counters above count too: see [`Sampled`].
+    #[cfg(feature = "profiling")]
+    pub(crate) sampled: Sampled,
+}
+
+/// The heap profiler's substitutes: small allocations served by a large
+/// block (see `sample`), live in the large-block counters as any large
+/// block is, and here too, so that `stats` reports them as what they
+/// stand for (small blocks) rather than as large objects.
+#[cfg(feature = "profiling")]
+pub(crate) struct Sampled {
+    /// Live substitutes.
+    pub(crate) live: AtomicUsize,
+    /// Their block bytes: the size class blocks they stand for.
+    pub(crate) block: AtomicUsize,
+    /// Their mappings' usable bytes (as `large_usable` counts them).
+    pub(crate) usable: AtomicUsize,
+    /// Substitutions made since start: each counted one small allocation
+    /// and its free (the block taken and given back) besides the large
+    /// allocation, so one allocation and one free too many.
+    pub(crate) made: AtomicUsize,
 }
 
 #[allow(clippy::declare_interior_mutable_const)] // used only to build arrays
@@ -164,6 +187,13 @@ pub(crate) static SHARED: Shared = Shared {
     segments_obtained: Z,
     segments_returned: Z,
     heap_meta: Z,
+    #[cfg(feature = "profiling")]
+    sampled: Sampled {
+        live: Z,
+        block: Z,
+        usable: Z,
+        made: Z,
+    },
 };
 
 impl Shared {
@@ -197,6 +227,22 @@ impl Shared {
             .wrapping_sub(self.large_frees.load(Ordering::Relaxed));
         self.large_live()
             .wrapping_add(objects.wrapping_mul(crate::os::OS_PAGE))
+    }
+    /// A large block of `usable` bytes now stands for a small block of
+    /// `block` bytes (the heap profiler's substitute, see [`Sampled`]).
+    #[cfg(feature = "profiling")]
+    pub(crate) fn sampled_in(&self, usable: usize, block: usize) {
+        self.sampled.live.fetch_add(1, Ordering::Relaxed);
+        self.sampled.block.fetch_add(block, Ordering::Relaxed);
+        self.sampled.usable.fetch_add(usable, Ordering::Relaxed);
+        self.sampled.made.fetch_add(1, Ordering::Relaxed);
+    }
+    /// The substitute [`Shared::sampled_in`] counted is freed.
+    #[cfg(feature = "profiling")]
+    pub(crate) fn sampled_out(&self, usable: usize, block: usize) {
+        self.sampled.live.fetch_sub(1, Ordering::Relaxed);
+        self.sampled.block.fetch_sub(block, Ordering::Relaxed);
+        self.sampled.usable.fetch_sub(usable, Ordering::Relaxed);
     }
     /// A large block resized in place (or moved by mremap) from `old` to `new`.
     pub(crate) fn large_resize(&self, old: (usize, usize), new: (usize, usize)) {

@@ -142,6 +142,8 @@ fn install(
         ptr::addr_of_mut!((*seg).split).write(split);
         #[cfg(feature = "profiling")]
         ptr::addr_of_mut!((*seg).prof_slot).write(0);
+        #[cfg(feature = "profiling")]
+        ptr::addr_of_mut!((*seg).prof_usable).write(0);
         (*seg).owner.store(0, Ordering::Relaxed);
     }
     SHARED.large_alloc(map - offset, size);
@@ -254,26 +256,33 @@ pub(crate) unsafe fn release(seg: *mut Segment) {
 }
 
 /// Marks the huge block of `seg` as the heap profiler's sample `slot` (from
-/// `sample::record`; 0 leaves it unmarked): its free takes the sample out
-/// of the profile. Its usable size ([`reported_usable_size`]) is then
-/// `usable` (the block an unsampled allocation would have had), at most
-/// its mapping's.
+/// `sample::record`; 0 when the profile's table was full): its free takes
+/// the sample out of the profile. `substitute_for`: 0 for a large request
+/// sampled, else the size of the small block the allocation would have had
+/// without sampling, which the block then stands for: its usable size
+/// ([`reported_usable_size`]) is that size, and `stats` counts it as such
+/// (see `counters::Sampled`), not as a large object.
 ///
 /// # Safety
 /// `seg` is the header of a live huge segment, just allocated by the caller.
 #[cfg(feature = "profiling")]
-pub(crate) unsafe fn mark_sampled(seg: *mut Segment, slot: u32, usable: usize) {
+pub(crate) unsafe fn mark_sampled(seg: *mut Segment, slot: u32, substitute_for: usize) {
     // SAFETY: per the contract the header is the caller's.
     unsafe {
         (*seg).prof_slot = slot as usize;
-        (*seg).prof_usable = usable.min(usable_size(seg));
+        if substitute_for != 0 {
+            let usable = usable_size(seg);
+            let block = substitute_for.min(usable);
+            (*seg).prof_usable = block;
+            SHARED.sampled_in(usable, block);
+        }
     }
 }
 
 /// The usable size of the huge block of `seg` that `usable_size` reports:
-/// for a block the heap profiler sampled, the size an unsampled block would
-/// have had (its size class's), so that sampling changes no caller's view;
-/// else its mapping's usable bytes.
+/// for the heap profiler's substitute of a small block, that block's size
+/// (its size class's), so that sampling changes no caller's view; else its
+/// mapping's usable bytes.
 ///
 /// # Safety
 /// `seg` is the header of a live huge segment.
@@ -282,7 +291,7 @@ pub(crate) unsafe fn mark_sampled(seg: *mut Segment, slot: u32, usable: usize) {
 pub(crate) unsafe fn reported_usable_size(seg: *const Segment) -> usize {
     // SAFETY: per the contract the header is readable.
     unsafe {
-        if sampled(seg) {
+        if substitute(seg) {
             (*seg).prof_usable
         } else {
             usable_size(seg)
@@ -290,15 +299,16 @@ pub(crate) unsafe fn reported_usable_size(seg: *const Segment) -> usize {
     }
 }
 
-/// Whether the huge block of `seg` is a sample of the heap profiler.
+/// Whether the huge block of `seg` is the heap profiler's substitute of a
+/// small block (see [`mark_sampled`]).
 ///
 /// # Safety
 /// `seg` is the header of a live huge segment.
 #[cfg(feature = "profiling")]
 #[inline]
-unsafe fn sampled(seg: *const Segment) -> bool {
+unsafe fn substitute(seg: *const Segment) -> bool {
     // SAFETY: per the contract the header is readable.
-    unsafe { (*seg).prof_slot != 0 }
+    unsafe { (*seg).prof_usable != 0 }
 }
 
 /// Takes the block of `seg` out of the statistics (and, if it is a
@@ -311,9 +321,13 @@ unsafe fn count_out(seg: *mut Segment) -> (usize, usize) {
     #[cfg(feature = "profiling")]
     // SAFETY: per the contract the header is ours.
     unsafe {
-        if sampled(seg) {
+        if (*seg).prof_slot != 0 {
             crate::sample::remove((*seg).prof_slot as u32);
             (*seg).prof_slot = 0;
+        }
+        if substitute(seg) {
+            SHARED.sampled_out(usable_size(seg), (*seg).prof_usable);
+            (*seg).prof_usable = 0;
         }
     }
     // SAFETY: per the contract the prefix fields are initialised.
@@ -376,14 +390,16 @@ pub(crate) unsafe fn resize(seg: *mut Segment, p: *mut u8, new_size: usize) -> *
     if unsafe { owned_by_heap(seg) } {
         return ptr::null_mut();
     }
-    // A sampled block stays in place while the new size is between half its
-    // reported usable size and all of it (as a small block of its class
-    // would); else it is moved (a new allocation, sampled or not, and the
-    // free of this one). The sample keeps the size it was taken with.
+    // The profiler's substitute of a small block stays in place while the
+    // new size is between half its reported usable size and all of it (as
+    // a small block of its class would); else it is moved (a new
+    // allocation, sampled or not, and the free of this one). A sampled
+    // large block resizes as any. The sample keeps the size it was taken
+    // with.
     #[cfg(feature = "profiling")]
     // SAFETY: per the contract the header is ours.
     unsafe {
-        if sampled(seg) {
+        if substitute(seg) {
             let u = (*seg).prof_usable;
             if new_size <= u && new_size >= u / 2 {
                 let usable = usable_size(seg);

@@ -28,17 +28,25 @@
 //! A sampled allocation is served by a large block (a mapping of its own,
 //! see `large`) marked in its header, whatever its size; its free, which
 //! the large-block path handles, takes the sample out of the table. The
-//! small free path is unchanged, and costs nothing more. In the statistics
-//! ([`crate::stats`]) a sampled block counts as a large block (of its
-//! mapping's usable size), not in its size class: with the profiler on,
-//! about one allocation per `rate` bytes moves from the class figures to
-//! the large-block ones. Its [`crate::usable_size`] is what the unsampled
+//! small free path is unchanged, and costs nothing more. The statistics
+//! ([`crate::stats`]) count such a block as the small block it stands for:
+//! in `live_blocks()`, `allocations`, `frees`, `requested`, and `allocated`
+//! at its class's block size, shown apart as [`crate::Stats::sampled_objects`]
+//! and `sampled_bytes`, never as a large object; the rest of its mapping
+//! (a header page and the tail past the block) is the profiler's overhead,
+//! in `metadata`. So sampling changes no figure but `metadata` and
+//! `committed` (and the class rows, whose figures are their pages'). A
+//! sampled large request stays a large block, counted as one. The
+//! substitute's [`crate::usable_size`] is what the unsampled
 //! block would have had (its class's block size), and `realloc` keeps it in
 //! place between half that and all of it, else moves it (a new allocation,
 //! sampled or not, and the free of this one); the sample keeps its size.
 //!
-//! Stacks come from the unwinder (`_Unwind_Backtrace`): no frame pointers
-//! are needed, allocation-free, guarded against re-entry. It reads the
+//! Stacks come from the unwinder (`_Unwind_Backtrace`) by default: no frame
+//! pointers are needed, allocation-free, guarded against re-entry; or,
+//! with `SEGALLOC_PROF_UNWIND=fp`, from the frame pointers (a tenth of the
+//! cost, whole only in code built with `-C force-frame-pointers=yes` or
+//! `-fno-omit-frame-pointer`; see `sample::fp`). It reads the
 //! unwind tables Rust and C compilers emit by default (not with
 //! `-C panic=abort -C force-unwind-tables=no`, nor C built with
 //! `-fno-asynchronous-unwind-tables`). Symbolisation (names, files, lines;
@@ -157,6 +165,9 @@ pub struct Profile {
     pub dropped: u64,
     /// Sampled blocks live.
     pub live_samples: u64,
+    /// Of the samples taken, those whose stack came through frame pointers
+    /// (`SEGALLOC_PROF_UNWIND=fp`; the others, by the unwinder).
+    pub fp_samples: u64,
     /// When it was taken (since the epoch).
     pub time: std::time::SystemTime,
 }
@@ -206,6 +217,7 @@ pub fn snapshot() -> Profile {
                 samples: t.samples,
                 dropped: t.dropped,
                 live_samples: t.live,
+                fp_samples: t.by_fp,
                 time: std::time::SystemTime::now(),
             };
         }

@@ -93,8 +93,9 @@ pub(crate) struct Segment {
     /// 0 when it is not a sampled block (feature `profiling`).
     #[cfg(feature = "profiling")]
     pub(crate) prof_slot: usize,
-    /// The usable size a sampled block reports (`alloc::usable_size`):
-    /// the block an unsampled allocation would have had (feature `profiling`).
+    /// For the heap profiler's substitute of a small block, the usable size
+    /// it reports (`alloc::usable_size`): the block an unsampled allocation
+    /// would have had; 0 for any other huge block (feature `profiling`).
     #[cfg(feature = "profiling")]
     pub(crate) prof_usable: usize,
     // --- small segments ---

@@ -150,6 +150,17 @@ pub struct Stats {
     /// Already included in `free_pages`; not in `large_objects` or
     /// `large_bytes`, which count live blocks only.
     pub large_cached: usize,
+    /// Live small blocks the heap profiler sampled (feature `profiling`;
+    /// else 0): each is served by a mapping of its own (see
+    /// [`crate::profile`]) but counted as the block it stands for, in
+    /// [`live_blocks`](Self::live_blocks), `allocations`, `requested` and
+    /// `allocated` (at its size class's block size), not in `large_objects`
+    /// nor in its class's row (whose figures are those of its pages). The
+    /// rest of its mapping is the profiler's overhead, in `metadata`.
+    pub sampled_objects: usize,
+    /// Block bytes of the [`sampled_objects`](Self::sampled_objects) (their
+    /// size classes' block sizes), part of `allocated`.
+    pub sampled_bytes: usize,
     /// System calls: mmap, munmap, madvise, mremap, brk.
     pub os_calls: OsCalls,
     /// Meshing, process-wide (see [`crate::mesh()`]): pages merged, bytes
@@ -208,6 +219,8 @@ impl Stats {
             large_objects: 0,
             large_bytes: 0,
             large_cached: 0,
+            sampled_objects: 0,
+            sampled_bytes: 0,
             os_calls: OsCalls::default(),
             mesh: crate::MeshStats::default(),
             classes: [ClassStats::default(); NUM_CLASSES],
@@ -237,13 +250,15 @@ impl Stats {
         ratio(self.external_fragmentation(), self.committed)
     }
 
-    /// Live blocks, small and large. (Per-class figures of a snapshot taken
+    /// Live blocks, small and large (the profiler's
+    /// [`sampled_objects`](Self::sampled_objects) among the small). (Per-class figures of a snapshot taken
     /// while other threads run, or of one thread, are wrapping deltas that
     /// may stand below zero one by one; they are summed as such.)
     pub fn live_blocks(&self) -> usize {
-        self.classes
-            .iter()
-            .fold(self.large_objects, |n, c| n.wrapping_add(c.live_blocks))
+        self.classes.iter().fold(
+            self.large_objects.wrapping_add(self.sampled_objects),
+            |n, c| n.wrapping_add(c.live_blocks),
+        )
     }
 
     /// Adds one heap's counters.
@@ -272,7 +287,9 @@ impl Stats {
     }
 
     /// Turns the summed counters into figures. Until here `committed` holds
-    /// a slice count, and `requested` the large objects' bytes.
+    /// a slice count, `requested` the large objects' bytes (the profiler's
+    /// sampled blocks' among them), and `metadata` the bytes of the sampled
+    /// blocks' mappings beyond their blocks.
     fn finish(&mut self, segments: usize, heap_meta: usize) {
         let used_bytes = self.committed.wrapping_mul(SLICE_SIZE);
         let mut small_allocated = 0usize;
@@ -292,13 +309,17 @@ impl Stats {
         let used_bytes = used_bytes.wrapping_sub(self.purged_in_pages);
         self.free_in_pages = used_bytes.wrapping_sub(small_allocated);
         let header = os::round_up(core::mem::size_of::<Segment>(), OS_PAGE).unwrap_or(0);
-        self.metadata = segments.wrapping_mul(header) + heap_meta + self.large_objects * OS_PAGE;
-        self.allocated = small_allocated.wrapping_add(self.large_bytes);
+        // Each large block's header page, and each sampled block's too.
+        let headers = self.large_objects.wrapping_add(self.sampled_objects) * OS_PAGE;
+        self.metadata =
+            (segments.wrapping_mul(header) + heap_meta + headers).wrapping_add(self.metadata);
+        let blocks = self.large_bytes.wrapping_add(self.sampled_bytes);
+        self.allocated = small_allocated.wrapping_add(blocks);
         self.requested = small_requested.wrapping_add(self.requested);
         self.committed = used_bytes
             .wrapping_add(self.free_pages)
             .wrapping_add(self.metadata)
-            .wrapping_add(self.large_bytes);
+            .wrapping_add(blocks);
     }
 }
 
@@ -348,6 +369,8 @@ pub fn stats() -> Stats {
     s.requested = sh.large_requested.load(Ordering::Relaxed);
     s.allocations = s.allocations.wrapping_add(la);
     s.frees = s.frees.wrapping_add(lf);
+    #[cfg(feature = "profiling")]
+    take_sampled(&mut s);
     s.reallocs_in_place = s
         .reallocs_in_place
         .wrapping_add(sh.large_reallocs.load(Ordering::Relaxed));
@@ -369,6 +392,28 @@ pub fn stats() -> Stats {
     );
     fill_os(&mut s);
     s
+}
+
+/// Moves the heap profiler's substitutes of small blocks (see
+/// `counters::Sampled`) out of the large-block figures of `s`, where the
+/// shared counters have them, into `sampled_objects` and `sampled_bytes`;
+/// their mappings beyond their blocks go to `metadata` (which `finish`
+/// completes). Each substitution also counted one small allocation and its
+/// free besides the large allocation: one of each is taken off.
+#[cfg(feature = "profiling")]
+fn take_sampled(s: &mut Stats) {
+    let sm = &SHARED.sampled;
+    let live = sm.live.load(Ordering::Relaxed);
+    let block = sm.block.load(Ordering::Relaxed);
+    let usable = sm.usable.load(Ordering::Relaxed);
+    let made = sm.made.load(Ordering::Relaxed);
+    s.large_objects = s.large_objects.wrapping_sub(live);
+    s.large_bytes = s.large_bytes.wrapping_sub(usable);
+    s.sampled_objects = live;
+    s.sampled_bytes = block;
+    s.metadata = s.metadata.wrapping_add(usable.wrapping_sub(block));
+    s.allocations = s.allocations.wrapping_sub(made);
+    s.frees = s.frees.wrapping_sub(made);
 }
 
 /// The calling thread's own counters: what it allocated and freed, its
@@ -527,6 +572,14 @@ impl fmt::Display for Stats {
             self.large_objects,
             Bytes(self.large_bytes)
         )?;
+        if self.sampled_objects != 0 {
+            writeln!(
+                f,
+                "  heap profiler: {} sampled blocks ({}) in mappings of their own",
+                self.sampled_objects,
+                Bytes(self.sampled_bytes)
+            )?;
+        }
         writeln!(
             f,
             "  os calls: mmap {} munmap {} madvise {} ({} purges of {}) mremap {} brk {}; limit {} (hit {} times)",
@@ -674,7 +727,7 @@ mod serde_impl {
 
     impl Serialize for Stats {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut st = s.serialize_struct("Stats", 30)?;
+            let mut st = s.serialize_struct("Stats", 32)?;
             st.serialize_field("requested", &self.requested)?;
             st.serialize_field("allocated", &self.allocated)?;
             st.serialize_field("committed", &self.committed)?;
@@ -708,6 +761,8 @@ mod serde_impl {
             st.serialize_field("large_objects", &self.large_objects)?;
             st.serialize_field("large_bytes", &self.large_bytes)?;
             st.serialize_field("large_cached", &self.large_cached)?;
+            st.serialize_field("sampled_objects", &self.sampled_objects)?;
+            st.serialize_field("sampled_bytes", &self.sampled_bytes)?;
             st.serialize_field("os_calls", &self.os_calls)?;
             st.serialize_field("mesh", &self.mesh)?;
             st.serialize_field("classes", &self.classes[..])?;

@@ -230,9 +230,14 @@ fn relocation_keeps_contents_in_every_size_class() {
                     .map(|(_, b)| b.relocate() as usize)
                     .sum::<usize>();
                 // The survivors of the page that was current during the
-                // first round may move now: at most half a page of them.
+                // first round may move now: at most half a page of them,
+                // and at least the one survivor such a page can hold in the
+                // classes whose pages hold few blocks (which happens when
+                // the last block allocated is not on the current page, as
+                // when the heap profiler served it from a mapping of its
+                // own: `SEGALLOC_PROF=1`).
                 assert!(
-                    again <= v.len() / 10 + per_page / 2,
+                    again <= v.len() / 10 + (per_page / 2).max(1),
                     "class {size}: a second round moved {again} of {}",
                     v.len()
                 );
