@@ -17,7 +17,9 @@
 //!   `std::thread`) and runs only segalloc's own purge code, which never
 //!   allocates; it never touches its own thread's heap. It is started
 //!   lazily from the allocation slow path, before that path's handshake and
-//!   outside every lock, since `pthread_create` may itself call `malloc`.
+//!   outside every lock, since `pthread_create` may itself call `malloc`;
+//!   and never before the program's `main` has begun (`startup`): a slow
+//!   path in a constructor leaves it for a later one.
 //! - **No race with owners.** It touches a heap only after taking it in the
 //!   heap's handshake, which the owner's slow paths take too; the fast paths
 //!   never touch what a purge does.
@@ -66,6 +68,16 @@ pub(crate) fn start_if_wanted() {
 #[cold]
 #[inline(never)]
 fn start() {
+    if !crate::startup::main_started() {
+        // Never before `main` (see `startup`): a later slow path starts it.
+        static SAID: AtomicUsize = AtomicUsize::new(0);
+        if SAID.swap(1, Ordering::Relaxed) == 0 {
+            options::verbose(|l| {
+                l.push(b"background purging waits for main() to begin".as_slice());
+            });
+        }
+        return;
+    }
     if STATE
         .compare_exchange(NONE, RUNNING, Ordering::Relaxed, Ordering::Relaxed)
         .is_err()

@@ -786,6 +786,17 @@ fn memory_limit_gives_enomem() {
     });
 }
 
+/// Background purging under `LD_PRELOAD` never starts its thread before
+/// `main`: `tests/preload/premain.c` allocates in a constructor and counts
+/// its threads there, then finds the purger running once `main` allocated.
+#[test]
+fn the_background_purger_waits_for_main() {
+    c_program_prints_ok("premain", &[], |c| {
+        c.env("LD_PRELOAD", cdylib())
+            .env("SEGALLOC_BACKGROUND", "1");
+    });
+}
+
 /// Every runtime option set and read back through the C ABI
 /// (`segalloc_option_set`, `segalloc_option_get`, `mallopt`), by name and by
 /// variable name, with bad values and names refused (`tests/preload/options.c`).

@@ -49,6 +49,39 @@ fn huge_page_advised(addr: usize) -> bool {
     panic!("no mapping holds {addr:#x}");
 }
 
+/// Threads this process had right after the constructor below allocated,
+/// before `main` (case `premain` only).
+static THREADS_BEFORE_MAIN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A constructor that allocates (case `premain` only): with background
+/// purging on, it must not start the purger thread before `main`.
+#[used]
+#[link_section = ".init_array"]
+static ALLOCATE_BEFORE_MAIN: extern "C" fn() = allocate_before_main;
+
+extern "C" fn allocate_before_main() {
+    // SAFETY: a NUL-terminated name; the value is only compared.
+    let case = unsafe { libc::getenv(c"SEGALLOC_OPTIONS_TEST_CASE".as_ptr()) };
+    // SAFETY: a non-null result of getenv is a NUL-terminated string.
+    if case.is_null() || unsafe { std::ffi::CStr::from_ptr(case) } != c"premain" {
+        return;
+    }
+    let v: Vec<Box<[u8; 1000]>> = (0..4096).map(|_| Box::new([1; 1000])).collect();
+    drop(v);
+    THREADS_BEFORE_MAIN.store(
+        std::fs::read_dir("/proc/self/task").unwrap().count(),
+        std::sync::atomic::Ordering::SeqCst,
+    );
+}
+
+/// Whether a thread named `segalloc-purge` runs in this process.
+fn purger_runs() -> bool {
+    std::fs::read_dir("/proc/self/task").unwrap().any(|t| {
+        std::fs::read_to_string(t.unwrap().path().join("comm"))
+            .is_ok_and(|c| c.trim() == "segalloc-purge")
+    })
+}
+
 /// What each case checks, in the child.
 #[test]
 fn child() {
@@ -77,6 +110,14 @@ fn child() {
             );
         }
         "show" => {}
+        "premain" => {
+            let before = THREADS_BEFORE_MAIN.load(std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(before, 1, "threads right after a constructor allocated");
+            // A slow path in main starts the purger.
+            let v: Vec<Box<[u8; 1000]>> = (0..4096).map(|_| Box::new([1; 1000])).collect();
+            drop(v);
+            assert!(purger_runs(), "no purger thread after main allocated");
+        }
         "limit" => {
             use std::alloc::{alloc, dealloc, Layout};
             assert_eq!(option("limit"), 64 << 20);
@@ -604,6 +645,18 @@ fn verbose_tells_of_options_failures_limits_and_the_purger() {
 fn a_background_thread_purges_idle_heaps() {
     run("background", &[("SEGALLOC_BACKGROUND", "1")]);
     run("background", &[]);
+}
+
+/// A constructor that allocates does not start the purger: it starts once
+/// `main` has begun (see `src/startup.rs`).
+#[test]
+fn the_background_purger_never_starts_before_main() {
+    let err = run(
+        "premain",
+        &[("SEGALLOC_BACKGROUND", "1"), ("SEGALLOC_VERBOSE", "1")],
+    );
+    assert!(err.contains("background purging waits for main"), "{err}");
+    assert!(err.contains("background purging thread started"), "{err}");
 }
 
 #[test]
