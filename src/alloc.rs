@@ -135,7 +135,44 @@ fn malloc_generic<const WHOLE: bool>(size: usize, align: usize) -> *mut u8 {
             return prof_large(h, size, align);
         }
     }
-    large::alloc(size, align)
+    large_within_limit(size, align)
+}
+
+/// A large block; under a memory limit that it would pass, the calling
+/// thread's heap gives back what it can first ([`collect_for_limit`]) and
+/// it is tried once more.
+fn large_within_limit(size: usize, align: usize) -> *mut u8 {
+    let p = large::alloc(size, align);
+    if p.is_null() && collect_for_limit() {
+        return large::alloc(size, align);
+    }
+    p
+}
+
+/// With a memory limit set (option `limit`), an allocation failed: the
+/// calling thread's heap collects and purges what it holds free (as
+/// `collect()` does) and the caches are emptied, so that the allocation can
+/// be tried again within the limit. False without a limit (the failure was
+/// the OS's). Called outside the heap's slow paths.
+#[cold]
+#[inline(never)]
+fn collect_for_limit() -> bool {
+    if crate::options::LIMIT.get() == 0 {
+        return false;
+    }
+    let h = thread::heap();
+    if !thread::is_empty_heap(h) {
+        // SAFETY: the calling thread's own heap, not the empty one, and its
+        // inbox; none of its slow paths is running (we are outside them).
+        unsafe {
+            thread::owning(h, |heap| {
+                remote_batch::collect(heap, &*thread::inbox(h));
+                heap.collect();
+            })
+        }
+    }
+    large_cache::drain();
+    true
 }
 
 /// Counts `size` bytes off the profiler's countdown of heap `h`: whether it
@@ -268,12 +305,17 @@ unsafe fn malloc_slow(mut h: *mut heap::Heap, c: usize, size: usize) -> *mut u8 
     // Likewise heaps of exited threads that no new thread took.
     thread::retire_parked_if_due();
     // SAFETY: `h` is the calling thread's own heap, and its inbox.
-    unsafe {
+    let b = unsafe {
         thread::owning(h, |heap| {
             remote_batch::slow_path(heap, &*thread::inbox(h));
             pop_from_new_page(heap, c, size)
         })
+    };
+    if b.is_null() && collect_for_limit() {
+        // SAFETY: as above.
+        return unsafe { thread::owning(h, |heap| pop_from_new_page(heap, c, size)) };
     }
+    b
 }
 
 /// Pops a block of class `c` for a request of `size` bytes from a page the

@@ -162,6 +162,8 @@ fn child() {
             assert_eq!(v[12345], 3);
             assert!(segalloc::stats().os_calls.limit_hits >= 3);
         }
+        "limit_unbounded" => limit_unbounded(),
+        "limit_recommit" => limit_recommit(),
         "thp" | "no_thp" => {
             let v = vec![1u8; 8 << 20];
             let advised = huge_page_advised(v.as_ptr() as usize);
@@ -325,6 +327,118 @@ fn child() {
         }
         other => panic!("unknown case {other}"),
     }
+}
+
+/// Under `SEGALLOC_LIMIT=256M`: allocates without bound (small blocks and
+/// large ones, each written) until an allocation fails; checks that it
+/// failed only near the limit, that committed memory stayed within it, and
+/// that after freeing half the program goes on allocating. Three rounds.
+fn limit_unbounded() {
+    use std::alloc::{alloc, dealloc, Layout};
+    let limit = option("limit");
+    assert_eq!(limit, 256 << 20);
+    let small = Layout::from_size_align(4000, 8).unwrap();
+    let large = Layout::from_size_align(3 << 20, 8).unwrap();
+    let mut held: Vec<(*mut u8, Layout)> = Vec::with_capacity(1 << 17);
+    for round in 0..3 {
+        let mut failed = None;
+        for i in 0.. {
+            let l = if i % 64 == 63 { large } else { small };
+            // SAFETY: a valid layout (kept opaque: the compiler may assume
+            // a global allocation succeeds).
+            let p = unsafe { alloc(std::hint::black_box(l)) };
+            if std::hint::black_box(p).is_null() {
+                failed = Some(l.size());
+                break;
+            }
+            // SAFETY: a fresh block of `l.size()` bytes.
+            unsafe { p.write_bytes(round as u8 + 1, l.size()) };
+            held.push((p, l));
+            assert!(held.len() < 1 << 17, "no failure in 2 GiB");
+        }
+        let s = segalloc::stats();
+        let size = failed.unwrap();
+        eprintln!(
+            "round {round}: {} blocks, allocated {} MiB, committed {} MiB, mapped {} MiB when {size} bytes failed",
+            held.len(),
+            s.allocated >> 20,
+            s.committed >> 20,
+            s.mapped >> 20
+        );
+        assert!(
+            s.committed <= limit,
+            "committed {} past the limit",
+            s.committed
+        );
+        // It failed only because it would have passed the limit: what it
+        // holds plus the request (rounded up to the page it would need, a
+        // 1 MiB page at most for a small block, or its mapping) is over.
+        assert!(
+            s.committed + size.max(1 << 20) + (4 << 20) > limit,
+            "failed {} MiB under the limit",
+            (limit - s.committed) >> 20
+        );
+        // Free the older half: the program goes on (the freed pages are
+        // still resident, and go back when the next allocation needs room).
+        for (p, l) in held.drain(..held.len() / 2) {
+            // SAFETY: allocated above with `l`, freed once.
+            unsafe { dealloc(p, l) };
+        }
+        let v = vec![7u8; 32 << 20];
+        assert_eq!(v[(32 << 20) - 1], 7);
+        let w: Vec<Box<[u8; 2000]>> = (0..10_000).map(|_| Box::new([9; 2000])).collect();
+        assert!(w.iter().all(|b| b[1999] == 9));
+    }
+    for (p, l) in held {
+        // SAFETY: allocated above with `l`.
+        unsafe { dealloc(p, l) };
+    }
+    assert!(segalloc::stats().os_calls.limit_hits >= 3);
+}
+
+/// Under `SEGALLOC_LIMIT=256M`: a program that stays well under the limit
+/// in committed memory but not in address space never fails. Each round
+/// fills 160 MiB with 1000-byte blocks and frees all but one in 64 (so each
+/// page keeps a live block and stays mapped; `collect()` purges the free
+/// OS pages inside them), then fills 120 MiB of 3000-byte blocks in new
+/// segments (the address space is past the limit, committed memory is
+/// not) and frees them; blocks are written and checked throughout, and the
+/// purged memory is committed again by the next round.
+fn limit_recommit() {
+    let limit = option("limit");
+    assert_eq!(limit, 256 << 20);
+    let mut most_mapped = 0;
+    for round in 0..6u8 {
+        let mut a: Vec<Option<Box<[u8; 1000]>>> = (0..(160 << 20) / 1000)
+            .map(|_| Some(Box::new([round; 1000])))
+            .collect();
+        for (i, b) in a.iter_mut().enumerate() {
+            if i % 64 != 0 {
+                *b = None;
+            }
+        }
+        segalloc::collect();
+        let b: Vec<Box<[u8; 3000]>> = (0..(120 << 20) / 3000)
+            .map(|_| Box::new([!round; 3000]))
+            .collect();
+        let s = segalloc::stats();
+        most_mapped = most_mapped.max(s.mapped);
+        eprintln!(
+            "round {round}: committed {} MiB, mapped {} MiB, purged so far {} MiB",
+            s.committed >> 20,
+            s.mapped >> 20,
+            s.os_calls.purged >> 20
+        );
+        assert!(b.iter().all(|x| x[2999] == !round));
+        assert!(a.iter().flatten().all(|x| x[999] == round));
+        assert!(s.committed < limit);
+    }
+    assert_eq!(segalloc::stats().os_calls.limit_hits, 0);
+    assert!(
+        most_mapped > limit,
+        "the address space stayed under the limit ({} MiB): the case tests nothing",
+        most_mapped >> 20
+    );
 }
 
 /// Resident memory, read without allocating (so this thread's heap stays
@@ -575,6 +689,16 @@ fn show_stats_prints_the_options_at_exit() {
 #[test]
 fn a_memory_limit_makes_allocations_fail_instead_of_growing() {
     run("limit", &[("SEGALLOC_LIMIT", "64M")]);
+}
+
+/// The limit counts committed memory (`stats().committed`): allocating
+/// without bound fails near it, never past it, and the program goes on
+/// after freeing; a program under it that has purged and committed again
+/// a lot, with more address space than the limit, never fails.
+#[test]
+fn the_memory_limit_counts_committed_memory() {
+    run("limit_unbounded", &[("SEGALLOC_LIMIT", "256M")]);
+    run("limit_recommit", &[("SEGALLOC_LIMIT", "256M")]);
 }
 
 #[test]
