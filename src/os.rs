@@ -265,6 +265,19 @@ pub(crate) fn now_ms() -> u64 {
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
+/// The precise monotonic clock in microseconds (a vDSO read, no system
+/// call): for the background purger, whose looks must not fall a clock
+/// tick short of a deadline.
+pub(crate) fn now_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}
+
 /// Reads the start of the file at `path` into `buf` (no allocation);
 /// returns the bytes read, 0 if it cannot be read.
 fn read_file(path: &core::ffi::CStr, buf: &mut [u8]) -> usize {

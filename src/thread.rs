@@ -54,7 +54,7 @@ pub(crate) struct HeapSlot {
     /// purger (see `handshake`).
     pub(crate) handshake: Handshake,
     /// The purger's notes, which only it reads and writes: the epoch it
-    /// last saw, and when (ms).
+    /// last saw, and when (µs, precise clock).
     pub(crate) seen_epoch: AtomicUsize,
     pub(crate) seen_at: AtomicUsize,
 }

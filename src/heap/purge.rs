@@ -92,6 +92,12 @@ impl Heap {
         self.peak_slices = self.used_slices;
     }
 
+    /// Whether the heap's timed purge is due at `now` (ms, `os::now_ms`):
+    /// what its next slow path would purge (see [`maybe_purge`](Self::maybe_purge)).
+    pub(crate) fn timed_purge_due(&self, now: u64) -> bool {
+        self.purge_at != 0 && now >= self.purge_at
+    }
+
     /// Resident free bytes the heap may keep: what it takes to grow back to
     /// its recent peak without faulting memory in again, plus room for churn
     /// below it, an eighth of what it uses or the option `purge_min`, whichever
