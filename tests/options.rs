@@ -95,7 +95,22 @@ fn child() {
             assert_eq!(option("purge_min"), 3 << 20);
             assert_eq!(option("segment_cache"), 2);
             assert_eq!(option("parked_heaps"), 0);
+            assert_eq!(option("segment_cache_resident"), 512 << 10);
+            assert_eq!(option("mesh"), 1);
+            assert_eq!(option("sub_purge"), 0);
             assert_eq!(abandoned_after_a_thread_exits(), 1, "a heap was parked");
+            // Sub-page purge off: sparse pages keep their free OS pages
+            // through collect() (on, they go: tests/subpurge.rs).
+            let mut v: Vec<Option<Box<[u8; 1000]>>> =
+                (0..16 << 10).map(|_| Some(Box::new([1; 1000]))).collect();
+            for (i, b) in v.iter_mut().enumerate() {
+                if i % 64 != 0 {
+                    *b = None;
+                }
+            }
+            segalloc::collect();
+            assert_eq!(segalloc::stats().purged_in_pages, 0, "purged inside pages");
+            drop(v);
         }
         "bad" => {
             assert_eq!(option("purge_delay_ms"), 100, "default kept");
@@ -110,6 +125,7 @@ fn child() {
             );
         }
         "show" => {}
+        "rust_set" => rust_set(),
         "premain" => {
             let before = THREADS_BEFORE_MAIN.load(std::sync::atomic::Ordering::SeqCst);
             assert_eq!(before, 1, "threads right after a constructor allocated");
@@ -327,6 +343,60 @@ fn child() {
         }
         other => panic!("unknown case {other}"),
     }
+}
+
+/// Every option set from Rust (`set_option`, by name, with a value other
+/// than its default), read back; then, for those whose effect shows at
+/// once, the effect (the parent checks `show_stats` and `verbose` on
+/// stderr).
+fn rust_set() {
+    use segalloc::OptionKind;
+    use std::alloc::{alloc, Layout};
+    for o in segalloc::runtime_options() {
+        let (text, want): (&str, usize) = match (o.name, o.kind) {
+            ("limit" | "limit_soft", _) => ("64G", 64 << 30),
+            (_, OptionKind::Flag) => {
+                if o.default == 0 {
+                    ("1", 1)
+                } else {
+                    ("0", 0)
+                }
+            }
+            (_, OptionKind::Choice(words)) => (words[1], 1),
+            (_, OptionKind::Bytes) => ("3M", 3 << 20),
+            (_, OptionKind::Millis) => ("250", 250),
+            (_, OptionKind::Count) => ("3", 3),
+        };
+        assert_eq!(segalloc::set_option(o.name, text), Ok(()), "{}", o.name);
+        assert_eq!(o.get(), want, "{} after set_option({text:?})", o.name);
+    }
+    // The effects.
+    assert!(
+        huge_page_advised(vec![1u8; 8 << 20].as_ptr() as usize),
+        "thp"
+    );
+    segalloc::set_option("parked_heaps", "0").unwrap();
+    assert_eq!(
+        abandoned_after_a_thread_exits(),
+        1,
+        "parked_heaps 0: a heap was parked"
+    );
+    segalloc::set_option("large_cache", "0").unwrap();
+    drop(vec![1u8; 8 << 20]);
+    assert_eq!(segalloc::stats().large_cached, 0, "large_cache 0");
+    let brk = segalloc::stats().os_calls.brk;
+    std::thread::spawn(|| drop((0..50_000).map(|_| Box::new([1u8; 64])).collect::<Vec<_>>()))
+        .join()
+        .unwrap();
+    assert!(segalloc::stats().os_calls.brk > brk, "page_source brk");
+    drop((0..4096).map(|_| Box::new([1u8; 1000])).collect::<Vec<_>>());
+    assert!(purger_runs(), "background 1");
+    segalloc::set_option("limit", "64M").unwrap();
+    let big = Layout::from_size_align(100 << 20, 8).unwrap();
+    // SAFETY: a valid layout; null is the expected answer (kept opaque).
+    let p = unsafe { alloc(std::hint::black_box(big)) };
+    assert!(std::hint::black_box(p).is_null(), "limit 64M");
+    segalloc::set_option("limit", "0").unwrap();
 }
 
 /// Under `SEGALLOC_LIMIT=256M`: allocates without bound (small blocks and
@@ -637,8 +707,23 @@ fn variables_set_the_options() {
             ("SEGALLOC_PURGE_MIN", "3M"),
             ("SEGALLOC_SEGMENT_CACHE", " 2 "),
             ("SEGALLOC_PARKED_HEAPS", "0"),
+            ("SEGALLOC_SEGMENT_CACHE_RESIDENT", "512K"),
+            ("SEGALLOC_MESH", "1"),
+            ("SEGALLOC_SUB_PURGE", "0"),
         ],
     );
+}
+
+/// Every option from Rust (`set_option`): see [`rust_set`]. `show_stats`
+/// and `verbose`, set there, show on stderr.
+#[test]
+fn every_option_is_set_from_rust() {
+    let err = run("rust_set", &[]);
+    assert!(
+        err.lines().any(|l| l.starts_with("options:")),
+        "show_stats: {err}"
+    );
+    assert!(err.contains("segalloc: committing "), "verbose: {err}");
 }
 
 #[test]
@@ -684,6 +769,13 @@ fn show_stats_prints_the_options_at_exit() {
         .unwrap_or_else(|| panic!("no options line in\n{err}"));
     assert!(line.contains(" segment_cache=5"), "{line}");
     assert!(line.contains(" purge_delay_ms=100"), "{line}");
+    for o in segalloc::runtime_options() {
+        assert!(
+            line.contains(&format!(" {}=", o.name)),
+            "{} missing: {line}",
+            o.name
+        );
+    }
 }
 
 #[test]
