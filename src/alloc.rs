@@ -140,7 +140,10 @@ fn malloc_generic<const WHOLE: bool>(size: usize, align: usize) -> *mut u8 {
 
 /// A large block; under a memory limit that it would pass, the calling
 /// thread's heap gives back what it can first ([`collect_for_limit`]) and
-/// it is tried once more.
+/// it is tried once more. Not inlined into `malloc_generic` (the fast path
+/// of small blocks above the direct range), which calls it where it called
+/// `large::alloc`.
+#[inline(never)]
 fn large_within_limit(size: usize, align: usize) -> *mut u8 {
     let p = large::alloc(size, align);
     if p.is_null() && collect_for_limit() {
@@ -311,11 +314,27 @@ unsafe fn malloc_slow(mut h: *mut heap::Heap, c: usize, size: usize) -> *mut u8 
             pop_from_new_page(heap, c, size)
         })
     };
-    if b.is_null() && collect_for_limit() {
+    if b.is_null() {
         // SAFETY: as above.
-        return unsafe { thread::owning(h, |heap| pop_from_new_page(heap, c, size)) };
+        return unsafe { retry_within_limit(h, c, size) };
     }
     b
+}
+
+/// [`malloc_slow`] found no memory: under a memory limit, tries once more
+/// after [`collect_for_limit`]. Kept out of `malloc_slow`, whose inlining
+/// a second copy of the page path would change.
+///
+/// # Safety
+/// As [`malloc_slow`], with `h` a real heap.
+#[cold]
+#[inline(never)]
+unsafe fn retry_within_limit(h: *mut heap::Heap, c: usize, size: usize) -> *mut u8 {
+    if !collect_for_limit() {
+        return ptr::null_mut();
+    }
+    // SAFETY: per the contract, the calling thread's own heap.
+    unsafe { thread::owning(h, |heap| pop_from_new_page(heap, c, size)) }
 }
 
 /// Pops a block of class `c` for a request of `size` bytes from a page the
