@@ -30,6 +30,7 @@ use crate::size_class::{class_for, class_of, CLASS_SIZES, MAX_SMALL, MIN_ALIGN};
 use crate::thread;
 use core::ptr;
 
+mod limit;
 mod misuse;
 mod realloc;
 
@@ -144,7 +145,7 @@ fn malloc_generic<const WHOLE: bool>(size: usize, align: usize) -> *mut u8 {
             return prof_large(h, size, align);
         }
     }
-    large::alloc(size, align)
+    limit::large_within_limit(size, align)
 }
 
 /// Counts `size` bytes off the profiler's countdown of heap `h`: whether it
@@ -278,12 +279,17 @@ unsafe fn malloc_slow(mut h: *mut heap::Heap, c: usize, size: usize) -> *mut u8 
     // Likewise heaps of exited threads that no new thread took.
     thread::retire_parked_if_due();
     // SAFETY: `h` is the calling thread's own heap, and its inbox.
-    unsafe {
+    let b = unsafe {
         thread::owning(h, |heap| {
             remote_batch::slow_path(heap, &*thread::inbox(h));
             pop_from_new_page(heap, c, size)
         })
+    };
+    if b.is_null() {
+        // SAFETY: as above.
+        return unsafe { limit::retry_within_limit(h, c, size) };
     }
+    b
 }
 
 /// Pops a block of class `c` for a request of `size` bytes from a page the

@@ -3,8 +3,8 @@
 //! stopped allocating, so that an idle process's resident set falls to its
 //! live memory without any thread reaching a slow path.
 //!
-//! Twice per purge delay (option `purge_delay_ms`; at most every 10 ms) it
-//! wakes and:
+//! Four times per purge delay (option `purge_delay_ms`; at most every 5 ms)
+//! it wakes and:
 //! - purges each live thread's heap that has free memory resident and
 //!   whose thread reached no slow path since the last look, one purge delay
 //!   or more ago (each heap's handshake epoch, see `handshake`): the heap's
@@ -17,7 +17,9 @@
 //!   `std::thread`) and runs only segalloc's own purge code, which never
 //!   allocates; it never touches its own thread's heap. It is started
 //!   lazily from the allocation slow path, before that path's handshake and
-//!   outside every lock, since `pthread_create` may itself call `malloc`.
+//!   outside every lock, since `pthread_create` may itself call `malloc`;
+//!   and never before the program's `main` has begun (`startup`): a slow
+//!   path in a constructor leaves it for a later one.
 //! - **No race with owners.** It touches a heap only after taking it in the
 //!   heap's handshake, which the owner's slow paths take too; the fast paths
 //!   never touch what a purge does.
@@ -50,6 +52,11 @@ const FAILED: usize = 2;
 
 static STATE: AtomicUsize = AtomicUsize::new(NONE);
 
+/// How often the purger looks per purge delay (see [`run`]).
+const LOOKS_PER_DELAY: u64 = 4;
+/// The shortest time between two looks.
+const MIN_PERIOD_MS: u64 = 5;
+
 /// Held for each round of purges, before any other lock; the fork handlers
 /// take it before every other (see [`register_fork_handlers`]).
 pub(crate) static PURGING: spin::Mutex<()> = spin::Mutex::new(());
@@ -66,6 +73,16 @@ pub(crate) fn start_if_wanted() {
 #[cold]
 #[inline(never)]
 fn start() {
+    if !crate::startup::main_started() {
+        // Never before `main` (see `startup`): a later slow path starts it.
+        static SAID: AtomicUsize = AtomicUsize::new(0);
+        if SAID.swap(1, Ordering::Relaxed) == 0 {
+            options::verbose(|l| {
+                l.push(b"background purging waits for main() to begin".as_slice());
+            });
+        }
+        return;
+    }
     if STATE
         .compare_exchange(NONE, RUNNING, Ordering::Relaxed, Ordering::Relaxed)
         .is_err()
@@ -113,15 +130,21 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
             STATE.store(NONE, Ordering::Relaxed);
             return core::ptr::null_mut();
         }
-        // Looks twice per delay: a heap idle since a look is purged one
-        // delay to one and a half after its thread stopped.
+        // Looks four times per delay: a heap is seen idle within a quarter
+        // delay of its thread's last slow path and purged one delay after
+        // that, so between one and one and a half delays (plus the purge)
+        // after its thread stopped. Looking twice per delay with the coarse
+        // clock made that up to two delays: the look one delay after the
+        // first sighting could read the clock a few ms short (its 4 ms
+        // ticks) and leave the purge to the next look.
         let delay = options::purge_delay_ms();
-        sleep_ms((delay / 2).max(10));
-        tick(os::now_ms(), delay);
+        sleep_ms((delay / LOOKS_PER_DELAY).max(MIN_PERIOD_MS));
+        tick(os::now_us(), delay.saturating_mul(1000));
     }
 }
 
-/// One look at every heap and the process-wide caches.
+/// One look at every heap and the process-wide caches, at `now` with a
+/// purge delay of `delay` (both in microseconds, of the precise clock).
 fn tick(now: u64, delay: u64) {
     // First, before the pool's lock and the others: the order the fork
     // handlers take them in.
@@ -148,8 +171,16 @@ fn tick(now: u64, delay: u64) {
 }
 
 /// Purges heap `h` (with its handshake `hs`, our notes `seen_epoch` and
-/// `seen_at`, and its counters `k`) if it is idle, has been since a purge
-/// delay or more, and has free memory resident.
+/// `seen_at`, and its counters `k`) if it is idle, has free memory
+/// resident, and either its own timed purge is due (the deadline its last
+/// slow path with free memory set, which its next slow path would act on)
+/// or we have seen it idle for a purge delay. `now`, `delay` and `seen_at`
+/// are in microseconds.
+///
+/// The heap's own deadline counts from when its free memory appeared, so a
+/// thread that frees for a while and stops is purged a delay after its
+/// frees began rather than a delay after we first saw it idle; our
+/// sighting covers a heap with no deadline set.
 fn look_at(
     hs: &Handshake,
     seen_epoch: &AtomicUsize,
@@ -166,20 +197,23 @@ fn look_at(
         // Busy since the last look: idle from now, at the earliest.
         seen_epoch.store(epoch, Ordering::Relaxed);
         seen_at.store(now as usize, Ordering::Relaxed);
+    }
+    if k.dirty_bytes.get() == 0 {
         return;
     }
-    if (seen_at.load(Ordering::Relaxed) as u64).saturating_add(delay) > now
-        || k.dirty_bytes.get() == 0
-    {
-        return;
-    }
+    let seen_idle = (seen_at.load(Ordering::Relaxed) as u64).saturating_add(delay) <= now;
     if !hs.try_purge(epoch) {
         return;
     }
     // SAFETY: the handshake gives us the heap until `purged`: its thread is
     // outside its slow paths and waits at their start, and its fast paths
-    // touch only pages in use, which a purge does not.
-    unsafe { (*h).purge_idle() };
+    // touch only pages in use, which a purge does not (nor reading its
+    // deadline).
+    unsafe {
+        if seen_idle || (*h).timed_purge_due(os::now_ms()) {
+            (*h).purge_idle();
+        }
+    }
     hs.purged();
 }
 

@@ -46,6 +46,45 @@ impl Counter {
     }
 }
 
+/// Bytes the heaps' counters of committed memory add up to: slices of
+/// pages in use, less the OS pages purged inside them, plus resident free
+/// slices (see `stats`). Kept beside those per-heap counters ([`Committed`])
+/// so that the memory limit reads the process's committed memory in one
+/// load; an atomic add at each page event (a slow path, never the fast
+/// ones).
+pub(crate) static HEAP_COMMITTED: AtomicUsize = AtomicUsize::new(0);
+
+/// The slice size (`segment::SLICE_SIZE`, checked there): what one unit of
+/// `used_slices` commits.
+pub(crate) const SLICE_BYTES: usize = 1 << 16;
+
+/// A per-heap counter of committed memory: a [`Counter`] whose changes, `UNIT`
+/// bytes each (negative: taken off), also go to [`HEAP_COMMITTED`].
+#[repr(transparent)]
+pub(crate) struct Committed<const UNIT: isize>(Counter);
+
+impl<const UNIT: isize> Committed<UNIT> {
+    pub(crate) const fn new() -> Self {
+        Committed(Counter::new())
+    }
+    /// Adds `n` (wrapping). Only the owning thread may call this.
+    #[inline]
+    pub(crate) fn add(&self, n: usize) {
+        self.0.add(n);
+        HEAP_COMMITTED.fetch_add(n.wrapping_mul(UNIT as usize), Ordering::Relaxed);
+    }
+    /// Subtracts `n` (wrapping). Only the owning thread may call this.
+    #[inline]
+    pub(crate) fn sub(&self, n: usize) {
+        self.0.sub(n);
+        HEAP_COMMITTED.fetch_sub(n.wrapping_mul(UNIT as usize), Ordering::Relaxed);
+    }
+    #[inline]
+    pub(crate) fn get(&self) -> usize {
+        self.0.get()
+    }
+}
+
 /// A counter of requested bytes: counts only where the fast paths count them
 /// ([`COUNT_REQUESTED`]). Elsewhere adding does nothing.
 #[repr(transparent)]
@@ -107,13 +146,13 @@ pub(crate) struct HeapCounters {
     pub(crate) pages_obtained: Counter,
     pub(crate) pages_returned: Counter,
     /// Slices held by pages in use.
-    pub(crate) used_slices: Counter,
+    pub(crate) used_slices: Committed<{ SLICE_BYTES as isize }>,
     /// Resident bytes of free slices.
-    pub(crate) dirty_bytes: Counter,
+    pub(crate) dirty_bytes: Committed<1>,
     /// Bytes of pages in use given back to the OS (sub-page purge, see
     /// `page::purge`): added by the heap that purges them, taken off by the
     /// heap that takes them back, so only the sum over heaps means anything.
-    pub(crate) purged_in_pages: Counter,
+    pub(crate) purged_in_pages: Committed<-1>,
 }
 
 impl HeapCounters {
@@ -125,9 +164,9 @@ impl HeapCounters {
         remote_frees: Counter::new(),
         pages_obtained: Counter::new(),
         pages_returned: Counter::new(),
-        used_slices: Counter::new(),
-        dirty_bytes: Counter::new(),
-        purged_in_pages: Counter::new(),
+        used_slices: Committed::new(),
+        dirty_bytes: Committed::new(),
+        purged_in_pages: Committed::new(),
     };
 }
 
@@ -279,9 +318,10 @@ pub(crate) fn retire(k: &HeapCounters) {
     mv(&RETIRED.remote_frees, &k.remote_frees);
     mv(&RETIRED.pages_obtained, &k.pages_obtained);
     mv(&RETIRED.pages_returned, &k.pages_returned);
-    mv(&RETIRED.used_slices, &k.used_slices);
-    mv(&RETIRED.dirty_bytes, &k.dirty_bytes);
-    mv(&RETIRED.purged_in_pages, &k.purged_in_pages);
+    // Moved, not changed: the process's committed memory stays the same.
+    mv(&RETIRED.used_slices.0, &k.used_slices.0);
+    mv(&RETIRED.dirty_bytes.0, &k.dirty_bytes.0);
+    mv(&RETIRED.purged_in_pages.0, &k.purged_in_pages.0);
 }
 
 /// What a first-class heap knows of its large objects.

@@ -598,7 +598,9 @@ impl Heap {
             // SAFETY: `s` is one of our segments.
             unsafe {
                 if let Some(i) = (*s).find_run(span) {
-                    return Some(self.init_page(s, i, span, c));
+                    let p = self.init_page(s, i, span, c);
+                    // Null: past the memory limit.
+                    return (!p.is_null()).then_some(p);
                 }
                 s = (*s).next;
             }
@@ -627,10 +629,14 @@ impl Heap {
         any
     }
 
-    /// Makes slices `i..i + span` of `s` a page of class `c`, current in its queue.
+    /// Makes slices `i..i + span` of `s` a page of class `c`, current in its
+    /// queue; null if that would pass the memory limit.
     unsafe fn init_page(&mut self, s: *mut Segment, i: usize, span: usize, c: usize) -> *mut Page {
         // SAFETY: `s` is ours, and the run is free, so no one else refers to it.
         unsafe {
+            if !self.may_commit(s, i, span) {
+                return ptr::null_mut();
+            }
             let seg = &mut *s;
             let resident = seg.take_run(i, span);
             self.dirty_bytes -= resident;

@@ -532,10 +532,12 @@ fn cap() -> usize {
     }
 }
 
-/// Whether a freed mapping of `len` bytes may be cached.
+/// Whether a freed mapping of `len` bytes (already counted out of the live
+/// blocks) may be cached: not if keeping it would put committed memory
+/// past the soft limit.
 #[inline]
 pub(crate) fn accepts(len: usize) -> bool {
-    len <= cap()
+    len <= cap() && !os::past_soft_limit_with(len)
 }
 
 /// Takes cached memory for a block mapping of `need` bytes (see

@@ -90,6 +90,7 @@ mod remote_batch;
 mod sample;
 mod segment;
 mod size_class;
+mod startup;
 mod stats;
 mod thread;
 

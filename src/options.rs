@@ -148,14 +148,14 @@ pub(crate) static PARKED_HEAPS: RuntimeOption = RuntimeOption::new(
     1024,
     "heaps of exited threads kept whole for the next threads (0: none)",
 );
-/// The most memory segalloc maps (0: no limit).
+/// The most memory segalloc commits (0: no limit).
 pub(crate) static LIMIT: RuntimeOption = RuntimeOption::new(
     "limit",
     "SEGALLOC_LIMIT",
     OptionKind::Bytes,
     0,
     1 << 50,
-    "the most address space segalloc maps (0: no limit); past it, after giving back its caches, an allocation fails (null, ENOMEM)",
+    "the most memory segalloc commits, as stats().committed counts it (0: no limit); past it, after giving back free memory and its caches, an allocation fails (null, ENOMEM)",
 );
 /// Most bytes the large-block cache holds.
 pub(crate) static LARGE_CACHE: RuntimeOption = RuntimeOption::new(
@@ -177,14 +177,14 @@ pub(crate) static PAGE_SOURCE: RuntimeOption = RuntimeOption::new(
     1,
     "where segments come from: mmap, or brk (the program break, falling back to mmap; only where segalloc owns the heap)",
 );
-/// Past this much mapped memory, purge eagerly (0: never).
+/// Past this much committed memory, purge eagerly (0: never).
 pub(crate) static LIMIT_SOFT: RuntimeOption = RuntimeOption::new(
     "limit_soft",
     "SEGALLOC_LIMIT_SOFT",
     OptionKind::Bytes,
     0,
     1 << 50,
-    "past this much address space (0: none), free memory is purged and the caches emptied at once; no allocation fails",
+    "past this much committed memory (0: none), free memory is purged and the caches emptied at once; no allocation fails",
 );
 /// Ask for transparent huge pages.
 pub(crate) static THP: RuntimeOption = RuntimeOption::new(
@@ -211,7 +211,7 @@ pub(crate) static BACKGROUND: RuntimeOption = RuntimeOption::new(
     OptionKind::Flag,
     0,
     1,
-    "1: a background thread purges the free memory of heaps whose threads stopped allocating, and the expired caches, every purge delay",
+    "1: a background thread, started once main has begun, purges the free memory of heaps whose threads stopped allocating, and the expired caches, on the purge delay",
 );
 /// Merge sparse pages with disjoint live blocks (see `mesh`).
 pub(crate) static MESH: RuntimeOption = RuntimeOption::new(

@@ -50,45 +50,77 @@ pub(crate) static COUNTERS: OsCounters = OsCounters {
     purged: AtomicUsize::new(0),
 };
 
-/// What gives memory back when a mapping would pass the memory limit (the
-/// option `limit`): set once by the layer that owns the process-wide caches
-/// (`thread`, when the first heap is made), a plain `fn()` stored as an
-/// address so that this layer imports none above it. It must not take a
-/// lock that a caller of the mapping functions may hold.
+/// What gives memory back when an allocation would pass the memory limit
+/// (the option `limit`): set once by the layer that owns the process-wide
+/// caches (`thread`, when the first heap is made), a plain `fn()` stored as
+/// an address so that this layer imports none above it. It must not take
+/// a lock that a caller of the mapping functions may hold.
 pub(crate) static RECLAIM: AtomicUsize = AtomicUsize::new(0);
 
-/// Whether segalloc's mappings are past the soft limit (option
-/// `limit_soft`): then free memory is purged at once and the caches keep
-/// nothing. One relaxed load when no soft limit is set.
+/// What reads the process's committed memory as the statistics define it
+/// (`stats::committed_now`, a `fn() -> usize` stored as an address, set
+/// with [`RECLAIM`]); until then, the address space mapped.
+static COMMITTED: AtomicUsize = AtomicUsize::new(0);
+
+/// Committed memory now: what the memory limits count (see [`COMMITTED`]).
+pub(crate) fn committed() -> usize {
+    let f = COMMITTED.load(Ordering::Relaxed);
+    if f == 0 {
+        return COUNTERS.mapped.load(Ordering::Relaxed);
+    }
+    // SAFETY: only `set_limit_hooks` stores here, always a `fn() -> usize`.
+    let f = unsafe { core::mem::transmute::<usize, fn() -> usize>(f) };
+    f()
+}
+
+/// Whether committed memory is past the soft limit (option `limit_soft`):
+/// then free memory is purged at once and the caches keep nothing. One
+/// relaxed load when no soft limit is set.
 #[inline]
 pub(crate) fn past_soft_limit() -> bool {
     let soft = crate::options::LIMIT_SOFT.get();
-    soft != 0 && COUNTERS.mapped.load(Ordering::Relaxed) > soft
+    soft != 0 && committed() > soft
+}
+
+/// Whether committing `extra` more bytes would put committed memory past
+/// the soft limit: for memory that is about to be kept rather than given
+/// back (a freed large block the cache would hold).
+#[inline]
+pub(crate) fn past_soft_limit_with(extra: usize) -> bool {
+    let soft = crate::options::LIMIT_SOFT.get();
+    soft != 0 && committed().saturating_add(extra) > soft
 }
 
 /// Calls [`RECLAIM`], if set.
 fn reclaim() {
     let f = RECLAIM.load(Ordering::Relaxed);
     if f != 0 {
-        // SAFETY: only `set_reclaim` stores here, always a `fn()`.
+        // SAFETY: only `set_limit_hooks` stores here, always a `fn()`.
         let f = unsafe { core::mem::transmute::<usize, fn()>(f) };
         f();
     }
 }
 
-/// Whether `extra` more bytes may be mapped under the memory limit: if not,
-/// the caches are given back ([`RECLAIM`]) and the check made again; a
-/// refusal is counted. A mapping that passes the soft limit gives the
-/// caches back too, but is never refused for it.
+/// Whether committing `extra` more bytes keeps committed memory within the
+/// hard limit (option `limit`; always, without one). No side effect: see
+/// [`within_limit`].
+#[inline]
+pub(crate) fn fits_limit(extra: usize) -> bool {
+    let limit = crate::options::LIMIT.get();
+    limit == 0 || committed().saturating_add(extra) <= limit
+}
+
+/// Whether `extra` more bytes may be committed under the memory limit
+/// (committed memory as the statistics count it: pages in use, resident
+/// free memory, large blocks, metadata; purged memory does not count): if
+/// not, the caches are given back ([`RECLAIM`]) and the check made again;
+/// a refusal is counted. Committing past the soft limit gives the caches
+/// back too, but is never refused for it.
 pub(crate) fn within_limit(extra: usize) -> bool {
     crate::options::init_once();
     let soft = crate::options::LIMIT_SOFT.get();
     if soft != 0 {
-        let past = COUNTERS
-            .mapped
-            .load(Ordering::Relaxed)
-            .saturating_add(extra)
-            > soft;
+        let past = committed().saturating_add(extra) > soft;
         // One verbose line each time memory crosses the soft limit upwards.
         static WAS_PAST: AtomicUsize = AtomicUsize::new(0);
         if WAS_PAST.swap(past as usize, Ordering::Relaxed) == 0 && past {
@@ -103,39 +135,31 @@ pub(crate) fn within_limit(extra: usize) -> bool {
         }
     }
     let limit = crate::options::LIMIT.get();
-    if limit == 0 {
-        return true;
-    }
-    let fits = || {
-        COUNTERS
-            .mapped
-            .load(Ordering::Relaxed)
-            .saturating_add(extra)
-            <= limit
-    };
-    if fits() {
+    if limit == 0 || fits_limit(extra) {
         return true;
     }
     reclaim();
-    if fits() {
+    if fits_limit(extra) {
         return true;
     }
     count(&COUNTERS.limit_hits);
     crate::options::verbose(|l| {
-        l.push(b"mapping ");
+        l.push(b"committing ");
         l.number(extra);
         l.push(b" more bytes would pass the limit of ");
         l.number(limit);
         l.push(b" (");
-        l.number(COUNTERS.mapped.load(Ordering::Relaxed));
-        l.push(b" mapped): the allocation fails");
+        l.number(committed());
+        l.push(b" committed): the allocation fails");
     });
     false
 }
 
-/// Sets what [`within_limit`] calls to give memory back.
-pub(crate) fn set_reclaim(f: fn()) {
-    RECLAIM.store(f as usize, Ordering::Relaxed);
+/// Sets what [`within_limit`] calls to give memory back, and what reads
+/// committed memory.
+pub(crate) fn set_limit_hooks(reclaim: fn(), committed: fn() -> usize) {
+    COMMITTED.store(committed as usize, Ordering::Relaxed);
+    RECLAIM.store(reclaim as usize, Ordering::Relaxed);
 }
 
 #[inline]
@@ -239,6 +263,19 @@ pub(crate) fn now_ms() -> u64 {
     // SAFETY: clock_gettime writes the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// The precise monotonic clock in microseconds (a vDSO read, no system
+/// call): for the background purger, whose looks must not fall a clock
+/// tick short of a deadline.
+pub(crate) fn now_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
 }
 
 /// Reads the start of the file at `path` into `buf` (no allocation);
@@ -473,9 +510,11 @@ pub(crate) enum Source {
 }
 
 /// Obtains a region of `size` bytes aligned to `size` (a power of two) for a
-/// segment: from the break when opted in and it can grow, otherwise mmap.
-pub(crate) fn alloc_segment_memory(size: usize) -> (*mut u8, Source) {
-    if !within_limit(size) {
+/// segment, of which `commit` bytes count as committed at once (the
+/// header; the rest as pages are cut): from the break when opted in and it
+/// can grow, otherwise mmap.
+pub(crate) fn alloc_segment_memory(size: usize, commit: usize) -> (*mut u8, Source) {
+    if !within_limit(commit) {
         return (ptr::null_mut(), Source::Mmap);
     }
     if crate::options::PAGE_SOURCE.get() == 1 {
@@ -484,7 +523,7 @@ pub(crate) fn alloc_segment_memory(size: usize) -> (*mut u8, Source) {
             return (p, Source::Brk);
         }
     }
-    (map_aligned(size, size), Source::Mmap)
+    (map_aligned_unlimited(size, size), Source::Mmap)
 }
 
 /// Extends the break by an aligned `size` bytes. Null when it cannot grow.

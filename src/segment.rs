@@ -58,6 +58,7 @@ const_assert!(SLICES == 64); // the slice bitmaps are u64
 const_assert!(SLICE_SIZE * MAX_SPAN < SEGMENT_SIZE);
 const_assert!(crate::size_class::MAX_SMALL <= MAX_SPAN * SLICE_SIZE);
 const_assert!(SLICE_SIZE % os::OS_PAGE == 0);
+const_assert!(crate::counters::SLICE_BYTES == SLICE_SIZE);
 
 /// Which kind of segment a header describes.
 pub(crate) const KIND_SMALL: usize = 0x5e6a_110c;
@@ -241,7 +242,10 @@ impl Segment {
 
     /// Creates a small segment owned by `owner`. Null when the OS says no.
     pub(crate) fn create(owner: usize) -> *mut Segment {
-        let (base, source) = os::alloc_segment_memory(SEGMENT_SIZE);
+        // What a new segment commits by itself is its header; its pages
+        // are counted as the heap takes them (`Heap::init_page`).
+        let header = os::round_up(size_of::<Segment>(), os::OS_PAGE).unwrap_or(SLICE_SIZE);
+        let (base, source) = os::alloc_segment_memory(SEGMENT_SIZE, header);
         if base.is_null() {
             return ptr::null_mut();
         }

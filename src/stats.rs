@@ -416,6 +416,34 @@ fn take_sampled(s: &mut Stats) {
     s.frees = s.frees.wrapping_sub(made);
 }
 
+/// Committed memory now, as [`stats`] counts it, from process-wide figures
+/// only (no walk over the heaps, no lock, no allocation): what the memory
+/// limits count (`os::within_limit`). The heaps' part is their running sum
+/// (`counters::HEAP_COMMITTED`); the calling thread's pages' counts not
+/// yet folded make no difference, as they hold no page events.
+pub(crate) fn committed_now() -> usize {
+    let sh = &SHARED;
+    let segments = sh
+        .segments_obtained
+        .load(Ordering::Relaxed)
+        .wrapping_sub(sh.segments_returned.load(Ordering::Relaxed));
+    let header = os::round_up(core::mem::size_of::<Segment>(), OS_PAGE).unwrap_or(0);
+    let large_objects = sh
+        .large_allocs
+        .load(Ordering::Relaxed)
+        .wrapping_sub(sh.large_frees.load(Ordering::Relaxed));
+    let metadata = segments
+        .wrapping_mul(header)
+        .wrapping_add(sh.heap_meta.load(Ordering::Relaxed))
+        .wrapping_add(large_objects.wrapping_mul(OS_PAGE));
+    crate::counters::HEAP_COMMITTED
+        .load(Ordering::Relaxed)
+        .wrapping_add(crate::segment::CACHED_DIRTY.load(Ordering::Relaxed))
+        .wrapping_add(crate::large_cache::cached_bytes())
+        .wrapping_add(sh.large_usable.load(Ordering::Relaxed))
+        .wrapping_add(metadata)
+}
+
 /// The calling thread's own counters: what it allocated and freed, its
 /// reallocs and cross-thread frees, the pages it made and returned, and the
 /// memory its pages hold. Process-wide figures (large objects, segments, OS

@@ -54,7 +54,7 @@ pub(crate) struct HeapSlot {
     /// purger (see `handshake`).
     pub(crate) handshake: Handshake,
     /// The purger's notes, which only it reads and writes: the epoch it
-    /// last saw, and when (ms).
+    /// last saw, and when (µs, precise clock).
     pub(crate) seen_epoch: AtomicUsize,
     pub(crate) seen_at: AtomicUsize,
 }
@@ -302,7 +302,7 @@ fn key() -> Option<libc::pthread_key_t> {
             *k = Some(key);
             // Once per process, with the first heap (before its first page).
             fork::register();
-            os::set_reclaim(reclaim_for_limit);
+            os::set_limit_hooks(reclaim_for_limit, crate::stats::committed_now);
             // SAFETY: registering a plain extern "C" function.
             unsafe { libc::atexit(at_exit) };
             #[cfg(feature = "secure")]

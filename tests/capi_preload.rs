@@ -784,6 +784,24 @@ fn memory_limit_gives_enomem() {
     c_program_prints_ok("limit", &[], |c| {
         c.env("LD_PRELOAD", cdylib()).env("SEGALLOC_LIMIT", "64M");
     });
+    // Without bound under 256 MiB: ENOMEM near the limit (committed memory
+    // as `mallinfo2` reports it), and the program goes on after freeing.
+    c_program_prints_ok("limit", &[], |c| {
+        c.arg("unbounded")
+            .env("LD_PRELOAD", cdylib())
+            .env("SEGALLOC_LIMIT", "256M");
+    });
+}
+
+/// Background purging under `LD_PRELOAD` never starts its thread before
+/// `main`: `tests/preload/premain.c` allocates in a constructor and counts
+/// its threads there, then finds the purger running once `main` allocated.
+#[test]
+fn the_background_purger_waits_for_main() {
+    c_program_prints_ok("premain", &[], |c| {
+        c.env("LD_PRELOAD", cdylib())
+            .env("SEGALLOC_BACKGROUND", "1");
+    });
 }
 
 /// Every runtime option set and read back through the C ABI

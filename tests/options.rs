@@ -49,6 +49,39 @@ fn huge_page_advised(addr: usize) -> bool {
     panic!("no mapping holds {addr:#x}");
 }
 
+/// Threads this process had right after the constructor below allocated,
+/// before `main` (case `premain` only).
+static THREADS_BEFORE_MAIN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A constructor that allocates (case `premain` only): with background
+/// purging on, it must not start the purger thread before `main`.
+#[used]
+#[link_section = ".init_array"]
+static ALLOCATE_BEFORE_MAIN: extern "C" fn() = allocate_before_main;
+
+extern "C" fn allocate_before_main() {
+    // SAFETY: a NUL-terminated name; the value is only compared.
+    let case = unsafe { libc::getenv(c"SEGALLOC_OPTIONS_TEST_CASE".as_ptr()) };
+    // SAFETY: a non-null result of getenv is a NUL-terminated string.
+    if case.is_null() || unsafe { std::ffi::CStr::from_ptr(case) } != c"premain" {
+        return;
+    }
+    let v: Vec<Box<[u8; 1000]>> = (0..4096).map(|_| Box::new([1; 1000])).collect();
+    drop(v);
+    THREADS_BEFORE_MAIN.store(
+        std::fs::read_dir("/proc/self/task").unwrap().count(),
+        std::sync::atomic::Ordering::SeqCst,
+    );
+}
+
+/// Whether a thread named `segalloc-purge` runs in this process.
+fn purger_runs() -> bool {
+    std::fs::read_dir("/proc/self/task").unwrap().any(|t| {
+        std::fs::read_to_string(t.unwrap().path().join("comm"))
+            .is_ok_and(|c| c.trim() == "segalloc-purge")
+    })
+}
+
 /// What each case checks, in the child.
 #[test]
 fn child() {
@@ -62,7 +95,22 @@ fn child() {
             assert_eq!(option("purge_min"), 3 << 20);
             assert_eq!(option("segment_cache"), 2);
             assert_eq!(option("parked_heaps"), 0);
+            assert_eq!(option("segment_cache_resident"), 512 << 10);
+            assert_eq!(option("mesh"), 1);
+            assert_eq!(option("sub_purge"), 0);
             assert_eq!(abandoned_after_a_thread_exits(), 1, "a heap was parked");
+            // Sub-page purge off: sparse pages keep their free OS pages
+            // through collect() (on, they go: tests/subpurge.rs).
+            let mut v: Vec<Option<Box<[u8; 1000]>>> =
+                (0..16 << 10).map(|_| Some(Box::new([1; 1000]))).collect();
+            for (i, b) in v.iter_mut().enumerate() {
+                if i % 64 != 0 {
+                    *b = None;
+                }
+            }
+            segalloc::collect();
+            assert_eq!(segalloc::stats().purged_in_pages, 0, "purged inside pages");
+            drop(v);
         }
         "bad" => {
             assert_eq!(option("purge_delay_ms"), 100, "default kept");
@@ -77,6 +125,15 @@ fn child() {
             );
         }
         "show" => {}
+        "rust_set" => rust_set(),
+        "premain" => {
+            let before = THREADS_BEFORE_MAIN.load(std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(before, 1, "threads right after a constructor allocated");
+            // A slow path in main starts the purger.
+            let v: Vec<Box<[u8; 1000]>> = (0..4096).map(|_| Box::new([1; 1000])).collect();
+            drop(v);
+            assert!(purger_runs(), "no purger thread after main allocated");
+        }
         "limit" => {
             use std::alloc::{alloc, dealloc, Layout};
             assert_eq!(option("limit"), 64 << 20);
@@ -121,6 +178,8 @@ fn child() {
             assert_eq!(v[12345], 3);
             assert!(segalloc::stats().os_calls.limit_hits >= 3);
         }
+        "limit_unbounded" => limit_unbounded(),
+        "limit_recommit" => limit_recommit(),
         "thp" | "no_thp" => {
             let v = vec![1u8; 8 << 20];
             let advised = huge_page_advised(v.as_ptr() as usize);
@@ -284,6 +343,172 @@ fn child() {
         }
         other => panic!("unknown case {other}"),
     }
+}
+
+/// Every option set from Rust (`set_option`, by name, with a value other
+/// than its default), read back; then, for those whose effect shows at
+/// once, the effect (the parent checks `show_stats` and `verbose` on
+/// stderr).
+fn rust_set() {
+    use segalloc::OptionKind;
+    use std::alloc::{alloc, Layout};
+    for o in segalloc::runtime_options() {
+        let (text, want): (&str, usize) = match (o.name, o.kind) {
+            ("limit" | "limit_soft", _) => ("64G", 64 << 30),
+            (_, OptionKind::Flag) => {
+                if o.default == 0 {
+                    ("1", 1)
+                } else {
+                    ("0", 0)
+                }
+            }
+            (_, OptionKind::Choice(words)) => (words[1], 1),
+            (_, OptionKind::Bytes) => ("3M", 3 << 20),
+            (_, OptionKind::Millis) => ("250", 250),
+            (_, OptionKind::Count) => ("3", 3),
+        };
+        assert_eq!(segalloc::set_option(o.name, text), Ok(()), "{}", o.name);
+        assert_eq!(o.get(), want, "{} after set_option({text:?})", o.name);
+    }
+    // The effects.
+    assert!(
+        huge_page_advised(vec![1u8; 8 << 20].as_ptr() as usize),
+        "thp"
+    );
+    segalloc::set_option("parked_heaps", "0").unwrap();
+    assert_eq!(
+        abandoned_after_a_thread_exits(),
+        1,
+        "parked_heaps 0: a heap was parked"
+    );
+    segalloc::set_option("large_cache", "0").unwrap();
+    drop(vec![1u8; 8 << 20]);
+    assert_eq!(segalloc::stats().large_cached, 0, "large_cache 0");
+    let brk = segalloc::stats().os_calls.brk;
+    std::thread::spawn(|| drop((0..50_000).map(|_| Box::new([1u8; 64])).collect::<Vec<_>>()))
+        .join()
+        .unwrap();
+    assert!(segalloc::stats().os_calls.brk > brk, "page_source brk");
+    drop((0..4096).map(|_| Box::new([1u8; 1000])).collect::<Vec<_>>());
+    assert!(purger_runs(), "background 1");
+    segalloc::set_option("limit", "64M").unwrap();
+    let big = Layout::from_size_align(100 << 20, 8).unwrap();
+    // SAFETY: a valid layout; null is the expected answer (kept opaque).
+    let p = unsafe { alloc(std::hint::black_box(big)) };
+    assert!(std::hint::black_box(p).is_null(), "limit 64M");
+    segalloc::set_option("limit", "0").unwrap();
+}
+
+/// Under `SEGALLOC_LIMIT=256M`: allocates without bound (small blocks and
+/// large ones, each written) until an allocation fails; checks that it
+/// failed only near the limit, that committed memory stayed within it, and
+/// that after freeing half the program goes on allocating. Three rounds.
+fn limit_unbounded() {
+    use std::alloc::{alloc, dealloc, Layout};
+    let limit = option("limit");
+    assert_eq!(limit, 256 << 20);
+    let small = Layout::from_size_align(4000, 8).unwrap();
+    let large = Layout::from_size_align(3 << 20, 8).unwrap();
+    let mut held: Vec<(*mut u8, Layout)> = Vec::with_capacity(1 << 17);
+    for round in 0..3 {
+        let mut failed = None;
+        for i in 0.. {
+            let l = if i % 64 == 63 { large } else { small };
+            // SAFETY: a valid layout (kept opaque: the compiler may assume
+            // a global allocation succeeds).
+            let p = unsafe { alloc(std::hint::black_box(l)) };
+            if std::hint::black_box(p).is_null() {
+                failed = Some(l.size());
+                break;
+            }
+            // SAFETY: a fresh block of `l.size()` bytes.
+            unsafe { p.write_bytes(round as u8 + 1, l.size()) };
+            held.push((p, l));
+            assert!(held.len() < 1 << 17, "no failure in 2 GiB");
+        }
+        let s = segalloc::stats();
+        let size = failed.unwrap();
+        eprintln!(
+            "round {round}: {} blocks, allocated {} MiB, committed {} MiB, mapped {} MiB when {size} bytes failed",
+            held.len(),
+            s.allocated >> 20,
+            s.committed >> 20,
+            s.mapped >> 20
+        );
+        assert!(
+            s.committed <= limit,
+            "committed {} past the limit",
+            s.committed
+        );
+        // It failed only because it would have passed the limit: what it
+        // holds plus the request (rounded up to the page it would need, a
+        // 1 MiB page at most for a small block, or its mapping) is over.
+        assert!(
+            s.committed + size.max(1 << 20) + (4 << 20) > limit,
+            "failed {} MiB under the limit",
+            (limit - s.committed) >> 20
+        );
+        // Free the older half: the program goes on (the freed pages are
+        // still resident, and go back when the next allocation needs room).
+        for (p, l) in held.drain(..held.len() / 2) {
+            // SAFETY: allocated above with `l`, freed once.
+            unsafe { dealloc(p, l) };
+        }
+        let v = vec![7u8; 32 << 20];
+        assert_eq!(v[(32 << 20) - 1], 7);
+        let w: Vec<Box<[u8; 2000]>> = (0..10_000).map(|_| Box::new([9; 2000])).collect();
+        assert!(w.iter().all(|b| b[1999] == 9));
+    }
+    for (p, l) in held {
+        // SAFETY: allocated above with `l`.
+        unsafe { dealloc(p, l) };
+    }
+    assert!(segalloc::stats().os_calls.limit_hits >= 3);
+}
+
+/// Under `SEGALLOC_LIMIT=256M`: a program that stays well under the limit
+/// in committed memory but not in address space never fails. Each round
+/// fills 160 MiB with 1000-byte blocks and frees all but one in 64 (so each
+/// page keeps a live block and stays mapped; `collect()` purges the free
+/// OS pages inside them), then fills 120 MiB of 3000-byte blocks in new
+/// segments (the address space is past the limit, committed memory is
+/// not) and frees them; blocks are written and checked throughout, and the
+/// purged memory is committed again by the next round.
+fn limit_recommit() {
+    let limit = option("limit");
+    assert_eq!(limit, 256 << 20);
+    let mut most_mapped = 0;
+    for round in 0..6u8 {
+        let mut a: Vec<Option<Box<[u8; 1000]>>> = (0..(160 << 20) / 1000)
+            .map(|_| Some(Box::new([round; 1000])))
+            .collect();
+        for (i, b) in a.iter_mut().enumerate() {
+            if i % 64 != 0 {
+                *b = None;
+            }
+        }
+        segalloc::collect();
+        let b: Vec<Box<[u8; 3000]>> = (0..(120 << 20) / 3000)
+            .map(|_| Box::new([!round; 3000]))
+            .collect();
+        let s = segalloc::stats();
+        most_mapped = most_mapped.max(s.mapped);
+        eprintln!(
+            "round {round}: committed {} MiB, mapped {} MiB, purged so far {} MiB",
+            s.committed >> 20,
+            s.mapped >> 20,
+            s.os_calls.purged >> 20
+        );
+        assert!(b.iter().all(|x| x[2999] == !round));
+        assert!(a.iter().flatten().all(|x| x[999] == round));
+        assert!(s.committed < limit);
+    }
+    assert_eq!(segalloc::stats().os_calls.limit_hits, 0);
+    assert!(
+        most_mapped > limit,
+        "the address space stayed under the limit ({} MiB): the case tests nothing",
+        most_mapped >> 20
+    );
 }
 
 /// Resident memory, read without allocating (so this thread's heap stays
@@ -482,8 +707,23 @@ fn variables_set_the_options() {
             ("SEGALLOC_PURGE_MIN", "3M"),
             ("SEGALLOC_SEGMENT_CACHE", " 2 "),
             ("SEGALLOC_PARKED_HEAPS", "0"),
+            ("SEGALLOC_SEGMENT_CACHE_RESIDENT", "512K"),
+            ("SEGALLOC_MESH", "1"),
+            ("SEGALLOC_SUB_PURGE", "0"),
         ],
     );
+}
+
+/// Every option from Rust (`set_option`): see [`rust_set`]. `show_stats`
+/// and `verbose`, set there, show on stderr.
+#[test]
+fn every_option_is_set_from_rust() {
+    let err = run("rust_set", &[]);
+    assert!(
+        err.lines().any(|l| l.starts_with("options:")),
+        "show_stats: {err}"
+    );
+    assert!(err.contains("segalloc: committing "), "verbose: {err}");
 }
 
 #[test]
@@ -529,11 +769,28 @@ fn show_stats_prints_the_options_at_exit() {
         .unwrap_or_else(|| panic!("no options line in\n{err}"));
     assert!(line.contains(" segment_cache=5"), "{line}");
     assert!(line.contains(" purge_delay_ms=100"), "{line}");
+    for o in segalloc::runtime_options() {
+        assert!(
+            line.contains(&format!(" {}=", o.name)),
+            "{} missing: {line}",
+            o.name
+        );
+    }
 }
 
 #[test]
 fn a_memory_limit_makes_allocations_fail_instead_of_growing() {
     run("limit", &[("SEGALLOC_LIMIT", "64M")]);
+}
+
+/// The limit counts committed memory (`stats().committed`): allocating
+/// without bound fails near it, never past it, and the program goes on
+/// after freeing; a program under it that has purged and committed again
+/// a lot, with more address space than the limit, never fails.
+#[test]
+fn the_memory_limit_counts_committed_memory() {
+    run("limit_unbounded", &[("SEGALLOC_LIMIT", "256M")]);
+    run("limit_recommit", &[("SEGALLOC_LIMIT", "256M")]);
 }
 
 #[test]
@@ -604,6 +861,18 @@ fn verbose_tells_of_options_failures_limits_and_the_purger() {
 fn a_background_thread_purges_idle_heaps() {
     run("background", &[("SEGALLOC_BACKGROUND", "1")]);
     run("background", &[]);
+}
+
+/// A constructor that allocates does not start the purger: it starts once
+/// `main` has begun (see `src/startup.rs`).
+#[test]
+fn the_background_purger_never_starts_before_main() {
+    let err = run(
+        "premain",
+        &[("SEGALLOC_BACKGROUND", "1"), ("SEGALLOC_VERBOSE", "1")],
+    );
+    assert!(err.contains("background purging waits for main"), "{err}");
+    assert!(err.contains("background purging thread started"), "{err}");
 }
 
 #[test]

@@ -92,6 +92,12 @@ impl Heap {
         self.peak_slices = self.used_slices;
     }
 
+    /// Whether the heap's timed purge is due at `now` (ms, `os::now_ms`):
+    /// what its next slow path would purge (see [`maybe_purge`](Self::maybe_purge)).
+    pub(crate) fn timed_purge_due(&self, now: u64) -> bool {
+        self.purge_at != 0 && now >= self.purge_at
+    }
+
     /// Resident free bytes the heap may keep: what it takes to grow back to
     /// its recent peak without faulting memory in again, plus room for churn
     /// below it, an eighth of what it uses or the option `purge_min`, whichever
@@ -135,6 +141,41 @@ impl Heap {
 }
 
 impl Heap {
+    /// Whether cutting a page from the free slices `i..i + span` of `s`
+    /// stays within the memory limit (option `limit`): it commits what of
+    /// them is not resident already (fresh or purged slices). One load
+    /// without a limit.
+    ///
+    /// # Safety
+    /// `s` is one of this heap's segments and the slices are free.
+    #[inline]
+    pub(super) unsafe fn may_commit(&mut self, s: *mut Segment, i: usize, span: usize) -> bool {
+        // SAFETY: per the contract.
+        crate::options::LIMIT.get() == 0 || unsafe { self.may_commit_over(s, i, span) }
+    }
+
+    /// [`may_commit`](Self::may_commit) with a limit set. Over it, this
+    /// heap's own free memory goes back first (this is its slow path, so
+    /// its segments are ours to purge), then the process-wide caches
+    /// (`os::within_limit`); only if still over does the allocation fail.
+    #[cold]
+    unsafe fn may_commit_over(&mut self, s: *mut Segment, i: usize, span: usize) -> bool {
+        // SAFETY: per the contract; the slices stay free (a purge only
+        // clears their dirty bits), and `s` is kept.
+        unsafe {
+            let extra = |seg: &Segment| {
+                let resident: usize = seg.touched[i..i + span].iter().map(|&t| t as usize).sum();
+                (span * SLICE_SIZE).saturating_sub(resident)
+            };
+            if os::fits_limit(extra(&*s)) {
+                return true;
+            }
+            self.purge_in_pages(usize::MAX);
+            self.purge_all(s);
+            os::within_limit(extra(&*s))
+        }
+    }
+
     /// Sets the sub-page purge to run a purge delay from now, unless it is
     /// already set (or this heap never does it: first-class heaps, whose
     /// blocks are freed all at once, and huge pages on).

@@ -49,6 +49,8 @@ static const struct {
     {"limit_soft", "32G", 32L << 30, "x"},
     {"thp", "0", 0, "maybe"},
     {"background", "0", 0, "2"},
+    {"sub_purge", "0", 0, "half"},
+    {"mesh", "1", 1, "-"},
     {"verbose", "0", 0, "loud"},
     {"show_stats", "0", 0, "7"},
 };
