@@ -322,6 +322,8 @@ pub(crate) static ALL: &[&RuntimeOption] = every_option!(&PROF, &PROF_RATE, &PRO
 /// }
 /// ```
 pub fn runtime_options() -> impl Iterator<Item = &'static RuntimeOption> {
+    // The values in force: the environment's, even before any allocation.
+    init_once();
     ALL.iter().copied()
 }
 
@@ -366,6 +368,9 @@ pub(crate) fn set_number(name: &str, v: usize) -> Result<(), OptionError> {
 
 /// The option named `name` (its name or its variable's), if any.
 pub(crate) fn find(name: &[u8]) -> Option<&'static RuntimeOption> {
+    // A program may ask (`segalloc_option_get`) before segalloc's first
+    // mapping, when the environment was not read yet.
+    init_once();
     ALL.iter()
         .copied()
         .find(|o| o.name.as_bytes() == name || o.env.as_bytes() == name)

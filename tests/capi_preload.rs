@@ -806,11 +806,14 @@ fn the_background_purger_waits_for_main() {
 
 /// Every runtime option set and read back through the C ABI
 /// (`segalloc_option_set`, `segalloc_option_get`, `mallopt`), by name and by
-/// variable name, with bad values and names refused (`tests/preload/options.c`).
+/// variable name, with bad values and names refused, and read before the
+/// program's first allocation as the environment set it
+/// (`tests/preload/options.c`).
 #[test]
 fn every_option_through_the_c_abi() {
     c_program_prints_ok("options", &["-ldl"], |c| {
-        c.env("LD_PRELOAD", cdylib());
+        c.env("LD_PRELOAD", cdylib())
+            .env("SEGALLOC_PURGE_DELAY_MS", "300");
     });
 }
 

@@ -63,6 +63,10 @@ int main(void) {
     fprintf(stderr, "segalloc's option functions not found (not preloaded?)\n");
     return 2;
   }
+  /* Asked before the program's first allocation: the environment's value
+   * (the test sets SEGALLOC_PURGE_DELAY_MS), not the default. */
+  const char *delay = getenv("SEGALLOC_PURGE_DELAY_MS");
+  if (delay) expect("purge_delay_ms before any allocation", segalloc_option_get("purge_delay_ms"), atol(delay));
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     const char *n = cases[i].name;
     churn();

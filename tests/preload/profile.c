@@ -3,7 +3,9 @@
  * through segalloc_prof_start (found with dlsym), leaks 20000 blocks of
  * 1000 bytes from leak_site, allocates and frees as many from churn_site,
  * and writes the profile with segalloc_prof_dump(argv[1]). The test also
- * sets SEGALLOC_PROF_OUT, so the files are written again at exit. Prints
+ * sets SEGALLOC_PROF_OUT, so the files are written again at exit. First the
+ * profiler's options are set and read back through segalloc_option_set and
+ * segalloc_option_get (a bad value refused, the value in force kept). Prints
  * "ok" and exits 0. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -33,6 +35,23 @@ int main(int argc, char **argv) {
   int (*dump)(const char *) = (int (*)(const char *))dlsym(RTLD_DEFAULT, "segalloc_prof_dump");
   if (argc < 2 || !start || !dump) {
     fprintf(stderr, "usage: profile prefix, under the profiling preload\n");
+    return 1;
+  }
+  int (*set)(const char *, const char *) =
+      (int (*)(const char *, const char *))dlsym(RTLD_DEFAULT, "segalloc_option_set");
+  long (*get)(const char *) = (long (*)(const char *))dlsym(RTLD_DEFAULT, "segalloc_option_get");
+  if (!set || !get) {
+    fprintf(stderr, "segalloc_option_set/get not found\n");
+    return 1;
+  }
+  long unwind = get("prof_unwind");
+  if (set("prof_rate", "128K") != 0 || get("prof_rate") != 128 * 1024 ||
+      set("SEGALLOC_PROF_RATE", "often") == 0 || get("prof_rate") != 128 * 1024 ||
+      set("prof_unwind", unwind == 1 ? "dwarf" : "fp") != 0 || get("prof_unwind") != 1 - unwind ||
+      set("prof_unwind", "guess") == 0 || get("prof_unwind") != 1 - unwind ||
+      set("SEGALLOC_PROF_UNWIND", unwind == 1 ? "fp" : "dwarf") != 0 || get("prof_unwind") != unwind) {
+    fprintf(stderr, "profiler options through the C ABI: rate %ld, unwind %ld (was %ld)\n",
+            get("prof_rate"), get("prof_unwind"), unwind);
     return 1;
   }
   start(64 * 1024);
