@@ -256,26 +256,27 @@ fn thp_report_once(rc: i32) {
 
 /// A coarse monotonic clock in milliseconds (a vDSO read, no system call).
 pub(crate) fn now_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+    let (s, ns) = clock(libc::CLOCK_MONOTONIC_COARSE);
+    s * 1000 + ns / 1_000_000
 }
 
 /// The precise monotonic clock in microseconds (a vDSO read, no system
 /// call): for the background purger, whose looks must not fall a clock
 /// tick short of a deadline.
 pub(crate) fn now_us() -> u64 {
+    let (s, ns) = clock(libc::CLOCK_MONOTONIC);
+    s * 1_000_000 + ns / 1000
+}
+
+/// Seconds and nanoseconds of the clock `id`.
+fn clock(id: libc::clockid_t) -> (u64, u64) {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+    unsafe { libc::clock_gettime(id, &mut ts) };
+    (ts.tv_sec as u64, ts.tv_nsec as u64)
 }
 
 /// Reads the start of the file at `path` into `buf` (no allocation);
