@@ -170,6 +170,10 @@ fn pages_of_an_exited_thread_are_not_current() {
             .args(["--exact", "pages_of_an_exited_thread_are_not_current"])
             .args(["--test-threads", "1"])
             .env(CHILD, "1")
+            // Without the heap profiler's sampling, which CI turns on for
+            // this file (SEGALLOC_PROF=1): a sampled survivor lives in a
+            // mapping of its own and is never picked.
+            .env_remove("SEGALLOC_PROF")
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
@@ -222,7 +226,13 @@ fn relocation_keeps_contents_in_every_size_class() {
                     .map(|(_, b)| b.relocate() as usize)
                     .sum::<usize>();
                 assert!(intact(&v, size), "class {size}: contents changed");
-                if size <= 128 << 10 {
+                // With the heap profiler sampling (CI runs this file with
+                // SEGALLOC_PROF=1), a sampled block lives in a mapping of its
+                // own and never moves: the few survivors of a big class (a
+                // 120 KiB block is sampled one time in five at the default
+                // rate) may all be such.
+                let sampling = std::env::var_os("SEGALLOC_PROF").is_some_and(|v| v == "1");
+                if size <= 128 << 10 && !(sampling && v.len() < 16) {
                     assert!(moved > 0, "class {size}: nothing moved");
                 }
                 let again = v
