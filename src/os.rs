@@ -135,7 +135,7 @@ pub(crate) fn within_limit(extra: usize) -> bool {
         }
     }
     let limit = crate::options::LIMIT.get();
-    if limit == 0 || fits_limit(extra) {
+    if fits_limit(extra) {
         return true;
     }
     reclaim();
