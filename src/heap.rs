@@ -268,11 +268,11 @@ impl Heap {
             }
             self.fold(p, false);
             self.collect_remote(p);
-            let purged = (*p).purged;
+            let purged = (*p).purged.get();
             let ok = (*p).refill_local_by(bytes);
-            if (*p).purged != purged {
+            if (*p).purged.get() != purged {
                 // Purged OS pages taken back (see `page::purge`).
-                let back = (purged & !(*p).purged).count_ones() as usize * os::OS_PAGE;
+                let back = (purged & !(*p).purged.get()).count_ones() as usize * os::OS_PAGE;
                 self.k().purged_in_pages.sub(back);
             }
             ok

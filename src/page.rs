@@ -46,7 +46,7 @@ pub(crate) use crate::remote::Block;
 use crate::remote::ThreadFreeStack;
 use crate::remote::{next_of, set_next};
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 
 mod purge;
 pub(crate) use purge::PURGEABLE_SPAN;
@@ -88,8 +88,9 @@ pub(crate) struct Page {
     /// OS pages of a one-slice page given back to the OS while the page is
     /// in use (bit `o`: bytes `o * 4096 .. (o + 1) * 4096` from `start`),
     /// and how many carved blocks lie in them, on no list (see `purge`).
-    /// Owner only, slow paths only; in what was padding.
-    pub(crate) purged: u16,
+    /// Written by the owner on slow paths only, read by any thread (a
+    /// non-owner's `realloc` checks a block against it); in what was padding.
+    pub(crate) purged: Purged,
     pub(crate) purged_blocks: u16,
     /// Bytes requested by allocations from this page less those freed to it
     /// by its owner, since the counts were last taken (wrapping; `stats`).
@@ -137,6 +138,25 @@ impl Used {
     }
 }
 
+/// A page's map of purged OS pages (see `purge`): written only by the
+/// page's owner, read by any thread without a data race. While a block is
+/// live none of its OS pages is purged, so its bits read 0 from any thread
+/// that was handed the block.
+#[repr(transparent)]
+pub(crate) struct Purged(AtomicU16);
+
+impl Purged {
+    #[inline(always)]
+    pub(crate) fn get(&self) -> u16 {
+        self.0.load(Ordering::Relaxed)
+    }
+    /// Owner only.
+    #[inline(always)]
+    pub(crate) fn set(&self, m: u16) {
+        self.0.store(m, Ordering::Relaxed);
+    }
+}
+
 /// What a page's fast paths did since its counts were last taken.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Counts {
@@ -160,7 +180,7 @@ impl Page {
         flags: 0,
         span: 0,
         current: AtomicBool::new(false),
-        purged: 0,
+        purged: Purged(AtomicU16::new(0)),
         purged_blocks: 0,
         req: 0,
         local_free: ptr::null_mut(),
@@ -189,7 +209,7 @@ impl Page {
     #[inline]
     pub(crate) fn set_full(&mut self, unfull_at: u32) {
         self.flags |= IN_FULL;
-        self.notify_at = if self.purged != 0 {
+        self.notify_at = if self.purged.get() != 0 {
             u32::MAX
         } else {
             unfull_at
@@ -200,7 +220,7 @@ impl Page {
     #[inline]
     pub(crate) fn clear_full(&mut self) {
         self.flags &= !IN_FULL;
-        self.notify_at = if self.purged != 0 { u32::MAX } else { 0 };
+        self.notify_at = if self.purged.get() != 0 { u32::MAX } else { 0 };
     }
 
     /// Aborts if `b`, a block of this page just freed, lies in a purged OS
@@ -310,7 +330,7 @@ impl Page {
         if n == 0 {
             return 0;
         }
-        if self.purged != 0 {
+        if self.purged.get() != 0 {
             // Blocks of purged OS pages are free already (see `purge`).
             let mut b = head;
             for _ in 0..n {
@@ -376,7 +396,7 @@ impl Page {
         self.req = 0;
         self.placed = 0;
         self.fold_used = 0;
-        self.purged = 0;
+        self.purged.set(0);
         self.purged_blocks = 0;
         self.notify_at = 0;
     }
@@ -411,7 +431,7 @@ impl Page {
             self.extend(bytes);
             return true;
         }
-        if self.purged != 0 {
+        if self.purged.get() != 0 {
             return self.unpurge_next();
         }
         false
@@ -466,7 +486,7 @@ impl Page {
     /// fails [`is_block`](Self::is_block). Owner only, once
     /// no block of it is live.
     pub(crate) fn close(&mut self) {
-        debug_assert_eq!(self.purged, 0, "a page closed with purged OS pages");
+        debug_assert_eq!(self.purged.get(), 0, "a page closed with purged OS pages");
         self.flags = 0;
         self.free = ptr::null_mut();
         self.local_free = ptr::null_mut();

@@ -146,7 +146,10 @@ fn child() {
                         .unwrap();
                 }
             }
-            "purged_double_free" | "purged_double_free_thread" | "purged_realloc" => {
+            "purged_double_free"
+            | "purged_double_free_thread"
+            | "purged_realloc"
+            | "purged_realloc_thread" => {
                 // Sparse pages of 512-byte blocks: one block in 32 stays.
                 let l = layout(512);
                 let ps: Vec<usize> = (0..2048).map(|_| GLOBAL.alloc(l) as usize).collect();
@@ -177,6 +180,17 @@ fn child() {
                     "purged_realloc" => {
                         let q = GLOBAL.realloc(p as *mut u8, l, 500);
                         GLOBAL.dealloc(q, layout(500));
+                    }
+                    // In place (same class), by a thread that does not own
+                    // the page: nothing would free it, so only the check
+                    // at the realloc can catch it.
+                    "purged_realloc_thread" => {
+                        let q = std::thread::spawn(move || {
+                            GLOBAL.realloc(p as *mut u8, l, 500) as usize
+                        })
+                        .join()
+                        .unwrap();
+                        GLOBAL.dealloc(q as *mut u8, layout(500));
                     }
                     _ => {
                         std::thread::spawn(move || GLOBAL.dealloc(p as *mut u8, l))
@@ -343,6 +357,11 @@ fn double_free_by_another_thread_of_a_block_whose_memory_was_given_back_aborts()
 #[test]
 fn realloc_of_a_freed_block_whose_memory_was_given_back_aborts() {
     expect_abort("purged_realloc", "realloc of a freed block");
+}
+
+#[test]
+fn realloc_by_another_thread_of_a_freed_block_whose_memory_was_given_back_aborts() {
+    expect_abort("purged_realloc_thread", "realloc of a freed block");
 }
 
 #[test]

@@ -126,12 +126,10 @@ unsafe fn realloc_in<const WHOLE: bool>(
             if freed::is_freed(p, (*seg).freed_key) {
                 realloc_of_freed(seg, page, p);
             }
-            // A free block whose memory was given back lost its mark; its
-            // owner can tell (another thread's realloc that moves it frees
-            // it, which its owner checks when it settles the free).
-            if (*seg).owner.load(Ordering::Relaxed) == thread::heap() as usize {
-                (*page).check_not_purged_realloc(p);
-            }
+            // A free block whose memory was given back lost its mark; the
+            // page's map of purged OS pages tells, to any thread (a live
+            // block is never in one).
+            (*page).check_not_purged_realloc(p);
             let bs = (*page).block_size;
             if new_size <= bs && align <= SLICE_SIZE {
                 let c = (*page).class as usize;

@@ -89,7 +89,7 @@ impl Heap {
                 if (*p).span != 1
                     || (*p).has(IN_FULL)
                     || self.queues[c].first == p
-                    || (*p).purged != 0
+                    || (*p).purged.get() != 0
                 {
                     continue;
                 }

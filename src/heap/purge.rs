@@ -266,7 +266,7 @@ impl Heap {
     ) -> usize {
         // SAFETY: per the contract.
         unsafe {
-            let purged = (*p).purged;
+            let purged = (*p).purged.get();
             if purged == 0 {
                 return carved_bytes(p);
             }
@@ -284,7 +284,7 @@ impl Heap {
             self.k()
                 .purged_in_pages
                 .sub(purged.count_ones() as usize * os::OS_PAGE);
-            (*p).purged = 0;
+            (*p).purged.set(0);
             (*p).purged_blocks = 0;
             seg.touched[i] = 0;
             0

@@ -58,9 +58,12 @@ impl Page {
     }
 
     /// Whether `b`, a carved block of this page, lies in purged OS pages
-    /// (so is free, on no list). Owner only.
+    /// (so is free, on no list). Any thread: a live block's answer is
+    /// always no (see [`Purged`](super::Purged)); a freed block's may be
+    /// stale for a thread other than the owner.
     pub(crate) fn in_purged(&self, b: *const u8) -> bool {
-        self.purged != 0 && self.os_pages_of(self.index_of(b.cast_mut().cast())) & self.purged != 0
+        let m = self.purged.get();
+        m != 0 && self.os_pages_of(self.index_of(b.cast_mut().cast())) & m != 0
     }
 
     /// The index of block `b` of this page.
@@ -114,12 +117,12 @@ impl Page {
             if lo >= carved {
                 break;
             }
-            if self.purged & (1 << o) != 0 || (hi > carved && cap < self.reserved as usize) {
+            if self.purged.get() & (1 << o) != 0 || (hi > carved && cap < self.reserved as usize) {
                 continue;
             }
             let (first, last) = (lo / bs, ((hi - 1) / bs).min(cap - 1));
-            let all_free =
-                (first..=last).all(|k| is_listed(k) || self.os_pages_of(k) & self.purged != 0);
+            let all_free = (first..=last)
+                .all(|k| is_listed(k) || self.os_pages_of(k) & self.purged.get() != 0);
             if all_free {
                 new |= 1 << o;
             }
@@ -169,7 +172,7 @@ impl Page {
         // `placed - len(free)` (the allocations since the counts were taken).
         self.placed = self.placed.wrapping_sub(gone[0]);
         self.purged_blocks += (gone[0] + gone[1]) as u16;
-        self.purged |= new;
+        self.purged.set(self.purged.get() | new);
         self.notify_every_free();
         let mut bytes = 0;
         let mut m = new;
@@ -193,8 +196,8 @@ impl Page {
         debug_assert!(self.free.is_null() && self.local_free.is_null());
         let bs = self.block_size;
         let cap = self.capacity as usize;
-        while self.purged != 0 {
-            let lo = self.purged.trailing_zeros() as usize;
+        while self.purged.get() != 0 {
+            let lo = self.purged.get().trailing_zeros() as usize;
             let mut hi = lo + 1;
             // The blocks overlapping `lo..hi`, grown while the last of them
             // reaches into further purged OS pages (they go together).
@@ -203,14 +206,14 @@ impl Page {
             loop {
                 last = ((hi * OS_PAGE - 1) / bs).min(cap.saturating_sub(1));
                 let end = ((last + 1) * bs).div_ceil(OS_PAGE).min(OS_PAGES);
-                let more = self.purged & bits(hi, end.max(hi));
+                let more = self.purged.get() & bits(hi, end.max(hi));
                 if more == 0 {
                     break;
                 }
                 hi = 16 - more.leading_zeros() as usize;
             }
-            self.purged &= !bits(lo, hi);
-            if self.purged == 0 {
+            self.purged.set(self.purged.get() & !bits(lo, hi));
+            if self.purged.get() == 0 {
                 self.end_notify_every_free();
             }
             if first >= cap {
@@ -251,7 +254,7 @@ impl Page {
                 steps -= 1;
                 let k = self.index_of(b);
                 assert_eq!(
-                    self.os_pages_of(k) & self.purged,
+                    self.os_pages_of(k) & self.purged.get(),
                     0,
                     "a listed block in a purged OS page"
                 );
@@ -367,24 +370,24 @@ mod tests {
                 before,
                 "bs {bs}: a free block lost"
             );
-            assert_eq!(bytes, page.purged.count_ones() as usize * OS_PAGE);
+            assert_eq!(bytes, page.purged.get().count_ones() as usize * OS_PAGE);
             for &k in &on_lists {
                 assert_eq!(
-                    page.os_pages_of(k) & page.purged,
+                    page.os_pages_of(k) & page.purged.get(),
                     0,
                     "bs {bs}: block {k} listed in a purged OS page"
                 );
             }
             for &k in &live {
                 assert_eq!(
-                    page.os_pages_of(k) & page.purged,
+                    page.os_pages_of(k) & page.purged.get(),
                     0,
                     "bs {bs}: live block {k} purged"
                 );
                 check(mem, bs, k);
             }
             for o in 0..OS_PAGES {
-                if page.purged & (1 << o) != 0 {
+                if page.purged.get() & (1 << o) != 0 {
                     assert!(!resident(mem, o), "bs {bs}: OS page {o} still resident");
                 }
             }
@@ -401,13 +404,13 @@ mod tests {
                 // SAFETY: as above.
                 unsafe { page.free_local(mem.add(k * bs), 0) };
             }
-            let purged_before = page.purged;
+            let purged_before = page.purged.get();
             // SAFETY: as above.
             let more = unsafe { page.purge_free_os_pages() };
-            assert_eq!(page.purged & purged_before, purged_before);
+            assert_eq!(page.purged.get() & purged_before, purged_before);
             assert_eq!(
                 more,
-                (page.purged & !purged_before).count_ones() as usize * OS_PAGE
+                (page.purged.get() & !purged_before).count_ones() as usize * OS_PAGE
             );
             assert!(
                 more > 0,
@@ -423,7 +426,7 @@ mod tests {
                 check(mem, bs, k);
             }
             // A purged block is free to the double-free check (`secure`).
-            for k in (0..n).filter(|&k| page.os_pages_of(k) & page.purged != 0) {
+            for k in (0..n).filter(|&k| page.os_pages_of(k) & page.purged.get() != 0) {
                 // SAFETY: a block start of the page.
                 assert!(
                     page.is_free_block(unsafe { mem.add(k * bs) }),
@@ -450,7 +453,7 @@ mod tests {
                     }
                 }
             }
-            assert_eq!(page.purged, 0);
+            assert_eq!(page.purged.get(), 0);
             assert_eq!(page.purged_blocks, 0);
             assert_eq!(got.iter().filter(|&&g| g).count(), n - live.len());
             for &k in &live {
@@ -479,7 +482,7 @@ mod tests {
             let keep_pages = page.os_pages_of(keep);
             // OS pages kept: those of the live block and of free blocks
             // straddling into them (and, for blocks over 4 KiB, chains).
-            assert_eq!(page.purged & keep_pages, 0);
+            assert_eq!(page.purged.get() & keep_pages, 0);
             assert!(
                 bytes >= (OS_PAGES - 4) * OS_PAGE,
                 "bs {bs}: only {bytes} purged"
@@ -493,7 +496,7 @@ mod tests {
             // Free the last block: the page is empty with OS pages purged.
             // SAFETY: the live block.
             unsafe { page.free_local(mem.add(keep * bs), 0) };
-            page.purged = 0;
+            page.purged.set(0);
             page.close();
             // SAFETY: the test's mapping, no longer used.
             os::unmap(mem, SLICE_SIZE);
