@@ -198,7 +198,11 @@ unsafe fn prof_small<const WHOLE: bool>(
         }
         free(b, if WHOLE { UNSIZED } else { size });
         let slot = crate::sample::record(&stack, size, block, weight);
-        large::mark_sampled(segment_of(q), slot, block);
+        let seg = segment_of(q);
+        large::mark_sampled(seg, slot, block);
+        if let Some((requested, block)) = large::substitute_request(seg) {
+            (*h).k().sampled.made(requested, block);
+        }
         crate::sample::done(&mut (*h).prof);
         q
     }
@@ -472,8 +476,23 @@ unsafe extern "C" fn free_not_small(p: *mut u8) {
     // sure `p` is the live block of a huge one.
     unsafe {
         check_huge(seg, p, "double free of a large block");
+        #[cfg(feature = "profiling")]
+        if let Some((requested, block)) = large::substitute_request(seg) {
+            if let Some(k) = own_counters() {
+                k.sampled.freed(requested, block);
+            }
+        }
         large::free(seg);
     }
+}
+
+/// The calling thread's counters, if it has a heap (none is made for it).
+#[cfg(feature = "profiling")]
+fn own_counters() -> Option<&'static crate::counters::HeapCounters> {
+    let h = thread::heap();
+    // SAFETY: a heap other than the empty one lives in a pool slot, whose
+    // counters are never unmapped.
+    (!thread::is_empty_heap(h)).then(|| unsafe { &*thread::counters(h) })
 }
 
 /// [`free_local`] of a block that carries the freed mark: aborts if it is

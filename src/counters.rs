@@ -153,6 +153,52 @@ pub(crate) struct HeapCounters {
     /// `page::purge`): added by the heap that purges them, taken off by the
     /// heap that takes them back, so only the sum over heaps means anything.
     pub(crate) purged_in_pages: Committed<-1>,
+    /// The heap profiler's substitutes as this heap's thread sees them
+    /// (`thread_stats` only; `stats` counts them from [`Shared::sampled`]).
+    #[cfg(feature = "profiling")]
+    pub(crate) sampled: ThreadSampled,
+}
+
+/// The heap profiler's substitutes of small blocks (see [`Sampled`]) that
+/// one thread made and freed, so that its `thread_stats` counts each as the
+/// small allocation it stands for: made at the sample (where its heap also
+/// counted the small block taken and given back), freed by whichever thread
+/// frees it (the large-block path, which counts in no heap).
+#[cfg(feature = "profiling")]
+pub(crate) struct ThreadSampled {
+    /// Substitutes this thread made.
+    pub(crate) made: Counter,
+    /// Substitutes this thread freed.
+    pub(crate) freed: Counter,
+    /// Their requested bytes: added when made or grown in place, taken off
+    /// when freed or shrunk (wrapping).
+    pub(crate) requested: Counter,
+    /// Their block bytes (the classes' sizes), likewise.
+    pub(crate) block: Counter,
+}
+
+#[cfg(feature = "profiling")]
+impl ThreadSampled {
+    #[allow(clippy::declare_interior_mutable_const)] // a template for fresh values
+    const NEW: ThreadSampled = ThreadSampled {
+        made: Counter::new(),
+        freed: Counter::new(),
+        requested: Counter::new(),
+        block: Counter::new(),
+    };
+    /// This thread made a substitute of a `block`-byte block for a request
+    /// of `requested` bytes. Owner only.
+    pub(crate) fn made(&self, requested: usize, block: usize) {
+        self.made.add(1);
+        self.requested.add(requested);
+        self.block.add(block);
+    }
+    /// This thread freed a substitute. Owner only.
+    pub(crate) fn freed(&self, requested: usize, block: usize) {
+        self.freed.add(1);
+        self.requested.sub(requested);
+        self.block.sub(block);
+    }
 }
 
 impl HeapCounters {
@@ -167,6 +213,8 @@ impl HeapCounters {
         used_slices: Committed::new(),
         dirty_bytes: Committed::new(),
         purged_in_pages: Committed::new(),
+        #[cfg(feature = "profiling")]
+        sampled: ThreadSampled::NEW,
     };
 }
 
@@ -322,6 +370,14 @@ pub(crate) fn retire(k: &HeapCounters) {
     mv(&RETIRED.used_slices.0, &k.used_slices.0);
     mv(&RETIRED.dirty_bytes.0, &k.dirty_bytes.0);
     mv(&RETIRED.purged_in_pages.0, &k.purged_in_pages.0);
+    // Only a thread's own view reads these: a first-class heap starts at 0.
+    #[cfg(feature = "profiling")]
+    {
+        let t = &k.sampled;
+        for c in [&t.made, &t.freed, &t.requested, &t.block] {
+            c.sub(c.get());
+        }
+    }
 }
 
 /// What a first-class heap knows of its large objects.

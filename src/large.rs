@@ -299,6 +299,18 @@ pub(crate) unsafe fn reported_usable_size(seg: *const Segment) -> usize {
     }
 }
 
+/// For the heap profiler's substitute of a small block: its requested
+/// bytes and the block size it stands for; `None` for any other block.
+///
+/// # Safety
+/// `seg` is the header of a live huge segment.
+#[cfg(feature = "profiling")]
+#[inline]
+pub(crate) unsafe fn substitute_request(seg: *const Segment) -> Option<(usize, usize)> {
+    // SAFETY: per the contract the header is readable.
+    unsafe { substitute(seg).then(|| ((*seg).requested, (*seg).prof_usable)) }
+}
+
 /// Whether the huge block of `seg` is the heap profiler's substitute of a
 /// small block (see [`mark_sampled`]).
 ///

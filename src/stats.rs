@@ -455,6 +455,21 @@ pub fn thread_stats() -> Stats {
     let mut s = Stats::zero();
     if let Some(k) = crate::thread::current_counters() {
         s.add_heap(k);
+        #[cfg(feature = "profiling")]
+        {
+            // The profiler's substitutes this thread made count as the
+            // small allocations they stand for (its heap counted the block
+            // each took and gave back: that free is not one), and those it
+            // freed as frees; as in `stats`, outside the class rows.
+            let t = &k.sampled;
+            s.frees = s
+                .frees
+                .wrapping_sub(t.made.get())
+                .wrapping_add(t.freed.get());
+            s.requested = t.requested.get();
+            s.sampled_objects = t.made.get().wrapping_sub(t.freed.get());
+            s.sampled_bytes = t.block.get();
+        }
     }
     s.finish(0, 0);
     s

@@ -763,6 +763,7 @@ fn child_statistics_with_sampling() {
     profile::stop();
     let base = segalloc::stats();
     common::identity_holds(&base);
+    let tb = segalloc::thread_stats();
     // 1 KiB rate: about one block in 4 of 300 bytes, one in 2 of 900, is
     // served by a mapping of its own.
     profile::start(1 << 10);
@@ -773,10 +774,25 @@ fn child_statistics_with_sampling() {
         held += size;
     }
     let s = segalloc::stats();
+    let ts = segalloc::thread_stats();
     let p = profile::snapshot();
     profile::stop();
     // (Nothing printed: the harness captures it in a growing buffer.)
     common::identity_holds(&s);
+    // The thread's own view counts the samples as what they stand for too
+    // (all were made by this thread).
+    assert_eq!(
+        ts.allocations - tb.allocations,
+        20_000,
+        "thread allocations"
+    );
+    assert_eq!(ts.frees, tb.frees, "thread frees");
+    assert_eq!(ts.requested - tb.requested, held, "thread requested");
+    assert_eq!(ts.live_blocks() - tb.live_blocks(), 20_000, "thread live");
+    assert_eq!(
+        ts.sampled_objects - tb.sampled_objects,
+        s.sampled_objects - base.sampled_objects
+    );
     assert!(s.sampled_objects > 1000, "{} sampled", s.sampled_objects);
     assert!(p.live_samples as usize >= s.sampled_objects);
     assert_eq!(s.requested - base.requested, held, "requested");
@@ -793,6 +809,21 @@ fn child_statistics_with_sampling() {
         .sum();
     assert_eq!(s.allocated - base.allocated, blocks, "allocated");
     drop(p);
+    // Another thread frees the last half: its own view counts every free,
+    // the samples' among them, and the bytes they asked for.
+    let half: Vec<Vec<u8>> = v.split_off(10_000);
+    let half_bytes: usize = half.iter().map(|b| b.capacity()).sum();
+    let (frees, requested) = std::thread::spawn(move || {
+        let mut half = half;
+        let a = segalloc::thread_stats();
+        half.clear(); // the blocks, not yet the vector's own buffer
+        let b = segalloc::thread_stats();
+        (b.frees - a.frees, a.requested.wrapping_sub(b.requested))
+    })
+    .join()
+    .unwrap();
+    assert_eq!(frees, 10_000, "the other thread's frees");
+    assert_eq!(requested, half_bytes, "the other thread's requested");
     v.clear();
     let after = segalloc::stats();
     common::identity_holds(&after);

@@ -101,8 +101,15 @@ unsafe fn realloc_in<const WHOLE: bool>(
                     return ptr::null_mut();
                 }
             } else if align <= large::MAX_ALIGN && os::mremap_usable() {
+                #[cfg(feature = "profiling")]
+                let substitute = large::substitute_request(seg);
                 let q = large::resize(seg, p, new_size);
                 if !q.is_null() {
+                    // A substitute resized in place: its new request.
+                    #[cfg(feature = "profiling")]
+                    if let (Some((old, _)), Some(k)) = (substitute, super::own_counters()) {
+                        k.sampled.requested.add(new_size.wrapping_sub(old));
+                    }
                     return q;
                 }
                 // A small size, or the OS said no: out of memory (then the
