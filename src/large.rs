@@ -275,6 +275,15 @@ pub(crate) unsafe fn mark_sampled(seg: *mut Segment, slot: u32, substitute_for: 
             let block = substitute_for.min(usable);
             (*seg).prof_usable = block;
             SHARED.sampled_in(usable, block);
+            if !crate::counters::COUNT_REQUESTED {
+                // The C build counts small blocks as wholly requested (it
+                // frees without a size): so the block this one stands for.
+                let old = (*seg).requested;
+                (*seg).requested = block;
+                SHARED
+                    .large_requested
+                    .fetch_add(block.wrapping_sub(old), Ordering::Relaxed);
+            }
         }
     }
 }
@@ -415,8 +424,15 @@ pub(crate) unsafe fn resize(seg: *mut Segment, p: *mut u8, new_size: usize) -> *
             let u = (*seg).prof_usable;
             if new_size <= u && new_size >= u / 2 {
                 let usable = usable_size(seg);
-                SHARED.large_resize((usable, (*seg).requested), (usable, new_size));
-                (*seg).requested = new_size;
+                // Wholly requested where small blocks count so (see
+                // `mark_sampled`).
+                let new = if crate::counters::COUNT_REQUESTED {
+                    new_size
+                } else {
+                    u
+                };
+                SHARED.large_resize((usable, (*seg).requested), (usable, new));
+                (*seg).requested = new;
                 return p;
             }
             return ptr::null_mut();

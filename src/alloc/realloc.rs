@@ -108,7 +108,8 @@ unsafe fn realloc_in<const WHOLE: bool>(
                     // A substitute resized in place: its new request.
                     #[cfg(feature = "profiling")]
                     if let (Some((old, _)), Some(k)) = (substitute, super::own_counters()) {
-                        k.sampled.requested.add(new_size.wrapping_sub(old));
+                        let new = large::substitute_request(seg).map_or(old, |r| r.0);
+                        k.sampled.requested.add(new.wrapping_sub(old));
                     }
                     return q;
                 }
