@@ -94,14 +94,22 @@ fn direct_ranges_tile_the_slots() {
 }
 
 #[test]
-fn spans_hold_eight_blocks_with_little_tail() {
+fn spans_are_the_fewest_slices_with_little_tail() {
     for c in 0..NUM_CLASSES {
         let bs = class_size(c);
         let span = span_for(bs);
         assert!((1..=MAX_SPAN).contains(&span), "class {c}: span {span}");
         let bytes = span * SLICE_SIZE;
-        if bs <= 128 * 1024 {
-            assert!(bytes / bs >= 8, "class {c}");
+        assert!(bytes / bs >= 1, "class {c}");
+        if bs <= SLICE_SIZE / 8 {
+            assert_eq!(span, 1, "class {c}");
+        } else if bs <= 128 * 1024 {
+            // One slice fewer would not hold a block with a small tail.
+            let fewer = (span - 1) * SLICE_SIZE;
+            assert!(
+                fewer < bs || (fewer % bs) * 8 > fewer,
+                "class {c}: span {span} is not the fewest"
+            );
         } else {
             assert_eq!(bytes % bs, 0, "class {c}: pages above 128 KiB are exact");
         }
