@@ -253,7 +253,7 @@ fn collect_in(mesh: bool) -> usize {
                 // (which `collect` does to sparse pages) is not meshed, and
                 // what meshing leaves sparse is purged inside next.
                 if mesh {
-                    merged = heap.mesh_pass();
+                    merged = heap.mesh_pass() + heap.submesh_pass();
                 }
                 heap.collect();
             })

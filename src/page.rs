@@ -52,6 +52,8 @@ mod purge;
 pub(crate) use purge::PURGEABLE_SPAN;
 mod mesh;
 pub(crate) use mesh::LIVE_WORDS;
+mod share;
+pub(crate) use share::set_excluded_table;
 
 /// The page is carved from segment slices and serves a size class.
 pub(crate) const IN_USE: u8 = 1;
@@ -117,6 +119,15 @@ pub(crate) struct Page {
     /// `used` when the counts were last taken, less other threads' frees
     /// collected since.
     fold_used: u32,
+    /// OS pages of a one-slice page mapped onto physical memory shared with
+    /// other pages (meshing at OS-page granularity, see `share`): the free
+    /// blocks overlapping them are on no list (counted in `purged_blocks`)
+    /// and marked in `excluded`. Owner only, slow paths only.
+    pub(crate) shared: u16,
+    /// Which bitmap of `share::EXCLUDED` marks this page's blocks kept off
+    /// its lists because they overlap `shared` OS pages: the mesh layer's
+    /// record of the page plus one (0 while `shared` is 0). Owner only.
+    pub(crate) rec: u16,
 }
 
 /// A page's count of blocks in use: written only by the page's owner (a
@@ -175,6 +186,8 @@ impl Page {
         prev: ptr::null_mut(),
         placed: 0,
         fold_used: 0,
+        shared: 0,
+        rec: 0,
     };
 
     #[inline(always)]
@@ -189,18 +202,23 @@ impl Page {
     #[inline]
     pub(crate) fn set_full(&mut self, unfull_at: u32) {
         self.flags |= IN_FULL;
-        self.notify_at = if self.purged != 0 {
-            u32::MAX
-        } else {
-            unfull_at
-        };
+        self.notify_at = if self.off_list() { u32::MAX } else { unfull_at };
     }
 
     /// Takes the page off the full list's terms.
     #[inline]
     pub(crate) fn clear_full(&mut self) {
         self.flags &= !IN_FULL;
-        self.notify_at = if self.purged != 0 { u32::MAX } else { 0 };
+        self.notify_at = if self.off_list() { u32::MAX } else { 0 };
+    }
+
+    /// Whether some free blocks of the page are on no list: it has purged
+    /// OS pages, or OS pages shared with other pages (see `share`). Such a
+    /// page sends every free of its owner to the slow path, which checks
+    /// that the block is not one of them.
+    #[inline]
+    pub(crate) fn off_list(&self) -> bool {
+        self.purged != 0 || self.shared != 0
     }
 
     /// Aborts if `b`, a block of this page just freed, lies in a purged OS
@@ -310,8 +328,9 @@ impl Page {
         if n == 0 {
             return 0;
         }
-        if self.purged != 0 {
-            // Blocks of purged OS pages are free already (see `purge`).
+        if self.off_list() {
+            // Blocks of purged OS pages are free already (see `purge`), and
+            // so are the excluded blocks of shared ones (see `share`).
             let mut b = head;
             for _ in 0..n {
                 self.check_not_purged(b.cast());
@@ -378,6 +397,8 @@ impl Page {
         self.fold_used = 0;
         self.purged = 0;
         self.purged_blocks = 0;
+        self.shared = 0;
+        self.rec = 0;
         self.notify_at = 0;
     }
 
@@ -467,6 +488,7 @@ impl Page {
     /// no block of it is live.
     pub(crate) fn close(&mut self) {
         debug_assert_eq!(self.purged, 0, "a page closed with purged OS pages");
+        debug_assert_eq!(self.shared, 0, "a page closed with shared OS pages");
         self.flags = 0;
         self.free = ptr::null_mut();
         self.local_free = ptr::null_mut();

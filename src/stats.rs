@@ -744,11 +744,13 @@ mod serde_impl {
 
     impl Serialize for MeshStats {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut st = s.serialize_struct("MeshStats", 4)?;
+            let mut st = s.serialize_struct("MeshStats", 6)?;
             st.serialize_field("pages_meshed", &self.pages_meshed)?;
             st.serialize_field("bytes_released", &self.bytes_released)?;
             st.serialize_field("groups", &self.groups)?;
             st.serialize_field("writes_held", &self.writes_held)?;
+            st.serialize_field("os_pages_meshed", &self.os_pages_meshed)?;
+            st.serialize_field("shared_os_pages", &self.shared_os_pages)?;
             st.end()
         }
     }
