@@ -153,6 +153,12 @@ pub(crate) struct HeapCounters {
     /// `page::purge`): added by the heap that purges them, taken off by the
     /// heap that takes them back, so only the sum over heaps means anything.
     pub(crate) purged_in_pages: Committed<-1>,
+    /// Bytes of pages in use that meshing at OS-page granularity gave back
+    /// (an OS page per page mapped onto a shared one beyond the first, see
+    /// `heap::submesh`): added by the heap that merges, taken off by the
+    /// heap that frees a page of a shared OS page; only the sum means
+    /// anything.
+    pub(crate) meshed_in_pages: Committed<-1>,
 }
 
 impl HeapCounters {
@@ -167,6 +173,7 @@ impl HeapCounters {
         used_slices: Committed::new(),
         dirty_bytes: Committed::new(),
         purged_in_pages: Committed::new(),
+        meshed_in_pages: Committed::new(),
     };
 }
 
@@ -322,6 +329,7 @@ pub(crate) fn retire(k: &HeapCounters) {
     mv(&RETIRED.used_slices.0, &k.used_slices.0);
     mv(&RETIRED.dirty_bytes.0, &k.dirty_bytes.0);
     mv(&RETIRED.purged_in_pages.0, &k.purged_in_pages.0);
+    mv(&RETIRED.meshed_in_pages.0, &k.meshed_in_pages.0);
 }
 
 /// What a first-class heap knows of its large objects.

@@ -33,6 +33,9 @@ static GLOBAL: segalloc::SegAlloc = segalloc::SegAlloc;
 const PAGE: usize = 64 << 10;
 
 fn main() {
+    // Only `mesh()` merges here (not `collect()`, even with SEGALLOC_MESH=1
+    // set), so that each step's figures are its own.
+    segalloc::set_option("mesh", "0").unwrap();
     for bs in [16, 48, 64, 112] {
         small_class_merges_and_keeps_every_block(bs);
     }

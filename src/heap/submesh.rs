@@ -26,7 +26,7 @@
 //! as occupied), so later merges see the physical page's occupancy.
 //!
 //! Statistics: each OS page merged is counted in the heap's
-//! `purged_in_pages` (memory of a page in use that is no longer its own),
+//! `meshed_in_pages` (memory of a page in use that is no longer its own),
 //! and taken off again when a page mapped onto a shared OS page is freed
 //! and the OS page has one page fewer.
 
@@ -284,7 +284,7 @@ impl Heap {
                 *x |= *y;
             }
             self.k()
-                .purged_in_pages
+                .meshed_in_pages
                 .add(done.count_ones() as usize * OS_PAGE);
             done
         }
@@ -335,7 +335,7 @@ impl Heap {
             (*p).unshare();
             let (back, mapped) = sub::release(seg, i);
             let k = self.k();
-            k.purged_in_pages.sub(back * OS_PAGE);
+            k.meshed_in_pages.sub(back * OS_PAGE);
             // Each OS page merged onto another was counted once, in
             // `merge_os_pages`; those whose slot lost a sharer are
             // uncounted above. The shared OS pages now read zero, as

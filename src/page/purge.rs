@@ -126,8 +126,11 @@ impl Page {
                 continue;
             }
             let (first, last) = (lo / bs, ((hi - 1) / bs).min(cap - 1));
-            let all_free =
-                (first..=last).all(|k| is_listed(k) || self.os_pages_of(k) & self.purged != 0);
+            // An excluded block (`share`) is free here, and its bytes in an
+            // OS page that is not shared are no other page's.
+            let all_free = (first..=last).all(|k| {
+                is_listed(k) || self.os_pages_of(k) & self.purged != 0 || self.is_excluded(k)
+            });
             if all_free {
                 new |= 1 << o;
             }
