@@ -197,3 +197,123 @@ impl Page {
         m
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::os;
+    use crate::page::{pop, IN_USE};
+    use crate::segment::SLICE_SIZE;
+
+    /// A one-slice page of `bs`-byte blocks, all carved and handed out.
+    fn full_page(bs: usize) -> (Page, *mut u8) {
+        let mem = os::map_aligned(SLICE_SIZE, SLICE_SIZE);
+        assert!(!mem.is_null());
+        let mut page = Page::EMPTY;
+        page.reset(mem, bs, Page::blocks_in(SLICE_SIZE, bs));
+        page.span = 1;
+        page.flags = IN_USE;
+        while page.refill_local() {
+            // SAFETY: the page is ours.
+            while !unsafe { pop(&mut page) }.is_null() {}
+        }
+        (page, mem)
+    }
+
+    /// Occupancy is what is not on a list; excluding OS pages takes their
+    /// free blocks (straddling ones too) off the lists for good, counts
+    /// them, marks them as freed already, and the page never hands them
+    /// out again, even once its lists and purged OS pages run dry.
+    #[test]
+    fn excluded_blocks_leave_the_lists_for_good() {
+        // The mesh layer hands out records; this test takes the last one,
+        // which no unit test's heap comes near.
+        assert!(crate::mesh::setup());
+        let rec = crate::mesh::sub::MAX_RECS as u16;
+        for bs in [16usize, 48, 112, 640] {
+            let (mut page, mem) = full_page(bs);
+            let n = page.reserved as usize;
+            // One block in ten live.
+            for k in (0..n).filter(|k| k % 10 != 3) {
+                // SAFETY: a block of the page handed out above.
+                unsafe { page.free_local(mem.add(k * bs), 0) };
+            }
+            let mut occ = [0u64; LIVE_WORDS];
+            let pages = page.occupied(&mut occ).expect("a wholly carved page");
+            for k in 0..n {
+                assert_eq!(
+                    occ[k / 64] >> (k % 64) & 1 == 1,
+                    k % 10 == 3,
+                    "bs {bs}: {k}"
+                );
+            }
+            let want = (0..n)
+                .filter(|k| k % 10 == 3)
+                .fold(0u16, |m, k| m | page.os_pages_of(k));
+            assert_eq!(pages, want, "bs {bs}");
+            // OS pages 2 and 3 shared: every free block over them goes.
+            let mask = 0b1100u16;
+            let mut over = [0u64; LIVE_WORDS];
+            page.blocks_over(mask, &mut over);
+            let free_over = (0..n)
+                .filter(|&k| over[k / 64] >> (k % 64) & 1 != 0 && k % 10 != 3)
+                .count();
+            assert!(free_over > 0);
+            let before = page.purged_blocks;
+            // SAFETY: the page is ours; no block in `over` is live but the
+            // occupied ones, which `exclude` leaves alone (not listed).
+            unsafe { page.exclude(mask, &over, rec) };
+            assert_eq!(usize::from(page.purged_blocks - before), free_over);
+            for k in 0..n {
+                let want = over[k / 64] >> (k % 64) & 1 != 0 && k % 10 != 3;
+                assert_eq!(page.is_excluded(k), want, "bs {bs}: {k}");
+                // SAFETY: a block start of the page.
+                let b = unsafe { mem.add(k * bs) };
+                if want {
+                    assert!(page.in_purged(b), "bs {bs}: {k} not caught as freed");
+                }
+            }
+            // Occupancy now counts the excluded blocks.
+            let mut occ2 = [0u64; LIVE_WORDS];
+            page.occupied(&mut occ2).unwrap();
+            for k in 0..n {
+                let want = k % 10 == 3 || page.is_excluded(k);
+                assert_eq!(occ2[k / 64] >> (k % 64) & 1 == 1, want, "bs {bs}: {k}");
+            }
+            // Purge what can go (not the shared OS pages), then hand out
+            // everything: never an excluded or live block, each once.
+            // SAFETY: the page is ours.
+            unsafe { page.purge_free_os_pages() };
+            assert_eq!(page.purged & mask, 0, "bs {bs}: a shared OS page purged");
+            let mut got = vec![false; n];
+            // SAFETY: the page is ours.
+            unsafe {
+                while page.refill_local() {
+                    loop {
+                        let b = pop(&mut page);
+                        if b.is_null() {
+                            break;
+                        }
+                        let k = (b as usize - mem as usize) / bs;
+                        assert!(
+                            !got[k] && k % 10 != 3,
+                            "bs {bs}: {k} handed out twice or live"
+                        );
+                        assert!(!page.is_excluded(k), "bs {bs}: excluded {k} handed out");
+                        got[k] = true;
+                    }
+                }
+            }
+            let handed = got.iter().filter(|&&g| g).count();
+            let live = (0..n).filter(|k| k % 10 == 3).count();
+            assert_eq!(handed + free_over, n - live, "bs {bs}");
+            assert_eq!(page.purged, 0);
+            assert_eq!(usize::from(page.purged_blocks), free_over);
+            page.unshare();
+            page.purged_blocks = 0;
+            page.close();
+            // SAFETY: the test's mapping, no longer used.
+            os::unmap(mem, SLICE_SIZE);
+        }
+    }
+}
