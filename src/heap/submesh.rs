@@ -171,9 +171,13 @@ impl Heap {
             while hi < n && cands[hi].class == cands[lo].class {
                 hi += 1;
             }
-            for b in lo..hi {
-                // SAFETY: indices of the class's range; the pages are ours.
-                merged += unsafe { self.merge_one(cands, occ, b, lo, hi) };
+            // First the merges that give back at least an OS page per
+            // mapping they may add, then the others, while the budget lasts.
+            for thrifty in [true, false] {
+                for b in lo..hi {
+                    // SAFETY: indices of the class's range; our pages.
+                    merged += unsafe { self.merge_one(cands, occ, b, lo, hi, thrifty) };
+                }
             }
             lo = hi;
         }
@@ -181,7 +185,9 @@ impl Heap {
     }
 
     /// Merges the OS pages of candidate `b` it can onto those of others of
-    /// its class (`lo..hi`). Returns the OS pages merged.
+    /// its class (`lo..hi`); with `thrifty`, only where they give back at
+    /// least an OS page per mapping they may add. Returns the OS pages
+    /// merged.
     unsafe fn merge_one(
         &mut self,
         cands: &mut [Cand],
@@ -189,16 +195,18 @@ impl Heap {
         b: usize,
         lo: usize,
         hi: usize,
+        thrifty: bool,
     ) -> usize {
         // SAFETY: per the caller: our pages, the pass's bitmaps.
         unsafe {
             let pb = cands[b].page;
             let mut left = cands[b].pages & !(*pb).shared;
             let mut merged = 0;
-            // Rounds: the other page with the most OS pages to take (the
-            // fewest mappings per OS page given back), then the next.
+            // Rounds: the other page that takes the most OS pages per
+            // mapping added (then the most OS pages), then the next.
             while left != 0 {
                 let mut best = (0u16, 0usize);
+                let mut best_score = (0usize, 0u32);
                 let mut probes = 0;
                 for a in (lo..hi).rev() {
                     if probes == PROBES {
@@ -219,7 +227,16 @@ impl Heap {
                             mask |= 1 << k;
                         }
                     }
-                    if mask.count_ones() > best.0.count_ones() {
+                    // Runs of B's OS pages, and of A's not shared yet, are
+                    // the mappings the merge may add.
+                    let cost = runs(mask) + runs(mask & !(*cands[a].page).shared);
+                    let n = mask.count_ones();
+                    if mask == 0 || thrifty && (n as usize) < cost {
+                        continue;
+                    }
+                    let score = (n as usize * 16 / cost, n);
+                    if score > best_score {
+                        best_score = score;
                         best = (mask, a);
                     }
                 }
@@ -346,6 +363,11 @@ impl Heap {
             (*p).purged |= new;
         }
     }
+}
+
+/// Runs of set bits in `m`.
+fn runs(m: u16) -> usize {
+    (m & !(m << 1)).count_ones() as usize
 }
 
 /// Whether no block overlapping OS page `k` of `page`'s layout is occupied
