@@ -16,10 +16,13 @@
 //! of their class, at most half live, and in no whole-page group. For each
 //! its occupancy bitmap (`Page::occupied`: blocks that may hold data, those
 //! on `thread_free` or in flight included) and the OS pages it covers. By
-//! class, the sparsest page B first: for up to [`PROBES`] other candidates
-//! A, fullest first, the OS pages `k` where both have blocks and no block
-//! overlapping `k` is occupied in both are merged, B's onto A's; B's
-//! remaining OS pages go on to the next A. Both pages first take off their
+//! class, the sparsest page B first: among up to [`PROBES`] other
+//! candidates A, fullest first, the one whose OS pages `k` (where both have
+//! blocks and no block overlapping `k` is occupied in both) give back the
+//! most OS pages per mapping added is chosen and B's merged onto A's; B's
+//! remaining OS pages go on to the next A. A first round over the class
+//! makes only merges that give back an OS page or more per mapping (the
+//! mappings, not the pairs, run out first on random frees). Both pages first take off their
 //! lists the blocks the other's data will overlap (B: every free block over
 //! the merged OS pages; A: those B occupies), then `mesh::sub::merge` copies
 //! and maps. The bitmaps then take the exclusions (an excluded block counts
