@@ -15,7 +15,10 @@
 //! - a thread writing into blocks while their OS pages are merged loses no
 //!   write;
 //! - a free through the other address of a merged block (a block its page
-//!   must not use) aborts as a double free (children).
+//!   must not use) aborts as a double free (children);
+//! - churn: thousands of short threads, each merging OS pages of its own
+//!   and handing its survivors to the next, which checks and frees them
+//!   (pages of exited threads, with shared OS pages, taken over and freed).
 //!
 //! One binary without libtest's harness: RSS and PSS figures are this
 //! test's own, and `fork` copies no other thread.
@@ -43,6 +46,7 @@ fn main() {
     other_threads_free_while_os_pages_are_merged();
     writer_loses_no_write_while_os_pages_are_merged();
     free_through_the_other_address_is_caught();
+    thread_churn_with_os_page_meshing();
     println!("mesh_small: all passed");
 }
 
@@ -507,4 +511,49 @@ fn free_through_the_other_address_is_caught() {
         );
         assert!(err.contains(message), "{what}: stderr {err:?}");
     }
+}
+
+fn thread_churn_with_os_page_meshing() {
+    const BS: usize = 32;
+    let threads: usize = std::env::var("MESH_CHURN_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    segalloc::collect();
+    let m0 = segalloc::mesh_stats().os_pages_meshed;
+    let mut handed: Vec<usize> = Vec::new();
+    for t in 0..threads {
+        let salt = 1000 + t as u64;
+        let prev = std::mem::take(&mut handed);
+        handed = std::thread::spawn(move || {
+            for &p in &prev {
+                assert!(block_ok(p, BS, salt - 1), "block {p:#x} changed");
+            }
+            free_all(&prev, BS);
+            let (kept, _) = sparse(BS, 8, 10, salt);
+            segalloc::mesh();
+            for &p in &kept {
+                assert!(block_ok(p, BS, salt), "block {p:#x} changed");
+            }
+            kept
+        })
+        .join()
+        .unwrap();
+    }
+    for &p in &handed {
+        assert!(block_ok(p, BS, 1000 + threads as u64 - 1));
+    }
+    free_all(&handed, BS);
+    segalloc::collect();
+    let s = segalloc::mesh_stats();
+    println!(
+        "mesh_small: churn of {threads} threads merged {} OS pages; {s:?}",
+        s.os_pages_meshed - m0
+    );
+    assert!(s.os_pages_meshed > m0);
+    assert_eq!(
+        s.shared_os_pages, 0,
+        "shared OS pages left after the churn: {s:?}"
+    );
+    identity("after the churn");
 }
