@@ -153,6 +153,12 @@ pub(crate) struct HeapCounters {
     /// `page::purge`): added by the heap that purges them, taken off by the
     /// heap that takes them back, so only the sum over heaps means anything.
     pub(crate) purged_in_pages: Committed<-1>,
+    /// Bytes of pages in use that meshing at OS-page granularity gave back
+    /// (an OS page per page mapped onto a shared one beyond the first, see
+    /// `heap::submesh`): added by the heap that merges, taken off by the
+    /// heap that frees a page of a shared OS page; only the sum means
+    /// anything.
+    pub(crate) meshed_in_pages: Committed<-1>,
     /// The heap profiler's substitutes as this heap's thread sees them
     /// (`thread_stats` only; `stats` counts them from [`Shared::sampled`]).
     #[cfg(feature = "profiling")]
@@ -213,6 +219,7 @@ impl HeapCounters {
         used_slices: Committed::new(),
         dirty_bytes: Committed::new(),
         purged_in_pages: Committed::new(),
+        meshed_in_pages: Committed::new(),
         #[cfg(feature = "profiling")]
         sampled: ThreadSampled::NEW,
     };
@@ -370,6 +377,7 @@ pub(crate) fn retire(k: &HeapCounters) {
     mv(&RETIRED.used_slices.0, &k.used_slices.0);
     mv(&RETIRED.dirty_bytes.0, &k.dirty_bytes.0);
     mv(&RETIRED.purged_in_pages.0, &k.purged_in_pages.0);
+    mv(&RETIRED.meshed_in_pages.0, &k.meshed_in_pages.0);
     // Only a thread's own view reads these: a first-class heap starts at 0.
     #[cfg(feature = "profiling")]
     {

@@ -50,6 +50,7 @@ use lists::{PageQueue, SegList};
 mod lifecycle;
 mod mesh;
 mod purge;
+mod submesh;
 
 /// Requests up to this size use the `direct` table.
 pub(crate) const DIRECT_MAX: usize = 1024;
@@ -700,12 +701,7 @@ impl Heap {
             let seg = &mut *s;
             let i = seg.page_index(p);
             let span = (*p).span as usize;
-            let touched = if seg.meshed(i) {
-                self.unmesh(s, i);
-                0
-            } else {
-                self.touched_to_free(seg, i, p)
-            };
+            let touched = self.touched_on_free(s, i, p);
             let resident = seg.free_run(i, span, touched);
             (*p).close();
             seg.used_pages -= 1;

@@ -249,13 +249,18 @@ fn collect_in(mesh: bool) -> usize {
         unsafe {
             thread::owning(h, |heap| {
                 remote_batch::collect(heap, &*thread::inbox(h));
-                // Meshing first: a page with OS pages purged inside it
-                // (which `collect` does to sparse pages) is not meshed, and
-                // what meshing leaves sparse is purged inside next.
+                // Whole-page meshing first: a page with OS pages purged
+                // inside it (which `collect` does to sparse pages) is not
+                // merged whole, and what meshing leaves sparse is purged
+                // inside next. Then OS pages: the wholly free ones are
+                // purged by then (no mapping needed), and the rest merged.
                 if mesh {
                     merged = heap.mesh_pass();
                 }
                 heap.collect();
+                if mesh {
+                    merged += heap.submesh_pass();
+                }
             })
         }
     }

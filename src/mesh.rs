@@ -71,6 +71,7 @@ use core::sync::atomic::{
 mod fault;
 mod resident;
 pub(crate) use resident::resident;
+pub(crate) mod sub;
 
 /// Bytes of one merged page (pages of one slice only).
 pub(crate) const LEN: usize = SLICE_SIZE;
@@ -136,7 +137,7 @@ pub(crate) fn setup() -> bool {
     }
     let fd = new_memfd();
     let table = crate::os::map_scratch(MAX_GROUPS * core::mem::size_of::<Group>());
-    if fd < 0 || table.is_null() || !fault::install() {
+    if fd < 0 || table.is_null() || !sub::setup() || !fault::install() {
         if fd >= 0 {
             // SAFETY: our own descriptor, used by nothing else.
             unsafe { libc::close(fd) };
@@ -161,7 +162,7 @@ pub(crate) fn register_fork() {
     unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
 }
 
-/// A memfd of `MAX_GROUPS` chunks (sparse), or -1.
+/// A memfd of `MAX_GROUPS` chunks and the slots of `sub` (sparse), or -1.
 fn new_memfd() -> i32 {
     // SAFETY: a NUL-terminated name; the call only creates a descriptor.
     let fd = unsafe { libc::memfd_create(c"segalloc-mesh".as_ptr(), libc::MFD_CLOEXEC) };
@@ -169,7 +170,7 @@ fn new_memfd() -> i32 {
         return -1;
     }
     // SAFETY: our fresh descriptor.
-    if unsafe { libc::ftruncate(fd, (MAX_GROUPS * LEN) as libc::off_t) } != 0 {
+    if unsafe { libc::ftruncate(fd, sub::FILE_LEN as libc::off_t) } != 0 {
         // SAFETY: as above.
         unsafe { libc::close(fd) };
         return -1;
@@ -202,7 +203,7 @@ pub(crate) fn is_alias(seg: &Segment, i: usize) -> bool {
 /// primary).
 pub(crate) fn alias_count(seg: &Segment, i: usize) -> usize {
     let w = word(seg, i).load(Ordering::Acquire);
-    if w & ALIAS != 0 || w & GROUP_MASK == 0 {
+    if w & (ALIAS | sub::SUB) != 0 || w & GROUP_MASK == 0 {
         return 0;
     }
     // SAFETY: a group word exists only after set-up; its index is below
@@ -292,12 +293,37 @@ fn map_chunk(fd: i32, g: usize, p: usize, populate: bool) {
 
 /// Maps fresh private memory over the page at `p` (its data is dropped).
 fn map_private(p: usize) {
+    map_private_len(p, LEN);
+}
+
+/// Maps `len` bytes of `fd` at `off` over `p`, shared; aborts if the kernel
+/// says no (for the child of a fork, which cannot share the parent's).
+fn map_fixed(fd: i32, off: usize, p: usize, len: usize) {
+    // SAFETY: replaces OS pages of one of our segments with the copy of
+    // their data at `off`.
+    let r = unsafe {
+        libc::mmap(
+            p as *mut libc::c_void,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_FIXED,
+            fd,
+            off as libc::off_t,
+        )
+    };
+    if r == libc::MAP_FAILED {
+        crate::fatal("mesh: mapping a merged page failed", p as *const u8);
+    }
+}
+
+/// Maps fresh private memory over `len` bytes at `p` (their data dropped).
+fn map_private_len(p: usize, len: usize) {
     // SAFETY: replaces a page of one of our segments that holds no live
     // block (the caller's contract).
     let r = unsafe {
         libc::mmap(
             p as *mut libc::c_void,
-            LEN,
+            len,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
             -1,
@@ -460,7 +486,7 @@ fn find_group() -> Option<usize> {
 pub(crate) unsafe fn release(seg: &Segment, ai: usize) -> u64 {
     let _g = LOCK.lock();
     let w = word(seg, ai).load(Ordering::Relaxed);
-    if w & GROUP_MASK == 0 || w & ALIAS != 0 {
+    if w & GROUP_MASK == 0 || w & (ALIAS | sub::SUB) != 0 {
         return 0;
     }
     let g = (w & GROUP_MASK) as usize - 1;
@@ -534,7 +560,7 @@ extern "C" fn prepare() {
     core::mem::forget(LOCK.lock());
     FORK_FD.store(-1, Ordering::Relaxed);
     FORK_FAILED.store(false, Ordering::Relaxed);
-    if GROUPS.load(Ordering::Relaxed) == 0 {
+    if GROUPS.load(Ordering::Relaxed) == 0 && sub::SLOTS.load(Ordering::Relaxed) == 0 {
         return;
     }
     let fd2 = new_memfd();
@@ -567,6 +593,7 @@ extern "C" fn prepare() {
             done += n as usize;
         }
     });
+    ok &= sub::prepare(FD.load(Ordering::Relaxed), fd2);
     FORK_FAILED.store(!ok, Ordering::Relaxed);
     FORK_FD.store(fd2, Ordering::Relaxed);
 }
@@ -581,6 +608,7 @@ extern "C" fn parent() {
                 freeze(seg_of(p), slice_index(p as *const u8), false);
             }
         });
+        sub::parent();
         // SAFETY: the copy is the child's; the parent's descriptor goes.
         unsafe { libc::close(fd2) };
     }
@@ -606,6 +634,7 @@ extern "C" fn child() {
                 freeze(seg_of(p), slice_index(p as *const u8), false);
             }
         });
+        sub::child(fd2);
         let old = FD.swap(fd2, Ordering::Relaxed);
         // SAFETY: the parent's memfd, mapped nowhere in the child now.
         unsafe { libc::close(old) };
@@ -643,22 +672,30 @@ fn our_slice(addr: usize) -> Option<(*const Segment, usize)> {
 pub struct MeshStats {
     /// Pages merged into another since the process started.
     pub pages_meshed: usize,
-    /// Bytes that merged pages give back now (one 64 KiB slice per alias
-    /// alive).
+    /// Bytes that merged pages give back now: one 64 KiB slice per alias
+    /// alive, and an OS page for each page mapped onto a shared OS page
+    /// beyond the first.
     pub bytes_released: usize,
     /// Merged physical pages alive now.
     pub groups: usize,
     /// Writes by other threads that faulted on a page being copied (for a
     /// merge or a `fork`) and were held back until the copy was done.
     pub writes_held: usize,
+    /// OS pages (4 KiB) of one page merged onto another page's since the
+    /// process started (meshing at OS-page granularity).
+    pub os_pages_meshed: usize,
+    /// Physical OS pages that two or more pages share now.
+    pub shared_os_pages: usize,
 }
 
 /// The process-wide figures.
 pub(crate) fn stats() -> MeshStats {
     MeshStats {
         pages_meshed: PAGES_MESHED.load(Ordering::Relaxed),
-        bytes_released: RELEASED.load(Ordering::Relaxed),
+        bytes_released: RELEASED.load(Ordering::Relaxed) + sub::RELEASED.load(Ordering::Relaxed),
         groups: GROUPS.load(Ordering::Relaxed),
         writes_held: HELD.load(Ordering::Relaxed),
+        os_pages_meshed: sub::OS_PAGES_MESHED.load(Ordering::Relaxed),
+        shared_os_pages: sub::SLOTS.load(Ordering::Relaxed),
     }
 }

@@ -52,6 +52,8 @@ mod purge;
 pub(crate) use purge::PURGEABLE_SPAN;
 mod mesh;
 pub(crate) use mesh::LIVE_WORDS;
+mod share;
+pub(crate) use share::set_excluded_table;
 
 /// The page is carved from segment slices and serves a size class.
 pub(crate) const IN_USE: u8 = 1;
@@ -118,6 +120,15 @@ pub(crate) struct Page {
     /// `used` when the counts were last taken, less other threads' frees
     /// collected since.
     fold_used: u32,
+    /// OS pages of a one-slice page mapped onto physical memory shared with
+    /// other pages (meshing at OS-page granularity, see `share`): the free
+    /// blocks overlapping them are on no list (counted in `purged_blocks`)
+    /// and marked in `excluded`. Owner only, slow paths only.
+    pub(crate) shared: u16,
+    /// Which bitmap of `share::EXCLUDED` marks this page's blocks kept off
+    /// its lists because they overlap `shared` OS pages: the mesh layer's
+    /// record of the page plus one (0 while `shared` is 0). Owner only.
+    pub(crate) rec: u16,
 }
 
 /// A page's count of blocks in use: written only by the page's owner (a
@@ -195,6 +206,8 @@ impl Page {
         prev: ptr::null_mut(),
         placed: 0,
         fold_used: 0,
+        shared: 0,
+        rec: 0,
     };
 
     #[inline(always)]
@@ -209,18 +222,23 @@ impl Page {
     #[inline]
     pub(crate) fn set_full(&mut self, unfull_at: u32) {
         self.flags |= IN_FULL;
-        self.notify_at = if self.purged.get() != 0 {
-            u32::MAX
-        } else {
-            unfull_at
-        };
+        self.notify_at = if self.off_list() { u32::MAX } else { unfull_at };
     }
 
     /// Takes the page off the full list's terms.
     #[inline]
     pub(crate) fn clear_full(&mut self) {
         self.flags &= !IN_FULL;
-        self.notify_at = if self.purged.get() != 0 { u32::MAX } else { 0 };
+        self.notify_at = if self.off_list() { u32::MAX } else { 0 };
+    }
+
+    /// Whether some free blocks of the page are on no list: it has purged
+    /// OS pages, or OS pages shared with other pages (see `share`). Such a
+    /// page sends every free of its owner to the slow path, which checks
+    /// that the block is not one of them.
+    #[inline]
+    pub(crate) fn off_list(&self) -> bool {
+        self.purged.get() != 0 || self.shared != 0
     }
 
     /// Aborts if `b`, a block of this page just freed, lies in a purged OS
@@ -239,8 +257,12 @@ impl Page {
     /// [`check_not_purged`](Self::check_not_purged) for a block about to be
     /// reallocated.
     #[inline]
-    pub(crate) fn check_not_purged_realloc(&self, b: *const u8) {
-        if self.in_purged(b) {
+    pub(crate) fn check_not_purged_realloc(&self, b: *const u8, owner: bool) {
+        if if owner {
+            self.in_purged(b)
+        } else {
+            self.in_purged_os_pages(b)
+        } {
             crate::fatal(
                 "realloc of a freed block (a free block whose memory was given back)",
                 b,
@@ -330,8 +352,9 @@ impl Page {
         if n == 0 {
             return 0;
         }
-        if self.purged.get() != 0 {
-            // Blocks of purged OS pages are free already (see `purge`).
+        if self.off_list() {
+            // Blocks of purged OS pages are free already (see `purge`), and
+            // so are the excluded blocks of shared ones (see `share`).
             let mut b = head;
             for _ in 0..n {
                 self.check_not_purged(b.cast());
@@ -398,6 +421,8 @@ impl Page {
         self.fold_used = 0;
         self.purged.set(0);
         self.purged_blocks = 0;
+        self.shared = 0;
+        self.rec = 0;
         self.notify_at = 0;
     }
 
@@ -487,6 +512,7 @@ impl Page {
     /// no block of it is live.
     pub(crate) fn close(&mut self) {
         debug_assert_eq!(self.purged.get(), 0, "a page closed with purged OS pages");
+        debug_assert_eq!(self.shared, 0, "a page closed with shared OS pages");
         self.flags = 0;
         self.free = ptr::null_mut();
         self.local_free = ptr::null_mut();

@@ -113,6 +113,11 @@ pub struct Stats {
     /// free blocks (sub-page purge; counted in neither `committed` nor
     /// `free_in_pages`). Each purge also counts in `os_calls.purged`.
     pub purged_in_pages: usize,
+    /// Bytes of pages in use that meshing at OS-page granularity gives back
+    /// now: OS pages mapped onto another page's physical OS page (see
+    /// [`crate::mesh()`]; counted in neither `committed` nor
+    /// `free_in_pages`).
+    pub meshed_in_pages: usize,
     /// Wholly free pages held, still resident (part of external fragmentation),
     /// including the freed large blocks kept in the cache (`large_cached`).
     pub free_pages: usize,
@@ -204,6 +209,7 @@ impl Stats {
             metadata: 0,
             free_in_pages: 0,
             purged_in_pages: 0,
+            meshed_in_pages: 0,
             free_pages: 0,
             remote_pending: 0,
             allocations: 0,
@@ -283,6 +289,7 @@ impl Stats {
         self.pages_returned = self.pages_returned.wrapping_add(h.pages_returned.get());
         self.free_pages = self.free_pages.wrapping_add(h.dirty_bytes.get());
         self.purged_in_pages = self.purged_in_pages.wrapping_add(h.purged_in_pages.get());
+        self.meshed_in_pages = self.meshed_in_pages.wrapping_add(h.meshed_in_pages.get());
         self.committed = self.committed.wrapping_add(h.used_slices.get());
     }
 
@@ -306,7 +313,9 @@ impl Stats {
             small_requested = small_requested.wrapping_add(row.requested);
         }
         // Purged OS pages of pages in use are neither committed nor free.
-        let used_bytes = used_bytes.wrapping_sub(self.purged_in_pages);
+        let used_bytes = used_bytes
+            .wrapping_sub(self.purged_in_pages)
+            .wrapping_sub(self.meshed_in_pages);
         self.free_in_pages = used_bytes.wrapping_sub(small_allocated);
         let header = os::round_up(core::mem::size_of::<Segment>(), OS_PAGE).unwrap_or(0);
         // Each large block's header page, and each sampled block's too.
@@ -636,12 +645,14 @@ impl fmt::Display for Stats {
             Bytes(crate::options::LIMIT.get()),
             self.os_calls.limit_hits
         )?;
-        if self.mesh.pages_meshed != 0 {
+        if self.mesh.pages_meshed != 0 || self.mesh.os_pages_meshed != 0 {
             writeln!(
                 f,
-                "  meshing: {} pages merged so far; {} merged pages give back {} now",
+                "  meshing: {} pages and {} OS pages merged so far; {} merged pages and {} shared OS pages give back {} now",
                 self.mesh.pages_meshed,
+                self.mesh.os_pages_meshed,
                 self.mesh.groups,
+                self.mesh.shared_os_pages,
                 Bytes(self.mesh.bytes_released)
             )?;
         }
@@ -759,18 +770,20 @@ mod serde_impl {
 
     impl Serialize for MeshStats {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut st = s.serialize_struct("MeshStats", 4)?;
+            let mut st = s.serialize_struct("MeshStats", 6)?;
             st.serialize_field("pages_meshed", &self.pages_meshed)?;
             st.serialize_field("bytes_released", &self.bytes_released)?;
             st.serialize_field("groups", &self.groups)?;
             st.serialize_field("writes_held", &self.writes_held)?;
+            st.serialize_field("os_pages_meshed", &self.os_pages_meshed)?;
+            st.serialize_field("shared_os_pages", &self.shared_os_pages)?;
             st.end()
         }
     }
 
     impl Serialize for Stats {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut st = s.serialize_struct("Stats", 32)?;
+            let mut st = s.serialize_struct("Stats", 33)?;
             st.serialize_field("requested", &self.requested)?;
             st.serialize_field("allocated", &self.allocated)?;
             st.serialize_field("committed", &self.committed)?;
@@ -780,6 +793,7 @@ mod serde_impl {
             st.serialize_field("free_in_pages", &self.free_in_pages)?;
             st.serialize_field("free_pages", &self.free_pages)?;
             st.serialize_field("purged_in_pages", &self.purged_in_pages)?;
+            st.serialize_field("meshed_in_pages", &self.meshed_in_pages)?;
             st.serialize_field("remote_pending", &self.remote_pending)?;
             st.serialize_field("internal_fragmentation", &self.internal_fragmentation())?;
             st.serialize_field(

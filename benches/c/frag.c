@@ -12,7 +12,9 @@
  * Every surviving block's contents are checked after each step, and the
  * refill blocks' before they are freed, so the run also checks correctness.
  *
- * Output: one "rss:" line per step with MiB, and what lies over the
+ * Output: one "rss:" line per step with MiB (and one "pss:" line, the
+ * proportional set size once every live block has been read: meshing maps
+ * a physical page at several addresses, which RSS counts at each), and what lies over the
  * baseline (the RSS before the fill, which holds the program's own arrays,
  * about 20 bytes per block) as a ratio to the live bytes requested, a summary line, and the checksum (over the tags of the blocks
  * that survive, and of the refill blocks). */
@@ -31,8 +33,30 @@ static double rss_mib(void) {
   return (double)res * (double)sysconf(_SC_PAGESIZE) / 1048576.0;
 }
 
-/* RSS before the fill, with the program's own arrays resident. */
-static double base;
+/* Proportional set size (Pss: of /proc/self/smaps_rollup), MiB: a page
+ * mapped at two addresses (meshing) counts once, where RSS counts it once
+ * per address whose page tables map it. -1 if unreadable. */
+static double pss_mib(void) {
+  FILE *f = fopen("/proc/self/smaps_rollup", "r");
+  if (!f) return -1;
+  char line[256];
+  long kib = -1;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "Pss: %ld kB", &kib) == 1) break;
+  fclose(f);
+  return kib < 0 ? -1 : (double)kib / 1024.0;
+}
+
+/* RSS and PSS before the fill, with the program's own arrays resident. */
+static double base, pss_base;
+
+/* PSS after a step, once every live block has been read. */
+static void report_pss(const char *step, double live_mib) {
+  double p = pss_mib();
+  printf("pss: %-28s %8.1f MiB  (%.1f MiB over the baseline: %.2fx live, %.1f MiB)\n", step, p,
+         p - pss_base, live_mib > 0 ? (p - pss_base) / live_mib : 0, live_mib);
+  fflush(stdout);
+}
 
 static void report(const char *step, double live_mib) {
   double r = rss_mib();
@@ -74,6 +98,7 @@ int main(int argc, char **argv) {
   memset(tags, 0, sizeof(uint64_t) * (size_t)N);
   memset(sizes, 0, sizeof(uint32_t) * (size_t)N);
   base = rss_mib();
+  pss_base = pss_mib();
   double t0 = now_sec();
   size_t total = 0;
   for (long i = 0; i < N; i++) {
@@ -108,6 +133,7 @@ int main(int argc, char **argv) {
   report("after the frees", live_mib);
   rss_at[0] = rss_mib();
   check_live(blocks, tags, sizes, N);
+  report_pss("after the frees", live_mib);
 
   if (WAIT_MS > 0) {
     struct timespec ts = {WAIT_MS / 1000, (WAIT_MS % 1000) * 1000000L};
@@ -123,6 +149,7 @@ int main(int argc, char **argv) {
   report(step, live_mib);
   rss_at[1] = rss_mib();
   check_live(blocks, tags, sizes, N);
+  report_pss(step, live_mib);
 
   uint64_t sum = 0;
   for (long i = 0; i < N; i++)
@@ -145,6 +172,7 @@ int main(int argc, char **argv) {
     report("after the refill", (double)(live + got) / 1048576.0);
     rss_at[2] = rss_mib();
     check_live(blocks, tags, sizes, N);
+    report_pss("after the refill", (double)(live + got) / 1048576.0);
     for (size_t k = 0; k < m; k++) {
       check_block_is(rb[k], rs[k], rt[k], 64);
       sum += mix64(rt[k]);

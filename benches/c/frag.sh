@@ -11,12 +11,16 @@
 # Env:   SEGALLOC_SO=path  libsegalloc.so to use (default: build it with
 #        cargo build --release --features override --lib)
 #        ALLOC=list        comma list among glibc,mimalloc,jemalloc,tcmalloc,segalloc
+#        PSS=1             the table of PSS (taken once every live block has
+#                          been read) instead of RSS: meshing maps a physical
+#                          page at several addresses, which RSS counts at each
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 [[ "$TARGET" != /* ]] && TARGET="$ROOT/$TARGET"
 ALLOC=${ALLOC:-glibc,mimalloc,jemalloc,tcmalloc,segalloc}
+KIND=rss; [[ -n "${PSS:-}" ]] && KIND=pss
 if [[ -z "${SEGALLOC_SO:-}" && ",$ALLOC," == *",segalloc,"* ]]; then
   (cd "$ROOT" && cargo build --release --features override --lib -q)
   SEGALLOC_SO="$TARGET/release/libsegalloc.so"
@@ -42,7 +46,7 @@ for a in "${asked[@]}"; do
     echo "| $a | FAILED | | |"; status=1; continue
   fi
   # "rss: STEP  X MiB  (Y MiB over the baseline: Rx live, L MiB)"
-  cell() { grep "^rss: $1" <<<"$out" | sed -E 's/.* ([0-9.]+) MiB  \(([0-9.]+) MiB over the baseline: ([0-9.]+)x live.*/\1 MiB (\3x)/'; }
+  cell() { grep "^$KIND: $1" <<<"$out" | sed -E 's/.* ([0-9.]+) MiB  \(([0-9.]+) MiB over the baseline: ([0-9.]+)x live.*/\1 MiB (\3x)/'; }
   echo "| $a | $(cell 'after the frees') | $(cell 'after [0-9]* ms idle') | $(cell 'after the refill') |"
   sum=$(grep '^checksum' <<<"$out" || true)
   [[ -z "$first_sum" ]] && first_sum=$sum

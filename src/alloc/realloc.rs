@@ -136,8 +136,10 @@ unsafe fn realloc_in<const WHOLE: bool>(
             }
             // A free block whose memory was given back lost its mark; the
             // page's map of purged OS pages tells, to any thread (a live
-            // block is never in one).
-            (*page).check_not_purged_realloc(p);
+            // block is never in one), and its owner knows its excluded
+            // blocks too (`page::share`).
+            let owner = (*seg).owner.load(Ordering::Relaxed) == thread::heap() as usize;
+            (*page).check_not_purged_realloc(p, owner);
             let bs = (*page).block_size;
             if new_size <= bs && align <= SLICE_SIZE {
                 let c = (*page).class as usize;

@@ -195,12 +195,7 @@ impl Heap {
                         (*p).prev = ptr::null_mut();
                         if (*p).used.get() == 0 {
                             let span = (*p).span as usize;
-                            let touched = if seg.meshed(i) {
-                                self.unmesh(s, i);
-                                0
-                            } else {
-                                self.touched_to_free(seg, i, p)
-                            };
+                            let touched = self.touched_on_free(s, i, p);
                             let resident = seg.free_run(i, span, touched);
                             let k = self.k();
                             k.class[(*p).class as usize].pages.sub(1);

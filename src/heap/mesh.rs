@@ -86,10 +86,13 @@ impl Heap {
                 let c = (*p).class as usize;
                 // Not a page with OS pages purged inside it (`page::purge`):
                 // its blocks there are free but on no list.
+                // Nor one with OS pages shared with other pages (`submesh`).
                 if (*p).span != 1
                     || (*p).has(IN_FULL)
                     || self.queues[c].first == p
                     || (*p).purged.get() != 0
+                    || (*p).shared != 0
+                    || mesh::sub::is_member(seg, i)
                 {
                     continue;
                 }

@@ -234,7 +234,10 @@ impl Heap {
                     // A merged page's memory is a shared memfd chunk, where
                     // `madvise` frees nothing and the data stays (`mesh`).
                     let seg = segment::segment_of(p.cast());
-                    if (*seg).meshed((*seg).page_index(p)) {
+                    let i = (*seg).page_index(p);
+                    // A page with shared OS pages (`mesh::sub`) is purged
+                    // elsewhere: those are skipped (`page::share`).
+                    if (*seg).meshed(i) && !crate::mesh::sub::is_member(&*seg, i) {
                         p = next;
                         continue;
                     }

@@ -9,17 +9,18 @@
 //! allocation; it costs a walk of every mapping's entry (milliseconds for
 //! thousands of mappings), so it is done only while merged pages exist.
 
-use super::{GROUPS, LEN};
+use super::{sub, GROUPS, LEN};
 use core::sync::atomic::Ordering;
 
 /// `statm`'s resident bytes, corrected for merged pages.
 pub(crate) fn resident(statm: usize) -> usize {
     let groups = GROUPS.load(Ordering::Relaxed);
-    if groups == 0 || statm == 0 {
+    let slots = sub::SLOTS.load(Ordering::Relaxed);
+    if groups == 0 && slots == 0 || statm == 0 {
         return statm;
     }
     match memfd_rss() {
-        Some(mapped) => statm.saturating_sub(mapped) + groups * LEN,
+        Some(mapped) => statm.saturating_sub(mapped) + groups * LEN + slots * crate::os::OS_PAGE,
         None => statm,
     }
 }

@@ -51,24 +51,35 @@ const fn bits(lo: usize, hi: usize) -> u16 {
 impl Page {
     /// The OS pages block `k` touches, as a bitmap.
     #[inline]
-    fn os_pages_of(&self, k: usize) -> u16 {
+    pub(super) fn os_pages_of(&self, k: usize) -> u16 {
         let a = k * self.block_size;
         let b = a + self.block_size;
         bits(a / OS_PAGE, b.div_ceil(OS_PAGE))
     }
 
-    /// Whether `b`, a carved block of this page, lies in purged OS pages
-    /// (so is free, on no list). Any thread: a live block's answer is
-    /// always no (see [`Purged`](super::Purged)); a freed block's may be
-    /// stale for a thread other than the owner.
+    /// Whether `b`, a carved block of this page, is free on no list: in
+    /// purged OS pages, or excluded over a shared one (see `share`).
+    /// Owner only.
     pub(crate) fn in_purged(&self, b: *const u8) -> bool {
+        if !self.off_list() {
+            return false;
+        }
+        let k = self.index_of(b.cast_mut().cast());
+        self.os_pages_of(k) & self.purged.get() != 0 || self.is_excluded(k)
+    }
+
+    /// Whether `b`, a carved block of this page, lies in purged OS pages.
+    /// Any thread: a live block's answer is always no (see
+    /// [`Purged`](super::Purged)); a freed block's may be stale for a
+    /// thread other than the owner.
+    pub(crate) fn in_purged_os_pages(&self, b: *const u8) -> bool {
         let m = self.purged.get();
         m != 0 && self.os_pages_of(self.index_of(b.cast_mut().cast())) & m != 0
     }
 
     /// The index of block `b` of this page.
     #[inline]
-    fn index_of(&self, b: *mut Block) -> usize {
+    pub(super) fn index_of(&self, b: *mut Block) -> usize {
         (b as usize - self.start as usize) / self.block_size
     }
 
@@ -117,12 +128,19 @@ impl Page {
             if lo >= carved {
                 break;
             }
-            if self.purged.get() & (1 << o) != 0 || (hi > carved && cap < self.reserved as usize) {
+            // Not an OS page shared with other pages: its memory is theirs
+            // too (and `madvise` would free nothing of it).
+            if (self.purged.get() | self.shared) & (1 << o) != 0
+                || (hi > carved && cap < self.reserved as usize)
+            {
                 continue;
             }
             let (first, last) = (lo / bs, ((hi - 1) / bs).min(cap - 1));
-            let all_free = (first..=last)
-                .all(|k| is_listed(k) || self.os_pages_of(k) & self.purged.get() != 0);
+            // An excluded block (`share`) is free here, and its bytes in an
+            // OS page that is not shared are no other page's.
+            let all_free = (first..=last).all(|k| {
+                is_listed(k) || self.os_pages_of(k) & self.purged.get() != 0 || self.is_excluded(k)
+            });
             if all_free {
                 new |= 1 << o;
             }
@@ -213,26 +231,34 @@ impl Page {
                 hi = 16 - more.leading_zeros() as usize;
             }
             self.purged.set(self.purged.get() & !bits(lo, hi));
-            if self.purged.get() == 0 {
+            if !self.off_list() {
                 self.end_notify_every_free();
             }
             if first >= cap {
                 continue;
             }
-            // SAFETY: blocks `first..=last` are carved blocks of this page on
-            // no list; memory of theirs that reads zero is faulted in by
-            // these writes.
-            unsafe {
-                let mut b = self.start.add(first * bs);
-                for _ in first..last {
-                    let next = b.add(bs);
-                    set_next(b.cast(), next.cast());
-                    b = next;
+            // Blocks that overlap a shared OS page stay off the lists (see
+            // `share`): their memory may be another page's block.
+            let mut head: *mut Block = ptr::null_mut();
+            let mut n = 0u32;
+            for k in (first..=last).rev() {
+                if self.os_pages_of(k) & self.shared != 0 {
+                    continue;
                 }
-                set_next(b.cast(), ptr::null_mut());
-                self.free = self.start.add(first * bs).cast();
+                // SAFETY: block `k` is a carved block of this page on no
+                // list; memory of it that reads zero is faulted in by this
+                // write.
+                unsafe {
+                    let b = self.start.add(k * bs).cast::<Block>();
+                    set_next(b, head);
+                    head = b;
+                }
+                n += 1;
             }
-            let n = (last + 1 - first) as u32;
+            if n == 0 {
+                continue;
+            }
+            self.free = head;
             debug_assert!(n <= u32::from(self.purged_blocks));
             self.purged_blocks -= n as u16;
             self.placed = self.placed.wrapping_add(n);

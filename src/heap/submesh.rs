@@ -1,0 +1,400 @@
+//! Meshing at OS-page granularity, the heap's part: which OS pages of which
+//! pages to merge (see `crate::mesh::sub` for the mapping and
+//! `page::share` for the pages' lists), and what a page that shares OS
+//! pages gives back when it is freed.
+//!
+//! Whole-page meshing (`heap::mesh`) needs two 64 KiB pages whose live
+//! blocks are all disjoint: with one block in ten live at random that
+//! happens with probability 0.99^n for n blocks a page, never below 256
+//! bytes. Here the unit is the OS page, 4 KiB: 0.99^16 = 85% for 256-byte
+//! blocks, 52% for 64 bytes, 8% for 16 bytes. It runs after whole-page
+//! meshing in the same pass (which costs one mapping per 64 KiB given
+//! back), over what that left, across every segment of the heap.
+//!
+//! A pass: the candidates are one-slice pages of the heap's own (not
+//! private) segments, wholly carved, in use, not full, not the current page
+//! of their class, at most half live, and in no whole-page group. For each
+//! its occupancy bitmap (`Page::occupied`: blocks that may hold data, those
+//! on `thread_free` or in flight included) and the OS pages it covers. By
+//! class, the sparsest page B first: among up to [`PROBES`] other
+//! candidates A, fullest first, the one whose OS pages `k` (where both have
+//! blocks and no block overlapping `k` is occupied in both) give back the
+//! most OS pages per mapping added is chosen and B's merged onto A's; B's
+//! remaining OS pages go on to the next A. A first round over the class
+//! makes only merges that give back an OS page or more per mapping (the
+//! mappings, not the pairs, run out first on random frees). Both pages first take off their
+//! lists the blocks the other's data will overlap (B: every free block over
+//! the merged OS pages; A: those B occupies), then `mesh::sub::merge` copies
+//! and maps. The bitmaps then take the exclusions (an excluded block counts
+//! as occupied), so later merges see the physical page's occupancy.
+//!
+//! Statistics: each OS page merged is counted in the heap's
+//! `meshed_in_pages` (memory of a page in use that is no longer its own),
+//! and taken off again when a page mapped onto a shared OS page is freed
+//! and the OS page has one page fewer.
+
+use super::{in_use_pages, Heap};
+use crate::mesh::sub;
+use crate::os::{self, Source, OS_PAGE};
+use crate::page::{sparse, Page, IN_FULL, LIVE_WORDS};
+use crate::segment::{self, Segment};
+use core::ptr;
+
+/// Candidates one pass looks at, at most.
+const MAX_CAND: usize = 16_384;
+/// Other pages tried for each page whose OS pages are to go.
+const PROBES: usize = 64;
+/// Bytes of the pass's scratch: a bitmap and an entry per candidate.
+const SCRATCH: usize = MAX_CAND * (LIVE_WORDS * 8 + core::mem::size_of::<Cand>());
+
+/// A candidate page.
+#[derive(Clone, Copy)]
+struct Cand {
+    page: *mut Page,
+    class: u8,
+    used: u32,
+    /// OS pages its occupied blocks cover.
+    pages: u16,
+}
+
+impl Heap {
+    /// Merges OS pages of this heap's sparse pages onto others'. Returns
+    /// how many OS pages were merged. `crate::mesh::setup` must have
+    /// succeeded.
+    ///
+    /// # Safety
+    /// Called by the owning thread, inside its handshake.
+    pub(crate) unsafe fn submesh_pass(&mut self) -> usize {
+        if self.private {
+            return 0;
+        }
+        let scratch = os::map_scratch(SCRATCH);
+        if scratch.is_null() {
+            return 0;
+        }
+        sub::begin_pass();
+        let occ = scratch.cast::<[u64; LIVE_WORDS]>();
+        // SAFETY: the entries follow the bitmaps in the scratch mapping,
+        // which is aligned for both.
+        let cand = unsafe { scratch.add(MAX_CAND * LIVE_WORDS * 8) }.cast::<Cand>();
+        let mut n = 0;
+        for list in [self.avail, self.full_segs] {
+            let mut s = list.first;
+            while !s.is_null() && n < MAX_CAND {
+                // SAFETY: `s` is one of ours; nothing here releases it.
+                unsafe {
+                    if (*s).source == Source::Mmap {
+                        n = self.candidates(s, occ, cand, n);
+                    }
+                    s = (*s).next;
+                }
+            }
+        }
+        // SAFETY: the first `n` entries were written above, each with its
+        // bitmap at the same index.
+        let merged = unsafe {
+            let cands = core::slice::from_raw_parts_mut(cand, n);
+            self.merge_classes(cands, occ)
+        };
+        // SAFETY: our scratch mapping, used no more.
+        unsafe { os::unmap_scratch(scratch, SCRATCH) };
+        merged
+    }
+
+    /// Appends the candidates of segment `s` from entry `n` on; returns
+    /// the new count.
+    unsafe fn candidates(
+        &mut self,
+        s: *mut Segment,
+        occ: *mut [u64; LIVE_WORDS],
+        cand: *mut Cand,
+        mut n: usize,
+    ) -> usize {
+        // SAFETY: `s` is ours, and its pages; the scratch has room for
+        // MAX_CAND entries.
+        unsafe {
+            let seg = &mut *s;
+            for i in in_use_pages(seg) {
+                if n == MAX_CAND {
+                    break;
+                }
+                let p = ptr::addr_of_mut!(seg.pages[i]);
+                let c = (*p).class as usize;
+                if (*p).span != 1
+                    || (*p).has(IN_FULL)
+                    || self.queues[c].first == p
+                    || (seg.meshed(i) && !sub::is_member(seg, i))
+                {
+                    continue;
+                }
+                self.collect_remote(p);
+                let used = (*p).used.get();
+                if used == 0 || !sparse(used, (*p).reserved) {
+                    continue;
+                }
+                let Some(pages) = (*p).occupied(&mut *occ.add(n)) else {
+                    continue;
+                };
+                cand.add(n).write(Cand {
+                    page: p,
+                    class: c as u8,
+                    used,
+                    pages,
+                });
+                n += 1;
+            }
+            n
+        }
+    }
+
+    /// The merges, class by class: entries `cands` with their bitmaps at
+    /// the same index of `occ`.
+    unsafe fn merge_classes(&mut self, cands: &mut [Cand], occ: *mut [u64; LIVE_WORDS]) -> usize {
+        // Sort by (class, used), moving each bitmap with its entry.
+        let n = cands.len();
+        // Shell sort: no allocation, and in place for both arrays.
+        let key = |c: &Cand| (c.class, c.used);
+        let mut gap = n / 2;
+        while gap > 0 {
+            for i in gap..n {
+                let mut j = i;
+                while j >= gap && key(&cands[j - gap]) > key(&cands[j]) {
+                    cands.swap(j - gap, j);
+                    // SAFETY: both indices are below `n`, distinct.
+                    unsafe { ptr::swap(occ.add(j - gap), occ.add(j)) };
+                    j -= gap;
+                }
+            }
+            gap /= 2;
+        }
+        let mut merged = 0;
+        let mut lo = 0;
+        while lo < n {
+            let mut hi = lo + 1;
+            while hi < n && cands[hi].class == cands[lo].class {
+                hi += 1;
+            }
+            // First the merges that give back at least an OS page per
+            // mapping they may add, then the others, while the budget lasts.
+            for thrifty in [true, false] {
+                for b in lo..hi {
+                    // SAFETY: indices of the class's range; our pages.
+                    merged += unsafe { self.merge_one(cands, occ, b, lo, hi, thrifty) };
+                }
+            }
+            lo = hi;
+        }
+        merged
+    }
+
+    /// Merges the OS pages of candidate `b` it can onto those of others of
+    /// its class (`lo..hi`); with `thrifty`, only where they give back at
+    /// least an OS page per mapping they may add. Returns the OS pages
+    /// merged.
+    unsafe fn merge_one(
+        &mut self,
+        cands: &mut [Cand],
+        occ: *mut [u64; LIVE_WORDS],
+        b: usize,
+        lo: usize,
+        hi: usize,
+        thrifty: bool,
+    ) -> usize {
+        // SAFETY: per the caller: our pages, the pass's bitmaps.
+        unsafe {
+            let pb = cands[b].page;
+            let mut left = cands[b].pages & !(*pb).shared;
+            let mut merged = 0;
+            // Rounds: the other page that takes the most OS pages per
+            // mapping added (then the most OS pages), then the next.
+            while left != 0 {
+                let mut best = (0u16, 0usize);
+                let mut best_score = (0usize, 0u32);
+                let mut probes = 0;
+                for a in (lo..hi).rev() {
+                    if probes == PROBES {
+                        break;
+                    }
+                    let both = left & cands[a].pages;
+                    if a == b || both == 0 {
+                        continue;
+                    }
+                    probes += 1;
+                    let (oa, ob) = (&*occ.add(a), &*occ.add(b));
+                    let mut mask = 0u16;
+                    let mut m = both;
+                    while m != 0 {
+                        let k = m.trailing_zeros() as usize;
+                        m &= m - 1;
+                        if disjoint(&*cands[a].page, k, oa, ob) {
+                            mask |= 1 << k;
+                        }
+                    }
+                    // Runs of B's OS pages, and of A's not shared yet, are
+                    // the mappings the merge may add.
+                    let cost = runs(mask) + runs(mask & !(*cands[a].page).shared);
+                    let n = mask.count_ones();
+                    if mask == 0 || thrifty && (n as usize) < cost {
+                        continue;
+                    }
+                    let score = (n as usize * 16 / cost, n);
+                    if score > best_score {
+                        best_score = score;
+                        best = (mask, a);
+                    }
+                }
+                let (mask, a) = best;
+                if mask == 0 {
+                    break;
+                }
+                let done = self.merge_os_pages(cands[a].page, pb, mask, occ.add(a), occ.add(b));
+                left &= !mask;
+                merged += done.count_ones() as usize;
+                cands[a].pages |= done;
+            }
+            merged
+        }
+    }
+
+    /// Merges OS pages `mask` of `pb` onto `pa`'s (their bitmaps `oa`,
+    /// `ob`). Returns the OS pages merged; the bitmaps take the blocks each
+    /// page excluded.
+    unsafe fn merge_os_pages(
+        &mut self,
+        pa: *mut Page,
+        pb: *mut Page,
+        mask: u16,
+        oa: *mut [u64; LIVE_WORDS],
+        ob: *mut [u64; LIVE_WORDS],
+    ) -> u16 {
+        // SAFETY: our pages, in use; the bitmaps are the pass's.
+        unsafe {
+            let sa = &*segment::segment_of(pa.cast());
+            let sb = &*segment::segment_of(pb.cast());
+            let (ai, bi) = (sa.page_index(pa), sb.page_index(pb));
+            let Some((ra, rb)) = sub::reserve(sa, ai, sb, bi) else {
+                return 0;
+            };
+            let mut over = [0u64; LIVE_WORDS];
+            (*pb).blocks_over(mask, &mut over);
+            let mut drop_a = over;
+            for (x, y) in drop_a.iter_mut().zip((*ob).iter()) {
+                *x &= *y;
+            }
+            // Before the copy: it writes over these blocks' links.
+            (*pa).exclude(mask, &drop_a, ra);
+            (*pb).exclude(mask, &over, rb);
+            let done = sub::merge(
+                sa,
+                ai,
+                ra,
+                sb,
+                bi,
+                rb,
+                mask,
+                &*ob,
+                (*pb).block_size,
+                (*pb).capacity as usize,
+            );
+            // Excluded blocks count as occupied from now on.
+            for (x, y) in (*oa).iter_mut().zip(drop_a.iter()) {
+                *x |= *y;
+            }
+            for (x, y) in (*ob).iter_mut().zip(over.iter()) {
+                *x |= *y;
+            }
+            self.k()
+                .meshed_in_pages
+                .add(done.count_ones() as usize * OS_PAGE);
+            done
+        }
+    }
+
+    /// What of an empty page's slice `i` of `s` may be resident, for
+    /// `Segment::free_run`, once its meshing is undone: a whole-page
+    /// group's primary is dissolved (nothing resident), a page with shared
+    /// OS pages gets fresh memory there, and the rest is as
+    /// `touched_to_free` says.
+    ///
+    /// # Safety
+    /// `p` is an in-use page of ours at slice `i` of `s`, with no live
+    /// block.
+    pub(super) unsafe fn touched_on_free(
+        &mut self,
+        s: *mut Segment,
+        i: usize,
+        p: *mut Page,
+    ) -> usize {
+        // SAFETY: per the contract.
+        unsafe {
+            let seg = &mut *s;
+            if seg.meshed(i) && !sub::is_member(seg, i) {
+                self.unmesh(s, i);
+                return 0;
+            }
+            if sub::is_member(seg, i) {
+                self.unshare(seg, i, p);
+            }
+            self.touched_to_free(seg, i, p)
+        }
+    }
+
+    /// A page with a record in `mesh::sub` is being freed (no block live):
+    /// fresh memory over the OS pages it had mapped onto shared ones, which
+    /// are then counted as purged ones (they read zero) for
+    /// `touched_to_free`. (An OS page the page excluded blocks for but
+    /// whose mapping the kernel refused is still its own: it stays as it
+    /// is, to be purged there.)
+    ///
+    /// # Safety
+    /// `p` is an in-use page of ours at slice `i` of `seg`, with no live
+    /// block, and has a record.
+    pub(super) unsafe fn unshare(&mut self, seg: &mut Segment, i: usize, p: *mut Page) {
+        // SAFETY: per the contract.
+        unsafe {
+            (*p).unshare();
+            let (back, mapped) = sub::release(seg, i);
+            let k = self.k();
+            k.meshed_in_pages.sub(back * OS_PAGE);
+            // Each OS page merged onto another was counted once, in
+            // `merge_os_pages`; those whose slot lost a sharer are
+            // uncounted above. The shared OS pages now read zero, as
+            // purged ones do: `touched_to_free` uncounts what it finds in
+            // `purged`, so count them there first.
+            let new = mapped & !(*p).purged.get();
+            k.purged_in_pages.add(new.count_ones() as usize * OS_PAGE);
+            (*p).purged.set((*p).purged.get() | new);
+        }
+    }
+}
+
+/// Runs of set bits in `m`.
+fn runs(m: u16) -> usize {
+    (m & !(m << 1)).count_ones() as usize
+}
+
+/// Whether no block overlapping OS page `k` of `page`'s layout is occupied
+/// in both `oa` and `ob`.
+fn disjoint(page: &Page, k: usize, oa: &[u64; LIVE_WORDS], ob: &[u64; LIVE_WORDS]) -> bool {
+    let bs = page.block_size;
+    let cap = page.capacity as usize;
+    let first = k * OS_PAGE / bs;
+    let last = (((k + 1) * OS_PAGE - 1) / bs).min(cap.saturating_sub(1));
+    if first >= cap {
+        return true;
+    }
+    let (w0, w1) = (first / 64, last / 64);
+    for w in w0..=w1 {
+        let mut m = !0u64;
+        if w == w0 {
+            m &= !0u64 << (first % 64);
+        }
+        if w == w1 && last % 64 != 63 {
+            m &= (1u64 << (last % 64 + 1)) - 1;
+        }
+        if oa[w] & ob[w] & m != 0 {
+            return false;
+        }
+    }
+    true
+}
