@@ -355,19 +355,12 @@ fn map_or_restore(fd: i32, off: usize, p: usize, len: usize, populate: bool) -> 
     false
 }
 
-/// Reads `len` bytes of `fd` at `off` into `p`.
-fn read_all(fd: i32, p: usize, len: usize, off: usize) -> bool {
+/// Runs `op(done)` (one `pread` or `pwrite` of the bytes from `done` on)
+/// until `len` bytes are through; false if one moves nothing or fails.
+fn all_of(len: usize, mut op: impl FnMut(usize) -> isize) -> bool {
     let mut done = 0;
     while done < len {
-        // SAFETY: `p..p + len` is writable memory of ours.
-        let n = unsafe {
-            libc::pread(
-                fd,
-                (p + done) as *mut libc::c_void,
-                len - done,
-                (off + done) as libc::off_t,
-            )
-        };
+        let n = op(done);
         if n <= 0 {
             return false;
         }
@@ -376,25 +369,34 @@ fn read_all(fd: i32, p: usize, len: usize, off: usize) -> bool {
     true
 }
 
+/// Reads `len` bytes of `fd` at `off` into `p`.
+fn read_all(fd: i32, p: usize, len: usize, off: usize) -> bool {
+    all_of(len, |done| {
+        // SAFETY: `p..p + len` is writable memory of ours.
+        unsafe {
+            libc::pread(
+                fd,
+                (p + done) as *mut libc::c_void,
+                len - done,
+                (off + done) as libc::off_t,
+            )
+        }
+    })
+}
+
 /// Writes `len` bytes at `p` into `fd` at `off`.
 fn write_all(fd: i32, p: usize, len: usize, off: usize) -> bool {
-    let mut done = 0;
-    while done < len {
+    all_of(len, |done| {
         // SAFETY: `p..p + len` is readable memory of ours.
-        let n = unsafe {
+        unsafe {
             libc::pwrite(
                 fd,
                 (p + done) as *const libc::c_void,
                 len - done,
                 (off + done) as libc::off_t,
             )
-        };
-        if n <= 0 {
-            return false;
         }
-        done += n as usize;
-    }
-    true
+    })
 }
 
 /// Runs of set bits of `m`: `(lo, hi)`.

@@ -59,27 +59,8 @@ impl Page {
     /// Owner only.
     pub(crate) fn occupied(&self, occ: &mut [u64; LIVE_WORDS]) -> Option<u16> {
         let cap = self.capacity as usize;
-        if cap != self.reserved as usize || cap > LIVE_WORDS * 64 || cap == 0 {
+        if cap != self.reserved as usize || cap == 0 || !self.live_blocks(occ) {
             return None;
-        }
-        *occ = [0; LIVE_WORDS];
-        for (w, word) in occ.iter_mut().enumerate().take(cap.div_ceil(64)) {
-            let n = (cap - w * 64).min(64);
-            *word = if n == 64 { !0 } else { (1u64 << n) - 1 };
-        }
-        let mut steps = cap;
-        for head in [self.free, self.local_free] {
-            let mut b = head;
-            while !b.is_null() {
-                if steps == 0 || !self.holds(b.cast()) {
-                    return None;
-                }
-                steps -= 1;
-                let k = self.index_of(b);
-                occ[k / 64] &= !(1u64 << (k % 64));
-                // SAFETY: blocks on the owner's lists hold links we wrote.
-                b = unsafe { next_of(b) };
-            }
         }
         let mut pages = 0u16;
         for k in 0..cap {
