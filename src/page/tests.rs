@@ -1,0 +1,101 @@
+//! Unit tests of `page`: the block-start check, popping and freeing.
+
+use super::*;
+use crate::segment::{MAX_SPAN, SEGMENT_SIZE, SLICE_SIZE};
+use crate::size_class::{class_size, NUM_CLASSES};
+
+/// The block-start check against division, for every class and every
+/// offset in a segment (past any page's end too), with the page carved
+/// whole; and at each capacity, for the blocks around its end.
+#[test]
+fn block_starts_are_exact_for_every_class_and_offset() {
+    for c in 0..NUM_CLASSES {
+        let d = class_size(c);
+        let recip = block_start_recip(d);
+        let e = recip.wrapping_mul(d as u64);
+        assert!(e > 0 && e <= d as u64, "class {c}: e = {e}");
+        let reserved = Page::blocks_in(MAX_SPAN * SLICE_SIZE, d) as u64;
+        let limit = reserved * e;
+        let mut r = 0; // n % d, kept as n counts up
+        for n in 0..SEGMENT_SIZE as u64 {
+            let start = r == 0 && n / (d as u64) < reserved;
+            assert_eq!(
+                n.wrapping_mul(recip) < limit,
+                start,
+                "class {c}, offset {n}"
+            );
+            r += 1;
+            if r == d {
+                r = 0;
+            }
+        }
+        for cap in 0..=reserved {
+            let limit = cap * e;
+            for k in cap.saturating_sub(2)..(cap + 2) {
+                let n = k * d as u64;
+                assert_eq!(
+                    n.wrapping_mul(recip) < limit,
+                    k < cap,
+                    "class {c}, cap {cap}, block {k}"
+                );
+            }
+        }
+    }
+}
+
+/// The 64-bit form of the reciprocal against the 128-bit definition, for
+/// every block size it may be asked for.
+#[test]
+fn block_start_recip_is_floor_of_two_to_the_64_over_d_plus_one() {
+    for d in 2..=1usize << 20 {
+        let exact = ((1u128 << 64) / d as u128 + 1) as u64;
+        assert_eq!(block_start_recip(d), exact, "d = {d}");
+    }
+}
+
+#[test]
+fn a_page_checks_its_pointers() {
+    let mut mem = vec![0u64; 4096];
+    let start = mem.as_mut_ptr().cast::<u8>();
+    let mut page = Page::EMPTY;
+    assert!(!page.is_block(start), "a page not in use has no block");
+    let reserved = 4096 * 8 / 48;
+    page.reset(start, 48, reserved as u32);
+    // SAFETY: offsets inside `mem`.
+    unsafe {
+        assert!(page.is_block(start));
+        assert!(page.is_block(start.add(48 * (reserved - 1))));
+        assert!(!page.is_block(start.add(48 * reserved)), "past the page");
+        assert!(!page.is_block(start.add(8)));
+        assert!(!page.is_block(start.add(48 + 16)));
+    }
+    assert!(!page.is_block(start.wrapping_sub(48)));
+    page.close();
+    assert!(!page.is_block(start), "closed");
+}
+
+/// The owner's frees ask for attention when the page empties, and, on
+/// the full list, only once enough blocks are free to move it back.
+#[test]
+fn frees_notify_at_empty_and_at_the_unfull_mark() {
+    let mut blocks = [[0usize; 2]; 8];
+    let mut page = Page::EMPTY;
+    page.used.set(8);
+    let mut free = |page: &mut Page, i: usize| {
+        // SAFETY: a two-word block of our own, given to the page.
+        unsafe { page.free_local(blocks[i].as_mut_ptr().cast(), 16) }
+    };
+    page.set_full(5);
+    assert!(page.has(IN_FULL));
+    assert!(!free(&mut page, 0), "7 used: still full");
+    assert!(!free(&mut page, 1), "6 used: still full");
+    assert!(free(&mut page, 2), "5 used: back to the queue");
+    page.clear_full();
+    assert!(!page.has(IN_FULL));
+    assert!(!free(&mut page, 3));
+    assert!(!free(&mut page, 4));
+    assert!(!free(&mut page, 5));
+    assert!(!free(&mut page, 6));
+    assert!(free(&mut page, 7), "empty");
+    assert_eq!(page.used.get(), 0);
+}
