@@ -24,7 +24,7 @@
 //! test's own, and `fork` copies no other thread.
 
 mod common;
-use common::{pss_bytes, Rng};
+use common::{in_child, pss_bytes, wait_child, Rng};
 use std::alloc::{alloc, dealloc, realloc, Layout};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -237,25 +237,6 @@ fn small_class_merges_and_keeps_every_block(bs: usize) {
     segalloc::collect();
 }
 
-/// Waits for child `pid` for at most 30 s (then kills it and fails).
-fn wait_child(pid: libc::pid_t) -> libc::c_int {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut status = 0;
-        // SAFETY: our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            return status;
-        }
-        if Instant::now() > deadline {
-            // SAFETY: our own child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("child {pid} timed out");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 fn fork_after_small_meshing_shares_nothing() {
     const BS: usize = 64;
     segalloc::collect();
@@ -432,40 +413,6 @@ fn writer_round() -> usize {
     free_all(&kept, BS);
     segalloc::collect();
     held
-}
-
-/// Runs `f` in a child with stderr into a pipe; returns its wait status and
-/// what it wrote.
-fn in_child(f: impl FnOnce()) -> (libc::c_int, String) {
-    let mut fds = [0; 2];
-    // SAFETY: a plain pipe.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    // SAFETY: one thread.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        // SAFETY: stderr onto the pipe; no core files.
-        unsafe {
-            libc::dup2(fds[1], 2);
-            let lim = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            libc::setrlimit(libc::RLIMIT_CORE, &lim);
-        }
-        f();
-        // SAFETY: ends the child.
-        unsafe { libc::_exit(0) };
-    }
-    // SAFETY: our pipe's write end, the child's now.
-    unsafe { libc::close(fds[1]) };
-    let status = wait_child(pid);
-    let mut out = vec![0u8; 4096];
-    // SAFETY: reads into our buffer.
-    let n = unsafe { libc::read(fds[0], out.as_mut_ptr().cast(), out.len()) };
-    // SAFETY: our pipe's read end.
-    unsafe { libc::close(fds[0]) };
-    out.truncate(n.max(0) as usize);
-    (status, String::from_utf8_lossy(&out).into_owned())
 }
 
 fn free_through_the_other_address_is_caught() {

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 use std::alloc::{alloc, dealloc, realloc, Layout};
+use std::time::{Duration, Instant};
 
 /// Page size, read from the aux vector (`AT_PAGESZ`) so no libc call is
 /// needed; falls back to 4 KiB.
@@ -299,4 +300,58 @@ pub fn cell_titles<'a>(svg: &'a str, kind: &str) -> Vec<&'a str> {
             &t[a..b]
         })
         .collect()
+}
+
+/// Waits for child `pid` for at most 30 s (then kills it and fails);
+/// returns its wait status.
+pub fn wait_child(pid: libc::pid_t) -> libc::c_int {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut status = 0;
+        // SAFETY: our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            return status;
+        }
+        if Instant::now() > deadline {
+            // SAFETY: our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("child {pid} timed out");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs `f` in a child with stderr into a pipe; returns its wait status and
+/// what it wrote.
+pub fn in_child(f: impl FnOnce()) -> (libc::c_int, String) {
+    let mut fds = [0; 2];
+    // SAFETY: a plain pipe.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: one thread.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: stderr onto the pipe; no core files.
+        unsafe {
+            libc::dup2(fds[1], 2);
+            let lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &lim);
+        }
+        f();
+        // SAFETY: ends the child.
+        unsafe { libc::_exit(0) };
+    }
+    // SAFETY: our pipe's write end, the child's now.
+    unsafe { libc::close(fds[1]) };
+    let status = wait_child(pid);
+    let mut out = vec![0u8; 4096];
+    // SAFETY: reads into our buffer.
+    let n = unsafe { libc::read(fds[0], out.as_mut_ptr().cast(), out.len()) };
+    // SAFETY: our pipe's read end.
+    unsafe { libc::close(fds[0]) };
+    out.truncate(n.max(0) as usize);
+    (status, String::from_utf8_lossy(&out).into_owned())
 }
