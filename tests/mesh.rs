@@ -292,28 +292,7 @@ fn writer_round() -> usize {
     segalloc::collect();
     let kept = Arc::new(sparse_pages(256, 4));
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (kept, stop) = (kept.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut round = 0u64;
-            loop {
-                round += 1;
-                for (i, &p) in kept.iter().enumerate() {
-                    // SAFETY: live blocks of the main thread's, which leaves
-                    // their first and last words to this thread meanwhile.
-                    unsafe {
-                        (p as *mut u64).write_volatile(round << 32 | i as u64);
-                        (p as *mut u64)
-                            .add(BS / 8 - 1)
-                            .write_volatile(round << 32 | i as u64);
-                    }
-                }
-                if stop.load(Ordering::Acquire) {
-                    return round;
-                }
-            }
-        })
-    };
+    let writer = common::spawn_writer(kept.clone(), stop.clone(), Some(BS));
     std::thread::sleep(Duration::from_millis(20));
     let held = segalloc::mesh_stats().writes_held;
     let merged = segalloc::mesh();
@@ -682,22 +661,7 @@ fn fork_while_a_writer_writes() {
     let kept = Arc::new(sparse_pages(128, 50));
     assert!(segalloc::mesh() > 0);
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (kept, stop) = (kept.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut round = 0u64;
-            loop {
-                round += 1;
-                for (i, &p) in kept.iter().enumerate() {
-                    // SAFETY: live blocks whose first word this thread owns.
-                    unsafe { (p as *mut u64).write_volatile(round << 32 | i as u64) };
-                }
-                if stop.load(Ordering::Acquire) {
-                    return round;
-                }
-            }
-        })
-    };
+    let writer = common::spawn_writer(kept.clone(), stop.clone(), None);
     let held = segalloc::mesh_stats().writes_held;
     for _ in 0..20 {
         // SAFETY: the child only reads and writes memory and exits.

@@ -356,28 +356,7 @@ fn writer_round() -> usize {
     let (kept, _) = sparse(BS, 256, 10, 4);
     let kept = Arc::new(kept);
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (kept, stop) = (kept.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut round = 0u64;
-            loop {
-                round += 1;
-                for (i, &p) in kept.iter().enumerate() {
-                    // SAFETY: live blocks whose first and last words the
-                    // main thread leaves to this thread.
-                    unsafe {
-                        (p as *mut u64).write_volatile(round << 32 | i as u64);
-                        (p as *mut u64)
-                            .add(BS / 8 - 1)
-                            .write_volatile(round << 32 | i as u64);
-                    }
-                }
-                if stop.load(Ordering::Acquire) {
-                    return round;
-                }
-            }
-        })
-    };
+    let writer = common::spawn_writer(kept.clone(), stop.clone(), Some(BS));
     std::thread::sleep(Duration::from_millis(20));
     let m0 = segalloc::mesh_stats();
     segalloc::mesh();

@@ -294,27 +294,7 @@ impl Page {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::page::IN_USE;
-
-    /// A one-slice page of `bs`-byte blocks over fresh OS-page-aligned
-    /// memory, all carved and handed out: `(page, mapping)`.
-    fn full_page(bs: usize) -> (Page, *mut u8) {
-        let mem = os::map_aligned(SLICE_SIZE, SLICE_SIZE);
-        assert!(!mem.is_null());
-        let mut page = Page::EMPTY;
-        page.reset(mem, bs, Page::blocks_in(SLICE_SIZE, bs));
-        page.span = PURGEABLE_SPAN;
-        page.flags = IN_USE;
-        let mut handed = 0;
-        while page.refill_local() {
-            // SAFETY: the page is ours.
-            while !unsafe { super::super::pop(&mut page) }.is_null() {
-                handed += 1;
-            }
-        }
-        assert_eq!(handed, page.reserved);
-        (page, mem)
-    }
+    use crate::page::tests::full_page;
 
     fn fill(p: *mut u8, bs: usize, k: usize) {
         for w in 0..bs / 8 {

@@ -184,23 +184,9 @@ impl Page {
 mod tests {
     use super::*;
     use crate::os;
-    use crate::page::{pop, IN_USE};
+    use crate::page::pop;
+    use crate::page::tests::full_page;
     use crate::segment::SLICE_SIZE;
-
-    /// A one-slice page of `bs`-byte blocks, all carved and handed out.
-    fn full_page(bs: usize) -> (Page, *mut u8) {
-        let mem = os::map_aligned(SLICE_SIZE, SLICE_SIZE);
-        assert!(!mem.is_null());
-        let mut page = Page::EMPTY;
-        page.reset(mem, bs, Page::blocks_in(SLICE_SIZE, bs));
-        page.span = 1;
-        page.flags = IN_USE;
-        while page.refill_local() {
-            // SAFETY: the page is ours.
-            while !unsafe { pop(&mut page) }.is_null() {}
-        }
-        (page, mem)
-    }
 
     /// Occupancy is what is not on a list; excluding OS pages takes their
     /// free blocks (straddling ones too) off the lists for good, counts

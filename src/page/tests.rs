@@ -99,3 +99,24 @@ fn frees_notify_at_empty_and_at_the_unfull_mark() {
     assert!(free(&mut page, 7), "empty");
     assert_eq!(page.used.get(), 0);
 }
+
+/// A one-slice page of `bs`-byte blocks over fresh OS-page-aligned memory,
+/// all carved and handed out: `(page, mapping)`. For the unit tests of
+/// `page`'s submodules.
+pub(super) fn full_page(bs: usize) -> (Page, *mut u8) {
+    let mem = crate::os::map_aligned(SLICE_SIZE, SLICE_SIZE);
+    assert!(!mem.is_null());
+    let mut page = Page::EMPTY;
+    page.reset(mem, bs, Page::blocks_in(SLICE_SIZE, bs));
+    page.span = 1;
+    page.flags = IN_USE;
+    let mut handed = 0;
+    while page.refill_local() {
+        // SAFETY: the page is ours.
+        while !unsafe { pop(&mut page) }.is_null() {
+            handed += 1;
+        }
+    }
+    assert_eq!(handed, page.reserved);
+    (page, mem)
+}

@@ -355,3 +355,34 @@ pub fn in_child(f: impl FnOnce()) -> (libc::c_int, String) {
     out.truncate(n.max(0) as usize);
     (status, String::from_utf8_lossy(&out).into_owned())
 }
+
+/// Spawns a thread that writes `round << 32 | i` into the first word of
+/// each block `kept[i]`, and into its last word too when `bs` (the block
+/// size) is given, round after round until `stop`; it returns its rounds.
+/// The blocks must stay live, their other words left to the caller.
+pub fn spawn_writer(
+    kept: std::sync::Arc<Vec<usize>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    bs: Option<usize>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut round = 0u64;
+        loop {
+            round += 1;
+            for (i, &p) in kept.iter().enumerate() {
+                let v = round << 32 | i as u64;
+                // SAFETY: live blocks whose first (and last) words the
+                // caller leaves to this thread.
+                unsafe {
+                    (p as *mut u64).write_volatile(v);
+                    if let Some(bs) = bs {
+                        (p as *mut u64).add(bs / 8 - 1).write_volatile(v);
+                    }
+                }
+            }
+            if stop.load(std::sync::atomic::Ordering::Acquire) {
+                return round;
+            }
+        }
+    })
+}
