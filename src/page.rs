@@ -45,8 +45,10 @@ use crate::counters::COUNT_REQUESTED;
 pub(crate) use crate::remote::Block;
 use crate::remote::ThreadFreeStack;
 use crate::remote::{next_of, set_next};
+use core::mem::offset_of;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
+use static_assertions::const_assert;
 
 mod purge;
 pub(crate) use purge::PURGEABLE_SPAN;
@@ -68,9 +70,18 @@ pub(crate) const FREE_ZERO: u8 = 8;
 pub(crate) const EXTEND_BYTES: usize = 4096;
 
 /// Metadata of one page; lives in the segment header, never in the page itself.
-/// The fields the fast paths touch come first.
-#[repr(C)]
+///
+/// Two cache lines, kept apart so that threads freeing blocks of the page
+/// (which read the second) do not share a line with the owner's writes at
+/// every allocation and every settled remote free (the first). With 120
+/// unaligned bytes per page, the owner's `free`, `used` and `fold_used`
+/// writes (its own or a neighbouring page's) sat on the line holding
+/// `start`, `recip` and `limit`, which every free reads: each remote free
+/// then missed, and so did each block the owner settled after it.
+#[repr(C, align(64))]
 pub(crate) struct Page {
+    // --- line 1: written by the owner on its fast paths and when it settles
+    // other threads' frees ---
     pub(crate) free: *mut Block,
     pub(crate) used: Used,
     /// A free by the owner that leaves `used` at or below this needs the
@@ -79,47 +90,20 @@ pub(crate) struct Page {
     /// the free fast path, where `used == 0 || IN_FULL` would be two, and
     /// would call the slow path for every free into a full page.
     notify_at: u32,
-    pub(crate) class: u8,
-    pub(crate) flags: u8,
-    /// Slices the page spans.
-    pub(crate) span: u8,
-    /// The first page of its class queue: the one serving new blocks of its
-    /// class. Written by the owner when the queue's head changes, read by
-    /// any thread (`defrag::should_move`); in what was padding.
-    current: AtomicBool,
-    /// OS pages of a one-slice page given back to the OS while the page is
-    /// in use (bit `o`: bytes `o * 4096 .. (o + 1) * 4096` from `start`),
-    /// and how many carved blocks lie in them, on no list (see `purge`).
-    /// Written by the owner on slow paths only, read by any thread (a
-    /// non-owner's `realloc` checks a block against it); in what was padding.
-    pub(crate) purged: Purged,
-    pub(crate) purged_blocks: u16,
     /// Bytes requested by allocations from this page less those freed to it
     /// by its owner, since the counts were last taken (wrapping; `stats`).
     req: usize,
     pub(crate) local_free: *mut Block,
-    pub(crate) thread_free: ThreadFreeStack,
-    pub(crate) block_size: usize,
-    /// Blocks carved so far; `capacity <= reserved`.
-    pub(crate) capacity: u32,
-    /// Blocks that fit in the page.
-    pub(crate) reserved: u32,
-    pub(crate) start: *mut u8,
-    /// [`block_start_recip`] of `block_size`: see the module docs.
-    recip: u64,
-    /// `reserved * (recip * block_size mod 2^64)`, 0 while the page is not
-    /// in use: what [`is_block`](Self::is_block) compares with. Written
-    /// only while no block of the page is live.
-    limit: u64,
-    /// Links in the owning heap's page queue (or its full list).
-    pub(crate) next: *mut Page,
-    pub(crate) prev: *mut Page,
     /// Blocks put on `free` at its last refill (or left on it when the counts
     /// were last taken) that had not been counted as allocated yet.
     placed: u32,
     /// `used` when the counts were last taken, less other threads' frees
     /// collected since.
     fold_used: u32,
+    /// Links in the owning heap's page queue (or its full list).
+    pub(crate) next: *mut Page,
+    pub(crate) prev: *mut Page,
+    pub(crate) purged_blocks: u16,
     /// OS pages of a one-slice page mapped onto physical memory shared with
     /// other pages (meshing at OS-page granularity, see `share`): the free
     /// blocks overlapping them are on no list (counted in `purged_blocks`)
@@ -129,7 +113,40 @@ pub(crate) struct Page {
     /// its lists because they overlap `shared` OS pages: the mesh layer's
     /// record of the page plus one (0 while `shared` is 0). Owner only.
     pub(crate) rec: u16,
+    // --- line 2: read by any thread freeing a block of the page, written
+    // by the owner only on slow paths (and `thread_free` by other threads'
+    // unbatched frees) ---
+    pub(crate) start: *mut u8,
+    /// [`block_start_recip`] of `block_size`: see the module docs.
+    recip: u64,
+    /// `reserved * (recip * block_size mod 2^64)`, 0 while the page is not
+    /// in use: what [`is_block`](Self::is_block) compares with. Written
+    /// only while no block of the page is live.
+    limit: u64,
+    pub(crate) block_size: usize,
+    pub(crate) thread_free: ThreadFreeStack,
+    /// Blocks carved so far; `capacity <= reserved`.
+    pub(crate) capacity: u32,
+    /// Blocks that fit in the page.
+    pub(crate) reserved: u32,
+    pub(crate) class: u8,
+    pub(crate) flags: u8,
+    /// Slices the page spans.
+    pub(crate) span: u8,
+    /// The first page of its class queue: the one serving new blocks of its
+    /// class. Written by the owner when the queue's head changes, read by
+    /// any thread (`defrag::should_move`).
+    current: AtomicBool,
+    /// OS pages of a one-slice page given back to the OS while the page is
+    /// in use (bit `o`: bytes `o * 4096 .. (o + 1) * 4096` from `start`),
+    /// and how many carved blocks lie in them (`purged_blocks`), on no list
+    /// (see `purge`). Written by the owner on slow paths only, read by any
+    /// thread (a non-owner's `realloc` checks a block against it).
+    pub(crate) purged: Purged,
 }
+
+const_assert!(size_of::<Page>() == 128);
+const_assert!(offset_of!(Page, start) == 64);
 
 /// A page's count of blocks in use: written only by the page's owner (a
 /// relaxed load and store, which compile to the plain add the fast paths had),

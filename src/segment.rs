@@ -159,8 +159,10 @@ const_assert!(offset_of!(Segment, split) + size_of::<usize>() <= HUGE_BLOCK_OFFS
 #[cfg(feature = "profiling")]
 const_assert!(offset_of!(Segment, prof_usable) + size_of::<usize>() <= HUGE_BLOCK_OFFSET);
 const_assert!(align_of::<Segment>() <= os::OS_PAGE);
-// 120: `shared` and `rec` (meshing at OS-page granularity) took 8 more.
-const_assert!(size_of::<Page>() <= 120);
+// Two cache lines (see `Page`), so a descriptor never shares one with
+// another page's.
+const_assert!(size_of::<Page>() == 128);
+const_assert!(offset_of!(Segment, pages) % 64 == 0);
 
 /// The segment of `p`, a block or an address inside a segment past its
 /// first byte. `p - 1` is masked, not `p`: a block aligned to a segment or
