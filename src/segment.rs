@@ -67,6 +67,10 @@ pub(crate) const KIND_HUGE: usize = 0x5e6a_1e6e;
 /// cache (`large_cache`) for reuse: not a live block.
 pub(crate) const KIND_CACHED: usize = 0x5e6a_cac4;
 
+/// A field of no size that starts a new cache line in a `repr(C)` struct.
+#[repr(C, align(64))]
+struct LineStart;
+
 /// Segment header, at the segment's aligned base.
 #[repr(C)]
 pub(crate) struct Segment {
@@ -114,6 +118,21 @@ pub(crate) struct Segment {
     pub(crate) private: bool,
     /// Bit i: page i may have frees on its `thread_free` (a hint, see heap).
     pub(crate) thread_freed: HintBits,
+    /// For each slice, where the descriptor of the page covering it lies:
+    /// its byte offset from the segment's base (that of `pages` plus the
+    /// first slice times the descriptor size), so that `free` finds it with
+    /// one load and one add: no multiply, and no third `lea` operand, which
+    /// LLVM splits into two instructions. `pages[0]`'s (set at creation)
+    /// for slices no page covers (never in use).
+    slice_page: [u16; SLICES],
+    /// For each slice, the size class of the page covering it: what a
+    /// thread freeing a block of another heap reads, rather than the page
+    /// descriptor, whose line the owner writes at every allocation.
+    pub(crate) slice_class: [u8; SLICES],
+    // --- from here on, what only the owner writes as pages come and go, on
+    // lines of their own: the fields above are read by every free, from
+    // any thread ---
+    _owner_fields: LineStart,
     /// Links in the owner's segment lists, or in the abandoned list.
     pub(crate) next: *mut Segment,
     pub(crate) prev: *mut Segment,
@@ -128,17 +147,6 @@ pub(crate) struct Segment {
     pub(crate) in_full_list: bool,
     /// On the abandoned (or brk free) list; read and written under its lock.
     pub(crate) on_shared_list: bool,
-    /// For each slice, where the descriptor of the page covering it lies:
-    /// its byte offset from the segment's base (that of `pages` plus the
-    /// first slice times the descriptor size), so that `free` finds it with
-    /// one load and one add: no multiply, and no third `lea` operand, which
-    /// LLVM splits into two instructions. `pages[0]`'s (set at creation)
-    /// for slices no page covers (never in use).
-    slice_page: [u16; SLICES],
-    /// For each slice, the size class of the page covering it: what a
-    /// thread freeing a block of another heap reads, rather than the page
-    /// descriptor, whose line the owner writes at every allocation.
-    pub(crate) slice_class: [u8; SLICES],
     /// For each slice, how many bytes from its start may be resident: touched
     /// since the slice was last purged (or came fresh from the OS). Purges
     /// give back just that, and a page on slices that were never touched
@@ -156,6 +164,8 @@ const_assert!(size_of::<Segment>() <= SLICE_SIZE);
 // Offsets of descriptors fit `slice_page`'s u16.
 const_assert!(offset_of!(Segment, pages) + SLICES * size_of::<Page>() <= u16::MAX as usize);
 const_assert!(offset_of!(Segment, split) + size_of::<usize>() <= HUGE_BLOCK_OFFSET);
+// `region` links huge segments through `next` and `prev` too.
+const_assert!(offset_of!(Segment, prev) + size_of::<usize>() <= HUGE_BLOCK_OFFSET);
 #[cfg(feature = "profiling")]
 const_assert!(offset_of!(Segment, prof_usable) + size_of::<usize>() <= HUGE_BLOCK_OFFSET);
 const_assert!(align_of::<Segment>() <= os::OS_PAGE);
