@@ -377,6 +377,10 @@ fn child() {
     let Ok(case) = std::env::var(CASE) else {
         return;
     };
+    if case == "refused" {
+        refused();
+        return;
+    }
     let (name, how) = case.split_once(':').unwrap();
     let e = EFFECTS.iter().find(|e| e.name == name).unwrap();
     if how == "rust" {
@@ -393,6 +397,84 @@ fn child() {
         .default;
     assert_eq!(value != default, how != "none", "{name} is {value}");
     (e.probe)(how != "none");
+}
+
+/// A malformed value and an unknown name given to `set_option`: errors, and
+/// the value in force kept (the parent checks the lines on stderr).
+fn refused() {
+    let delay = || {
+        segalloc::runtime_options()
+            .find(|o| o.name == "purge_delay_ms")
+            .unwrap()
+            .get()
+    };
+    assert_eq!(
+        segalloc::set_option("purge_delay_ms", "soon"),
+        Err(segalloc::OptionError::BadValue)
+    );
+    assert_eq!(delay(), 100);
+    assert_eq!(
+        segalloc::set_option("no_such_option", "1"),
+        Err(segalloc::OptionError::Unknown)
+    );
+    assert_eq!(delay(), 100);
+}
+
+/// Whether `err` holds exactly the two lines that name what `refused` (or
+/// `option_effects.c` with `bad`) gave: the malformed value and the
+/// unknown name.
+fn two_refusals(err: &str) -> Result<(), String> {
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("segalloc: "))
+        .collect();
+    match lines[..] {
+        [a, b]
+            if a.contains("ignoring SEGALLOC_PURGE_DELAY_MS=soon")
+                && a.contains("keeping 100")
+                && b.contains("ignoring no_such_option=1: no such option") =>
+        {
+            Ok(())
+        }
+        _ => Err(format!("not the two lines expected:\n{err}")),
+    }
+}
+
+/// A malformed value or an unknown name, from Rust (`set_option`) and from
+/// C (`segalloc_option_set`), is refused with an error, named on one line on
+/// stderr, and the value in force kept (from the environment: see
+/// tests/options.rs, `a_bad_value_is_named_on_one_line_and_the_default_kept`).
+#[test]
+fn a_refused_value_or_name_is_named_on_one_line_from_rust_and_c() {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args(["--exact", "child", "--nocapture", "--test-threads", "1"])
+        .env(CASE, "refused");
+    for o in segalloc::runtime_options() {
+        c.env_remove(o.env);
+    }
+    let (status, err) = run(c, "refused");
+    assert!(status.success(), "{status:?}\n{err}");
+    two_refusals(&err).unwrap();
+    let dir = preload::scratch("refused-c");
+    let include = format!("-I{}/include", preload::MANIFEST);
+    let flags = [include.as_str(), "-fno-builtin", "-ldl"];
+    let Some(exe) = preload::compile_c(&dir, "option_effects", &flags) else {
+        return;
+    };
+    let mut c = Command::new(&exe);
+    c.args(["purge_delay_ms", "bad", "soon"])
+        .env("LD_PRELOAD", preload::cdylib());
+    for o in segalloc::runtime_options() {
+        c.env_remove(o.env);
+    }
+    let out = preload::run(c, &dir, "refused-c");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && out.stdout == b"ok\n",
+        "{:?}\n{err}",
+        out.status
+    );
+    two_refusals(&err).unwrap();
 }
 
 /// Runs `cmd` (killed after 60 s, see `preload::run`) in a scratch

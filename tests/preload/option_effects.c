@@ -2,7 +2,8 @@
  * tests/option_effects.rs): `option_effects NAME HOW VALUE` sets option
  * NAME to VALUE with segalloc_option_set (HOW "c"), or purge_min with
  * mallopt(M_TRIM_THRESHOLD, VALUE) (HOW "mallopt"), or leaves it alone (HOW
- * "none"), then runs the probe of tests/option_effects.rs for NAME, which
+ * "none"); or (HOW "bad") checks that VALUE and an unknown name are refused;
+ * then runs the probe of tests/option_effects.rs for NAME, which
  * checks that the effect shows exactly when the option was set. Effects
  * are read from segalloc_stats, the table segalloc_stats_print writes, and
  * /proc; verbose and show_stats write on stderr, which the test checks.
@@ -28,6 +29,7 @@
 
 /* segalloc's, found at run time: the program is linked without it. */
 static int (*option_set)(const char *name, const char *value);
+static long (*option_get)(const char *name);
 static int (*stats_get)(SegallocStats *out, size_t size);
 static void (*stats_print)(int fd);
 
@@ -330,14 +332,15 @@ static const struct {
 
 int main(int argc, char **argv) {
   if (argc != 4) {
-    fprintf(stderr, "usage: %s NAME c|mallopt|none VALUE\n", argv[0]);
+    fprintf(stderr, "usage: %s NAME c|mallopt|none|bad VALUE\n", argv[0]);
     return 2;
   }
   const char *name = argv[1], *how = argv[2], *value = argv[3];
   option_set = (int (*)(const char *, const char *))dlsym(RTLD_DEFAULT, "segalloc_option_set");
   stats_get = (int (*)(SegallocStats *, size_t))dlsym(RTLD_DEFAULT, "segalloc_stats");
   stats_print = (void (*)(int))dlsym(RTLD_DEFAULT, "segalloc_stats_print");
-  if (!option_set || !stats_get || !stats_print) {
+  option_get = (long (*)(const char *))dlsym(RTLD_DEFAULT, "segalloc_option_get");
+  if (!option_set || !stats_get || !stats_print || !option_get) {
     fprintf(stderr, "segalloc's functions not found (not preloaded?)\n");
     return 2;
   }
@@ -351,6 +354,16 @@ int main(int argc, char **argv) {
       fprintf(stderr, "mallopt(M_TRIM_THRESHOLD, %s) failed\n", value);
       return 2;
     }
+  } else if (strcmp(how, "bad") == 0) {
+    /* Refused: VALUE for NAME, then an unknown name; the value in force
+     * stays (the test checks the two lines on stderr). */
+    long before = option_get(name);
+    check(option_set(name, value) == EINVAL, "a bad value accepted", before);
+    check(option_get(name) == before, "the value changed", option_get(name));
+    check(option_set("no_such_option", "1") == EINVAL, "an unknown name accepted", 0);
+    if (failed) return 1;
+    puts("ok");
+    return 0;
   } else if (strcmp(how, "none") != 0) {
     fprintf(stderr, "how: %s\n", how);
     return 2;
