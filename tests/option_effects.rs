@@ -294,6 +294,14 @@ fn huge_page_advised(addr: usize) -> bool {
     panic!("no mapping holds {addr:#x}");
 }
 
+/// Whether the kernel gives transparent huge pages (its setting exists and
+/// is not `never`).
+fn kernel_thp_on() -> bool {
+    std::fs::read_to_string(THP_SETTING).is_ok_and(|s| !s.contains("[never]"))
+}
+
+const THP_SETTING: &str = "/sys/kernel/mm/transparent_hugepage/enabled";
+
 /// An 8 MiB block's mapping is advised for huge pages.
 fn thp(on: bool) {
     let v = vec![1u8; 8 * MIB];
@@ -379,6 +387,18 @@ fn child() {
     };
     if case == "refused" {
         refused();
+        return;
+    }
+    if let Some(setting) = case.strip_prefix("thp_kernel:") {
+        // Under SEGALLOC_THP=1, with the kernel's setting `setting` (a
+        // file mounted over the real one): huge pages are in force, or
+        // the option does nothing (no advice, sub-page purge on).
+        let off = setting == "never";
+        for size in [8 * MIB, 4 * MIB, 16 * MIB] {
+            let v = vec![1u8; size];
+            assert_eq!(huge_page_advised(v.as_ptr() as usize), !off, "VmFlags hg");
+        }
+        sub_purge(!off);
         return;
     }
     let (name, how) = case.split_once(':').unwrap();
@@ -477,6 +497,58 @@ fn a_refused_value_or_name_is_named_on_one_line_from_rust_and_c() {
     two_refusals(&err).unwrap();
 }
 
+/// Where the kernel has transparent huge pages off, `SEGALLOC_THP=1` is a
+/// no-op (no advice; purging, sub-page purge included, as without it) and
+/// `SEGALLOC_VERBOSE=1` says so in one line; where it has them on, the
+/// option works and nothing is said. The kernel's setting is faked by
+/// mounting a file over it in a mount namespace of the child's own
+/// (`unshare -m`, which needs root): skipped, with a note, where that is
+/// not allowed. The choice itself is unit-tested in `src/os/thp.rs`.
+#[test]
+fn thp_is_a_no_op_with_one_line_where_the_kernel_has_it_off() {
+    let dir = preload::scratch("thp-kernel");
+    let mount = format!("mount --bind \"$0\" {THP_SETTING} && exec \"$@\"");
+    let allowed = std::path::Path::new(THP_SETTING).exists()
+        && Command::new("unshare")
+            .args(["-m", "sh", "-c", &mount, THP_SETTING, "true"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if !allowed {
+        println!("note: cannot mount over {THP_SETTING} (unshare -m needs root); skipped");
+        return;
+    }
+    for setting in ["never", "madvise"] {
+        let fake = dir.join(setting);
+        let text = match setting {
+            "never" => "always madvise [never]\n",
+            _ => "always [madvise] never\n",
+        };
+        std::fs::write(&fake, text).unwrap();
+        let mut c = Command::new("unshare");
+        c.args(["-m", "sh", "-c", &mount])
+            .arg(&fake)
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", "child", "--nocapture", "--test-threads", "1"])
+            .env(CASE, format!("thp_kernel:{setting}"));
+        for o in segalloc::runtime_options() {
+            c.env_remove(o.env);
+        }
+        c.env("SEGALLOC_THP", "1").env("SEGALLOC_VERBOSE", "1");
+        let (status, err) = run(c, &format!("thp-{setting}"));
+        assert!(status.success(), "kernel {setting}: {status:?}\n{err}");
+        let lines = err
+            .lines()
+            .filter(|l| l.starts_with("segalloc: ") && l.contains("the option thp does nothing"))
+            .count();
+        assert_eq!(
+            lines,
+            usize::from(setting == "never"),
+            "kernel {setting}:\n{err}"
+        );
+    }
+}
+
 /// Runs `cmd` (killed after 60 s, see `preload::run`) in a scratch
 /// directory of its own; its status and stderr.
 fn run(cmd: Command, what: &str) -> (std::process::ExitStatus, String) {
@@ -492,11 +564,11 @@ fn run(cmd: Command, what: &str) -> (std::process::ExitStatus, String) {
 /// absent when it is not set (every probe must tell them apart).
 #[test]
 fn every_option_has_its_effect_from_the_environment_and_rust() {
-    let thp_here = std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists();
+    let thp_here = kernel_thp_on();
     let mut failures = Vec::new();
     for e in EFFECTS {
         if e.name == "thp" && !thp_here {
-            println!("note: this kernel has no transparent huge pages; thp skipped");
+            println!("note: this kernel has transparent huge pages off; thp skipped");
             continue;
         }
         for how in ["env", "rust", "none"] {
@@ -535,11 +607,11 @@ fn every_option_has_its_effect_from_c() {
     else {
         return;
     };
-    let thp_here = std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists();
+    let thp_here = kernel_thp_on();
     let mut failures = Vec::new();
     for e in EFFECTS {
         if e.name == "thp" && !thp_here {
-            println!("note: this kernel has no transparent huge pages; thp skipped");
+            println!("note: this kernel has transparent huge pages off; thp skipped");
             continue;
         }
         let mut hows = vec![("c", e.value), ("none", e.value)];

@@ -49,6 +49,13 @@ fn huge_page_advised(addr: usize) -> bool {
     panic!("no mapping holds {addr:#x}");
 }
 
+/// Whether the kernel gives transparent huge pages (its setting exists and
+/// is not `never`): where it does not, the option `thp` does nothing.
+fn kernel_thp_on() -> bool {
+    std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .is_ok_and(|s| !s.contains("[never]"))
+}
+
 /// Threads this process had right after the constructor below allocated,
 /// before `main` (case `premain` only).
 static THREADS_BEFORE_MAIN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -318,7 +325,7 @@ fn child() {
             );
         }
         "thp_purge" => {
-            let thp = option("thp") == 1;
+            let thp = option("thp") == 1 && kernel_thp_on();
             let before = segalloc::stats().os_calls;
             // 32 MiB of small blocks; free all but a scattered few, so
             // that some huge pages are wholly free and others not.
@@ -371,8 +378,9 @@ fn rust_set() {
         assert_eq!(o.get(), want, "{} after set_option({text:?})", o.name);
     }
     // The effects.
-    assert!(
+    assert_eq!(
         huge_page_advised(vec![1u8; 8 << 20].as_ptr() as usize),
+        kernel_thp_on(),
         "thp"
     );
     segalloc::set_option("parked_heaps", "0").unwrap();
@@ -818,8 +826,8 @@ fn past_the_soft_limit_memory_is_purged_and_nothing_fails() {
 
 #[test]
 fn thp_marks_large_mappings_for_huge_pages() {
-    if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
-        println!("note: this kernel has no transparent huge pages; skipped");
+    if !kernel_thp_on() {
+        println!("note: this kernel has transparent huge pages off; skipped");
         return;
     }
     run("thp", &[("SEGALLOC_THP", "1")]);
