@@ -274,6 +274,26 @@ fn limit_soft(on: bool) {
     free(v, 1000);
 }
 
+/// The line of /proc/self/smaps starting with `field` in the entry of the
+/// mapping holding `addr`.
+fn smaps_field(addr: usize, field: &str) -> String {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-') {
+            if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
+                inside = (a..b).contains(&addr);
+                continue;
+            }
+        }
+        if inside && line.starts_with(field) {
+            return line.to_string();
+        }
+    }
+    panic!("no mapping holds {addr:#x}, or it has no {field}");
+}
+
 /// Whether the mapping holding `addr` is marked for transparent huge pages
 /// (`hg` in its `VmFlags` in /proc/self/smaps).
 fn huge_page_advised(addr: usize) -> bool {
@@ -306,6 +326,17 @@ const THP_SETTING: &str = "/sys/kernel/mm/transparent_hugepage/enabled";
 fn thp(on: bool) {
     let v = vec![1u8; 8 * MIB];
     assert_eq!(huge_page_advised(v.as_ptr() as usize), on, "VmFlags hg");
+    // And huge pages form: the block's mapping has AnonHugePages (where the
+    // kernel gives them only to advised mappings, only then).
+    let huge = smaps_field(v.as_ptr() as usize, "AnonHugePages:");
+    let kib: usize = huge.split_whitespace().nth(1).unwrap().parse().unwrap();
+    eprintln!("thp {on}: {huge}");
+    let madvise_only = std::fs::read_to_string(THP_SETTING).is_ok_and(|s| s.contains("[madvise]"));
+    if on {
+        assert!(kib >= 2048, "{huge}");
+    } else if madvise_only {
+        assert_eq!(kib, 0, "{huge}");
+    }
 }
 
 /// Sparse 1000-byte pages (one block in 64 live): `collect()` gives back
