@@ -105,6 +105,40 @@ const EFFECTS: &[Effect] = &[
     },
 ];
 
+/// The profiler's options (feature `profiling`), from the environment and
+/// Rust only: not from C here, as the preload library of these tests is
+/// built without the profiler. `prof` is read once, at the first sampling
+/// check (`sample::decide`, once a heap's countdown ran out), and
+/// `set_option("prof", "1")` made as this child makes it found it read
+/// already: no sample in 8 MiB (`profile::start` is the Rust way). Its
+/// effect from the environment is tested in tests/profile.rs, as is
+/// `prof_unwind`'s.
+#[cfg(feature = "profiling")]
+const PROFILER_EFFECTS: &[Effect] = &[Effect {
+    name: "prof_rate",
+    value: "4K",
+    probe: prof_rate,
+}];
+#[cfg(not(feature = "profiling"))]
+const PROFILER_EFFECTS: &[Effect] = &[];
+
+/// `profile::start(0)` samples once per `prof_rate` bytes: about 1000
+/// samples in 4 MiB at 4 KiB, 8 at the default 512 KiB.
+#[cfg(feature = "profiling")]
+fn prof_rate(on: bool) {
+    segalloc::profile::start(0);
+    let v = blocks(4 << 10, 1000);
+    let n = segalloc::stats().sampled_objects;
+    segalloc::profile::stop();
+    eprintln!("prof_rate: {n} sampled blocks live");
+    if on {
+        assert!(n > 200, "{n} sampled blocks live");
+    } else {
+        assert!(n < 50, "{n} sampled blocks live");
+    }
+    free(v, 1000);
+}
+
 fn layout(size: usize) -> Layout {
     Layout::from_size_align(size, 8).unwrap()
 }
@@ -433,7 +467,11 @@ fn child() {
         return;
     }
     let (name, how) = case.split_once(':').unwrap();
-    let e = EFFECTS.iter().find(|e| e.name == name).unwrap();
+    let e = EFFECTS
+        .iter()
+        .chain(PROFILER_EFFECTS)
+        .find(|e| e.name == name)
+        .unwrap();
     if how == "rust" {
         segalloc::set_option(e.name, e.value).unwrap();
     }
@@ -597,7 +635,7 @@ fn run(cmd: Command, what: &str) -> (std::process::ExitStatus, String) {
 fn every_option_has_its_effect_from_the_environment_and_rust() {
     let thp_here = kernel_thp_on();
     let mut failures = Vec::new();
-    for e in EFFECTS {
+    for e in EFFECTS.iter().chain(PROFILER_EFFECTS) {
         if e.name == "thp" && !thp_here {
             println!("note: this kernel has transparent huge pages off; thp skipped");
             continue;
