@@ -63,7 +63,7 @@ void segalloc_stats_print(int fd);
 /* Sets the runtime option `name` ("purge_delay_ms", or its variable's name
  * "SEGALLOC_PURGE_DELAY_MS") from `value`, written as in the environment
  * ("250", "4M", "brk"). 0, or EINVAL for an unknown name or a bad value
- * (the value in force is kept). */
+ * (the value in force is kept, and one line on stderr names them). */
 int segalloc_option_set(const char *name, const char *value);
 
 /* The value in force of option `name` as a number (bytes, milliseconds, a

@@ -312,7 +312,8 @@ pub extern "C" fn segalloc_stats_print(fd: c_int) {
 /// name `"SEGALLOC_PURGE_DELAY_MS"`) from `value`, written as in the
 /// environment (see [`crate::set_option`] and the README's table). Returns 0,
 /// or `EINVAL` (the value in force kept) for an unknown name, a malformed or
-/// out-of-range value, or a null or non-UTF-8 argument.
+/// out-of-range value (both also named on one line on stderr, as by
+/// `set_option`), or a null or non-UTF-8 argument.
 ///
 /// # Safety
 /// `name` and `value` are null or NUL-terminated strings.

@@ -338,7 +338,8 @@ pub enum OptionError {
 
 /// Sets the option `name` (as in the README's table, e.g. `"purge_delay_ms"`,
 /// or its environment variable's name) from `value`, written as in the
-/// environment. On error the value in force stays.
+/// environment. On error the value in force stays, and one line on stderr
+/// names the option (or the unknown name) and the value, as for a variable.
 ///
 /// ```
 /// segalloc::set_option("purge_delay_ms", "250").unwrap();
@@ -347,12 +348,26 @@ pub enum OptionError {
 /// segalloc::set_option("purge_delay_ms", "100").unwrap();
 /// ```
 pub fn set_option(name: &str, value: &str) -> Result<(), OptionError> {
-    let o = find(name.as_bytes()).ok_or(OptionError::Unknown)?;
-    let v = parse(o.kind, value.as_bytes())
-        .filter(|&v| v <= o.max)
-        .ok_or(OptionError::BadValue)?;
-    o.set_by_program(v);
-    Ok(())
+    let Some(o) = find(name.as_bytes()) else {
+        let mut line = Line::new();
+        line.push(b"segalloc: ignoring ");
+        line.push(&name.as_bytes()[..name.len().min(40)]);
+        line.push(b"=");
+        line.push(&value.as_bytes()[..value.len().min(40)]);
+        line.push(b": no such option\n");
+        line.write(2);
+        return Err(OptionError::Unknown);
+    };
+    match parse(o.kind, value.as_bytes()).filter(|&v| v <= o.max) {
+        Some(v) => {
+            o.set_by_program(v);
+            Ok(())
+        }
+        None => {
+            complain(o, value.as_bytes());
+            Err(OptionError::BadValue)
+        }
+    }
 }
 
 /// Sets the option `name` to the number `v` (C's `mallopt`).

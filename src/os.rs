@@ -19,6 +19,9 @@
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+mod thp;
+pub(crate) use thp::in_force as huge_pages_in_force;
+
 /// The granularity of the OS calls made here.
 pub(crate) const OS_PAGE: usize = 4096;
 
@@ -205,15 +208,7 @@ fn mmap_at(hint: usize, size: usize) -> *mut u8 {
         });
         return ptr::null_mut();
     }
-    if size >= HUGE_PAGE && crate::options::THP.get() != 0 {
-        // Segments and large blocks are 4 MiB-aligned, so 2 MiB pages can
-        // form. The flag belongs to the mapping and follows it through
-        // `mremap`.
-        count(&COUNTERS.madvise);
-        // SAFETY: advice on a mapping we just made; it changes no contents.
-        let rc = unsafe { libc::madvise(p, size, libc::MADV_HUGEPAGE) };
-        thp_report_once(rc);
-    }
+    thp::advise(p, size);
     COUNTERS.mapped.fetch_add(size, Ordering::Relaxed);
     p.cast()
 }
@@ -222,36 +217,6 @@ fn mmap_at(hint: usize, size: usize) -> *mut u8 {
 fn errno() -> i32 {
     // SAFETY: glibc's errno location is valid for the calling thread.
     unsafe { *libc::__errno_location() }
-}
-
-/// With `verbose` on, says once whether huge pages can be had: a line when
-/// `madvise(MADV_HUGEPAGE)` failed (`rc`), or when the kernel's setting
-/// (`/sys/kernel/mm/transparent_hugepage/enabled`) is `never`: then the
-/// option `thp` does nothing.
-fn thp_report_once(rc: i32) {
-    static DONE: AtomicUsize = AtomicUsize::new(0);
-    if crate::options::VERBOSE.get() == 0 || DONE.swap(1, Ordering::Relaxed) != 0 {
-        return;
-    }
-    if rc != 0 {
-        let e = errno();
-        crate::options::verbose(|l| {
-            l.push(b"madvise(MADV_HUGEPAGE) failed, errno ");
-            l.number(e as usize);
-            l.push(b": the option thp does nothing here");
-        });
-        return;
-    }
-    let mut buf = [0u8; 64];
-    let n = read_file(c"/sys/kernel/mm/transparent_hugepage/enabled", &mut buf);
-    let setting = &buf[..n];
-    if n == 0 || setting.windows(7).any(|w| w == b"[never]") {
-        crate::options::verbose(|l| {
-            l.push(b"transparent huge pages are off in this kernel (");
-            l.push(setting.trim_ascii());
-            l.push(b"): the option thp does nothing");
-        });
-    }
 }
 
 /// A coarse monotonic clock in milliseconds (a vDSO read, no system call).

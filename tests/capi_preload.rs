@@ -10,116 +10,14 @@
 //! `SEGALLOC_PRELOAD_SO` to use an already built library instead.
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Output};
 
 mod common;
 
-const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
-const SCRATCH: &str = env!("CARGO_TARGET_TMPDIR");
-/// Longest any one program may run before the test calls it hung.
-const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The preload library, built once per test binary.
-fn cdylib() -> &'static Path {
-    static SO: OnceLock<PathBuf> = OnceLock::new();
-    SO.get_or_init(|| {
-        if let Some(p) = std::env::var_os("SEGALLOC_PRELOAD_SO") {
-            return PathBuf::from(p);
-        }
-        let target = Path::new(SCRATCH).join("capi-preload-target");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let out = Command::new(cargo)
-            .args(["build", "--release", "--features", "override", "--lib"])
-            .env("CARGO_TARGET_DIR", &target)
-            .current_dir(MANIFEST)
-            .output()
-            .expect("run cargo build");
-        assert!(
-            out.status.success(),
-            "building the cdylib failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let so = target.join("release/libsegalloc.so");
-        assert!(so.is_file(), "{} missing after the build", so.display());
-        so
-    })
-}
-
-/// A scratch directory for one test, emptied first.
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(SCRATCH).join("capi-preload").join(name);
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
-}
-
-/// Whether `prog` can be run (found on PATH and starts).
-fn have(prog: &str) -> bool {
-    Command::new(prog)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
-
-/// Compiles `tests/preload/<name>.c` into `dir` (with `-O1 -pthread` and
-/// `extra` after the source); `None`, with a note, when there is no C
-/// compiler.
-fn compile_c(dir: &Path, name: &str, extra: &[&str]) -> Option<PathBuf> {
-    if !have("cc") {
-        println!("note: no C compiler (cc); {name} skipped");
-        return None;
-    }
-    let exe = dir.join(name);
-    let out = Command::new("cc")
-        .args(["-O1", "-pthread", "-o"])
-        .arg(&exe)
-        .arg(Path::new(MANIFEST).join(format!("tests/preload/{name}.c")))
-        .args(extra)
-        .output()
-        .expect("run cc");
-    assert!(
-        out.status.success(),
-        "cc {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(exe)
-}
-
-/// Runs `cmd` with stdout and stderr captured to files (so a chatty program
-/// cannot block on a full pipe), killing it after [`TIMEOUT`].
-fn run(mut cmd: Command, dir: &Path, tag: &str) -> Output {
-    let out_path = dir.join(format!("{tag}.stdout"));
-    let err_path = dir.join(format!("{tag}.stderr"));
-    cmd.stdout(fs::File::create(&out_path).expect("stdout file"));
-    cmd.stderr(fs::File::create(&err_path).expect("stderr file"));
-    cmd.stdin(Stdio::null());
-    let desc = format!("{cmd:?}");
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {desc}: {e}"));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if start.elapsed() > TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{tag}: {desc} did not finish within {TIMEOUT:?}");
-        }
-        sleep(Duration::from_millis(5));
-    };
-    Output {
-        status,
-        stdout: fs::read(&out_path).expect("read stdout"),
-        stderr: fs::read(&err_path).expect("read stderr"),
-    }
-}
+#[path = "common/preload.rs"]
+mod preload;
+use preload::{cdylib, compile_c, have, run, scratch, MANIFEST};
 
 /// Runs the command `make()` builds twice, without and with the preload;
 /// both must exit 0 and print the same stdout (and stderr when
@@ -717,7 +615,7 @@ fn malloc_and_free_fast_paths_make_no_call() {
 /// frees, interior pointers of small and large blocks, pointers segalloc
 /// never mapped; by the owning thread and by another): each
 /// misuse must end in SIGABRT with a line naming it (`expect`), never a hang
-/// (`run` kills a program after [`TIMEOUT`]) or an exit; the scenario
+/// (`run` kills a program after `preload::TIMEOUT`) or an exit; the scenario
 /// without misuse must exit 0.
 #[test]
 fn misuses_abort_by_default() {

@@ -295,9 +295,10 @@ impl Heap {
     }
 }
 
-/// Whether sub-page purge is on: the option `sub_purge`, and huge pages off.
+/// Whether sub-page purge is on: the option `sub_purge`, and huge pages not
+/// in force.
 fn sub_purge_on() -> bool {
-    crate::options::SUB_PURGE.get() != 0 && crate::options::THP.get() == 0
+    crate::options::SUB_PURGE.get() != 0 && !os::huge_pages_in_force()
 }
 
 /// Whether `p` is worth a sub-page purge: some block live (an empty page

@@ -7,9 +7,10 @@ use static_assertions::const_assert;
 
 /// Purges the resident part of every dirty slice of `seg` (one `madvise` per
 /// contiguous stretch) and returns how many bytes it gave back. With huge
-/// pages on (option `thp`), only whole huge pages ([`purge_huge_pages`]).
+/// pages in force (option `thp`, where the kernel has them), only whole
+/// huge pages ([`purge_huge_pages`]).
 pub(crate) fn purge_dirty(seg: &mut Segment) -> usize {
-    if crate::options::THP.get() != 0 {
+    if os::huge_pages_in_force() {
         return purge_huge_pages(seg);
     }
     let mut purged = 0;

@@ -386,3 +386,44 @@ pub fn spawn_writer(
         }
     })
 }
+
+/// Runs this test binary's `child` test with `var` set to `case` and the
+/// variables `env`, killed after 60 s; returns its stderr, after checking
+/// that it passed.
+pub fn run_case(var: &str, case: &str, env: &[(&str, &str)]) -> String {
+    let mut c = std::process::Command::new(std::env::current_exe().unwrap());
+    c.args(["--exact", "child", "--nocapture", "--test-threads", "1"])
+        .env(var, case)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().unwrap();
+    // Stderr is drained on another thread, so a chatty child cannot block.
+    let mut pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        std::io::Read::read_to_end(&mut pipe, &mut s).unwrap();
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("{case}: hung (killed after 60 s)");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let out = std::process::Output {
+        status,
+        stdout: Vec::new(),
+        stderr: reader.join().unwrap(),
+    };
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{case}: {:?}\n{err}", out.status);
+    err
+}
