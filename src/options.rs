@@ -249,7 +249,7 @@ pub(crate) static PROF: RuntimeOption = RuntimeOption::new(
     OptionKind::Flag,
     0,
     1,
-    "1 (feature profiling): sample allocations for the heap profiler from the first allocation on; SEGALLOC_PROF_OUT=prefix writes the profile at exit",
+    "1 (feature profiling): sample allocations for the heap profiler from the first allocation on (set at run time: each thread starts, or with 0 stops, within 1 MiB of its allocations); SEGALLOC_PROF_OUT=prefix writes the profile at exit",
 );
 /// The heap profiler's mean bytes between samples (feature `profiling`).
 #[cfg(feature = "profiling")]

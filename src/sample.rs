@@ -69,8 +69,13 @@ pub(crate) const FX: u64 = 1024;
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 /// The mean bytes between samples.
 static RATE: AtomicUsize = AtomicUsize::new(DEFAULT_RATE);
-/// Set once the `SEGALLOC_PROF` option has been looked at.
-static ENV_SEEN: AtomicBool = AtomicBool::new(false);
+/// The value of the option `prof` last acted on ([`UNSEEN`] before the
+/// first look): a change of the option (from the environment, or
+/// `set_option` at any time) starts or stops sampling at the next check,
+/// while `profile::start` and `stop` take the value in force as seen, so
+/// that the option does not undo them.
+static SEEN_PROF: AtomicUsize = AtomicUsize::new(UNSEEN);
+const UNSEEN: usize = usize::MAX;
 /// Seeds for heaps' generators.
 static SEED: AtomicUsize = AtomicUsize::new(0x9e37_79b9_7f4a_7c15);
 
@@ -137,7 +142,7 @@ fn splitmix(mut z: u64) -> u64 {
 /// Starts sampling, one sample per `rate` bytes on average (0: the
 /// default). The calling thread's heap, if it has one, is armed by the caller.
 pub(crate) fn start(rate: usize) {
-    ENV_SEEN.store(true, Ordering::Relaxed);
+    SEEN_PROF.store(options::PROF.get(), Ordering::Relaxed);
     RATE.store(
         if rate == 0 { DEFAULT_RATE } else { rate },
         Ordering::Relaxed,
@@ -147,7 +152,7 @@ pub(crate) fn start(rate: usize) {
 
 /// Stops sampling; live samples stay in the table until their blocks are freed.
 pub(crate) fn stop() {
-    ENV_SEEN.store(true, Ordering::Relaxed);
+    SEEN_PROF.store(options::PROF.get(), Ordering::Relaxed);
     ACTIVE.store(false, Ordering::Release);
 }
 
@@ -183,10 +188,17 @@ pub(crate) fn decide(p: &mut Prof, size: usize) -> Option<f64> {
         rearm(p);
         return None;
     }
-    if !ENV_SEEN.load(Ordering::Relaxed) {
-        ENV_SEEN.store(true, Ordering::Relaxed);
-        if options::PROF.get() != 0 {
+    let want = options::PROF.get();
+    let seen = SEEN_PROF.load(Ordering::Relaxed);
+    if want != seen {
+        // Set from the environment (first look) or changed since.
+        if want != 0 {
             start(options::PROF_RATE.get());
+        } else {
+            SEEN_PROF.store(want, Ordering::Relaxed);
+            if seen != UNSEEN {
+                stop();
+            }
         }
     }
     if !p.armed || !active() {

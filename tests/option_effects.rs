@@ -107,18 +107,38 @@ const EFFECTS: &[Effect] = &[
 
 /// The profiler's options (feature `profiling`), from the environment and
 /// Rust only: not from C here, as the preload library of these tests is
-/// built without the profiler. `prof` is read once, at the first sampling
-/// check (`sample::decide`, once a heap's countdown ran out), and
-/// `set_option("prof", "1")` made as this child makes it found it read
-/// already: no sample in 8 MiB (`profile::start` is the Rust way). Its
-/// effect from the environment is tested in tests/profile.rs, as is
-/// `prof_unwind`'s.
+/// built without the profiler. `prof_unwind`'s effect is tested in
+/// tests/profile.rs.
 #[cfg(feature = "profiling")]
-const PROFILER_EFFECTS: &[Effect] = &[Effect {
-    name: "prof_rate",
-    value: "4K",
-    probe: prof_rate,
-}];
+const PROFILER_EFFECTS: &[Effect] = &[
+    Effect {
+        name: "prof_rate",
+        value: "4K",
+        probe: prof_rate,
+    },
+    Effect {
+        name: "prof",
+        value: "1",
+        probe: prof,
+    },
+];
+
+/// `prof` starts sampling within 1 MiB of allocations (at the next check
+/// of a heap's countdown), whether it came from the environment or was set
+/// at run time: about 14 samples in 8 MiB at the default rate, none
+/// without it.
+#[cfg(feature = "profiling")]
+fn prof(on: bool) {
+    let v = blocks(8 << 10, 1024);
+    let n = segalloc::stats().sampled_objects;
+    eprintln!("prof: {n} sampled blocks live");
+    if on {
+        assert!(n > 0, "no sampled block live");
+    } else {
+        assert_eq!(n, 0, "sampled blocks live without prof");
+    }
+    drop(v);
+}
 #[cfg(not(feature = "profiling"))]
 const PROFILER_EFFECTS: &[Effect] = &[];
 
