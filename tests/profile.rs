@@ -543,8 +543,9 @@ fn preload_build(
     Some((so, exe, scratch))
 }
 
-/// The C ABI under `LD_PRELOAD`: `tests/preload/profile.c` starts sampling
-/// with `segalloc_prof_start`, leaks from one function, churns in another,
+/// The C ABI under `LD_PRELOAD`: `tests/preload/profile.c` sets the option
+/// `prof` (which starts sampling) and leaks from one function, starts
+/// sampling again with `segalloc_prof_start`, leaks from another, churns in another,
 /// and dumps with `segalloc_prof_dump`; `SEGALLOC_PROF_OUT` writes again at
 /// exit. Both reports name the leaking function and not the churning one.
 /// Builds the preload library with `override,profiling` in a target
@@ -574,6 +575,8 @@ fn c_abi_dump_under_preload() {
         let report = std::fs::read_to_string(format!("{}.leaks.txt", prefix.display())).unwrap();
         assert!(report.contains("leak_site"), "{report}");
         assert!(!report.contains("churn_site"), "{report}");
+        // Sampled after `segalloc_option_set("prof", "1")`, before the start.
+        assert!(report.contains("option_site"), "{report}");
         let gz = std::fs::read(format!("{}.pb.gz", prefix.display())).unwrap();
         assert_eq!(&gz[..2], &[0x1f, 0x8b]);
     }

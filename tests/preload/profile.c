@@ -7,7 +7,9 @@
  * (as all small blocks in the C build). The test also
  * sets SEGALLOC_PROF_OUT, so the files are written again at exit. First the
  * profiler's options are set and read back through segalloc_option_set and
- * segalloc_option_get (a bad value refused, the value in force kept). Prints
+ * segalloc_option_get (a bad value refused, the value in force kept), and
+ * the option prof set at run time, which must start sampling before
+ * segalloc_prof_start does (option_site's blocks are sampled). Prints
  * "ok" and exits 0. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -16,6 +18,17 @@
 #include <string.h>
 
 static void *sink[20000];
+static void *early[8192];
+
+/* Allocates 8 MiB, kept, after the option prof was set at run time and
+ * before segalloc_prof_start: sampled only if setting the option started
+ * the profiler. */
+__attribute__((noinline)) void option_site(void) {
+  for (int i = 0; i < 8192; i++) {
+    early[i] = malloc(1024);
+    memset(early[i], i, 1024);
+  }
+}
 
 __attribute__((noinline)) void leak_site(void) {
   for (int i = 0; i < 20000; i++) {
@@ -56,6 +69,18 @@ int main(int argc, char **argv) {
             get("prof_rate"), get("prof_unwind"), unwind);
     return 1;
   }
+  /* 4 MiB allocated first, so that the profiler has looked at the option
+   * (as it does every 1 MiB while stopped) before the program sets it. */
+  for (int i = 0; i < 4096; i++) {
+    char *volatile p = malloc(1024);
+    p[0] = 1;
+    free(p);
+  }
+  if (set("prof", "1") != 0 || get("prof") != 1) {
+    fprintf(stderr, "prof through the C ABI: %ld\n", get("prof"));
+    return 1;
+  }
+  option_site();
   start(64 * 1024);
   leak_site();
   /* The C build counts small blocks as wholly requested, sampled ones
