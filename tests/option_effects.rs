@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static GLOBAL: segalloc::SegAlloc = segalloc::SegAlloc;
 
+mod common;
+use common::{huge_page_advised, kernel_thp_on, smaps_field, THP_SETTING};
 #[path = "common/preload.rs"]
 mod preload;
 
@@ -327,54 +329,6 @@ fn limit_soft(on: bool) {
     assert_eq!(cached == 0, on, "{cached} bytes cached past the soft limit");
     free(v, 1000);
 }
-
-/// The line of /proc/self/smaps starting with `field` in the entry of the
-/// mapping holding `addr`.
-fn smaps_field(addr: usize, field: &str) -> String {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-    let mut inside = false;
-    for line in smaps.lines() {
-        let first = line.split_whitespace().next().unwrap_or("");
-        if let Some((a, b)) = first.split_once('-') {
-            if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
-                inside = (a..b).contains(&addr);
-                continue;
-            }
-        }
-        if inside && line.starts_with(field) {
-            return line.to_string();
-        }
-    }
-    panic!("no mapping holds {addr:#x}, or it has no {field}");
-}
-
-/// Whether the mapping holding `addr` is marked for transparent huge pages
-/// (`hg` in its `VmFlags` in /proc/self/smaps).
-fn huge_page_advised(addr: usize) -> bool {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-    let mut inside = false;
-    for line in smaps.lines() {
-        let first = line.split_whitespace().next().unwrap_or("");
-        if let Some((a, b)) = first.split_once('-') {
-            if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
-                inside = (a..b).contains(&addr);
-                continue;
-            }
-        }
-        if inside && line.starts_with("VmFlags:") {
-            return line.split_whitespace().any(|f| f == "hg");
-        }
-    }
-    panic!("no mapping holds {addr:#x}");
-}
-
-/// Whether the kernel gives transparent huge pages (its setting exists and
-/// is not `never`).
-fn kernel_thp_on() -> bool {
-    std::fs::read_to_string(THP_SETTING).is_ok_and(|s| !s.contains("[never]"))
-}
-
-const THP_SETTING: &str = "/sys/kernel/mm/transparent_hugepage/enabled";
 
 /// An 8 MiB block's mapping is advised for huge pages.
 fn thp(on: bool) {

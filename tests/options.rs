@@ -12,6 +12,7 @@ static GLOBAL: segalloc::SegAlloc = segalloc::SegAlloc;
 const CASE: &str = "SEGALLOC_OPTIONS_TEST_CASE";
 
 mod common;
+use common::{huge_page_advised, kernel_thp_on};
 
 /// Runs `case` with `env` set; returns its stderr, after checking it passed.
 fn run(case: &str, env: &[(&str, &str)]) -> String {
@@ -35,33 +36,6 @@ fn abandoned_after_a_thread_exits() -> usize {
     // SAFETY: the box leaked above, freed once.
     drop(unsafe { Box::from_raw(p as *mut [u8; 100]) });
     n
-}
-
-/// Whether the mapping holding `addr` is marked for transparent huge pages
-/// (`hg` in its `VmFlags` in /proc/self/smaps).
-fn huge_page_advised(addr: usize) -> bool {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-    let mut inside = false;
-    for line in smaps.lines() {
-        let first = line.split_whitespace().next().unwrap_or("");
-        if let Some((a, b)) = first.split_once('-') {
-            if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
-                inside = (a..b).contains(&addr);
-                continue;
-            }
-        }
-        if inside && line.starts_with("VmFlags:") {
-            return line.split_whitespace().any(|f| f == "hg");
-        }
-    }
-    panic!("no mapping holds {addr:#x}");
-}
-
-/// Whether the kernel gives transparent huge pages (its setting exists and
-/// is not `never`): where it does not, the option `thp` does nothing.
-fn kernel_thp_on() -> bool {
-    std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
-        .is_ok_and(|s| !s.contains("[never]"))
 }
 
 /// Threads this process had right after the constructor below allocated,

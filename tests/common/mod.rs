@@ -427,3 +427,40 @@ pub fn run_case(var: &str, case: &str, env: &[(&str, &str)]) -> String {
     assert!(out.status.success(), "{case}: {:?}\n{err}", out.status);
     err
 }
+
+/// The line of /proc/self/smaps starting with `field` in the entry of the
+/// mapping holding `addr`.
+pub fn smaps_field(addr: usize, field: &str) -> String {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-') {
+            if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
+                inside = (a..b).contains(&addr);
+                continue;
+            }
+        }
+        if inside && line.starts_with(field) {
+            return line.to_string();
+        }
+    }
+    panic!("no mapping holds {addr:#x}, or it has no {field}");
+}
+
+/// Whether the mapping holding `addr` is marked for transparent huge pages
+/// (`hg` in its `VmFlags` in /proc/self/smaps).
+pub fn huge_page_advised(addr: usize) -> bool {
+    smaps_field(addr, "VmFlags:")
+        .split_whitespace()
+        .any(|f| f == "hg")
+}
+
+/// The kernel's setting for transparent huge pages.
+pub const THP_SETTING: &str = "/sys/kernel/mm/transparent_hugepage/enabled";
+
+/// Whether the kernel gives transparent huge pages (its setting exists and
+/// is not `never`): where it does not, the option `thp` does nothing.
+pub fn kernel_thp_on() -> bool {
+    std::fs::read_to_string(THP_SETTING).is_ok_and(|s| !s.contains("[never]"))
+}
