@@ -4,15 +4,13 @@
 //! and command-line tools (sort, grep; sqlite3 and git when installed). Each
 //! program must exit 0 and print exactly what it prints without the preload.
 //!
-//! The test builds the cdylib itself (`cargo build --release --features
-//! override --lib`, in a target directory of its own so it does not wait on
-//! the one `cargo test` holds), so it runs under a plain `cargo test`. Set
-//! `SEGALLOC_PRELOAD_SO` to use an already built library instead.
+//! The test builds the cdylib itself (`common::preload_cdylib`), so it runs
+//! under a plain `cargo test`. Set `SEGALLOC_PRELOAD_SO` to use an already
+//! built library instead.
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -25,28 +23,7 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The preload library, built once per test binary.
 fn cdylib() -> &'static Path {
-    static SO: OnceLock<PathBuf> = OnceLock::new();
-    SO.get_or_init(|| {
-        if let Some(p) = std::env::var_os("SEGALLOC_PRELOAD_SO") {
-            return PathBuf::from(p);
-        }
-        let target = Path::new(SCRATCH).join("capi-preload-target");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let out = Command::new(cargo)
-            .args(["build", "--release", "--features", "override", "--lib"])
-            .env("CARGO_TARGET_DIR", &target)
-            .current_dir(MANIFEST)
-            .output()
-            .expect("run cargo build");
-        assert!(
-            out.status.success(),
-            "building the cdylib failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let so = target.join("release/libsegalloc.so");
-        assert!(so.is_file(), "{} missing after the build", so.display());
-        so
-    })
+    common::preload_cdylib()
 }
 
 /// A scratch directory for one test, emptied first.

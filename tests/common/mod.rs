@@ -386,3 +386,34 @@ pub fn spawn_writer(
         }
     })
 }
+
+/// The `LD_PRELOAD` library, built once per test binary with `cargo build
+/// --release --features override --lib`, in a target directory of its own
+/// (shared by the test binaries) so it does not wait on the one `cargo test`
+/// holds. `SEGALLOC_PRELOAD_SO` names an already built library instead.
+pub fn preload_cdylib() -> &'static std::path::Path {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    static SO: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    SO.get_or_init(|| {
+        if let Some(p) = std::env::var_os("SEGALLOC_PRELOAD_SO") {
+            return PathBuf::from(p);
+        }
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("capi-preload-target");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = Command::new(cargo)
+            .args(["build", "--release", "--features", "override", "--lib"])
+            .env("CARGO_TARGET_DIR", &target)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("run cargo build");
+        assert!(
+            out.status.success(),
+            "building the cdylib failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let so = target.join("release/libsegalloc.so");
+        assert!(so.is_file(), "{} missing after the build", so.display());
+        so
+    })
+}
