@@ -235,9 +235,8 @@ fn sleep_ms(ms: u64) {
 fn register_fork_handlers() {
     static DONE: AtomicUsize = AtomicUsize::new(0);
     if DONE.swap(1, Ordering::Relaxed) == 0 {
-        // SAFETY: plain functions that live as long as the process; a
-        // failure (ENOMEM) leaves a fork during a purge as unsafe as before.
-        unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+        // A failure (ENOMEM) leaves a fork during a purge as unsafe as before.
+        crate::os::at_fork(prepare, parent, child);
     }
 }
 

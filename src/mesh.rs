@@ -157,9 +157,8 @@ pub(crate) fn setup() -> bool {
 /// that a thread held back by a freeze holds) and after segalloc's own.
 /// With nothing merged the handlers only take and give back [`LOCK`].
 pub(crate) fn register_fork() {
-    // SAFETY: plain functions that live as long as the process; they take
-    // LOCK, which is never held across an allocation.
-    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+    // The handlers take LOCK, which is never held across an allocation.
+    crate::os::at_fork(prepare, parent, child);
 }
 
 /// A memfd of `MAX_GROUPS` chunks and the slots of `sub` (sparse), or -1.

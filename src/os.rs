@@ -15,6 +15,9 @@
 //! - Every call is counted in [`OsCounters`] (relaxed atomics: these are cold
 //!   paths, each one already a system call).
 
+mod hooks;
+pub(crate) use hooks::{at_exit, at_fork};
+
 // Counters and hints, not protocols: plain core atomics, never modelled by loom.
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};

@@ -303,8 +303,7 @@ fn key() -> Option<libc::pthread_key_t> {
             // Once per process, with the first heap (before its first page).
             fork::register();
             os::set_limit_hooks(reclaim_for_limit, crate::stats::committed_now);
-            // SAFETY: registering a plain extern "C" function.
-            unsafe { libc::atexit(at_exit) };
+            os::at_exit(at_exit);
             #[cfg(feature = "secure")]
             crate::remote::init_link_key();
         }
@@ -577,9 +576,8 @@ mod fork {
         // Meshing's first: its prepare handler then runs last, once every
         // other library's handler has taken its locks (see `mesh`).
         crate::mesh::register_fork();
-        // SAFETY: the handlers are plain functions that live as long as the
-        // process; a failure (ENOMEM) only leaves fork as unsafe as before.
-        unsafe { libc::pthread_atfork(Some(prepare), Some(release), Some(release)) };
+        // A failure (ENOMEM) only leaves fork as unsafe as before.
+        os::at_fork(prepare, release, release);
     }
 
     extern "C" fn prepare() {

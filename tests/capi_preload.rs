@@ -4,10 +4,9 @@
 //! and command-line tools (sort, grep; sqlite3 and git when installed). Each
 //! program must exit 0 and print exactly what it prints without the preload.
 //!
-//! The test builds the cdylib itself (`cargo build --release --features
-//! override --lib`, in a target directory of its own so it does not wait on
-//! the one `cargo test` holds), so it runs under a plain `cargo test`. Set
-//! `SEGALLOC_PRELOAD_SO` to use an already built library instead.
+//! The test builds the cdylib itself (`preload::cdylib`), so it runs
+//! under a plain `cargo test`. Set `SEGALLOC_PRELOAD_SO` to use an already
+//! built library instead.
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;

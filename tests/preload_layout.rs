@@ -1,0 +1,200 @@
+//! The layout of the `LD_PRELOAD` library, which decides how much of it a
+//! program keeps resident (build.rs, `link/hot-text.ld`): the kernel maps a
+//! library's code around each page fault in 64 KiB runs, so the functions
+//! that run in every program must sit together at the start of the code,
+//! and the library must not load `libgcc_s.so.1`.
+//!
+//! Linux with glibc only (where build.rs applies both); the checks read the
+//! library with `objdump` and are skipped without it.
+#![cfg(all(target_os = "linux", target_env = "gnu"))]
+
+use std::path::Path;
+use std::process::Command;
+
+#[path = "common/preload.rs"]
+mod preload;
+
+const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
+
+fn have_objdump() -> bool {
+    Command::new("objdump")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// `objdump` run on the library with `args`.
+fn objdump(so: &Path, args: &[&str]) -> String {
+    let out = Command::new("objdump")
+        .args(args)
+        .arg(so)
+        .output()
+        .expect("objdump");
+    assert!(out.status.success(), "objdump {args:?} failed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every section's name, start address and size (`objdump -h`), in address order.
+fn sections(so: &Path) -> Vec<(String, u64, u64)> {
+    let mut v: Vec<(String, u64, u64)> = objdump(so, &["-h"])
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // "  3 .text  000a  0000...  0000...  0001a000  2**4"
+            if f.len() < 7 || f[0].parse::<usize>().is_err() {
+                return None;
+            }
+            let size = u64::from_str_radix(f[2], 16).ok()?;
+            let vma = u64::from_str_radix(f[3], 16).ok()?;
+            Some((f[1].to_string(), vma, size))
+        })
+        .collect();
+    v.retain(|s| s.1 != 0);
+    v.sort_by_key(|s| s.1);
+    v
+}
+
+/// Every function's name, address and size (`objdump -t`).
+fn functions(so: &Path) -> Vec<(String, u64, u64)> {
+    objdump(so, &["-t"])
+        .lines()
+        .filter_map(|l| {
+            // "000000000001b9e0 g     F .text	00000000000000b3 malloc"
+            let (left, right) = l.split_once('\t')?;
+            let left: Vec<&str> = left.split_whitespace().collect();
+            let mut right = right.split_whitespace();
+            let size = u64::from_str_radix(right.next()?, 16).ok()?;
+            let name = right.next_back()?.to_string();
+            let addr = u64::from_str_radix(left.first()?, 16).ok()?;
+            left.contains(&"F").then_some((name, addr, size))
+        })
+        .collect()
+}
+
+/// Whether `name` matches `pattern`, where `*` matches any run of characters.
+fn glob(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    if !name.starts_with(first) || name.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &name[first.len()..];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    rest.ends_with(last)
+}
+
+/// The function-name patterns of `link/hot-text.ld`: each `*(.text.PATTERN)`
+/// (the script's other lines name files or output sections).
+fn script_patterns() -> Vec<String> {
+    let script = std::fs::read_to_string(Path::new(MANIFEST).join("link/hot-text.ld"))
+        .expect("read link/hot-text.ld");
+    script
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("*(.text.")?.strip_suffix(')'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The functions that every program runs (start-up, first allocations,
+/// exit) lie in the first 64 KiB of the library's code, with `.init`,
+/// `.fini` and `.plt`, which every program runs too; and every pattern of the
+/// script still names a function there, so that a renamed function cannot
+/// silently drop out.
+#[test]
+fn start_up_code_is_first() {
+    if !have_objdump() {
+        println!("note: objdump not found; layout check skipped");
+        return;
+    }
+    let so = preload::cdylib();
+    let secs = sections(so);
+    let code = [".init", ".fini", ".plt", ".text"];
+    let start = secs
+        .iter()
+        .filter(|s| code.contains(&s.0.as_str()))
+        .map(|s| s.1)
+        .min()
+        .expect("no .text")
+        & !0xfff;
+    // The first fault-around run of the code: what a program keeps resident.
+    let end = start + (64 << 10);
+    for name in [".init", ".fini", ".plt"] {
+        if let Some(s) = secs.iter().find(|s| s.0 == name) {
+            assert!(
+                s.1 + s.2 <= end,
+                "{name} is not in the first 64 KiB of the code: {secs:?}"
+            );
+        }
+    }
+    let first: Vec<String> = functions(so)
+        .into_iter()
+        .filter(|(_, a, size)| *a >= start && a + size <= end)
+        .map(|f| f.0)
+        .collect();
+    for f in ["malloc", "free", "calloc", "realloc", "__libc_start_main"] {
+        assert!(
+            first.iter().any(|n| n == f),
+            "{f} is not in the first 64 KiB of the code"
+        );
+    }
+    let stale: Vec<String> = script_patterns()
+        .into_iter()
+        .filter(|p| !first.iter().any(|n| glob(p, n)))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "patterns of link/hot-text.ld that match no function in the first \
+         64 KiB of the code (renamed, inlined, or the list outgrew it?): {stale:?}"
+    );
+}
+
+/// The library does not load `libgcc_s.so.1` (std's unwinder is linked in
+/// statically), and exports no unwinder symbol that could stand in for the
+/// program's own. build.rs skips the static unwinder when the C compiler
+/// has no `libgcc_eh.a`; so does this test.
+#[test]
+fn no_libgcc_s_and_no_exported_unwinder() {
+    if !have_objdump() {
+        println!("note: objdump not found; check skipped");
+        return;
+    }
+    let eh = Command::new("cc")
+        .arg("-print-file-name=libgcc_eh.a")
+        .output();
+    let has_eh =
+        eh.is_ok_and(|o| Path::new(String::from_utf8_lossy(&o.stdout).trim()).is_absolute());
+    if !has_eh {
+        println!("note: cc has no libgcc_eh.a; check skipped");
+        return;
+    }
+    let so = preload::cdylib();
+    let needed = objdump(so, &["-p"]);
+    assert!(
+        !needed
+            .lines()
+            .any(|l| l.contains("NEEDED") && l.contains("libgcc_s")),
+        "the library still needs libgcc_s:\n{needed}"
+    );
+    let dynsyms = objdump(so, &["-T"]);
+    let exported: Vec<&str> = dynsyms
+        .lines()
+        .filter(|l| !l.contains("*UND*"))
+        .filter(|l| {
+            l.contains("_Unwind_")
+                || l.contains("__register_frame")
+                || l.contains("__deregister_frame")
+        })
+        .collect();
+    assert!(
+        exported.is_empty(),
+        "unwinder symbols exported: {exported:?}"
+    );
+}
