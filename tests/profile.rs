@@ -575,14 +575,21 @@ fn c_abi_dump_under_preload() {
         let report = std::fs::read_to_string(format!("{}.leaks.txt", prefix.display())).unwrap();
         assert!(report.contains("leak_site"), "{report}");
         assert!(!report.contains("churn_site"), "{report}");
-        // Sampled after `segalloc_option_set("prof", "1")`, before the start.
-        assert!(report.contains("option_site"), "{report}");
+        // Sampled after `segalloc_option_set("prof", "1")`, before the
+        // start, at the rate set through the C ABI (128 KiB): about 60
+        // samples live of its 8 MiB, about 14 at the default 512 KiB.
+        let samples = live_samples_of(&report, "option_site");
+        assert!(
+            samples >= 32,
+            "option_site: {samples} live samples\n{report}"
+        );
         let gz = std::fs::read(format!("{}.pb.gz", prefix.display())).unwrap();
         assert_eq!(&gz[..2], &[0x1f, 0x8b]);
     }
 }
 
-/// Stacks through frame pointers (`SEGALLOC_PROF_UNWIND=fp`), in a build
+/// Stacks through frame pointers (`SEGALLOC_PROF_UNWIND=fp`, and the option
+/// set through the C ABI instead), in a build
 /// with them throughout: the preload library built with `-C
 /// force-frame-pointers=yes`, `tests/preload/profile.c` with `-O2
 /// -fno-omit-frame-pointer`. Every stack came through frame pointers, and
@@ -600,38 +607,66 @@ fn c_stacks_through_frame_pointers() {
     ) else {
         return;
     };
-    let dump = scratch.join("dump");
-    let out = std::process::Command::new(&exe)
-        .arg(&dump)
-        .env("LD_PRELOAD", &so)
-        .env("SEGALLOC_PROF_UNWIND", "fp")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success() && out.stdout == b"ok\n",
-        "{out:?}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = std::fs::read_to_string(format!("{}.leaks.txt", dump.display())).unwrap();
-    let head = report.lines().next().unwrap();
-    assert!(head.contains(" 0 by the unwinder"), "{report}");
-    assert!(!head.contains("(0 stacks by frame"), "{report}");
-    // The first site (the most bytes) is the leak: its frames, innermost
-    // first, name leak_site and then main.
-    let frames: Vec<&str> = report
-        .split("\n#1 ")
-        .nth(1)
-        .unwrap()
-        .lines()
+    // The unwinder chosen from the environment, then through the C ABI
+    // (`segalloc_option_set("prof_unwind", "fp")`, the program's second
+    // argument) with the default (dwarf) in the environment.
+    for by_c in [false, true] {
+        let dump = scratch.join(if by_c { "dump-c" } else { "dump-env" });
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg(&dump).env("LD_PRELOAD", &so);
+        if by_c {
+            cmd.arg("fp").env_remove("SEGALLOC_PROF_UNWIND");
+        } else {
+            cmd.env("SEGALLOC_PROF_UNWIND", "fp");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success() && out.stdout == b"ok\n",
+            "{out:?}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report = std::fs::read_to_string(format!("{}.leaks.txt", dump.display())).unwrap();
+        let head = report.lines().next().unwrap();
+        assert!(head.contains(" 0 by the unwinder"), "by C {by_c}: {report}");
+        assert!(
+            !head.contains("(0 stacks by frame"),
+            "by C {by_c}: {report}"
+        );
+        // The first site (the most bytes) is the leak: its frames, innermost
+        // first, name leak_site and then main.
+        let frames: Vec<&str> = report
+            .split("\n#1 ")
+            .nth(1)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .collect();
+        let at = |f: &str| frames.iter().position(|l| l.trim_start().starts_with(f));
+        let (Some(l), Some(m)) = (at("leak_site"), at("main")) else {
+            panic!("leak_site and main not both in {frames:?}\n{report}");
+        };
+        assert!(l < m, "{report}");
+        assert!(!report.contains("churn_site"), "{report}");
+    }
+}
+
+/// The live samples of the site of a leak report whose stack names
+/// `function` (the figure ending its `#k` line); 0 if no site does.
+fn live_samples_of(report: &str, function: &str) -> u64 {
+    report
+        .split("\n#")
         .skip(1)
-        .take_while(|l| !l.is_empty())
-        .collect();
-    let at = |f: &str| frames.iter().position(|l| l.trim_start().starts_with(f));
-    let (Some(l), Some(m)) = (at("leak_site"), at("main")) else {
-        panic!("leak_site and main not both in {frames:?}\n{report}");
-    };
-    assert!(l < m, "{report}");
-    assert!(!report.contains("churn_site"), "{report}");
+        .find(|site| {
+            site.lines()
+                .skip(1)
+                .any(|l| l.trim_start().starts_with(function))
+        })
+        .map_or(0, |site| {
+            let head = site.lines().next().unwrap();
+            let before = head.trim_end().strip_suffix(" live samples").unwrap();
+            before.rsplit(' ').next().unwrap().parse().unwrap()
+        })
 }
 
 /// A real program under `LD_PRELOAD`: python3 with the profiling preload

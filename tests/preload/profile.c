@@ -9,8 +9,9 @@
  * profiler's options are set and read back through segalloc_option_set and
  * segalloc_option_get (a bad value refused, the value in force kept), and
  * the option prof set at run time, which must start sampling before
- * segalloc_prof_start does (option_site's blocks are sampled). Prints
- * "ok" and exits 0. */
+ * segalloc_prof_start does (option_site's blocks are sampled, at the rate
+ * prof_rate was set to). With a second argument, sets prof_unwind to it.
+ * Prints "ok" and exits 0. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stdio.h>
@@ -75,6 +76,12 @@ int main(int argc, char **argv) {
     char *volatile p = malloc(1024);
     p[0] = 1;
     free(p);
+  }
+  /* argv[2], if given: the unwinder to use, set here through the C ABI
+   * (the test reads which one took the stacks from the report). */
+  if (argc > 2 && (set("prof_unwind", argv[2]) != 0 || get("prof_unwind") != (argv[2][0] == 'f'))) {
+    fprintf(stderr, "prof_unwind=%s through the C ABI: %ld\n", argv[2], get("prof_unwind"));
+    return 1;
   }
   if (set("prof", "1") != 0 || get("prof") != 1) {
     fprintf(stderr, "prof through the C ABI: %ld\n", get("prof"));
