@@ -651,6 +651,78 @@ fn c_stacks_through_frame_pointers() {
     }
 }
 
+/// The unwinder chosen from Rust (`set_option("prof_unwind", ..)`): a Rust
+/// program built with frame pointers throughout, against the library built
+/// the same way (`tests/preload/prof_unwind.rs`, compiled here with rustc),
+/// takes every stack by frame pointers with `fp` and every one with the
+/// unwinder with `dwarf`, as the report's first line counts them (the
+/// environment at its default, dwarf). Skipped without a C compiler, as the
+/// library's build is shared with the test above.
+#[test]
+fn rust_set_option_chooses_the_unwinder() {
+    use std::process::Command;
+    let Some((so, _, scratch)) = preload_build(
+        "prof-fp-rust",
+        "prof-fp-target",
+        Some("-C force-frame-pointers=yes"),
+        &["-O2", "-g", "-fno-omit-frame-pointer"],
+    ) else {
+        return;
+    };
+    let release = so.parent().unwrap();
+    let exe = scratch.join("prof_unwind");
+    let out = Command::new("rustc")
+        .args([
+            "--edition",
+            "2021",
+            "-O",
+            "-C",
+            "force-frame-pointers=yes",
+            "--extern",
+        ])
+        .arg(format!(
+            "segalloc={}",
+            release.join("libsegalloc.rlib").display()
+        ))
+        .arg("-L")
+        .arg(format!("dependency={}", release.join("deps").display()))
+        .arg("-o")
+        .arg(&exe)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/preload/prof_unwind.rs"
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for unwind in ["fp", "dwarf"] {
+        let out = Command::new(&exe)
+            .arg(unwind)
+            .env_remove("SEGALLOC_PROF_UNWIND")
+            .output()
+            .unwrap();
+        let head = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{unwind}: {out:?}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (fp_none, unwinder_none) = (
+            head.contains("(0 stacks by frame pointers"),
+            head.contains(" 0 by the unwinder"),
+        );
+        assert_eq!(
+            (fp_none, unwinder_none),
+            (unwind == "dwarf", unwind == "fp"),
+            "{unwind}: {head}"
+        );
+    }
+}
+
 /// The live samples of the site of a leak report whose stack names
 /// `function` (the figure ending its `#k` line); 0 if no site does.
 fn live_samples_of(report: &str, function: &str) -> u64 {
