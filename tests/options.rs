@@ -151,6 +151,39 @@ fn child() {
             );
             drop(v);
         }
+        "background_idle_500" => {
+            // The case: 500 MiB freed by a thread that then idles;
+            // its 10 MiB of live blocks sit together (allocated first).
+            let on = option("background") == 1;
+            let delay = option("purge_delay_ms") as u128;
+            let (base, freed, samples) = idle_after_freeing(10, 500);
+            let last = samples.last().unwrap().1;
+            // Live blocks (10 MiB of 1000-byte blocks in 1024-byte ones)
+            // plus what segalloc may keep: purge_min (1 MiB), the kept free
+            // segments (2 MiB resident) and the metadata of 128 segments.
+            let target = base + (10 << 20) + (3 << 20) + (1 << 20);
+            let within = samples
+                .iter()
+                .find(|s| s.1 <= target + target / 10)
+                .map(|s| s.0);
+            eprintln!(
+                "background {on}: RSS {} MiB after freeing 500 MiB, {} MiB idle; live plus reserve {} MiB, within 10% after {within:?}",
+                freed >> 20,
+                last >> 20,
+                target >> 20
+            );
+            if on {
+                let t = within.expect("RSS never came within 10% of live plus reserve");
+                assert!(
+                    t.as_millis() <= 2 * delay,
+                    "within 10% of live plus reserve after {t:?}, past twice the purge delay ({delay} ms)"
+                );
+            } else {
+                // The frees give most of it back at once (the heap keeps a
+                // budget of free memory); the rest stays without a purger.
+                assert!(within.is_none(), "memory went back without a purger");
+            }
+        }
         "background" => {
             let on = option("background") == 1;
             let (before, freed, later, settled) = idle_thread_rss();
@@ -423,6 +456,46 @@ fn idle_thread_rss() -> (usize, usize, usize, Duration) {
     (before, freed, later, settled)
 }
 
+/// One thread allocates `live_mib` MiB in 1000-byte blocks and keeps them,
+/// then `freed_mib` MiB more, frees those and sleeps, allocating nothing,
+/// for 10 purge delays. Returns the RSS before, right after the frees, and
+/// (time since the frees, RSS) every twentieth of a delay.
+fn idle_after_freeing(live_mib: usize, freed_mib: usize) -> (usize, usize, Vec<(Duration, usize)>) {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
+    let delay = option("purge_delay_ms") as u64;
+    let phase = Arc::new(AtomicUsize::new(0));
+    let p = phase.clone();
+    let base = rss_now();
+    let t = std::thread::spawn(move || {
+        let blocks = |mib: usize| -> Vec<Box<[u8; 1000]>> {
+            (0..(mib << 20) / 1000)
+                .map(|_| Box::new([7; 1000]))
+                .collect()
+        };
+        let live = blocks(live_mib);
+        drop(blocks(freed_mib));
+        p.store(1, SeqCst);
+        while p.load(SeqCst) == 1 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(live.iter().all(|b| b.iter().all(|&x| x == 7)));
+    });
+    while phase.load(SeqCst) == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let freed = rss_now();
+    let idle = Instant::now();
+    let mut seen = Vec::with_capacity(200);
+    for _ in 0..200 {
+        std::thread::sleep(Duration::from_millis(delay / 20));
+        seen.push((idle.elapsed(), rss_now()));
+    }
+    phase.store(2, SeqCst);
+    t.join().unwrap();
+    (base, freed, seen)
+}
+
 #[test]
 fn variables_set_the_options() {
     run(
@@ -574,6 +647,25 @@ fn a_background_thread_purges_idle_heaps() {
         ],
     );
     run("background", &[]);
+}
+
+/// The target: an idle process that freed 500 MiB comes back to
+/// within 10% of its live memory plus segalloc's reserve within twice the
+/// purge delay, with background purging on; without it, it does not.
+#[test]
+fn an_idle_process_that_freed_500_mib_returns_to_its_live_memory() {
+    for on in ["1", "0"] {
+        let err = run(
+            "background_idle_500",
+            &[
+                ("SEGALLOC_BACKGROUND", on),
+                ("SEGALLOC_PURGE_DELAY_MS", "200"),
+            ],
+        );
+        for line in err.lines().filter(|l| l.starts_with("background ")) {
+            println!("{line}");
+        }
+    }
 }
 
 /// A constructor that allocates does not start the purger: it starts once
