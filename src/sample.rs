@@ -194,11 +194,10 @@ pub(crate) fn decide(p: &mut Prof, size: usize) -> Option<f64> {
         // Set from the environment (first look) or changed since.
         if want != 0 {
             start(options::PROF_RATE.get());
-        } else {
+        } else if seen == UNSEEN {
             SEEN_PROF.store(want, Ordering::Relaxed);
-            if seen != UNSEEN {
-                stop();
-            }
+        } else {
+            stop();
         }
     }
     if !p.armed || !active() {
