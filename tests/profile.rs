@@ -599,12 +599,7 @@ fn c_abi_dump_under_preload() {
 /// few minutes the first time).
 #[test]
 fn c_stacks_through_frame_pointers() {
-    let Some((so, exe, scratch)) = preload_build(
-        "prof-fp",
-        "prof-fp-target",
-        Some("-C force-frame-pointers=yes"),
-        &["-O2", "-g", "-fno-omit-frame-pointer"],
-    ) else {
+    let Some((so, exe, scratch)) = fp_preload_build("prof-fp") else {
         return;
     };
     // The unwinder chosen from the environment, then through the C ABI
@@ -661,12 +656,7 @@ fn c_stacks_through_frame_pointers() {
 #[test]
 fn rust_set_option_chooses_the_unwinder() {
     use std::process::Command;
-    let Some((so, _, scratch)) = preload_build(
-        "prof-fp-rust",
-        "prof-fp-target",
-        Some("-C force-frame-pointers=yes"),
-        &["-O2", "-g", "-fno-omit-frame-pointer"],
-    ) else {
+    let Some((so, _, scratch)) = fp_preload_build("prof-fp-rust") else {
         return;
     };
     let release = so.parent().unwrap();
@@ -721,6 +711,20 @@ fn rust_set_option_chooses_the_unwinder() {
             "{unwind}: {head}"
         );
     }
+}
+
+/// [`preload_build`] with frame pointers throughout (the library with `-C
+/// force-frame-pointers=yes`, the C program with `-fno-omit-frame-pointer`),
+/// in one target directory that the tests needing such a library share.
+fn fp_preload_build(
+    name: &str,
+) -> Option<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
+    preload_build(
+        name,
+        "prof-fp-target",
+        Some("-C force-frame-pointers=yes"),
+        &["-O2", "-g", "-fno-omit-frame-pointer"],
+    )
 }
 
 /// The live samples of the site of a leak report whose stack names
