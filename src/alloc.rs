@@ -53,7 +53,7 @@ static_assertions::const_assert!(UNSIZED > isize::MAX as usize);
 /// The statistics count `size` bytes as requested.
 #[inline(always)]
 pub(crate) fn malloc(size: usize, align: usize) -> *mut u8 {
-    malloc_in::<false>(size, align)
+    malloc_in::<false, false>(size, align)
 }
 
 /// [`malloc`] for callers that free without a size (C): the statistics count
@@ -63,7 +63,27 @@ pub(crate) fn malloc(size: usize, align: usize) -> *mut u8 {
 #[cfg_attr(not(feature = "override"), allow(dead_code))]
 #[inline(always)]
 pub(crate) fn malloc_whole(size: usize, align: usize) -> *mut u8 {
-    malloc_in::<true>(size, align)
+    malloc_in::<true, false>(size, align)
+}
+
+/// [`malloc_whole`] for C's `malloc`: when it returns null, `errno` is
+/// `ENOMEM`. The slow paths set it themselves, so that every way out of the
+/// fast path is a tail call and the fast path needs no stack frame (a caller
+/// that tested for null after the call would need one: two instructions
+/// more on every `malloc`).
+#[cfg_attr(not(feature = "override"), allow(dead_code))]
+#[inline(always)]
+pub(crate) fn malloc_whole_c(size: usize, align: usize) -> *mut u8 {
+    malloc_in::<true, true>(size, align)
+}
+
+/// `p`, with `errno` set to `ENOMEM` if it is null and `ENOMEM` is asked for.
+#[inline(always)]
+fn enomem_if_null<const ENOMEM: bool>(p: *mut u8) -> *mut u8 {
+    if ENOMEM && p.is_null() {
+        crate::os::set_errno(libc::ENOMEM);
+    }
+    p
 }
 
 /// The bytes a block of class `c` counts as requested: `size`, or with `WHOLE`
@@ -78,7 +98,7 @@ fn counted<const WHOLE: bool>(size: usize, c: usize) -> usize {
 }
 
 #[inline(always)]
-fn malloc_in<const WHOLE: bool>(size: usize, align: usize) -> *mut u8 {
+fn malloc_in<const WHOLE: bool, const ENOMEM: bool>(size: usize, align: usize) -> *mut u8 {
     if align <= MIN_ALIGN && size <= DIRECT_MAX {
         // Rounding to the alignment keeps 16-aligned requests off the 8-aligned
         // classes; for alignment 8 or less it changes nothing.
@@ -101,18 +121,34 @@ fn malloc_in<const WHOLE: bool>(size: usize, align: usize) -> *mut u8 {
             }
             let c = class_of(s);
             #[cfg(feature = "profiling")]
-            return prof_slow::<WHOLE>(h, c, size, align);
+            return prof_slow::<WHOLE, ENOMEM>(h, c, size, align);
             #[cfg(not(feature = "profiling"))]
-            return malloc_slow(h, c, counted::<WHOLE>(size, c));
+            return if ENOMEM {
+                malloc_slow_enomem(h, c, counted::<WHOLE>(size, c))
+            } else {
+                malloc_slow(h, c, counted::<WHOLE>(size, c))
+            };
         }
     }
-    malloc_generic::<WHOLE>(size, align)
+    malloc_generic::<WHOLE, ENOMEM>(size, align)
 }
 
 /// Small requests outside the direct range or with alignment above 16, and
 /// large requests.
+/// With `ENOMEM`, null sets `errno` (see [`malloc_whole_c`]). `extern "C"`,
+/// as the slow paths `malloc` leaves by: it cannot unwind, so C's `malloc`
+/// (which must not unwind either) needs no landing pad around the call and
+/// makes it a tail call (see `free`).
 #[inline(never)]
-fn malloc_generic<const WHOLE: bool>(size: usize, align: usize) -> *mut u8 {
+extern "C" fn malloc_generic<const WHOLE: bool, const ENOMEM: bool>(
+    size: usize,
+    align: usize,
+) -> *mut u8 {
+    enomem_if_null::<ENOMEM>(malloc_generic_in::<WHOLE>(size, align))
+}
+
+#[inline(always)]
+fn malloc_generic_in<const WHOLE: bool>(size: usize, align: usize) -> *mut u8 {
     if align <= SLICE_SIZE && size <= MAX_SMALL {
         if let Some(c) = class_for(size, align) {
             let h = thread::heap();
@@ -131,7 +167,7 @@ fn malloc_generic<const WHOLE: bool>(size: usize, align: usize) -> *mut u8 {
                     return b;
                 }
                 #[cfg(feature = "profiling")]
-                return prof_slow::<WHOLE>(h, c, size, align);
+                return prof_slow::<WHOLE, false>(h, c, size, align);
                 #[cfg(not(feature = "profiling"))]
                 return malloc_slow(h, c, n);
             }
@@ -243,14 +279,14 @@ fn prof_large(h: *mut heap::Heap, size: usize, align: usize) -> *mut u8 {
 #[cfg(feature = "profiling")]
 #[cold]
 #[inline(never)]
-unsafe fn prof_slow<const WHOLE: bool>(
+unsafe fn prof_slow<const WHOLE: bool, const ENOMEM: bool>(
     h: *mut heap::Heap,
     c: usize,
     size: usize,
     align: usize,
 ) -> *mut u8 {
     // SAFETY: forwarded contract.
-    let b = unsafe { malloc_slow(h, c, counted::<WHOLE>(size, c)) };
+    let b = enomem_if_null::<ENOMEM>(unsafe { malloc_slow(h, c, counted::<WHOLE>(size, c)) });
     if !b.is_null() {
         // The heap may have been set up just now.
         let h = thread::heap();
@@ -263,6 +299,19 @@ unsafe fn prof_slow<const WHOLE: bool>(
         }
     }
     b
+}
+
+/// [`malloc_slow`] that sets `errno` when it returns null (see
+/// [`malloc_whole_c`]); `extern "C"` as [`malloc_generic`] is.
+///
+/// # Safety
+/// As [`malloc_slow`].
+#[cfg(not(feature = "profiling"))]
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn malloc_slow_enomem(h: *mut heap::Heap, c: usize, size: usize) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    enomem_if_null::<true>(unsafe { malloc_slow(h, c, size) })
 }
 
 /// The current page of class `c` is empty (or the heap is not set up yet).
@@ -319,7 +368,7 @@ pub(crate) fn zalloc_whole(size: usize, align: usize) -> *mut u8 {
 }
 
 fn zalloc_in<const WHOLE: bool>(size: usize, align: usize) -> *mut u8 {
-    let p = malloc_in::<WHOLE>(size, align);
+    let p = malloc_in::<WHOLE, false>(size, align);
     if p.is_null() {
         return p;
     }

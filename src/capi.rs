@@ -33,9 +33,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 #[inline]
 pub(crate) fn set_errno(e: c_int) {
-    // SAFETY: `__errno_location` returns the calling thread's errno slot, which
-    // is always valid to write (it lives in libc's initial-exec TLS).
-    unsafe { *libc::__errno_location() = e };
+    crate::os::set_errno(e);
 }
 
 /// Out of memory: glibc sets `errno` and returns null.
@@ -45,15 +43,12 @@ pub(crate) fn enomem() -> *mut c_void {
     ptr::null_mut()
 }
 
-/// `malloc` of `size` bytes at `align` (a power of two, at least 16). C frees
-/// without a size, so the statistics count the whole block as requested.
+/// `malloc` of `size` bytes at `align` (a power of two, at least 16), null
+/// with `errno = ENOMEM` on failure. C frees without a size, so the
+/// statistics count the whole block as requested.
 #[inline(always)]
 fn alloc_or_enomem(size: usize, align: usize) -> *mut c_void {
-    let p = alloc::malloc_whole(size, align);
-    if p.is_null() {
-        return enomem();
-    }
-    p.cast()
+    alloc::malloc_whole_c(size, align).cast()
 }
 
 /// The OS page size, read once (sysconf neither allocates nor locks).

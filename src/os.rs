@@ -216,6 +216,15 @@ fn mmap_at(hint: usize, size: usize) -> *mut u8 {
     p.cast()
 }
 
+/// Sets the calling thread's `errno` (C's allocation functions report
+/// running out of memory so).
+#[inline]
+pub(crate) fn set_errno(e: i32) {
+    // SAFETY: `__errno_location` returns the calling thread's errno slot,
+    // which is always valid to write (it lives in libc's initial-exec TLS).
+    unsafe { *libc::__errno_location() = e };
+}
+
 /// The calling thread's `errno`.
 fn errno() -> i32 {
     // SAFETY: glibc's errno location is valid for the calling thread.

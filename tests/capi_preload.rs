@@ -574,8 +574,9 @@ fn shortest_call_free_path(insns: &[Insn]) -> Option<usize> {
 }
 
 /// The C fast paths in the shared library make no call: no `__tls_get_addr`
-/// anywhere in `malloc` or `free`, and a path from entry to `ret` through no
-/// call at all (the fast path), of a few dozen instructions at most (`free`'s
+/// anywhere in `malloc` or `free`, no stack frame before their fast path's
+/// `ret`, and a path from entry to `ret` through no call at all (the fast
+/// path), of a few dozen instructions at most (`free`'s
 /// is 42 with the default checks: registry, block start, freed mark; a
 /// null pointer takes its cold path).
 #[test]
@@ -599,6 +600,14 @@ fn malloc_and_free_fast_paths_make_no_call() {
             body.join("\n")
         );
         if name == "malloc" || name == "free" {
+            // No stack frame either: every way off the fast path is a tail
+            // call, so nothing is pushed before the fast path's `ret`.
+            let mut entry = body.iter().take_while(|l| !l.contains("\tret"));
+            assert!(
+                !entry.any(|l| l.contains("\tpush") || l.contains(",%rsp")),
+                "{name}: its fast path sets up a stack frame:\n{}",
+                body.join("\n")
+            );
             let path = shortest_call_free_path(&insns);
             assert!(
                 matches!(path, Some(n) if n <= 44),

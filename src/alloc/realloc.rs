@@ -171,7 +171,7 @@ unsafe fn realloc_in<const WHOLE: bool>(
             }
         }
         if q.is_null() {
-            q = malloc_in::<WHOLE>(new_size, align);
+            q = malloc_in::<WHOLE, false>(new_size, align);
             if q.is_null() {
                 return q;
             }

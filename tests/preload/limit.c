@@ -3,7 +3,8 @@
  * working, and freeing makes room again. With "unbounded" as its argument
  * (under SEGALLOC_LIMIT=256M): allocates without bound, small and large
  * blocks, until malloc gives ENOMEM, which must come within a few MiB of the
- * limit; frees the older half and goes on, three times. Prints "ok" and
+ * limit; frees the older half and goes on, three times. Under 64M it also
+ * allocates 64-byte blocks until malloc gives ENOMEM. Prints "ok" and
  * exits 0 on success. */
 #include <errno.h>
 #include <malloc.h>
@@ -84,6 +85,29 @@ int main(int argc, char **argv) {
     fprintf(stderr, "calloc of 100 MiB succeeded\n");
     return 3;
   }
+  /* Small blocks up to the limit: the failure comes from malloc's own slow
+   * path (which sets errno itself, the fast path having no frame to do it),
+   * and freeing them makes room again. */
+  enum { SMALL = 1 << 21 };
+  static void *small[SMALL];
+  size_t k = 0;
+  for (; k < SMALL; k++) {
+    errno = 0;
+    small[k] = malloc(64);
+    if (!small[k]) break;
+    memset(small[k], 5, 64);
+  }
+  if (k == SMALL || errno != ENOMEM) {
+    fprintf(stderr, "64-byte mallocs: %zu succeeded, then errno %d\n", k, errno);
+    return 4;
+  }
+  while (k) free(small[--k]);
+  char *again = malloc(64);
+  if (!again) {
+    fprintf(stderr, "malloc(64) failed after freeing\n");
+    return 5;
+  }
+  free(again);
   puts("ok");
   return 0;
 }
