@@ -99,7 +99,10 @@ fn counted<const WHOLE: bool>(size: usize, c: usize) -> usize {
 
 #[inline(always)]
 fn malloc_in<const WHOLE: bool, const ENOMEM: bool>(size: usize, align: usize) -> *mut u8 {
-    if align <= MIN_ALIGN && size <= DIRECT_MAX {
+    if align > MIN_ALIGN {
+        return malloc_aligned::<WHOLE, ENOMEM>(size, align);
+    }
+    if size <= DIRECT_MAX {
         // Rounding to the alignment keeps 16-aligned requests off the 8-aligned
         // classes; for alignment 8 or less it changes nothing.
         let s = (size + align - 1) & !(align - 1);
@@ -119,17 +122,22 @@ fn malloc_in<const WHOLE: bool, const ENOMEM: bool>(size: usize, align: usize) -
                 }
                 return b;
             }
-            let c = class_of(s);
-            #[cfg(feature = "profiling")]
-            return prof_slow::<WHOLE, ENOMEM>(h, c, size, align);
-            #[cfg(not(feature = "profiling"))]
-            return if ENOMEM {
-                malloc_slow_enomem(h, c, counted::<WHOLE>(size, c))
-            } else {
-                malloc_slow(h, c, counted::<WHOLE>(size, c))
-            };
+            return malloc_miss::<WHOLE, ENOMEM>(size, align, h);
         }
     }
+    malloc_generic::<WHOLE, ENOMEM>(size, align)
+}
+
+/// [`malloc_generic`] for alignments above [`MIN_ALIGN`]. A function of its
+/// own so that [`malloc_in`] tests the alignment and the size with a branch
+/// each: with one target for both, the compiler joins the two tests into
+/// flag arithmetic, two instructions more on every Rust allocation (where
+/// the alignment is not a constant).
+#[inline(never)]
+extern "C" fn malloc_aligned<const WHOLE: bool, const ENOMEM: bool>(
+    size: usize,
+    align: usize,
+) -> *mut u8 {
     malloc_generic::<WHOLE, ENOMEM>(size, align)
 }
 
@@ -301,17 +309,32 @@ unsafe fn prof_slow<const WHOLE: bool, const ENOMEM: bool>(
     b
 }
 
-/// [`malloc_slow`] that sets `errno` when it returns null (see
-/// [`malloc_whole_c`]); `extern "C"` as [`malloc_generic`] is.
+/// The direct slot's page had no free block: finds the size class and takes
+/// the slow path. Everything the slow path needs beyond the request is
+/// worked out here, not in [`malloc_in`], so that nothing of it is kept
+/// live (or computed) on the fast path; the request comes first, in the
+/// registers it arrived in. With `ENOMEM`, null sets `errno`
+/// (see [`malloc_whole_c`]); `extern "C"` as [`malloc_generic`] is.
 ///
 /// # Safety
-/// As [`malloc_slow`].
-#[cfg(not(feature = "profiling"))]
+/// `h` is the calling thread's heap or the empty heap; `align` is at most
+/// [`MIN_ALIGN`] and `size` at most [`DIRECT_MAX`].
 #[cold]
 #[inline(never)]
-unsafe extern "C" fn malloc_slow_enomem(h: *mut heap::Heap, c: usize, size: usize) -> *mut u8 {
+unsafe extern "C" fn malloc_miss<const WHOLE: bool, const ENOMEM: bool>(
+    size: usize,
+    align: usize,
+    h: *mut heap::Heap,
+) -> *mut u8 {
+    // Rounding to the alignment keeps 16-aligned requests off the 8-aligned
+    // classes.
+    let c = class_of((size + align - 1) & !(align - 1));
     // SAFETY: forwarded contract.
-    enomem_if_null::<true>(unsafe { malloc_slow(h, c, size) })
+    #[cfg(feature = "profiling")]
+    return unsafe { prof_slow::<WHOLE, ENOMEM>(h, c, size, align) };
+    // SAFETY: forwarded contract.
+    #[cfg(not(feature = "profiling"))]
+    enomem_if_null::<ENOMEM>(unsafe { malloc_slow(h, c, counted::<WHOLE>(size, c)) })
 }
 
 /// The current page of class `c` is empty (or the heap is not set up yet).

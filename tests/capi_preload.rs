@@ -513,8 +513,36 @@ fn objdump(so: &Path) -> String {
 }
 
 /// The lines of function `name` in a disassembly, and its instructions.
+/// objdump labels an address with one of its names: when the compiler
+/// merged `name` with an alias of identical code (`malloc` and
+/// `__libc_malloc`), the function is found at `name`'s address.
 fn function<'a>(listing: &'a str, name: &str) -> (Vec<&'a str>, Vec<Insn>) {
-    let header = format!("<{name}>:");
+    let header = match listing.lines().any(|l| l.ends_with(&format!("<{name}>:"))) {
+        true => format!("<{name}>:"),
+        false => {
+            // The label at `name`'s address in the dynamic symbol table.
+            let so = cdylib();
+            let out = Command::new("nm")
+                .args(["-D", "--defined-only"])
+                .arg(so)
+                .output()
+                .expect("nm");
+            let syms = String::from_utf8_lossy(&out.stdout).into_owned();
+            let addr = syms
+                .lines()
+                .find_map(|l| {
+                    let mut f = l.split_whitespace();
+                    let (a, _, n) = (f.next()?, f.next()?, f.next()?);
+                    (n == name).then(|| a.trim_start_matches('0').to_string())
+                })
+                .unwrap_or_else(|| panic!("{name}: not in the dynamic symbol table"));
+            let line = listing
+                .lines()
+                .find(|l| l.ends_with(">:") && l.trim_start_matches('0').starts_with(&addr))
+                .unwrap_or_else(|| panic!("{name}: no function at {addr}"));
+            line[line.find('<').unwrap()..].to_string()
+        }
+    };
     let body: Vec<&str> = listing
         .lines()
         .skip_while(|l| !l.ends_with(&header))
