@@ -152,6 +152,11 @@ pub(crate) struct Segment {
     /// give back just that, and a page on slices that were never touched
     /// knows its memory reads zero.
     pub(crate) touched: [u32; SLICES],
+    /// For each slice, when it was last freed (`os::now_ms`, the low 32
+    /// bits, compared wrapping): the owner's timed purge gives back only
+    /// dirty slices that have been free for the purge delay (see
+    /// `heap::purge`).
+    pub(crate) freed_at: [u32; SLICES],
     /// Page descriptors, indexed by a page's first slice.
     pub(crate) pages: [Page; SLICES],
     /// For each slice, its part in meshing (`mesh`): 0 when the slice's
@@ -360,11 +365,13 @@ impl Segment {
     /// bytes were carved. Returns the resident bytes the run now holds.
     pub(crate) fn free_run(&mut self, i: usize, span: usize, touched: usize) -> usize {
         let mut resident = 0;
+        let now = os::now_ms() as u32;
         for k in 0..span {
             let t = touched.saturating_sub(k * SLICE_SIZE).min(SLICE_SIZE) as u32;
             let e = &mut self.touched[i + k];
             *e = (*e).max(t);
             resident += *e as usize;
+            self.freed_at[i + k] = now;
         }
         let mask = run_mask(i, span);
         self.free_slices |= mask;
@@ -497,7 +504,7 @@ pub(crate) const fn run_mask(i: usize, span: usize) -> u64 {
 }
 
 mod purge;
-pub(crate) use purge::purge_dirty;
+pub(crate) use purge::{purge_dirty, purge_dirty_in};
 
 /// Takes every kept segment off the list, calls `f` on it, and puts back
 /// those for which `f` returns true.

@@ -10,11 +10,17 @@ use static_assertions::const_assert;
 /// pages in force (option `thp`, where the kernel has them), only whole
 /// huge pages ([`purge_huge_pages`]).
 pub(crate) fn purge_dirty(seg: &mut Segment) -> usize {
+    purge_dirty_in(seg, u64::MAX)
+}
+
+/// [`purge_dirty`] of the dirty slices in `mask` only (all of them with huge
+/// pages on, which are purged whole).
+pub(crate) fn purge_dirty_in(seg: &mut Segment, mask: u64) -> usize {
     if os::huge_pages_in_force() {
         return purge_huge_pages(seg);
     }
     let mut purged = 0;
-    let mut d = seg.dirty_slices;
+    let mut d = seg.dirty_slices & mask;
     // The stretch being gathered: [start, end).
     let (mut start, mut end) = (0usize, 0usize);
     while d != 0 {
@@ -39,7 +45,7 @@ pub(crate) fn purge_dirty(seg: &mut Segment) -> usize {
         }
     }
     os::purge(start as *mut u8, end - start);
-    seg.dirty_slices = 0;
+    seg.dirty_slices &= !mask;
     purged
 }
 
