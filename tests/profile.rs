@@ -624,10 +624,12 @@ fn c_stacks_by_the_unwind_tables() {
     let mut reports = Vec::new();
     for unwind in ["dwarf", "unwinder"] {
         let dump = scratch.join(unwind);
+        // Chosen through the C ABI (the program's second argument).
         let out = std::process::Command::new(&exe)
             .arg(&dump)
+            .arg(unwind)
             .env("LD_PRELOAD", &so)
-            .env("SEGALLOC_PROF_UNWIND", unwind)
+            .env_remove("SEGALLOC_PROF_UNWIND")
             .output()
             .unwrap();
         assert!(
