@@ -618,7 +618,14 @@ pub(crate) unsafe fn copy_own(dst: *mut u8, src: *const u8, len: usize) -> bool 
 /// Whether every page of `[lo, hi)` is mapped readable, asked of the
 /// kernel (`process_vm_readv` of one byte a page from this process, 64
 /// pages a call), so nothing here can fault. False if not, or if the call
-/// is refused (a seccomp filter). Allocates nothing.
+/// is refused (a seccomp filter). Allocates nothing. (For the heap
+/// profiler's stack walk only.)
+#[cfg(all(
+    feature = "profiling",
+    target_arch = "x86_64",
+    target_os = "linux",
+    target_env = "gnu"
+))]
 pub(crate) fn readable(lo: usize, hi: usize) -> bool {
     let mut bytes = [0u8; 64];
     // SAFETY: getpid has no preconditions.

@@ -436,7 +436,7 @@ fn run(
         }
         match op {
             0x00 => {}
-            0x02 | 0x03 | 0x04 => {
+            0x02..=0x04 => {
                 let d = match op {
                     0x02 => u64::from(r.u8()?),
                     0x03 => u64::from(r.u16()?),
