@@ -332,10 +332,16 @@ mod tests {
         (f[..n].to_vec(), u[..m].to_vec())
     }
 
+    /// Over-aligned: its frame realigns `rsp`, so its CFA is `rbp`-based.
+    #[repr(align(128))]
+    struct Aligned([u8; 128]);
+
     #[inline(never)]
     fn level3(b: &mut (usize, usize), x: usize) -> (Vec<usize>, Vec<usize>) {
+        let mut a = Aligned([x as u8; 128]);
+        core::hint::black_box(&mut a);
         let r = both(core::hint::black_box(b));
-        core::hint::black_box(x);
+        core::hint::black_box(a.0[x % 128]);
         r
     }
 
@@ -362,7 +368,8 @@ mod tests {
 
     /// The fast walk gives the system unwinder's frames, from the caller of
     /// the function that took both on, through a few nested functions (one
-    /// recursive, one with a big frame) and the test harness to the
+    /// recursive, one with a big frame, one whose CFA is `rbp`-based) and
+    /// the test harness to the
     /// thread's start; the same again from the cache, and from another
     /// thread.
     #[test]
