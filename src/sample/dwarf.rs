@@ -392,6 +392,34 @@ mod tests {
         std::thread::spawn(check).join().unwrap();
     }
 
+    /// What the walk gave in the signal handler: its depth, or `usize::MAX`
+    /// for None.
+    static IN_HANDLER: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+    extern "C" fn handler(_: libc::c_int) {
+        let mut b = (0, 0);
+        let mut f = [0usize; 64];
+        let r = capture(&mut b, &mut f).unwrap_or(usize::MAX);
+        IN_HANDLER.store(r, Ordering::Relaxed);
+    }
+
+    /// A signal frame (the kernel's return to `__restore_rt`, whose CIE is
+    /// marked `S`) ends the walk with None: the sample goes to the system
+    /// unwinder, which knows such frames.
+    #[test]
+    fn a_signal_frame_falls_back() {
+        // SAFETY: installs a handler that allocates nothing and only stores
+        // to an atomic, for a signal this test alone raises, on its own thread.
+        unsafe {
+            let mut sa: libc::sigaction = core::mem::zeroed();
+            sa.sa_sigaction = handler as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            assert_eq!(libc::sigaction(libc::SIGUSR2, &sa, core::ptr::null_mut()), 0);
+            assert_eq!(libc::raise(libc::SIGUSR2), 0);
+        }
+        assert_eq!(IN_HANDLER.load(Ordering::Relaxed), usize::MAX);
+    }
+
     /// A spawned thread's stack ends at its TCB (checked with the kernel);
     /// the main thread's is found in `/proc/self/maps`.
     #[test]
