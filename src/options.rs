@@ -262,20 +262,21 @@ pub(crate) static PROF_RATE: RuntimeOption = RuntimeOption::new(
     "(feature profiling) mean bytes allocated between two samples of the heap profiler (0: the default, 512K)",
 );
 
-/// How the heap profiler takes stacks (feature `profiling`): the unwinder
-/// (DWARF unwind tables), or frame pointers (see `sample::fp`).
+/// How the heap profiler takes stacks (feature `profiling`): the unwind
+/// tables (a cached walk, `sample::dwarf`, falling back to the system
+/// unwinder), frame pointers (`sample::fp`), or the system unwinder only.
 #[cfg(feature = "profiling")]
 pub(crate) static PROF_UNWIND: RuntimeOption = RuntimeOption::new(
     "prof_unwind",
     "SEGALLOC_PROF_UNWIND",
     OptionKind::Choice(PROF_UNWINDERS),
     0,
-    1,
-    "(feature profiling) how samples' stacks are taken: dwarf (the unwind tables; works with any build) or fp (frame pointers: about 10 times cheaper, whole only in code built with -C force-frame-pointers=yes / -fno-omit-frame-pointer)",
+    2,
+    "(feature profiling) how samples' stacks are taken: dwarf (the unwind tables, with a cache of rules; works with any build), fp (frame pointers: whole only in code built with -C force-frame-pointers=yes / -fno-omit-frame-pointer) or unwinder (the system unwinder alone, _Unwind_Backtrace: the slowest)",
 );
 /// The words of [`PROF_UNWIND`], by value.
 #[cfg(feature = "profiling")]
-pub(crate) const PROF_UNWINDERS: &[&str] = &["dwarf", "fp"];
+pub(crate) const PROF_UNWINDERS: &[&str] = &["dwarf", "fp", "unwinder"];
 
 /// The purge delay in force, in milliseconds.
 #[inline]

@@ -168,6 +168,11 @@ pub struct Profile {
     /// Of the samples taken, those whose stack came through frame pointers
     /// (`SEGALLOC_PROF_UNWIND=fp`; the others, by the unwinder).
     pub fp_samples: u64,
+    /// Of the samples taken, those whose stack came by segalloc's own walk
+    /// of the unwind tables (`SEGALLOC_PROF_UNWIND=dwarf`, the default, on
+    /// x86-64 Linux); the rest of those not through frame pointers came by
+    /// the system unwinder.
+    pub dwarf_samples: u64,
     /// When it was taken (since the epoch).
     pub time: std::time::SystemTime,
 }
@@ -218,6 +223,7 @@ pub fn snapshot() -> Profile {
                 dropped: t.dropped,
                 live_samples: t.live,
                 fp_samples: t.by_fp,
+                dwarf_samples: t.by_dwarf,
                 time: std::time::SystemTime::now(),
             };
         }

@@ -23,13 +23,17 @@
 //! [`RECHECK`] bytes after [`start`] (the calling thread at once).
 //!
 //! # Stacks
-//! Captured with the unwinder (`_Unwind_Backtrace`, through the
-//! `backtrace` crate's `trace_unsynchronized`), which reads the unwind
-//! tables Rust and C compilers emit by default; it needs no frame pointers,
-//! and allocates nothing of its own. Or, with the option `prof_unwind=fp`
-//! (`SEGALLOC_PROF_UNWIND=fp`), through frame pointers ([`fp`]): about a
-//! tenth of the cost, whole only in code built with them; the unwinder
-//! stays the default, as it is right for every build. A re-entrancy flag in the heap
+//! By default (option `prof_unwind=dwarf`) from the unwind tables
+//! compilers emit by default, through segalloc's own walk on x86-64 Linux
+//! (`dwarf`, with `cfi` reading the tables): each frame's rule is kept in a
+//! cache keyed by address, so a sample costs a few hundred instructions
+//! rather than the system unwinder's 15,000. A stack with a frame the walk
+//! does not take (see `dwarf`), and every stack elsewhere, is taken by the
+//! system unwinder (`_Unwind_Backtrace`, through the `backtrace` crate's
+//! `trace_unsynchronized`), which needs no frame pointers and allocates
+//! nothing of its own; `prof_unwind=unwinder` uses it alone. With
+//! `prof_unwind=fp` (`SEGALLOC_PROF_UNWIND=fp`), through frame pointers
+//! ([`fp`]): whole only in code built with them. A re-entrancy flag in the heap
 //! ([`Prof::busy`]) keeps any allocation made during the capture from being
 //! sampled in turn. Frames are stored as return addresses; `profile`
 //! symbolises them when a profile is written.
@@ -45,6 +49,19 @@
 //! Estimates are kept in integers (block counts in 1/1024ths) so that freeing
 //! every sampled block brings a site's live figures back to exactly zero.
 
+/// Where the fast walk of the unwind tables is built (it reads x86-64
+/// registers and calls glibc's `_dl_find_object`).
+macro_rules! fast_dwarf {
+    ($($i:item)*) => {$(
+        #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+        $i
+    )*};
+}
+
+fast_dwarf! {
+    mod cfi;
+    mod dwarf;
+}
 mod fp;
 
 use crate::options;
@@ -227,29 +244,50 @@ pub(crate) fn done(p: &mut Prof) {
     p.busy = false;
 }
 
+/// How a stack was taken.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum How {
+    /// By the system unwinder (`_Unwind_Backtrace`).
+    Unwinder,
+    /// Through frame pointers ([`fp`]).
+    Fp,
+    /// By the fast walk of the unwind tables (`dwarf`).
+    Dwarf,
+}
+
 /// A captured stack: return addresses, innermost first.
 pub(crate) struct Stack {
     pub(crate) frames: [usize; MAX_FRAMES],
     pub(crate) len: usize,
-    /// Taken through frame pointers (else by the unwinder).
-    by_fp: bool,
+    how: How,
 }
 
-/// The calling thread's stack, innermost first, through frame pointers
-/// when the option `prof_unwind` says so (and the walk finds the stack),
-/// else with the unwinder. `p` is the thread's heap's state. Allocates
-/// nothing.
+/// The calling thread's stack, innermost first, as the option
+/// `prof_unwind` says: `dwarf` (the default) by the fast walk of the unwind
+/// tables where it is built and every frame's rule is simple, `fp` through
+/// frame pointers where the walk finds the stack, `unwinder` by the system
+/// unwinder, which also takes the stacks the first two give up on. `p` is
+/// the thread's heap's state. Allocates nothing.
 #[inline(never)]
 pub(crate) fn capture(p: &mut Prof) -> Stack {
     let mut s = Stack {
         frames: [0; MAX_FRAMES],
         len: 0,
-        by_fp: false,
+        how: How::Unwinder,
     };
-    if options::PROF_UNWIND.get() == 1 {
+    let how = options::PROF_UNWIND.get();
+    if how == 1 {
         if let Some(n) = fp::capture(&mut p.stack, &mut s.frames) {
             s.len = n;
-            s.by_fp = true;
+            s.how = How::Fp;
+            return s;
+        }
+    }
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+    if how == 0 {
+        if let Some(n) = dwarf::capture(&mut p.stack, &mut s.frames) {
+            s.len = n;
+            s.how = How::Dwarf;
             return s;
         }
     }
@@ -313,6 +351,9 @@ pub(crate) struct Totals {
     /// Of the samples recorded, those whose stack came through frame
     /// pointers.
     pub(crate) by_fp: u64,
+    /// Of the samples recorded, those whose stack came by the fast walk of
+    /// the unwind tables.
+    pub(crate) by_dwarf: u64,
 }
 
 struct Table {
@@ -340,6 +381,7 @@ static TABLE: spin::Mutex<Table> = spin::Mutex::new(Table {
         dropped: 0,
         live: 0,
         by_fp: 0,
+        by_dwarf: 0,
     },
 });
 
@@ -446,7 +488,11 @@ pub(crate) fn record(stack: &Stack, size: usize, block: usize, weight: f64) -> u
         Some(s) => {
             t.totals.samples = t.totals.samples.wrapping_add(1);
             t.totals.live = t.totals.live.wrapping_add(1);
-            t.totals.by_fp = t.totals.by_fp.wrapping_add(stack.by_fp as u64);
+            t.totals.by_fp = t.totals.by_fp.wrapping_add((stack.how == How::Fp) as u64);
+            t.totals.by_dwarf = t
+                .totals
+                .by_dwarf
+                .wrapping_add((stack.how == How::Dwarf) as u64);
             s
         }
         None => {

@@ -588,6 +588,76 @@ fn c_abi_dump_under_preload() {
     }
 }
 
+/// The leak report's stacks (file and line of every frame, innermost
+/// first), by site, of the sites naming `function`.
+fn stacks_naming(report: &str, function: &str) -> Vec<Vec<String>> {
+    report
+        .split("\n#")
+        .skip(1)
+        .map(|site| {
+            site.lines()
+                .skip(1)
+                .take_while(|l| !l.is_empty())
+                .map(|l| l.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|frames| frames.iter().any(|l| l.starts_with(function)))
+        .collect()
+}
+
+/// Stacks by segalloc's own walk of the unwind tables (the default,
+/// `SEGALLOC_PROF_UNWIND=dwarf`) from C under `LD_PRELOAD`, in a build with
+/// no frame pointers (`tests/preload/profile.c` at `-O2`, the library at
+/// its default): every stack came by the walk (none by the system
+/// unwinder, which the report's first line would count), and the sites'
+/// stacks, symbolised, are those the system unwinder gives
+/// (`SEGALLOC_PROF_UNWIND=unwinder`) for the same program: `leak_site`,
+/// `option_site` and then `main`, through to the C library's start.
+/// Shares the library of `c_abi_dump_under_preload`.
+#[test]
+fn c_stacks_by_the_unwind_tables() {
+    let Some((so, exe, scratch)) =
+        preload_build("prof-dwarf", "prof-preload-target", None, &["-O2", "-g"])
+    else {
+        return;
+    };
+    let mut reports = Vec::new();
+    for unwind in ["dwarf", "unwinder"] {
+        let dump = scratch.join(unwind);
+        // Chosen through the C ABI (the program's second argument).
+        let out = std::process::Command::new(&exe)
+            .arg(&dump)
+            .arg(unwind)
+            .env("LD_PRELOAD", &so)
+            .env_remove("SEGALLOC_PROF_UNWIND")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && out.stdout == b"ok\n",
+            "{unwind}: {out:?}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report = std::fs::read_to_string(format!("{}.leaks.txt", dump.display())).unwrap();
+        let head = report.lines().next().unwrap().to_string();
+        if unwind == "dwarf" {
+            assert!(head.contains(", 0 by the system's)"), "{report}");
+        } else {
+            assert!(head.contains(": 0 by its cached walk"), "{report}");
+        }
+        reports.push(report);
+    }
+    for f in ["leak_site", "option_site"] {
+        let (fast, sys) = (stacks_naming(&reports[0], f), stacks_naming(&reports[1], f));
+        assert!(!fast.is_empty(), "{f}: {}", reports[0]);
+        assert_eq!(fast, sys, "{f}:\n{}\n{}", reports[0], reports[1]);
+        let at = |s: &str| fast[0].iter().position(|l| l.starts_with(s));
+        let (Some(l), Some(m)) = (at(f), at("main")) else {
+            panic!("{f} and main not both in {:?}", fast[0]);
+        };
+        assert!(l < m, "{:?}", fast[0]);
+    }
+}
+
 /// Stacks through frame pointers (`SEGALLOC_PROF_UNWIND=fp`, and the option
 /// set through the C ABI instead), in a build
 /// with them throughout: the preload library built with `-C

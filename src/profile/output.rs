@@ -546,11 +546,13 @@ pub(crate) fn report_with<W: Write>(p: &Profile, syms: &mut Symbols, mut w: W) -
     merged.sort_by_key(|m| std::cmp::Reverse(m.1.live_bytes));
     writeln!(
         w,
-        "segalloc heap profile: rate {} bytes; {} samples taken ({} stacks by frame pointers, {} by the unwinder), {} live, {} dropped (table full)",
+        "segalloc heap profile: rate {} bytes; {} samples taken ({} stacks by frame pointers, {} by the unwinder: {} by its cached walk, {} by the system's), {} live, {} dropped (table full)",
         p.rate,
         p.samples,
         p.fp_samples,
         p.samples - p.fp_samples,
+        p.dwarf_samples,
+        p.samples - p.fp_samples - p.dwarf_samples,
         p.live_samples,
         p.dropped
     )?;

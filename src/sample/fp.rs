@@ -99,7 +99,7 @@ pub(crate) fn capture(bounds: &mut (usize, usize), out: &mut [usize]) -> Option<
 /// The mapping of `/proc/self/maps` holding `addr`: `(start, end)`. Reads
 /// the file with system calls into a stack buffer, parsing each line's
 /// leading `start-end` (in hex) as it goes. Allocates nothing.
-fn mapping_of(addr: usize) -> Option<(usize, usize)> {
+pub(super) fn mapping_of(addr: usize) -> Option<(usize, usize)> {
     // SAFETY: opens a NUL-terminated path read-only; the descriptor is ours
     // and closed below.
     let fd = unsafe {

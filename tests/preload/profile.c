@@ -77,9 +77,10 @@ int main(int argc, char **argv) {
     p[0] = 1;
     free(p);
   }
-  /* argv[2], if given: the unwinder to use, set here through the C ABI
+  /* argv[2], if given: the unwinder to use (dwarf, fp or unwinder), set here through the C ABI
    * (the test reads which one took the stacks from the report). */
-  if (argc > 2 && (set("prof_unwind", argv[2]) != 0 || get("prof_unwind") != (argv[2][0] == 'f'))) {
+  long want = argv[2] == NULL ? 0 : argv[2][0] == 'f' ? 1 : argv[2][0] == 'u' ? 2 : 0;
+  if (argc > 2 && (set("prof_unwind", argv[2]) != 0 || get("prof_unwind") != want)) {
     fprintf(stderr, "prof_unwind=%s through the C ABI: %ld\n", argv[2], get("prof_unwind"));
     return 1;
   }

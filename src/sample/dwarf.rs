@@ -1,0 +1,439 @@
+//! Stacks from the unwind tables, fast (the default, option
+//! `prof_unwind=dwarf`; x86-64 Linux with glibc): a walk that unwinds each
+//! frame with a rule kept in a cache keyed by address, and reads the unwind
+//! tables ([`super::cfi`]) only on a miss.
+//!
+//! The system unwinder (`_Unwind_Backtrace`) costs about 16,000
+//! instructions a sample: for every frame it finds the object and the FDE
+//! and runs the CIE's and FDE's instructions again, and restores every
+//! register. A profiler's stacks need far less: on x86-64 the code Rust and
+//! C compilers emit unwinds with a rule of the form "the CFA is `rsp` or
+//! `rbp` plus a constant, the return address is at CFA - 8, `rbp` is at CFA
+//! minus a constant or unchanged" ([`Rule`]), and a program's samples come
+//! from a few hundred return addresses at most. So a rule, once found, is
+//! kept in a table of [`CACHE`] words (mapped from the OS on first use),
+//! each the whole entry in one atomic word (the address's tag and the
+//! rule): a hit is a load, a compare and a few reads of the stack, tens of
+//! instructions a frame, and threads racing on an entry each see a whole
+//! entry, old or new.
+//!
+//! A frame whose rule is not of that form (a CFA expression, a signal
+//! frame, no FDE: see [`super::cfi`]), or whose CFA is not above the last
+//! within the thread's stack mapping, ends the walk with `None`: the sample
+//! is then taken by the system unwinder, so stacks are those it gives. The
+//! walk reads only the stack between its own stack pointer and the top of
+//! the thread's stack, checked readable once per thread (see
+//! [`stack_bounds`]), so it never faults whatever the rules say.
+//!
+//! The cache is never flushed: a library unloaded and another loaded at the
+//! same addresses could be walked with the old one's rules, giving wrong
+//! frames (never a fault). `_dl_find_object` gives no generation count to
+//! check it against without the loader's lock.
+
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+
+/// Entries of the rule cache (a power of two; 32 KiB).
+pub(crate) const CACHE: usize = 1 << CACHE_BITS;
+const CACHE_BITS: u32 = 12;
+/// Code addresses cached: below 2^47 (x86-64's user half), so that the
+/// address's tag and a rule fit in one word.
+const ADDR_BITS: u32 = 47;
+/// Bits of an entry holding the rule.
+const RULE_BITS: u32 = 64 - (ADDR_BITS - CACHE_BITS);
+/// Widths of the rule's fields (see [`Rule::encode`]).
+const CFA_BITS: u32 = 14;
+const SLOT_BITS: u32 = RULE_BITS - 2 - CFA_BITS;
+
+/// How to unwind one frame.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Rule {
+    /// The outermost frame (its return address is undefined: `_start`, a
+    /// thread's start).
+    End,
+    /// CFA = `rbp` (else `rsp`) + `cfa`; the return address at CFA - 8; the
+    /// caller's `rbp` at CFA - 8 * `rbp_slot`, or unchanged if 0.
+    Frame {
+        rbp_based: bool,
+        cfa: u32,
+        rbp_slot: u32,
+    },
+}
+
+impl Rule {
+    /// A frame's rule, if it fits an entry: the CFA 8-aligned, above the
+    /// return address, below 128 KiB; `rbp`'s slot below the return
+    /// address's and within 32 KiB.
+    pub(crate) fn frame(rbp_based: bool, cfa: u32, rbp_slot: u32) -> Option<Rule> {
+        let ok = cfa >= 8
+            && cfa % 8 == 0
+            && cfa / 8 < 1 << CFA_BITS
+            && rbp_slot != 1
+            && rbp_slot < 1 << SLOT_BITS;
+        ok.then_some(Rule::Frame {
+            rbp_based,
+            cfa,
+            rbp_slot,
+        })
+    }
+
+    /// Bit 0 set (an entry is never 0), bit 1 `rbp_based`, then the CFA
+    /// offset in words (0 for [`Rule::End`]), then the slot.
+    fn encode(self) -> u64 {
+        match self {
+            Rule::End => 1,
+            Rule::Frame {
+                rbp_based,
+                cfa,
+                rbp_slot,
+            } => 1 | (rbp_based as u64) << 1 | u64::from(cfa / 8) << 2 | u64::from(rbp_slot) << (2 + CFA_BITS),
+        }
+    }
+
+    fn decode(v: u64) -> Rule {
+        let cfa = (v >> 2) as u32 & ((1 << CFA_BITS) - 1);
+        if cfa == 0 {
+            return Rule::End;
+        }
+        Rule::Frame {
+            rbp_based: v & 2 != 0,
+            cfa: cfa * 8,
+            rbp_slot: (v >> (2 + CFA_BITS)) as u32 & ((1 << SLOT_BITS) - 1),
+        }
+    }
+}
+
+/// The cache (null until first used, or if it could not be mapped).
+static TABLE: AtomicPtr<AtomicU64> = AtomicPtr::new(core::ptr::null_mut());
+
+fn table() -> *const AtomicU64 {
+    let t = TABLE.load(Ordering::Acquire);
+    if !t.is_null() {
+        return t;
+    }
+    let bytes = CACHE * core::mem::size_of::<AtomicU64>();
+    let m = crate::os::map_scratch(bytes).cast::<AtomicU64>();
+    if m.is_null() {
+        return m;
+    }
+    match TABLE.compare_exchange(core::ptr::null_mut(), m, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => m,
+        Err(other) => {
+            // SAFETY: our own mapping of that size, never published.
+            unsafe { crate::os::unmap_scratch(m.cast(), bytes) };
+            other
+        }
+    }
+}
+
+/// The entry's index and tag for `pc` (below 2^[`ADDR_BITS`]): the tag is
+/// the address's high bits, the index its low bits mixed with the tag's, so
+/// that the two give the address back.
+#[inline(always)]
+fn slot(pc: usize) -> (usize, u64) {
+    let tag = (pc >> CACHE_BITS) as u64;
+    ((pc ^ tag as usize) & (CACHE - 1), tag)
+}
+
+/// The rule of the frame executing at `pc`: from the cache, else from the
+/// unwind tables (and then cached). None where the tables give no simple
+/// rule (the caller falls back).
+#[inline(always)]
+fn lookup(t: *const AtomicU64, pc: usize) -> Option<Rule> {
+    let cacheable = !t.is_null() && pc >> ADDR_BITS == 0;
+    if cacheable {
+        let (i, tag) = slot(pc);
+        // SAFETY: `i < CACHE`, within the table mapped for good by `table`.
+        let v = unsafe { &*t.add(i) }.load(Ordering::Relaxed);
+        if v >> RULE_BITS == tag && v != 0 {
+            return Some(Rule::decode(v));
+        }
+    }
+    miss(t, pc, cacheable)
+}
+
+#[cold]
+#[inline(never)]
+fn miss(t: *const AtomicU64, pc: usize, cacheable: bool) -> Option<Rule> {
+    let r = super::cfi::rule_for(pc)?;
+    if cacheable {
+        let (i, tag) = slot(pc);
+        // SAFETY: as in `lookup`.
+        unsafe { &*t.add(i) }.store(tag << RULE_BITS | r.encode(), Ordering::Relaxed);
+    }
+    Some(r)
+}
+
+/// The instruction pointer, stack pointer and `rbp` of the calling
+/// function (inlined into it), all at one instruction.
+#[inline(always)]
+fn registers() -> (usize, usize, usize) {
+    let (ip, sp, bp): (usize, usize, usize);
+    // SAFETY: copies three registers and an address; touches no memory.
+    unsafe {
+        core::arch::asm!(
+            "lea {ip}, [rip]",
+            "mov {sp}, rsp",
+            "mov {bp}, rbp",
+            ip = out(reg) ip,
+            sp = out(reg) sp,
+            bp = out(reg) bp,
+            options(nomem, nostack, preserves_flags)
+        );
+    }
+    (ip, sp, bp)
+}
+
+/// Reads the stack word at `a`, which must lie in `[lo, hi)`.
+#[inline(always)]
+fn word(a: usize, lo: usize, hi: usize) -> Option<usize> {
+    if a < lo || a % 8 != 0 || a > hi.checked_sub(8)? {
+        return None;
+    }
+    // SAFETY: `[a, a + 8)` lies between the walk's own stack pointer and the
+    // end of the thread's stack mapping: mapped and readable while the
+    // thread runs on it. Volatile: other frames' words.
+    Some(unsafe { core::ptr::read_volatile(a as *const usize) })
+}
+
+/// The most of a thread's stack [`stack_bounds`] checks with the kernel
+/// (above it, `/proc/self/maps` is read).
+const PROBE_MAX: usize = 1 << 20;
+
+/// The thread pointer: glibc keeps the TCB's own address at `fs:0`.
+#[inline(always)]
+fn thread_pointer() -> usize {
+    let tp: usize;
+    // SAFETY: reads the word at `fs:0`, the TCB's self-pointer, set up for
+    // every thread glibc starts (Rust's thread-locals, which segalloc's heap
+    // lookup uses before any sample, are addressed through `fs` too).
+    unsafe {
+        core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly, preserves_flags));
+    }
+    tp
+}
+
+/// Readable bounds of the stack above `sp`, `[lo, hi)` with `lo <= sp`.
+/// glibc places a thread's TCB at the top of the mapping of its stack,
+/// above every frame (and, for a stack the program gave, at the top of
+/// that stack): so for any thread but the main one, `[sp, tp)` is its
+/// stack, which the kernel confirms is readable, a page at a time, in a
+/// call or a few. That is cheaper than finding the mapping in
+/// `/proc/self/maps`, which is the way for the main thread (whose TCB is
+/// elsewhere) and any thread whose check fails, and which cost a
+/// thread's first sample about 77,000 instructions on `threadchurn`
+/// (whose threads are short-lived and many).
+fn stack_bounds(sp: usize) -> Option<(usize, usize)> {
+    let tp = thread_pointer();
+    if sp < tp && tp - sp <= PROBE_MAX && crate::os::readable(sp, tp) {
+        return Some((sp & !(crate::os::OS_PAGE - 1), tp));
+    }
+    super::fp::mapping_of(sp)
+}
+
+/// The calling thread's stack through the unwind tables, into `out`
+/// (innermost first: the return address into this function's caller
+/// first; the same addresses `_Unwind_Backtrace` gives); `bounds` is the
+/// thread's cached stack mapping (`(0, 0)` at first). None when a frame's
+/// rule is not a simple one or the stack mapping cannot be found: the
+/// caller then uses the system unwinder. Allocates nothing, takes no lock.
+#[inline(never)]
+pub(crate) fn capture(bounds: &mut (usize, usize), out: &mut [usize]) -> Option<usize> {
+    let (ip, sp, bp) = registers();
+    if !(bounds.0 <= sp && sp < bounds.1) {
+        *bounds = stack_bounds(sp)?;
+    }
+    let hi = bounds.1;
+    let t = table();
+    // This frame is looked up at its own address, callers' at their return
+    // address minus one (the call, not what follows it, which may belong
+    // to the next function after a call that does not return).
+    let (mut pc, mut rsp, mut rbp) = (ip, sp, bp);
+    let mut n = 0;
+    while n < out.len() {
+        let (rbp_based, cfa, rbp_slot) = match lookup(t, pc)? {
+            Rule::End => break,
+            Rule::Frame {
+                rbp_based,
+                cfa,
+                rbp_slot,
+            } => (rbp_based, cfa as usize, rbp_slot as usize),
+        };
+        let cfa = (if rbp_based { rbp } else { rsp }).checked_add(cfa)?;
+        // Frames lie strictly above one another.
+        if cfa <= rsp {
+            return None;
+        }
+        let ra = word(cfa - 8, rsp, hi)?;
+        if rbp_slot != 0 {
+            rbp = word(cfa.checked_sub(8 * rbp_slot)?, rsp, hi)?;
+        }
+        rsp = cfa;
+        if ra == 0 {
+            break;
+        }
+        out[n] = ra;
+        n += 1;
+        pc = ra - 1;
+    }
+    (n > 0).then_some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rules survive the entry's encoding; out-of-range ones are refused.
+    #[test]
+    fn rules_round_trip() {
+        for r in [
+            Rule::End,
+            Rule::frame(false, 8, 0).unwrap(),
+            Rule::frame(true, 16, 2).unwrap(),
+            Rule::frame(false, (1 << CFA_BITS) * 8 - 8, (1 << SLOT_BITS) - 1).unwrap(),
+        ] {
+            let (_, tag) = slot(0x7fff_1234_5678);
+            let v = tag << RULE_BITS | r.encode();
+            assert_eq!(v >> RULE_BITS, tag);
+            assert_eq!(Rule::decode(v), r);
+        }
+        assert_eq!(Rule::frame(false, 4, 0), None);
+        assert_eq!(Rule::frame(false, 12, 0), None);
+        assert_eq!(Rule::frame(false, 1 << 20, 0), None);
+        assert_eq!(Rule::frame(false, 16, 1), None);
+    }
+
+    /// The stack taken by the system unwinder, innermost first (as
+    /// `sample::capture` takes it).
+    #[inline(never)]
+    fn by_unwinder() -> ([usize; 64], usize) {
+        let mut f = [0usize; 64];
+        let mut n = 0;
+        // SAFETY: `_Unwind_Backtrace` is thread-safe.
+        unsafe {
+            backtrace::trace_unsynchronized(|fr| {
+                let ip = fr.ip() as usize;
+                if ip != 0 && n < 64 {
+                    f[n] = ip;
+                    n += 1;
+                }
+                n < 64
+            });
+        }
+        (f, n)
+    }
+
+    /// Both captures from one frame: the fast walk's first frame is the
+    /// return address into `both`, the unwinder's a few frames later.
+    #[inline(never)]
+    fn both(bounds: &mut (usize, usize)) -> (Vec<usize>, Vec<usize>) {
+        let mut f = [0usize; 64];
+        let n = core::hint::black_box(capture(bounds, &mut f)).expect("the fast walk");
+        let (u, m) = core::hint::black_box(by_unwinder());
+        (f[..n].to_vec(), u[..m].to_vec())
+    }
+
+    /// Over-aligned: its frame realigns `rsp`, so its CFA is `rbp`-based.
+    #[repr(align(128))]
+    struct Aligned([u8; 128]);
+
+    #[inline(never)]
+    fn level3(b: &mut (usize, usize), x: usize) -> (Vec<usize>, Vec<usize>) {
+        let mut a = Aligned([x as u8; 128]);
+        core::hint::black_box(&mut a);
+        let r = both(core::hint::black_box(b));
+        core::hint::black_box(a.0[x % 128]);
+        r
+    }
+
+    #[inline(never)]
+    fn level2(b: &mut (usize, usize), x: usize) -> (Vec<usize>, Vec<usize>) {
+        // A big frame (its CFA far from `rsp`).
+        let mut big = [0u8; 5000];
+        core::hint::black_box(&mut big);
+        let r = level3(core::hint::black_box(b), x + big[x % 5000] as usize);
+        core::hint::black_box(&big);
+        r
+    }
+
+    #[inline(never)]
+    fn level1(b: &mut (usize, usize), depth: usize) -> (Vec<usize>, Vec<usize>) {
+        let r = if depth == 0 {
+            level2(core::hint::black_box(b), depth)
+        } else {
+            level1(b, depth - 1)
+        };
+        core::hint::black_box(depth);
+        r
+    }
+
+    /// The fast walk gives the system unwinder's frames, from the caller of
+    /// the function that took both on, through a few nested functions (one
+    /// recursive, one with a big frame, one whose CFA is `rbp`-based) and
+    /// the test harness to the
+    /// thread's start; the same again from the cache, and from another
+    /// thread.
+    #[test]
+    fn same_stack_as_the_unwinder() {
+        let check = || {
+            let mut b = (0, 0);
+            for round in 0..3 {
+                let (fast, slow) = level1(&mut b, 3);
+                // The unwinder's own frames precede the return address into
+                // `both`, which is the fast walk's first.
+                let skip = slow.len() - (fast.len() - 1);
+                assert!(fast.len() > 8 && skip >= 1, "{fast:x?} {slow:x?}");
+                assert_eq!(&fast[1..], &slow[skip..], "round {round}: {fast:x?} against {slow:x?}");
+                // The recursion: three calls from one place in `level1`.
+                let rec = fast.iter().map(|a| fast.iter().filter(|b| *b == a).count()).max();
+                assert_eq!(rec, Some(3), "{fast:x?}");
+            }
+        };
+        check();
+        std::thread::spawn(check).join().unwrap();
+    }
+
+    /// What the walk gave in the signal handler: its depth, or `usize::MAX`
+    /// for None.
+    static IN_HANDLER: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+    extern "C" fn handler(_: libc::c_int) {
+        let mut b = (0, 0);
+        let mut f = [0usize; 64];
+        let r = capture(&mut b, &mut f).unwrap_or(usize::MAX);
+        IN_HANDLER.store(r, Ordering::Relaxed);
+    }
+
+    /// A signal frame (the kernel's return to `__restore_rt`, whose CIE is
+    /// marked `S`) ends the walk with None: the sample goes to the system
+    /// unwinder, which knows such frames.
+    #[test]
+    fn a_signal_frame_falls_back() {
+        // SAFETY: installs a handler that allocates nothing and only stores
+        // to an atomic, for a signal this test alone raises, on its own thread.
+        unsafe {
+            let mut sa: libc::sigaction = core::mem::zeroed();
+            sa.sa_sigaction = handler as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            assert_eq!(libc::sigaction(libc::SIGUSR2, &sa, core::ptr::null_mut()), 0);
+            assert_eq!(libc::raise(libc::SIGUSR2), 0);
+        }
+        assert_eq!(IN_HANDLER.load(Ordering::Relaxed), usize::MAX);
+    }
+
+    /// A spawned thread's stack ends at its TCB (checked with the kernel);
+    /// the main thread's is found in `/proc/self/maps`.
+    #[test]
+    fn stack_bounds_of_threads() {
+        let here = || {
+            let x = 0u8;
+            let sp = core::hint::black_box(&x) as *const u8 as usize;
+            let (lo, hi) = stack_bounds(sp).expect("bounds");
+            assert!(lo <= sp && sp < hi);
+            (hi, thread_pointer())
+        };
+        let (hi, tp) = std::thread::spawn(here).join().unwrap();
+        assert_eq!(hi, tp);
+        // Not the TCB: a point of a region the kernel would not read.
+        assert!(!crate::os::readable(8, 4096 * 3));
+    }
+}
