@@ -4,7 +4,9 @@
 //! that comes after the first set's deadline purges the first set and
 //! leaves the second resident (it was freed 500 ms before; the margins
 //! allow for a loaded machine oversleeping). Residency is
-//! read with `mincore` over the blocks' own pages.
+//! read with `mincore` over the blocks' own pages. Then pages emptied
+//! after that purge must not make the heap's budget purge the second set
+//! either (the timed purge counts what it kept as room to regrow).
 //!
 //! A binary of its own with one test: no other test's heap activity can
 //! run a purge in between.
@@ -68,6 +70,9 @@ fn the_timed_purge_waits_for_each_page_its_delay() {
     segalloc::set_option("sub_purge", "0").unwrap();
     let old = alloc_set(1);
     let recent = alloc_set(2);
+    // Freed last, to run the budget check with no allocation (which would
+    // take the recent set's slices back).
+    let trigger = alloc_set(3);
     assert!(resident(&old) > 0.99 && resident(&recent) > 0.99);
     free_set(&old);
     std::thread::sleep(Duration::from_millis(600));
@@ -90,5 +95,14 @@ fn the_timed_purge_waits_for_each_page_its_delay() {
     assert!(
         r > 0.9,
         "memory free for 0.5 s was purged ({r:.2} resident)"
+    );
+    // Pages emptied now go through the heap's budget check: the recent set
+    // still counts as room to regrow, so the budget does not purge it.
+    free_set(&trigger);
+    let r = resident(&recent);
+    eprintln!("after more pages were emptied: recent set {r:.2}");
+    assert!(
+        r > 0.9,
+        "the budget purged memory free for 0.5 s ({r:.2} resident)"
     );
 }

@@ -80,7 +80,11 @@ impl Heap {
             self.purge_at = now + purge_delay_ms();
         } else if now >= self.purge_at {
             self.purge_ripe(keep, now);
-            self.peak_slices = self.used_slices;
+            // The room to regrow is the most used within about the last
+            // delay: the slices in use and those freed too recently to be
+            // purged (else the budget, left with no room for them, would
+            // purge at the next free what the timed purge just kept).
+            self.peak_slices = self.used_slices + self.dirty_bytes.div_ceil(SLICE_SIZE);
             segment::trim_free_segments();
         }
     }
