@@ -219,23 +219,8 @@ impl Heap {
     /// purge in whole huge pages, see `segment::purge_dirty`).
     pub(crate) fn purge_all(&mut self, keep: *mut Segment) {
         self.purge_at = 0;
-        let mut s = self.avail.first;
-        while !s.is_null() {
-            // SAFETY: `s` is one of ours; dirty slices hold no live data. Its
-            // successor is read before it may be released.
-            unsafe {
-                let next = (*s).next;
-                if (*s).used_pages == 0 && s != keep && self.free_segments > 1 {
-                    self.release_segment(s);
-                    self.free_segments -= 1;
-                } else {
-                    let purged = segment::purge_dirty(&mut *s);
-                    self.dirty_bytes -= purged;
-                    self.k().dirty_bytes.sub(purged);
-                }
-                s = next;
-            }
-        }
+        // Free for 0 ms or more: every dirty slice.
+        self.purge_aged(keep, os::now_ms(), 0);
         self.stuck_dirty = self.dirty_bytes;
     }
 }
