@@ -13,6 +13,13 @@
 //! take, every kept block's contents, the statistics' identity, and that
 //! freeing everything leaves nothing shared.
 //!
+//! Then randomised block order: with `mesh` on, a fresh page hands out
+//! its blocks in a shuffled order, so a program that keeps every eighth
+//! block it allocated (frees in step with allocation, not at random)
+//! leaves them at random offsets, and `mesh()` merges OS pages; with it
+//! off (address order) every page keeps the same offsets and nothing
+//! merges.
+//!
 //! One binary without libtest's harness: one thread, so the heap, the
 //! slow paths and the figures are this test's own.
 
@@ -59,7 +66,60 @@ fn main() {
         mib(net_off),
         mib(on.released)
     );
+    let (in_order, shuffled) = (kept_in_step(false), kept_in_step(true));
+    assert_eq!(in_order, 0, "merged pages kept in address order");
+    assert!(
+        shuffled >= 64,
+        "shuffled fresh blocks: only {shuffled} OS pages merged"
+    );
     println!("mesh_schedule: all passed");
+}
+
+/// Fills 128 pages of 256-byte blocks with the option `mesh` at `shuffle`,
+/// keeps every eighth block allocated, and meshes (`mesh()`, whatever the
+/// option says). Returns the OS pages merged (whole pages count 16).
+fn kept_in_step(shuffle: bool) -> usize {
+    const BS: usize = 256;
+    segalloc::collect();
+    segalloc::set_option("mesh", if shuffle { "1" } else { "0" }).unwrap();
+    let all: Vec<usize> = (0..128 * PAGE / BS)
+        .map(|_| {
+            // SAFETY: a non-zero size.
+            let p = unsafe { alloc(layout(BS)) } as usize;
+            assert!(p != 0);
+            p
+        })
+        .collect();
+    let mut kept = Vec::with_capacity(all.len() / 8);
+    for (i, &p) in all.iter().enumerate() {
+        if i % 8 == 0 {
+            write_block(p, BS);
+            kept.push(p);
+        } else {
+            // SAFETY: allocated above with this layout, freed once.
+            unsafe { dealloc(p as *mut u8, layout(BS)) };
+        }
+    }
+    segalloc::set_option("mesh", "0").unwrap();
+    let m0 = segalloc::mesh_stats();
+    segalloc::mesh();
+    let m1 = segalloc::mesh_stats();
+    for &p in &kept {
+        assert!(block_ok(p, BS), "a kept block changed");
+        // SAFETY: live blocks of ours with this layout.
+        unsafe { dealloc(p as *mut u8, layout(BS)) };
+    }
+    segalloc::collect();
+    let merged = (m1.pages_meshed - m0.pages_meshed) * 16 + m1.os_pages_meshed - m0.os_pages_meshed;
+    println!(
+        "every eighth block kept, fresh blocks {}: {merged} OS pages merged",
+        if shuffle {
+            "shuffled"
+        } else {
+            "in address order"
+        }
+    );
+    merged
 }
 
 /// What one run saw.
