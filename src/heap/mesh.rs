@@ -2,7 +2,8 @@
 //! merged pages (see `crate::mesh` for the mapping and the invariants).
 //!
 //! Only the owning thread meshes its own heap's pages, on `collect()` with
-//! the option `mesh` on, or through `segalloc::mesh()`. A pass, per segment
+//! the option `mesh` on, or through `segalloc::mesh()`, or one size class
+//! at a time in its timed purge with the option on (`heap::purge`). A pass, per segment
 //! (the two pages of a merge are always in one segment) and per size class:
 //! - candidates are pages of one slice in use, not on the full list, not
 //!   the current page of their class, with at most three quarters of their
