@@ -139,6 +139,10 @@ pub(crate) struct Heap {
     /// A defragmentation step is moving blocks out of this heap's sparse
     /// pages: the timed sub-page purge waits (see `defrag_step`).
     moving: bool,
+    /// The generator that shuffles fresh blocks with meshing on (see
+    /// `page::shuffle`); 0 until first used, `shuffle::NEVER` in a
+    /// first-class heap (which never meshes).
+    carve_rng: u64,
     /// Link in the pool of unused heaps, or in the list of parked ones.
     pub(crate) next_free: *mut Heap,
     /// When the heap was parked (monotonic ms; see `park`).
@@ -183,6 +187,7 @@ impl Heap {
             sub_purge_at: 0,
             sub_purge_next: 0,
             moving: false,
+            carve_rng: 0,
             next_free: ptr::null_mut(),
             parked_at: 0,
             counters: ptr::null(),
@@ -205,12 +210,14 @@ impl Heap {
         self.reset(empty_page);
         self.counters = counters;
         self.private = false;
+        self.carve_rng = 0;
     }
 
     /// Sets up a heap from the pool for a first-class `crate::Heap`.
     pub(crate) fn init_private(&mut self, empty_page: *mut Page, counters: *const HeapCounters) {
         self.init(empty_page, counters);
         self.private = true;
+        self.carve_rng = crate::page::NO_SHUFFLE;
     }
 
     /// Empties the heap (its counters stay).
@@ -280,7 +287,10 @@ impl Heap {
             self.fold(p, false);
             self.collect_remote(p);
             let purged = (*p).purged.get();
-            let ok = (*p).refill_local_by(bytes);
+            // With meshing on, fresh blocks go out in a shuffled order (see
+            // `page::shuffle`): the page looks at the option only when it
+            // carves, so a refill costs nothing more.
+            let ok = (*p).refill_local_by(bytes, &mut self.carve_rng);
             if (*p).purged.get() != purged {
                 // Purged OS pages taken back (see `page::purge`).
                 let back = (purged & !(*p).purged.get()).count_ones() as usize * os::OS_PAGE;

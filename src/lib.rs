@@ -255,11 +255,11 @@ fn collect_in(mesh: bool) -> usize {
                 // inside next. Then OS pages: the wholly free ones are
                 // purged by then (no mapping needed), and the rest merged.
                 if mesh {
-                    merged = heap.mesh_pass();
+                    merged = heap.mesh_pass(None);
                 }
                 heap.collect();
                 if mesh {
-                    merged += heap.submesh_pass();
+                    merged += heap.submesh_pass(None);
                 }
             })
         }

@@ -150,6 +150,10 @@ fn child() {
             | "purged_double_free_thread"
             | "purged_realloc"
             | "purged_realloc_thread" => {
+                // The check of purged OS pages, so no meshing (with
+                // SEGALLOC_MESH=1 the shuffled pages below are disjoint:
+                // `collect()` would merge them whole and purge nothing).
+                segalloc::set_option("mesh", "0").unwrap();
                 // Sparse pages of 512-byte blocks: one block in 32 stays.
                 let l = layout(512);
                 let ps: Vec<usize> = (0..2048).map(|_| GLOBAL.alloc(l) as usize).collect();

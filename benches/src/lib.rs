@@ -6,6 +6,7 @@
 //! with its own peak RSS; see `README.md` for the commands.
 
 pub mod dispatch;
+pub mod frag;
 pub mod obj;
 pub mod rng;
 pub mod workloads;

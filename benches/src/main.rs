@@ -9,6 +9,7 @@
 //! allocator can be chosen at run time without ever mixing two heaps.
 
 mod chart;
+mod fragtable;
 mod report;
 
 use report::{Measured, Row};
@@ -38,6 +39,9 @@ options:
   --svg PATH        where to write the bar chart (default benches/results/whole-program.svg,
                     or benches/results/scaling.svg with --scaling)
   --scaling         measure thread scaling (1,2,4,8,16 threads) and live-heap scaling instead
+  --frag            the fragmentation workload instead: RSS and PSS against the live bytes after
+                    random frees, the allocator's give-back call and a refill (segalloc also with
+                    SEGALLOC_MESH=1); one run each
   --max-heap SIZE   largest live heap for --scaling, e.g. 1G, 256M (default 1G, capped by MemAvailable/4)
   -h, --help        this text
 ";
@@ -51,6 +55,7 @@ struct Opts {
     allocs: Vec<Alloc>,
     svg: Option<PathBuf>,
     scaling: bool,
+    frag: bool,
     quick: bool,
     max_heap: usize,
 }
@@ -78,6 +83,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         allocs: Alloc::ALL.to_vec(),
         svg: None,
         scaling: false,
+        frag: false,
         quick: false,
         max_heap: 1 << 30,
     };
@@ -99,6 +105,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             }
             "--svg" => o.svg = Some(PathBuf::from(val()?)),
             "--scaling" => o.scaling = true,
+            "--frag" => o.frag = true,
             "--quick" => o.quick = true,
             "--max-heap" => o.max_heap = parse_size(val()?)?,
             "-h" | "--help" => return Err(String::new()),
@@ -197,6 +204,12 @@ fn worker(args: &[String]) -> Result<(), String> {
             alloc.name(),
             dispatch::current().name()
         ));
+    }
+    if name == "frag" {
+        let (sum, figures) = segalloc_bench::frag::run(scale.parse().map_err(|_| "bad scale")?);
+        println!("{}", figures.line());
+        println!("checksum {sum}");
+        return Ok(());
     }
     let w = workloads::find(name).ok_or("unknown workload")?;
     let params = Params {
@@ -356,6 +369,9 @@ fn run(o: &Opts) -> bool {
         scale: o.scale,
         heap: 0,
     };
+    if o.frag {
+        return fragtable::run(&o.allocs, o.scale);
+    }
     if !o.scaling {
         let all: Vec<_> = WORKLOADS.iter().map(|w| w.name).collect();
         let cases: Vec<Case> = selected_workloads(o, &all)

@@ -2,7 +2,8 @@
 //! merged pages (see `crate::mesh` for the mapping and the invariants).
 //!
 //! Only the owning thread meshes its own heap's pages, on `collect()` with
-//! the option `mesh` on, or through `segalloc::mesh()`. A pass, per segment
+//! the option `mesh` on, or through `segalloc::mesh()`, or one size class
+//! at a time in its timed purge with the option on (`heap::purge`). A pass, per segment
 //! (the two pages of a merge are always in one segment) and per size class:
 //! - candidates are pages of one slice in use, not on the full list, not
 //!   the current page of their class, with at most three quarters of their
@@ -40,13 +41,14 @@ use core::ptr;
 const SCRATCH: usize = SLICES * LIVE_WORDS * 8;
 
 impl Heap {
-    /// Merges this heap's sparse pages with disjoint live blocks. Returns
-    /// how many pages were merged into others. `crate::mesh::setup` must
-    /// have succeeded.
+    /// Merges this heap's sparse pages with disjoint live blocks, of size
+    /// class `class` only if given (the timed step, `purge`), else of every
+    /// class. Returns how many pages were merged into others.
+    /// `crate::mesh::setup` must have succeeded.
     ///
     /// # Safety
     /// Called by the owning thread, inside its handshake.
-    pub(crate) unsafe fn mesh_pass(&mut self) -> usize {
+    pub(crate) unsafe fn mesh_pass(&mut self, class: Option<usize>) -> usize {
         if self.private {
             return 0;
         }
@@ -63,7 +65,7 @@ impl Heap {
                 unsafe {
                     let next = (*s).next;
                     if !self.collect_aliases(s) && (*s).source == Source::Mmap {
-                        merged += self.mesh_segment(s, scratch);
+                        merged += self.mesh_segment(s, scratch, class);
                     }
                     s = next;
                 }
@@ -74,8 +76,14 @@ impl Heap {
         merged
     }
 
-    /// The pass over one segment. `live` has room for a bitmap per slice.
-    unsafe fn mesh_segment(&mut self, s: *mut Segment, live: *mut [u64; LIVE_WORDS]) -> usize {
+    /// The pass over one segment (pages of `class` only, if given). `live`
+    /// has room for a bitmap per slice.
+    unsafe fn mesh_segment(
+        &mut self,
+        s: *mut Segment,
+        live: *mut [u64; LIVE_WORDS],
+        class: Option<usize>,
+    ) -> usize {
         // SAFETY: `s` is one of ours, and its pages; `live` per the contract.
         unsafe {
             let seg = &mut *s;
@@ -88,6 +96,7 @@ impl Heap {
                 // its blocks there are free but on no list.
                 // Nor one with OS pages shared with other pages (`submesh`).
                 if (*p).span != 1
+                    || class.is_some_and(|k| k != c)
                     || (*p).has(IN_FULL)
                     || self.queues[c].first == p
                     || (*p).purged.get() != 0

@@ -22,6 +22,15 @@
 //! on (the default). The background purger
 //! does not do it: it may not touch the lists of a page whose owner's fast
 //! paths run.
+//!
+//! With the option `mesh` on, the same timed step meshes too (issue 13),
+//! class by class as `collect()` does for the whole heap (whole pages, the
+//! sub-page purge, then OS pages), its work bounded with the purge's, from
+//! an allocation slow path (never a free's: see [`Heap::maybe_purge`]). The
+//! background purger does not mesh, for the same reason: its handshake keeps
+//! the owner's slow paths out, not its fast paths, and the owner's `free`
+//! pushes onto any page's list, and its `malloc` pops from the current
+//! ones, without a lock or an atomic.
 
 use super::{carved_bytes, Heap};
 use crate::options::purge_delay_ms;
@@ -57,7 +66,14 @@ impl Heap {
     /// Never releases `keep` (the segment the caller is working in).
     pub(super) fn maybe_purge(&mut self, keep: *mut Segment) {
         if self.sub_purge_at != 0 && !self.moving && os::now_ms() >= self.sub_purge_at {
-            self.purge_in_pages(SUB_PURGE_WORK);
+            // With meshing, only where no caller holds on to a segment
+            // (`keep`, a free slow path): collecting an alias's frees may
+            // empty and release one. The next allocation slow path does it.
+            let mesh = self.mesh_scheduled();
+            if !mesh || keep.is_null() {
+                let mesh = mesh && crate::mesh::setup();
+                self.purge_in_pages_and_mesh(SUB_PURGE_WORK, mesh);
+            }
         }
         if self.dirty_bytes == 0 {
             return;
@@ -261,11 +277,12 @@ impl Heap {
         }
     }
 
-    /// Sets the sub-page purge to run a purge delay from now, unless it is
-    /// already set (or this heap never does it: first-class heaps, whose
-    /// blocks are freed all at once, and huge pages on).
+    /// Sets the sub-page purge (and with the option `mesh`, the timed
+    /// meshing) to run a purge delay from now, unless it is already set (or
+    /// this heap never does either: first-class heaps, whose blocks are
+    /// freed all at once, and huge pages on without `mesh`).
     pub(super) fn arm_sub_purge(&mut self) {
-        if self.sub_purge_at == 0 && !self.private && sub_purge_on() {
+        if self.sub_purge_at == 0 && !self.private && (sub_purge_on() || self.mesh_scheduled()) {
             self.sub_purge_at = os::now_ms() + purge_delay_ms();
         }
     }
@@ -285,8 +302,20 @@ impl Heap {
     /// other threads, walking about `work` free blocks at most (then going
     /// on a purge delay later). Owner only.
     pub(crate) fn purge_in_pages(&mut self, work: usize) {
+        self.purge_in_pages_and_mesh(work, false);
+    }
+
+    /// [`purge_in_pages`](Self::purge_in_pages), and with `mesh` (the
+    /// timed step with the option `mesh` on, see [`Heap::mesh_scheduled`])
+    /// meshing too, class by class in the order `collect()` follows for
+    /// the whole heap: whole pages of the class, then its free OS pages
+    /// purged, then its OS pages merged. The free blocks of the class's
+    /// candidate pages count against `work` (building their bitmaps walks
+    /// them); one class is done whole once started.
+    fn purge_in_pages_and_mesh(&mut self, work: usize, mesh: bool) {
         self.sub_purge_at = 0;
-        if self.private || !sub_purge_on() {
+        let purge = sub_purge_on();
+        if self.private || !(purge || mesh) {
             return;
         }
         let mut total = 0;
@@ -304,38 +333,94 @@ impl Heap {
                 break;
             }
             let first = self.queues[c].first;
-            if first.is_null() {
+            // SAFETY: pages on our queues are in-use pages of ours.
+            if first.is_null() || unsafe { (*first).span } != PURGEABLE_SPAN {
                 continue;
             }
-            // SAFETY: pages on our queues are in-use pages of ours; the
-            // current one (the first) is skipped.
-            unsafe {
-                if (*first).span != PURGEABLE_SPAN {
-                    continue;
-                }
-                let mut p = (*first).next;
-                while !p.is_null() {
-                    let next = (*p).next;
-                    // A merged page's memory is a shared memfd chunk, where
-                    // `madvise` frees nothing and the data stays (`mesh`).
-                    let seg = segment::segment_of(p.cast());
-                    let i = (*seg).page_index(p);
-                    // A page with shared OS pages (`mesh::sub`) is purged
-                    // elsewhere: those are skipped (`page::share`).
-                    if (*seg).meshed(i) && !crate::mesh::sub::is_member(&*seg, i) {
-                        p = next;
-                        continue;
-                    }
-                    self.collect_remote(p);
-                    if worth_purging(&*p, work != usize::MAX) {
-                        spent += ((*p).capacity - (*p).used.get()) as usize;
-                        total += (*p).purge_free_os_pages();
-                    }
-                    p = next;
-                }
+            if mesh {
+                spent += self.mesh_work(c);
+                // SAFETY: the owner, inside its slow path (the handshake),
+                // meshing set up by the caller.
+                unsafe { self.mesh_pass(Some(c)) };
+            }
+            if purge {
+                let (walked, given) = self.purge_class(c, work != usize::MAX);
+                spent += walked;
+                total += given;
+            }
+            if mesh {
+                // SAFETY: as above.
+                unsafe { self.submesh_pass(Some(c)) };
             }
         }
         self.k().purged_in_pages.add(total);
+    }
+
+    /// The sub-page purge of class `c`'s pages (not the current one), with
+    /// `likely` only those likely to have a wholly free OS page. Returns the
+    /// free blocks walked and the bytes given back.
+    fn purge_class(&mut self, c: usize, likely: bool) -> (usize, usize) {
+        let (mut spent, mut total) = (0, 0);
+        let first = self.queues[c].first;
+        if first.is_null() {
+            return (0, 0);
+        }
+        // SAFETY: pages on our queues are in-use pages of ours; the current
+        // one (the first) is skipped.
+        unsafe {
+            let mut p = (*first).next;
+            while !p.is_null() {
+                let next = (*p).next;
+                // A merged page's memory is a shared memfd chunk, where
+                // `madvise` frees nothing and the data stays (`mesh`).
+                let seg = segment::segment_of(p.cast());
+                let i = (*seg).page_index(p);
+                // A page with shared OS pages (`mesh::sub`) is purged
+                // elsewhere: those are skipped (`page::share`).
+                if (*seg).meshed(i) && !crate::mesh::sub::is_member(&*seg, i) {
+                    p = next;
+                    continue;
+                }
+                self.collect_remote(p);
+                if worth_purging(&*p, likely) {
+                    spent += ((*p).capacity - (*p).used.get()) as usize;
+                    total += (*p).purge_free_os_pages();
+                }
+                p = next;
+            }
+        }
+        (spent, total)
+    }
+
+    /// What meshing class `c` walks, about: the free blocks of its pages in
+    /// use (not the current one) that may be candidates, at most three
+    /// quarters live.
+    fn mesh_work(&self, c: usize) -> usize {
+        let mut n = 0;
+        let first = self.queues[c].first;
+        if first.is_null() {
+            return 0;
+        }
+        // SAFETY: pages on our queues are in-use pages of ours.
+        unsafe {
+            let mut p = (*first).next;
+            while !p.is_null() {
+                let used = (*p).used.get();
+                if used as u64 * 4 <= (*p).reserved as u64 * 3 {
+                    n += ((*p).capacity - used) as usize;
+                }
+                p = (*p).next;
+            }
+        }
+        n
+    }
+
+    /// Whether the timed purge meshes too: the option `mesh` on, and a
+    /// thread's heap (a first-class heap's blocks are freed all at once).
+    /// Meshing must also be set up (`crate::mesh::setup`), which the
+    /// timed step checks before it starts.
+    pub(super) fn mesh_scheduled(&self) -> bool {
+        !self.private && crate::options::MESH.get() != 0
     }
 
     /// The bytes of `p`, about to give its slices back to `seg`, that may be

@@ -58,13 +58,14 @@ struct Cand {
 }
 
 impl Heap {
-    /// Merges OS pages of this heap's sparse pages onto others'. Returns
-    /// how many OS pages were merged. `crate::mesh::setup` must have
-    /// succeeded.
+    /// Merges OS pages of this heap's sparse pages onto others', of size
+    /// class `class` only if given (the timed step, `purge`), else of every
+    /// class. Returns how many OS pages were merged. `crate::mesh::setup`
+    /// must have succeeded.
     ///
     /// # Safety
     /// Called by the owning thread, inside its handshake.
-    pub(crate) unsafe fn submesh_pass(&mut self) -> usize {
+    pub(crate) unsafe fn submesh_pass(&mut self, class: Option<usize>) -> usize {
         if self.private {
             return 0;
         }
@@ -72,7 +73,6 @@ impl Heap {
         if scratch.is_null() {
             return 0;
         }
-        sub::begin_pass();
         let occ = scratch.cast::<[u64; LIVE_WORDS]>();
         // SAFETY: the entries follow the bitmaps in the scratch mapping,
         // which is aligned for both.
@@ -84,11 +84,16 @@ impl Heap {
                 // SAFETY: `s` is one of ours; nothing here releases it.
                 unsafe {
                     if (*s).source == Source::Mmap {
-                        n = self.candidates(s, occ, cand, n);
+                        n = self.candidates(s, occ, cand, n, class);
                     }
                     s = (*s).next;
                 }
             }
+        }
+        // The mapping budget (a read of `/proc/self/maps`), only when there
+        // is something to merge: the timed step often finds nothing.
+        if n >= 2 {
+            sub::begin_pass();
         }
         // SAFETY: the first `n` entries were written above, each with its
         // bitmap at the same index.
@@ -101,14 +106,15 @@ impl Heap {
         merged
     }
 
-    /// Appends the candidates of segment `s` from entry `n` on; returns
-    /// the new count.
+    /// Appends the candidates of segment `s` (of `class` only, if given)
+    /// from entry `n` on; returns the new count.
     unsafe fn candidates(
         &mut self,
         s: *mut Segment,
         occ: *mut [u64; LIVE_WORDS],
         cand: *mut Cand,
         mut n: usize,
+        class: Option<usize>,
     ) -> usize {
         // SAFETY: `s` is ours, and its pages; the scratch has room for
         // MAX_CAND entries.
@@ -121,6 +127,7 @@ impl Heap {
                 let p = ptr::addr_of_mut!(seg.pages[i]);
                 let c = (*p).class as usize;
                 if (*p).span != 1
+                    || class.is_some_and(|k| k != c)
                     || (*p).has(IN_FULL)
                     || self.queues[c].first == p
                     || (seg.meshed(i) && !sub::is_member(seg, i))
