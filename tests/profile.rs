@@ -1045,3 +1045,57 @@ fn statistics_stay_exact_with_sampling_on() {
         String::from_utf8_lossy(&st.stderr)
     );
 }
+
+/// Sampled small blocks take their mappings back from the substitutes' own
+/// cache (`large::sampled`): once warm, rounds of sampled blocks held and
+/// freed make no system call, and none of their mappings goes through the
+/// large-block cache (where large blocks would take, cut or grow them).
+/// In a child process: the counts are process-wide.
+#[test]
+fn sampled_blocks_reuse_their_mappings() {
+    let st = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_sampled_mappings", "--test-threads=1"])
+        .env("PROFILE_MAPPINGS_CHILD", "1")
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&st.stdout),
+        String::from_utf8_lossy(&st.stderr)
+    );
+}
+
+#[test]
+fn child_sampled_mappings() {
+    if std::env::var_os("PROFILE_MAPPINGS_CHILD").is_none() {
+        return;
+    }
+    // 3,000-byte blocks at a 4 KiB rate: about one in two sampled, each
+    // served by an 8 KiB mapping; about 24 of 48 live at once.
+    fn round(v: &mut Vec<Vec<u8>>) {
+        for _ in 0..48 {
+            v.push(black_box(Vec::with_capacity(3000)));
+        }
+        v.clear();
+    }
+    let mut v = Vec::with_capacity(48);
+    profile::start(1 << 12);
+    let before = segalloc::stats();
+    round(&mut v);
+    let a = segalloc::stats();
+    let made = profile::snapshot().samples;
+    for _ in 0..50 {
+        round(&mut v);
+    }
+    let b = segalloc::stats();
+    let p = profile::snapshot();
+    profile::stop();
+    common::identity_holds(&a);
+    common::identity_holds(&b);
+    assert!(p.samples > made + 500, "{} samples", p.samples - made);
+    assert_eq!(a.large_cached, before.large_cached, "large-block cache");
+    assert_eq!(b.large_cached, before.large_cached, "large-block cache");
+    let calls = |s: &segalloc::Stats| (s.os_calls.mmap, s.os_calls.munmap, s.os_calls.mremap);
+    assert_eq!(calls(&b), calls(&a), "system calls over 50 warm rounds");
+}
