@@ -1072,21 +1072,23 @@ fn child_sampled_mappings() {
         return;
     }
     // 3,000-byte blocks at a 4 KiB rate: about one in two sampled, each
-    // served by an 8 KiB mapping; about 24 of 48 live at once.
-    fn round(v: &mut Vec<Vec<u8>>) {
-        for _ in 0..48 {
+    // served by an 8 KiB mapping. The first round holds 200 (about 100
+    // samples live at once, well within the cache's 256 mappings), the
+    // rest 48 each: fewer than the first's, so all from the cache.
+    fn round(v: &mut Vec<Vec<u8>>, n: usize) {
+        for _ in 0..n {
             v.push(black_box(Vec::with_capacity(3000)));
         }
         v.clear();
     }
-    let mut v = Vec::with_capacity(48);
+    let mut v = Vec::with_capacity(200);
     profile::start(1 << 12);
     let before = segalloc::stats();
-    round(&mut v);
-    let a = segalloc::stats();
+    round(&mut v, 200);
     let made = profile::snapshot().samples;
+    let a = segalloc::stats();
     for _ in 0..50 {
-        round(&mut v);
+        round(&mut v, 48);
     }
     let b = segalloc::stats();
     let p = profile::snapshot();
