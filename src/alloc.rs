@@ -213,7 +213,8 @@ unsafe fn prof_tick(h: *mut heap::Heap, size: usize) -> bool {
 /// `block` bytes asked for with `size` bytes and alignment `align`: if
 /// `sample::decide` says so, the request is served by a large block marked
 /// as a sample (its free, on the large path, finds the sample; the small
-/// free path costs nothing more), and `b` is freed; else `b` is returned.
+/// free path costs nothing more), a mapping of a freed sample when one is
+/// kept (`large::sampled`), and `b` is freed; else `b` is returned.
 ///
 /// # Safety
 /// `h` is the calling thread's heap, not the empty one; `b` a block just
@@ -235,7 +236,7 @@ unsafe fn prof_small<const WHOLE: bool>(
             return b;
         };
         let stack = crate::sample::capture(&mut (*h).prof);
-        let q = large::alloc(size, align);
+        let q = large::alloc_substitute(size, align);
         if q.is_null() {
             crate::sample::done(&mut (*h).prof);
             return b;

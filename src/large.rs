@@ -30,6 +30,9 @@ use crate::size_class::MAX_SMALL;
 use core::ptr;
 use core::sync::atomic::Ordering;
 
+#[cfg(feature = "profiling")]
+pub(crate) mod sampled;
+
 /// The largest alignment served inside the first segment-sized stretch of
 /// a block's mapping (half a segment, 2 MiB), from the large-block cache and
 /// resized with `mremap` in place.
@@ -58,6 +61,30 @@ pub(crate) fn alloc_cached(size: usize, align: usize) -> *mut u8 {
         return ptr::null_mut();
     }
     alloc_in(size, align, false)
+}
+
+/// A block of `size` bytes aligned to `align` (a small request's, at most
+/// a slice) for the heap profiler's substitute of a small block (see
+/// [`mark_sampled`], which the caller calls next): a mapping of a freed
+/// substitute if one is long enough (no system call, resident memory),
+/// else a fresh one; never the large-block cache's (see `sampled`). Null
+/// on failure.
+#[cfg(feature = "profiling")]
+pub(crate) fn alloc_substitute(size: usize, align: usize) -> *mut u8 {
+    debug_assert!(align <= MAX_ALIGN);
+    let offset = HUGE_BLOCK_OFFSET.max(align);
+    let Some(need) = offset.checked_add(size).and_then(|n| round_up(n, OS_PAGE)) else {
+        return ptr::null_mut();
+    };
+    if let Some((base, len)) = sampled::take(need) {
+        // The whole mapping may hold the previous substitute's data.
+        return install(base, len, offset, size, len, 0);
+    }
+    let base = os::map_aligned(need, SEGMENT_SIZE);
+    if base.is_null() {
+        return base;
+    }
+    install(base, need, offset, size, 0, 0)
 }
 
 /// [`alloc`], or [`alloc_cached`] without `fresh`.
@@ -187,6 +214,13 @@ pub(crate) unsafe fn usable_size(seg: *const Segment) -> usize {
     unsafe { (*seg).map_size - (*seg).block_offset }
 }
 
+/// Unmaps the mappings kept for the heap profiler's sampled small blocks
+/// (see `sampled`); nothing without the feature `profiling`.
+pub(crate) fn drain_sampled() {
+    #[cfg(feature = "profiling")]
+    sampled::drain();
+}
+
 /// Whether the huge segment `seg` is a first-class heap's block (see the
 /// module docs): `region` writes the heap's id in `owner`, `alloc` writes 0.
 ///
@@ -209,6 +243,22 @@ pub(crate) unsafe fn free(seg: *mut Segment) {
     // SAFETY: per the contract the header is readable.
     if unsafe { owned_by_heap(seg) } {
         return;
+    }
+    // The profiler's substitute of a small block: its mapping goes to the
+    // substitutes' own cache (see `sampled`).
+    #[cfg(feature = "profiling")]
+    // SAFETY: per the contract the header is ours.
+    unsafe {
+        if substitute(seg) {
+            let (map, _) = count_out(seg);
+            // Marked before it is published, as below.
+            (*seg).kind = KIND_CACHED;
+            if os::past_soft_limit_with(map) || !sampled::put(seg.cast(), map) {
+                registry::forget(seg.cast(), map);
+                os::unmap(seg.cast(), map);
+            }
+            return;
+        }
     }
     let live = SHARED.large_live_mapped();
     // SAFETY: per the contract.

@@ -265,6 +265,7 @@ fn collect_in(mesh: bool) -> usize {
         }
     }
     large_cache::drain();
+    large::drain_sampled();
     merged
 }
 

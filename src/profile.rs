@@ -89,6 +89,8 @@ pub fn start(rate: usize) {
 /// they are freed.
 pub fn stop() {
     sample::stop();
+    // The mappings kept for the next samples' blocks are not needed now.
+    crate::large::drain_sampled();
 }
 
 /// Whether sampling is on.

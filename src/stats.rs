@@ -394,7 +394,8 @@ pub fn stats() -> Stats {
     s.free_pages = s
         .free_pages
         .wrapping_add(crate::segment::CACHED_DIRTY.load(Ordering::Relaxed))
-        .wrapping_add(s.large_cached);
+        .wrapping_add(s.large_cached)
+        .wrapping_add(sampled_cached());
     s.finish(
         obtained.wrapping_sub(returned),
         sh.heap_meta.load(Ordering::Relaxed),
@@ -425,6 +426,15 @@ fn take_sampled(s: &mut Stats) {
     s.frees = s.frees.wrapping_sub(made);
 }
 
+/// The mappings of freed sampled small blocks the profiler keeps for the
+/// next samples (`large::sampled`): resident, counted as free pages.
+fn sampled_cached() -> usize {
+    #[cfg(feature = "profiling")]
+    return crate::large::sampled::cached_bytes();
+    #[cfg(not(feature = "profiling"))]
+    0
+}
+
 /// Committed memory now, as [`stats`] counts it, from process-wide figures
 /// only (no walk over the heaps, no lock, no allocation): what the memory
 /// limits count (`os::within_limit`). The heaps' part is their running sum
@@ -449,6 +459,7 @@ pub(crate) fn committed_now() -> usize {
         .load(Ordering::Relaxed)
         .wrapping_add(crate::segment::CACHED_DIRTY.load(Ordering::Relaxed))
         .wrapping_add(crate::large_cache::cached_bytes())
+        .wrapping_add(sampled_cached())
         .wrapping_add(sh.large_usable.load(Ordering::Relaxed))
         .wrapping_add(metadata)
 }

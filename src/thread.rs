@@ -317,6 +317,7 @@ fn key() -> Option<libc::pthread_key_t> {
 /// heap's slow path.
 fn reclaim_for_limit() {
     crate::large_cache::drain();
+    crate::large::drain_sampled();
     crate::segment::drain_free_segments();
 }
 
@@ -590,6 +591,8 @@ mod fork {
         forget(segment::ABANDONED.head.lock());
         forget(segment::FREE_SEGMENTS.head.lock());
         forget(large_cache::CACHE.lock());
+        #[cfg(feature = "profiling")]
+        forget(crate::large::sampled::CACHE.lock());
         forget(os::BRK_LOCK.lock());
     }
 
@@ -598,6 +601,8 @@ mod fork {
         // its guard; the parent, or the child's only thread, now gives them back.
         unsafe {
             os::BRK_LOCK.force_unlock();
+            #[cfg(feature = "profiling")]
+            crate::large::sampled::CACHE.force_unlock();
             large_cache::CACHE.force_unlock();
             segment::FREE_SEGMENTS.head.force_unlock();
             segment::ABANDONED.head.force_unlock();

@@ -1045,3 +1045,59 @@ fn statistics_stay_exact_with_sampling_on() {
         String::from_utf8_lossy(&st.stderr)
     );
 }
+
+/// Sampled small blocks take their mappings back from the substitutes' own
+/// cache (`large::sampled`): once warm, rounds of sampled blocks held and
+/// freed make no system call, and none of their mappings goes through the
+/// large-block cache (where large blocks would take, cut or grow them).
+/// In a child process: the counts are process-wide.
+#[test]
+fn sampled_blocks_reuse_their_mappings() {
+    let st = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_sampled_mappings", "--test-threads=1"])
+        .env("PROFILE_MAPPINGS_CHILD", "1")
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&st.stdout),
+        String::from_utf8_lossy(&st.stderr)
+    );
+}
+
+#[test]
+fn child_sampled_mappings() {
+    if std::env::var_os("PROFILE_MAPPINGS_CHILD").is_none() {
+        return;
+    }
+    // 3,000-byte blocks at a 4 KiB rate: about one in two sampled, each
+    // served by an 8 KiB mapping. The first round holds 200 (about 100
+    // samples live at once, well within the cache's 256 mappings), the
+    // rest 48 each: fewer than the first's, so all from the cache.
+    fn round(v: &mut Vec<Vec<u8>>, n: usize) {
+        for _ in 0..n {
+            v.push(black_box(Vec::with_capacity(3000)));
+        }
+        v.clear();
+    }
+    let mut v = Vec::with_capacity(200);
+    profile::start(1 << 12);
+    let before = segalloc::stats();
+    round(&mut v, 200);
+    let made = profile::snapshot().samples;
+    let a = segalloc::stats();
+    for _ in 0..50 {
+        round(&mut v, 48);
+    }
+    let b = segalloc::stats();
+    let p = profile::snapshot();
+    profile::stop();
+    common::identity_holds(&a);
+    common::identity_holds(&b);
+    assert!(p.samples > made + 500, "{} samples", p.samples - made);
+    assert_eq!(a.large_cached, before.large_cached, "large-block cache");
+    assert_eq!(b.large_cached, before.large_cached, "large-block cache");
+    let calls = |s: &segalloc::Stats| (s.os_calls.mmap, s.os_calls.munmap, s.os_calls.mremap);
+    assert_eq!(calls(&b), calls(&a), "system calls over 50 warm rounds");
+}

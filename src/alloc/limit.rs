@@ -43,6 +43,7 @@ fn collect_for_limit() -> bool {
         }
     }
     large_cache::drain();
+    crate::large::drain_sampled();
     true
 }
 
