@@ -26,15 +26,11 @@
 //! segment-aligned address below the pointer is unmapped.
 
 use crate::alloc;
+use crate::os::set_errno;
 use crate::size_class::MIN_ALIGN;
 use core::ffi::{c_int, c_void};
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
-
-#[inline]
-pub(crate) fn set_errno(e: c_int) {
-    crate::os::set_errno(e);
-}
 
 /// Out of memory: glibc sets `errno` and returns null.
 #[cold]

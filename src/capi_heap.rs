@@ -15,7 +15,8 @@
 //! back exactly when it is freed.
 
 use crate::allocator_api2::alloc::Allocator;
-use crate::capi::{enomem, set_errno};
+use crate::capi::enomem;
+use crate::os::set_errno;
 use crate::size_class::{class_for, class_size, MAX_SMALL, MIN_ALIGN};
 use crate::{alloc, Heap};
 use core::alloc::Layout;
