@@ -52,6 +52,24 @@ struct Reader {
 }
 
 impl Reader {
+    /// A reader of the CIE or FDE whose length field is at `at` (records
+    /// end before `hi`), past that field and bounded by the record's end,
+    /// which is returned too; `None` for a terminator, a 64-bit record
+    /// (`.eh_frame` has none) or one running past `hi`.
+    fn record(at: usize, hi: usize) -> Option<(Reader, usize)> {
+        let mut r = Reader { p: at, end: hi };
+        let len = r.u32()?;
+        if len == 0 || len == 0xffff_ffff {
+            return None;
+        }
+        let end = r.p.checked_add(len as usize)?;
+        if end > hi {
+            return None;
+        }
+        r.end = end;
+        Some((r, end))
+    }
+
     fn bytes<const N: usize>(&mut self) -> Option<[u8; N]> {
         if self.end.checked_sub(self.p)? < N {
             return None;
@@ -245,16 +263,7 @@ fn parse_cie(at: usize, lo: usize, hi: usize) -> Option<Cie> {
     if at < lo {
         return None;
     }
-    let mut r = Reader { p: at, end: hi };
-    let len = r.u32()?;
-    if len == 0 || len == 0xffff_ffff {
-        return None;
-    }
-    let end = r.p.checked_add(len as usize)?;
-    if end > hi {
-        return None;
-    }
-    r.end = end;
+    let (mut r, end) = Reader::record(at, hi)?;
     if r.u32()? != 0 {
         return None;
     }
@@ -324,16 +333,7 @@ fn parse_cie(at: usize, lo: usize, hi: usize) -> Option<Cie> {
 
 /// Evaluates the FDE at `fde` up to `pc` (within the object's `[lo, hi)`).
 fn eval_fde(fde: usize, lo: usize, hi: usize, pc: usize) -> Option<Rule> {
-    let mut r = Reader { p: fde, end: hi };
-    let len = r.u32()?;
-    if len == 0 || len == 0xffff_ffff {
-        return None;
-    }
-    let end = r.p.checked_add(len as usize)?;
-    if end > hi {
-        return None;
-    }
-    r.end = end;
+    let (mut r, end) = Reader::record(fde, hi)?;
     let id_at = r.p;
     let cie_off = r.u32()? as usize;
     let cie = parse_cie(id_at.checked_sub(cie_off)?, lo, hi)?;
