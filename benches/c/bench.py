@@ -61,12 +61,16 @@ def parse_args():
     # the ones that were asked for but could not be had.
     ap.add_argument("--lib", action="append", default=[])
     ap.add_argument("--skipped", action="append", default=[])
+    # NAME:VAR=VALUE sets VAR in the environment of allocator NAME's runs
+    # only (the others' SEGALLOC_* and similar variables are cleared), so
+    # one library can be measured side by side with and without an option.
+    ap.add_argument("--env", action="append", default=[])
     ap.add_argument("--versions", default="")
     ap.add_argument("--segalloc-rev", default="")
     return ap.parse_args()
 
 
-def run_once(launcher, cmd, lib, timeout):
+def run_once(launcher, cmd, lib, timeout, extra_env=None):
     """Runs cmd once through the launcher (measure.c); returns (seconds, peak
     RSS in KiB, exit code, stdout, stderr)."""
     env = dict(os.environ, LC_ALL="C")
@@ -74,6 +78,7 @@ def run_once(launcher, cmd, lib, timeout):
     for k in list(env):
         if k.startswith(("MALLOC_", "MIMALLOC_", "JEMALLOC_", "TCMALLOC_", "SEGALLOC_")):
             del env[k]
+    env.update(extra_env or {})
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
             tempfile.NamedTemporaryFile("r") as res:
         p = subprocess.Popen([launcher, res.name, lib] + cmd, stdin=subprocess.DEVNULL,
@@ -262,6 +267,13 @@ def main():
         name, _, lib = spec.partition("=")
         allocs.append((name, lib))
     allocs.sort(key=lambda a: ORDER.index(a[0]) if a[0] in ORDER else len(ORDER))
+    extra = {}
+    for spec in args.env:
+        name, sep, kv = spec.partition(":")
+        var, eq, val = kv.partition("=")
+        if not sep or not eq or name not in [a for a, _ in allocs]:
+            sys.exit(f"--env {spec!r}: needs NAME:VAR=VALUE with NAME one of the --lib names")
+        extra.setdefault(name, {})[var] = val
     if not allocs:
         sys.exit("no allocator to run")
     names = [a for a, _ in allocs]
@@ -295,7 +307,8 @@ def main():
               end="", file=sys.stderr, flush=True)
         for p in progs:
             for name, lib in order:
-                t, rss, rc, so, se = run_once(launcher, cmd_of(p), lib, timeout)
+                t, rss, rc, so, se = run_once(launcher, cmd_of(p), lib, timeout,
+                                              extra.get(name))
                 if "cannot be preloaded" in se:
                     rc = rc or 99  # ld.so ignored the library: not this allocator
                 runs.setdefault((p[0], name), []).append((t, rss, rc, checksum_of(so), se))
