@@ -198,3 +198,42 @@ fn no_libgcc_s_and_no_exported_unwinder() {
         "unwinder symbols exported: {exported:?}"
     );
 }
+
+/// What a small single-threaded C program (`tests/preload/resident.c`:
+/// malloc, calloc, realloc, free, stdio) keeps resident of the library, read
+/// from its own `/proc/self/smaps`: every function it runs lies in the first
+/// fault-around run (64 KiB, the kernel's default) of the code, so no more
+/// than that of the code is resident. Fails if a function every program runs
+/// is left out of `link/hot-text.ld` (it was 132 KiB when `malloc_miss` and
+/// `Page::extend` were not in the first run).
+#[test]
+fn resident_library_of_a_small_program() {
+    let dir = preload::scratch("resident");
+    let Some(exe) = preload::compile_c(&dir, "resident", &[]) else {
+        return;
+    };
+    let mut cmd = Command::new(&exe);
+    cmd.env("LD_PRELOAD", preload::cdylib());
+    let out = preload::run(cmd, &dir, "resident");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "resident failed: {stdout}");
+    // "<perms> <file offset> <Rss KiB>" per mapping of the library.
+    let maps: Vec<(String, u64)> = stdout
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 3 && f[0].len() == 4).then(|| (f[0].to_string(), f[2].parse().unwrap()))
+        })
+        .collect();
+    assert!(
+        !maps.is_empty(),
+        "no mapping of the library found: {stdout}"
+    );
+    let code: u64 = maps.iter().filter(|m| m.0.contains('x')).map(|m| m.1).sum();
+    assert!(
+        code <= 64,
+        "{code} KiB of the library's code resident, more than one 64 KiB \
+         fault-around run (a function every program runs is missing from \
+         link/hot-text.ld; scripts/hot-text.sh lists them): {maps:?}"
+    );
+}
