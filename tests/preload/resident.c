@@ -3,7 +3,8 @@
  *
  * Does what the small C benchmarks do (malloc, calloc, realloc and free of
  * a few sizes, stdio), then prints one line per mapping of the library,
- * "<perms> <file offset> <Rss KiB>", read from /proc/self/smaps. The file
+ * "<perms> <file offset> <Rss KiB>", read from /proc/self/smaps (the
+ * library: the mappings of the file LD_PRELOAD names). The file
  * is read with open/read into a static buffer, so that the reading itself
  * runs no more of the library than the program did. */
 #include <fcntl.h>
@@ -38,6 +39,9 @@ int main(void) {
   printf("sum %lu\n", sum);
   fflush(stdout);
 
+  const char *lib = getenv("LD_PRELOAD");
+  if (!lib || !*lib)
+    return 3;
   int fd = open("/proc/self/smaps", O_RDONLY);
   if (fd < 0)
     return 2;
@@ -60,7 +64,8 @@ int main(void) {
     char pm[8];
     unsigned long off;
     if (sscanf(line, "%lx-%lx %7s %lx", &a, &b, pm, &off) == 4) {
-      ours = strstr(line, "libsegalloc") != NULL;
+      char *path = strchr(line, '/');
+      ours = path && strcmp(path, lib) == 0;
       memcpy(perms, pm, sizeof perms);
       offset = off;
     } else if (ours && strncmp(line, "Rss:", 4) == 0) {
