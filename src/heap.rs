@@ -64,13 +64,19 @@ const RECLAIM_TRIES: usize = 8;
 const_assert!(DIRECT_MAX % 16 == 0);
 const_assert!(class_size(crate::size_class::class_of(DIRECT_MAX)) == DIRECT_MAX);
 
-/// A full page goes back to its queue once this many of its blocks are free.
-/// Waiting for a batch means a page nearly full of live blocks is not moved
-/// back and forth for every single free (each move would yield one block).
+/// A full page goes back to its queue once this many of its blocks are free:
+/// a thirty-second of them. Waiting for a batch means a page nearly full of
+/// live blocks is not moved back and forth for every single free (each move
+/// would yield one block); the batch is small because the free blocks of a
+/// page on the full list serve nothing. With an eighth, C `leak` (blocks
+/// kept here and there among freed ones) held 10 MiB free in full pages for
+/// 84 MiB live, 96.0 MiB peak RSS against 91.0 now (glibc 87.0); callgrind
+/// counts +0.06% instructions on random replacement of 4096 64-byte blocks
+/// under `LD_PRELOAD`, +0.11% with sizes of 16-515 bytes.
 #[inline]
 fn unfull_threshold(p: *const Page) -> u32 {
     // SAFETY: callers pass a valid page.
-    (unsafe { (*p).reserved } / 8).max(1)
+    (unsafe { (*p).reserved } / 32).max(1)
 }
 
 /// Slices a page of block size `bs` spans: one for blocks up to 8 KiB; up to

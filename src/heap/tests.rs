@@ -116,3 +116,38 @@ fn spans_are_the_fewest_slices_with_little_tail() {
         assert!((bytes % bs) * 8 <= bytes, "class {c}: tail waste over 1/8");
     }
 }
+
+/// A full page goes back to its class's queue once a thirty-second of its
+/// blocks are free, so blocks freed here and there among live ones serve
+/// new allocations before a new page is made. Freeing one block in sixteen
+/// (more than a thirty-second, less than the eighth it took before) and
+/// allocating as many again makes no page; with an eighth it made one.
+#[test]
+fn sparse_frees_in_full_pages_are_reused() {
+    let made = std::thread::spawn(|| {
+        let n = 8 * 1024;
+        let mut v: std::vec::Vec<*mut u8> = (0..n).map(|_| crate::alloc::malloc(64, 8)).collect();
+        assert!(v.iter().all(|p| !p.is_null()));
+        for p in v.iter().step_by(16) {
+            // SAFETY: live blocks from malloc, freed once.
+            unsafe { crate::alloc::free(*p, 64) };
+        }
+        let before = crate::stats::thread_stats().pages_obtained;
+        for p in v.iter_mut().step_by(16) {
+            *p = crate::alloc::malloc(64, 8);
+            assert!(!p.is_null());
+        }
+        let made = crate::stats::thread_stats().pages_obtained - before;
+        for p in v {
+            // SAFETY: live blocks from malloc, freed once.
+            unsafe { crate::alloc::free(p, 64) };
+        }
+        made
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        made, 0,
+        "pages made while freed blocks waited in full pages"
+    );
+}
