@@ -554,6 +554,29 @@ impl Meter {
         self.visited += 1;
         self.moved += value.relocate() as usize;
     }
+
+    /// How many entries the step may visit before the meter must be asked
+    /// again (0: the budget is spent), as [`more`](Self::more) would answer
+    /// entry by entry: a walk visits them without a check each, then
+    /// reports with [`counted`](Self::counted).
+    fn allowance(&mut self) -> usize {
+        if !self.more() {
+            return 0;
+        }
+        match self.deadline {
+            // The time is next checked at the next multiple of 32 visits.
+            Some(_) => self.left.min(32 - self.visited % 32),
+            None => self.left,
+        }
+    }
+
+    /// Counts `visited` entries (at most the last [`allowance`](Self::allowance)),
+    /// `moved` of them moved.
+    fn counted(&mut self, visited: usize, moved: usize) {
+        self.left -= visited;
+        self.visited += visited;
+        self.moved += moved;
+    }
 }
 
 /// A collection a [`MapPass`] can walk in steps, its position kept in a
