@@ -715,8 +715,10 @@ impl<M: DefragMap + ?Sized> MapPass<M> {
 }
 
 /// The calling thread's heap is in a defragmentation step while this lives
-/// (see `Heap::defrag_step`): its timed sub-page purge waits. Ended on drop,
-/// so a panic in a value's `relocate` ends it too.
+/// (see `Heap::defrag_step`): its timed sub-page purge and its purge checks
+/// on freed pages wait. Ended on drop, so a panic in a value's `relocate`
+/// ends it too. Both ends take the heap's handshake with the background
+/// purger, which reads the flag and whose work the end's check does.
 struct Moving(*mut crate::heap::Heap);
 
 impl Moving {
@@ -725,8 +727,8 @@ impl Moving {
         if thread::is_empty_heap(h) {
             return Moving(ptr::null_mut());
         }
-        // SAFETY: the calling thread's own heap, written only by its thread.
-        unsafe { (*h).defrag_step(true) };
+        // SAFETY: the calling thread's own heap, not the empty one.
+        unsafe { thread::owning(h, |heap| heap.defrag_step(true)) };
         Moving(h)
     }
 }
@@ -735,7 +737,7 @@ impl Drop for Moving {
     fn drop(&mut self) {
         if !self.0.is_null() {
             // SAFETY: as in `start`; a thread's heap lives as long as it.
-            unsafe { (*self.0).defrag_step(false) };
+            unsafe { thread::owning(self.0, |heap| heap.defrag_step(false)) };
         }
     }
 }
