@@ -64,6 +64,11 @@ impl Heap {
     /// the purge delay (option `purge_delay_ms`): memory freed and soon reused costs no system call,
     /// and memory left free goes back to the OS shortly.
     /// Never releases `keep` (the segment the caller is working in).
+    ///
+    /// Out of line, as it was before [`maybe_purge_slices`](Self::maybe_purge_slices)
+    /// was split from it: the free and allocation slow paths call it, and
+    /// the C library's start-up code layout (`link/hot-text.ld`) names it.
+    #[inline(never)]
     pub(super) fn maybe_purge(&mut self, keep: *mut Segment) {
         if self.sub_purge_at != 0 && !self.moving && os::now_ms() >= self.sub_purge_at {
             // With meshing, only where no caller holds on to a segment
@@ -79,7 +84,9 @@ impl Heap {
     }
 
     /// The part of [`maybe_purge`](Self::maybe_purge) for the dirty slices
-    /// of free pages (not the sub-page purge inside pages in use).
+    /// of free pages (not the sub-page purge inside pages in use). Inlined
+    /// into it, so that its code stays as it was.
+    #[inline(always)]
     fn maybe_purge_slices(&mut self, keep: *mut Segment) {
         if self.dirty_bytes == 0 {
             return;
