@@ -49,10 +49,8 @@
 //! assert!(cache.iter().all(|(k, v)| v.len() == 100 && v[0] == *k as u8));
 //! ```
 
-use crate::alloc;
-use crate::page;
-use crate::segment::{registry, segment_of, SLICE_SIZE};
-use crate::size_class::{class_for, class_size, MAX_SMALL};
+use crate::page::{self, Page};
+use crate::segment::{registry, segment_of, Segment};
 use crate::thread;
 use core::alloc::Layout;
 use core::marker::PhantomData;
@@ -62,6 +60,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 mod maps;
+mod moving;
+
+pub(crate) use moving::malloc_dense;
+use moving::move_sparse;
 
 /// Whether moving the live block at `ptr` would help empty its page: the
 /// page is a small-block page of segalloc's global heaps whose blocks are at
@@ -84,55 +86,35 @@ mod maps;
 /// ```
 #[inline]
 pub unsafe fn should_move(ptr: *const u8) -> bool {
-    if ptr.is_null() {
-        return false;
-    }
+    // SAFETY: per the contract (null is not passed on).
+    !ptr.is_null() && unsafe { sparse_page_of(ptr) }.is_some()
+}
+
+/// [`should_move`]'s answer for a live block `ptr` (not null) of segalloc,
+/// with what it found on the way when the block should move: its segment
+/// and its page, which the move reuses rather than finding them again.
+///
+/// # Safety
+/// `ptr` is a live block returned by segalloc (its start).
+#[inline(always)]
+unsafe fn sparse_page_of(ptr: *const u8) -> Option<(*mut Segment, *mut Page)> {
     let seg = segment_of(ptr);
     // A large block, or a pointer that is not segalloc's: nothing to move
     // (and no header to read).
     if registry::kind(seg) != registry::SMALL {
-        return false;
+        return None;
     }
     // SAFETY: `ptr` is in a small segment of ours, so its header is valid;
     // `private` does not change while a block of the segment is live, and
     // the segment gives the block's page, which stays in use with it.
     unsafe {
         if (*seg).private {
-            return false;
+            return None;
         }
-        let (used, reserved, current) = page::occupancy((*seg).page_of(ptr));
-        !current && page::sparse(used, reserved)
+        let page = (*seg).page_of(ptr);
+        let (used, reserved, current) = page::occupancy(page);
+        (!current && page::sparse(used, reserved)).then_some((seg, page))
     }
-}
-
-/// Allocates a small block for `size` bytes at `align` in a dense page of
-/// the calling thread's heap (see the `heap::dense` docs); a large request
-/// is an ordinary allocation. `whole`: counted as the C front end counts
-/// (the block size). Null when out of memory.
-#[inline]
-pub(crate) fn malloc_dense(size: usize, align: usize, whole: bool) -> *mut u8 {
-    let class = if align <= SLICE_SIZE && size <= MAX_SMALL {
-        class_for(size, align)
-    } else {
-        None
-    };
-    let Some(c) = class else {
-        return if whole {
-            alloc::malloc_whole(size, align)
-        } else {
-            alloc::malloc(size, align)
-        };
-    };
-    let mut h = thread::heap();
-    if thread::is_empty_heap(h) {
-        h = thread::init_heap();
-        if h.is_null() {
-            return ptr::null_mut();
-        }
-    }
-    let requested = if whole { class_size(c) } else { size };
-    // SAFETY: `h` is the calling thread's own heap, not the empty one.
-    unsafe { (*h).alloc_dense(c, requested) }
 }
 
 /// Allocates a block for `layout` in the densest pages of its class (see
@@ -145,31 +127,6 @@ pub(crate) fn malloc_dense(size: usize, align: usize, whole: bool) -> *mut u8 {
 /// a non-zero size.
 pub unsafe fn alloc_dense(layout: Layout) -> *mut u8 {
     malloc_dense(layout.size(), layout.align(), false)
-}
-
-/// Moves the live block `ptr` of `layout` into a dense page if
-/// [`should_move`] picks it: copies its first `init` bytes and frees it.
-/// Returns the new address, or `ptr` when it stays (not worth it, or out of
-/// memory).
-///
-/// # Safety
-/// `ptr` is a live block of segalloc allocated (or last resized) with
-/// `layout`, nothing refers into it, and `init <= layout.size()`.
-#[inline]
-unsafe fn move_sparse(ptr: *mut u8, layout: Layout, init: usize) -> *mut u8 {
-    // SAFETY: per the contract.
-    unsafe {
-        if !should_move(ptr) {
-            return ptr;
-        }
-        let q = malloc_dense(layout.size(), layout.align(), false);
-        if q.is_null() {
-            return ptr;
-        }
-        ptr::copy_nonoverlapping(ptr, q, init);
-        alloc::free(ptr, layout.size());
-        q
-    }
 }
 
 /// Moves the live block `ptr` of `layout` into a dense page if
@@ -470,6 +427,29 @@ impl Meter {
         self.visited += 1;
         self.moved += value.relocate() as usize;
     }
+
+    /// How many entries the step may visit before the meter must be asked
+    /// again (0: the budget is spent), as [`more`](Self::more) would answer
+    /// entry by entry: a walk visits them without a check each, then
+    /// reports with [`counted`](Self::counted).
+    fn allowance(&mut self) -> usize {
+        if !self.more() {
+            return 0;
+        }
+        match self.deadline {
+            // The time is next checked at the next multiple of 32 visits.
+            Some(_) => self.left.min(32 - self.visited % 32),
+            None => self.left,
+        }
+    }
+
+    /// Counts `visited` entries (at most the last [`allowance`](Self::allowance)),
+    /// `moved` of them moved.
+    fn counted(&mut self, visited: usize, moved: usize) {
+        self.left -= visited;
+        self.visited += visited;
+        self.moved += moved;
+    }
 }
 
 /// A collection a [`MapPass`] can walk in steps, its position kept in a
@@ -608,8 +588,10 @@ impl<M: DefragMap + ?Sized> MapPass<M> {
 }
 
 /// The calling thread's heap is in a defragmentation step while this lives
-/// (see `Heap::defrag_step`): its timed sub-page purge waits. Ended on drop,
-/// so a panic in a value's `relocate` ends it too.
+/// (see `Heap::defrag_step`): its timed sub-page purge and its purge checks
+/// on freed pages wait. Ended on drop, so a panic in a value's `relocate`
+/// ends it too. Both ends take the heap's handshake with the background
+/// purger, which reads the flag and whose work the end's check does.
 struct Moving(*mut crate::heap::Heap);
 
 impl Moving {
@@ -618,8 +600,8 @@ impl Moving {
         if thread::is_empty_heap(h) {
             return Moving(ptr::null_mut());
         }
-        // SAFETY: the calling thread's own heap, written only by its thread.
-        unsafe { (*h).defrag_step(true) };
+        // SAFETY: the calling thread's own heap, not the empty one.
+        unsafe { thread::owning(h, |heap| heap.defrag_step(true)) };
         Moving(h)
     }
 }
@@ -628,7 +610,7 @@ impl Drop for Moving {
     fn drop(&mut self) {
         if !self.0.is_null() {
             // SAFETY: as in `start`; a thread's heap lives as long as it.
-            unsafe { (*self.0).defrag_step(false) };
+            unsafe { thread::owning(self.0, |heap| heap.defrag_step(false)) };
         }
     }
 }

@@ -143,7 +143,8 @@ pub(crate) struct Heap {
     /// one stopped, its work bounded).
     sub_purge_next: usize,
     /// A defragmentation step is moving blocks out of this heap's sparse
-    /// pages: the timed sub-page purge waits (see `defrag_step`).
+    /// pages: the timed sub-page purge, and the purge check of each page
+    /// the step frees, wait (see `defrag_step`).
     moving: bool,
     /// The generator that shuffles fresh blocks with meshing on (see
     /// `page::shuffle`); 0 until first used, `shuffle::NEVER` in a
@@ -742,7 +743,10 @@ impl Heap {
                 }
                 self.free_segments += 1;
             }
-            self.maybe_purge(s);
+            // A defragmentation step checks once, at its end.
+            if !self.moving {
+                self.maybe_purge(s);
+            }
             false
         }
     }

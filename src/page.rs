@@ -652,6 +652,18 @@ pub(crate) unsafe fn occupancy(page: *const Page) -> (u32, u32, bool) {
     }
 }
 
+/// The size class of the in-use page `page` while one of its blocks is
+/// live, read by any thread as [`occupancy`] reads `reserved`: set before
+/// the page's first block is handed out, and unchanged until it is closed.
+///
+/// # Safety
+/// `page` is the page of a live block.
+#[inline(always)]
+pub(crate) unsafe fn live_class(page: *const Page) -> usize {
+    // SAFETY: per the contract, as for `reserved` in `occupancy`.
+    unsafe { ptr::addr_of!((*page).class).read() as usize }
+}
+
 /// Pops a block from `page`'s `free` list, or returns null when it is empty.
 ///
 /// Takes a raw pointer because the heap's unused direct slots all point at one

@@ -570,3 +570,36 @@ fn move_block_and_alloc_dense_follow_the_layout() {
         }
     });
 }
+
+#[test]
+fn a_vector_shrunk_in_place_moves_into_the_class_of_its_size() {
+    // SAFETY (for the `usable_size` calls): live buffers of the global
+    // allocator, segalloc.
+    let usable = |x: &Vec<u8>| unsafe { segalloc::usable_size(x.as_ptr()) };
+    in_thread(move || {
+        // 2000 bytes (2048-byte blocks) cut to 1100: `realloc` keeps each in
+        // place (at least half its block), a class above the one a fresh
+        // block of 1100 bytes gets. A move takes the class of its page but
+        // for such blocks, which get the class of their size.
+        let mut v: Vec<Vec<u8>> = (0..4096)
+            .map(|i| {
+                let mut x = vec![i as u8; 2000];
+                x.truncate(1100);
+                x.shrink_to_fit();
+                x
+            })
+            .collect();
+        let fresh = usable(&Vec::with_capacity(1100));
+        assert!(usable(&v[0]) > fresh, "the shrink was not in place");
+        keep_every_16th(&mut v);
+        let mut moved = 0;
+        for (k, x) in v.iter_mut().enumerate() {
+            if x.relocate() {
+                moved += 1;
+                assert_eq!(usable(x), fresh, "moved into a larger class");
+            }
+            assert!(x.len() == 1100 && x.iter().all(|&b| b == (16 * k) as u8));
+        }
+        assert!(moved > 0);
+    });
+}

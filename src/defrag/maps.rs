@@ -6,21 +6,33 @@ use std::collections::BTreeMap;
 
 /// Visits the values of `values` from position `*pos` on while `meter`
 /// allows, advancing `*pos`; true at the end.
+///
+/// The walk back to `*pos` is one `nth` (no check per entry, as `skip`
+/// makes), and the budget is asked once per run of entries it allows
+/// rather than per entry.
 pub(super) fn walk_from<'a, V: Relocate + 'a>(
-    values: impl Iterator<Item = &'a mut V>,
+    mut values: impl Iterator<Item = &'a mut V>,
     pos: &mut usize,
     meter: &mut Meter,
 ) -> bool {
-    let mut values = values.skip(*pos);
+    if *pos > 0 && values.nth(*pos - 1).is_none() {
+        return true;
+    }
     loop {
-        if !meter.more() {
+        let allowed = meter.allowance();
+        if allowed == 0 {
             return false;
         }
-        let Some(v) = values.next() else {
+        let (mut seen, mut moved) = (0, 0);
+        for v in values.by_ref().take(allowed) {
+            seen += 1;
+            moved += v.relocate() as usize;
+        }
+        meter.counted(seen, moved);
+        *pos += seen;
+        if seen < allowed {
             return true;
-        };
-        meter.visit(v);
-        *pos += 1;
+        }
     }
 }
 
