@@ -25,6 +25,9 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 mod thp;
 pub(crate) use thp::in_force as huge_pages_in_force;
 
+mod map_count;
+pub(crate) use map_count::max_map_count;
+
 /// The granularity of the OS calls made here.
 pub(crate) const OS_PAGE: usize = 4096;
 

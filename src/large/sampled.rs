@@ -23,6 +23,13 @@
 //! statistics count them as free pages (like the large-block cache's),
 //! and committed.
 //!
+//! Live substitutes are bounded too ([`room`]): each is a mapping of its
+//! own, and the kernel caps a process's mappings (`vm.max_map_count`,
+//! 65,530 by default), past which every `mmap` fails, the segments' too:
+//! at 4 KiB between samples, 500 MiB of live 1000-byte blocks made 115,000
+//! substitutes and the process ran out of memory. Past half the limit a
+//! sample is dropped (counted, as when the profile's table is full).
+//!
 //! A cached mapping keeps its header marked `KIND_CACHED` and its registry
 //! entry, as the large-block cache's do, so a second free of its block is
 //! caught. The cache is process-wide behind a spin lock held for a scan of
@@ -245,6 +252,13 @@ pub(crate) fn put(base: *mut u8, len: usize) -> bool {
     };
     out.unmap_all();
     kept
+}
+
+/// Whether another substitute may be mapped: fewer live than half the
+/// kernel's limit on a process's mappings (see the module docs). One
+/// relaxed load and a compare; a race may let a few more through.
+pub(crate) fn room() -> bool {
+    crate::counters::SHARED.sampled.live.load(Ordering::Relaxed) < os::max_map_count() / 2
 }
 
 /// Unmaps every cached mapping.
