@@ -1,8 +1,11 @@
 //! The heap profiler's mappings (feature `profiling`): a sampled small block
 //! is served by a mapping of its own (`large::sampled`), so the profiler
-//! must not take the mappings the rest of the process needs. Each case runs in a child process
+//! must neither take the mappings the rest of the process needs nor keep
+//! the freed ones in an idle process. Each case runs in a child process
 //! (this binary's `child` test), with its own variables and a timeout:
 //! the figures are process-wide.
+
+use std::time::Duration;
 
 #[global_allocator]
 static GLOBAL: segalloc::SegAlloc = segalloc::SegAlloc;
@@ -92,6 +95,36 @@ fn child() {
             let left = segalloc::stats().sampled_objects;
             assert!(left < 1000, "{left} substitutes live after the frees");
         }
+        "idle_gives_back" => {
+            // 3,000-byte blocks at a 4 KiB rate: about one in two sampled,
+            // each in an 8 KiB mapping; freed, up to 256 of them stay
+            // cached for the next samples. With the background purger an
+            // idle process unmaps them once they have waited the purge
+            // delay (before, only the next free of a sample did).
+            let on = std::env::var("SEGALLOC_BACKGROUND").is_ok_and(|v| v == "1");
+            let delay = 100;
+            let v: Vec<Vec<u8>> = (0..2000).map(|_| Vec::with_capacity(3000)).collect();
+            let sampled = segalloc::stats().sampled_objects;
+            assert!(sampled > 500, "{sampled} sampled");
+            drop(v);
+            let before = mappings();
+            // Idle: nothing allocated from here to the second count.
+            std::thread::sleep(Duration::from_millis(5 * delay));
+            let after = mappings();
+            eprintln!("background {on}: {before} mappings after the frees, {after} idle");
+            if on {
+                assert!(
+                    after + 200 <= before,
+                    "{before} mappings after the frees, {after} after {} ms idle",
+                    5 * delay
+                );
+            } else {
+                assert!(
+                    after + 50 > before,
+                    "{before} then {after} without a purger"
+                );
+            }
+        }
         other => panic!("unknown case {other}"),
     }
 }
@@ -108,5 +141,23 @@ fn samples_never_take_the_mappings_the_process_needs() {
     );
     for line in err.lines().filter(|l| l.contains("live blocks")) {
         println!("{line}");
+    }
+}
+
+#[test]
+fn an_idle_process_gives_back_the_sampled_blocks_mappings() {
+    for on in ["1", "0"] {
+        let err = run(
+            "idle_gives_back",
+            &[
+                ("SEGALLOC_PROF", "1"),
+                ("SEGALLOC_PROF_RATE", "4K"),
+                ("SEGALLOC_BACKGROUND", on),
+                ("SEGALLOC_PURGE_DELAY_MS", "100"),
+            ],
+        );
+        for line in err.lines().filter(|l| l.starts_with("background ")) {
+            println!("{line}");
+        }
     }
 }
