@@ -235,9 +235,17 @@ unsafe fn prof_small<const WHOLE: bool>(
         let Some(weight) = crate::sample::decide(&mut (*h).prof, size) else {
             return b;
         };
+        // Each substitute is a mapping: past the bound the kernel's limit
+        // on mappings sets, `b` stays (see `large::sampled::room`).
+        if !large::sampled::room() {
+            crate::sample::count_dropped();
+            crate::sample::done(&mut (*h).prof);
+            return b;
+        }
         let stack = crate::sample::capture(&mut (*h).prof);
         let q = large::alloc_substitute(size, align);
         if q.is_null() {
+            crate::sample::count_dropped();
             crate::sample::done(&mut (*h).prof);
             return b;
         }

@@ -9,8 +9,9 @@
 //!   whose thread reached no slow path since the last look, one purge delay
 //!   or more ago (each heap's handshake epoch, see `handshake`): the heap's
 //!   own timed purge, made for it;
-//! - retires parked heaps that are due, unmaps cached large blocks that
-//!   waited the purge delay, and purges the kept free segments.
+//! - retires parked heaps that are due, unmaps cached large blocks (and
+//!   the heap profiler's cached mappings of sampled blocks) that waited the
+//!   purge delay, and purges the kept free segments.
 //!
 //! How it stays safe:
 //! - **No allocation.** The thread is made with `pthread_create` (not
@@ -166,6 +167,7 @@ fn tick(now: u64, delay: u64) {
         }
     });
     crate::large_cache::purge_if_due();
+    crate::large::purge_sampled_if_due();
     thread::retire_parked_if_due();
     crate::segment::trim_free_segments();
 }

@@ -221,6 +221,14 @@ pub(crate) fn drain_sampled() {
     sampled::drain();
 }
 
+/// Unmaps the mappings kept for the heap profiler's sampled small blocks
+/// that have waited the purge delay (see `sampled`), for the background
+/// purger; nothing without the feature `profiling`.
+pub(crate) fn purge_sampled_if_due() {
+    #[cfg(feature = "profiling")]
+    sampled::purge_if_due();
+}
+
 /// Whether the huge segment `seg` is a first-class heap's block (see the
 /// module docs): `region` writes the heap's id in `owner`, `alloc` writes 0.
 ///

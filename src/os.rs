@@ -25,6 +25,11 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 mod thp;
 pub(crate) use thp::in_force as huge_pages_in_force;
 
+#[cfg(feature = "profiling")]
+mod map_count;
+#[cfg(feature = "profiling")]
+pub(crate) use map_count::max_map_count;
+
 /// The granularity of the OS calls made here.
 pub(crate) const OS_PAGE: usize = 4096;
 

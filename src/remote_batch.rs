@@ -357,8 +357,20 @@ mod tests {
                 let (tx, rx) = mpsc::channel();
                 let (done_tx, done_rx) = mpsc::channel::<()>();
                 std::thread::spawn(move || {
-                    let blocks: Vec<usize> =
-                        (0..n).map(|_| alloc::malloc(size, 8) as usize).collect();
+                    // Blocks in pages of this heap: one the heap profiler
+                    // sampled (`SEGALLOC_PROF=1`) has a mapping of its own,
+                    // freed on the large path, never batched; freed here.
+                    let mut blocks: Vec<usize> = Vec::with_capacity(n);
+                    while blocks.len() < n {
+                        let p = alloc::malloc(size, 8);
+                        // SAFETY: a live block: its segment's header is mapped.
+                        if unsafe { (*segment_of(p)).kind } == crate::segment::KIND_SMALL {
+                            blocks.push(p as usize);
+                        } else {
+                            // SAFETY: allocated above, freed once.
+                            unsafe { alloc::free(p, size) };
+                        }
+                    }
                     tx.send((thread::heap() as usize, blocks)).unwrap();
                     let _ = done_rx.recv();
                     crate::collect();

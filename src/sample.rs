@@ -45,7 +45,9 @@
 //! open-addressing hash table) and [`SAMPLES`] live samples (a free list).
 //! When either is full the sample is dropped and counted
 //! ([`Totals::dropped`]): the allocation is then served as an ordinary
-//! (unmarked) block, and the profile under-counts by that many samples.
+//! (unmarked) block, and the profile under-counts by that many samples. So
+//! is a sampled small allocation that cannot have a mapping of its own
+//! (`large::sampled::room`, or the OS said no).
 //! Estimates are kept in integers (block counts in 1/1024ths) so that freeing
 //! every sampled block brings a site's live figures back to exactly zero.
 
@@ -352,7 +354,8 @@ struct Sample {
 pub(crate) struct Totals {
     /// Samples taken and recorded.
     pub(crate) samples: u64,
-    /// Samples dropped because the table was full.
+    /// Samples dropped: the table was full, or their small block could not
+    /// get a mapping of its own ([`count_dropped`]).
     pub(crate) dropped: u64,
     /// Live samples.
     pub(crate) live: u64,
@@ -508,6 +511,15 @@ pub(crate) fn record(stack: &Stack, size: usize, block: usize, weight: f64) -> u
             0
         }
     }
+}
+
+/// Counts a sample dropped before it was recorded: its allocation could
+/// not be given a sampled block of its own (no room for another mapping,
+/// or the OS refused one), so it is served as an ordinary block and the
+/// profile under-counts by it, as for a full table. Never allocates.
+pub(crate) fn count_dropped() {
+    let mut t = TABLE.lock();
+    t.totals.dropped = t.totals.dropped.wrapping_add(1);
 }
 
 /// The sampled block of slot `slot` (from [`record`]) is freed: its site's

@@ -27,8 +27,20 @@ impl Heap {
 fn fill_and_free(segments: usize, reverse: bool) -> (usize, usize) {
     std::thread::spawn(move || {
         let n = segments * (SLICES - 1) * 8;
-        let mut v: std::vec::Vec<*mut u8> = (0..n).map(|_| crate::alloc::malloc(8192, 8)).collect();
-        assert!(v.iter().all(|p| !p.is_null()));
+        // `n` blocks in segments: with the heap profiler sampling
+        // (`SEGALLOC_PROF=1`), a sampled block has a mapping of its own
+        // instead; those are allocated and freed too, but not counted.
+        let mut v: std::vec::Vec<*mut u8> = std::vec::Vec::with_capacity(n);
+        let mut in_segments = 0;
+        while in_segments < n {
+            let p = crate::alloc::malloc(8192, 8);
+            assert!(!p.is_null());
+            // SAFETY: a live block: its segment's header is mapped.
+            if unsafe { (*crate::segment::segment_of(p)).kind } == crate::segment::KIND_SMALL {
+                in_segments += 1;
+            }
+            v.push(p);
+        }
         let during = crate::thread::with_heap(|h| h.census()).unwrap();
         assert!(during.0 >= segments, "{during:?}");
         if reverse {

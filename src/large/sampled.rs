@@ -17,11 +17,19 @@
 //! program whose live samples swing by more than that maps and unmaps the
 //! difference); to make room, the oldest mappings are unmapped. A mapping held
 //! for the purge delay (option `purge_delay_ms`) is unmapped at the next
-//! free of a substitute; [`drain`] (`collect()`, the memory limit's
+//! free of a substitute or by the background purger ([`purge_if_due`]:
+//! an idle process keeps none); [`drain`] (`collect()`, the memory limit's
 //! reclaim and `profile::stop`) unmaps them all. Past the soft limit the
 //! caller keeps nothing (`large::free`). The bytes held are resident: the
 //! statistics count them as free pages (like the large-block cache's),
 //! and committed.
+//!
+//! Live substitutes are bounded too ([`room`]): each is a mapping of its
+//! own, and the kernel caps a process's mappings (`vm.max_map_count`,
+//! 65,530 by default), past which every `mmap` fails, the segments' too:
+//! at 4 KiB between samples, 500 MiB of live 1000-byte blocks made 115,000
+//! substitutes and the process ran out of memory. Past half the limit a
+//! sample is dropped (counted, as when the profile's table is full).
 //!
 //! A cached mapping keeps its header marked `KIND_CACHED` and its registry
 //! entry, as the large-block cache's do, so a second free of its block is
@@ -192,6 +200,24 @@ impl Cache {
         true
     }
 
+    /// Takes the mappings held for `delay` ms or more at time `now` out,
+    /// to `out`.
+    pub(crate) fn purge_aged(&mut self, now: u64, delay: u64, out: &mut Evicted) {
+        let mut k = 0;
+        while k < self.n && now.saturating_sub(self.entries[k].since) >= delay {
+            out.push(self.entries[k].addr, self.entries[k].len);
+            self.bytes -= self.entries[k].len;
+            k += 1;
+        }
+        self.entries.copy_within(k..self.n, 0);
+        self.n -= k;
+    }
+
+    /// Whether a mapping has been held for `delay` ms or more at `now`.
+    fn has_aged(&self, now: u64, delay: u64) -> bool {
+        self.n != 0 && now.saturating_sub(self.entries[0].since) >= delay
+    }
+
     /// Takes every mapping out, to `out`.
     pub(crate) fn drain(&mut self, out: &mut Evicted) {
         while self.n != 0 {
@@ -245,6 +271,34 @@ pub(crate) fn put(base: *mut u8, len: usize) -> bool {
     };
     out.unmap_all();
     kept
+}
+
+/// Unmaps the cached mappings held for the purge delay, if any: one
+/// relaxed load when the cache is empty. For the background purger, so
+/// that a process that stopped freeing samples keeps none of them.
+pub(crate) fn purge_if_due() {
+    if cached_bytes() == 0 {
+        return;
+    }
+    let now = os::now_ms();
+    let delay = crate::options::purge_delay_ms();
+    let mut out = Evicted::new();
+    {
+        let mut c = CACHE.lock();
+        if !c.has_aged(now, delay) {
+            return;
+        }
+        c.purge_aged(now, delay, &mut out);
+        BYTES.store(c.bytes(), Ordering::Relaxed);
+    }
+    out.unmap_all();
+}
+
+/// Whether another substitute may be mapped: fewer live than half the
+/// kernel's limit on a process's mappings (see the module docs). One
+/// relaxed load and a compare; a race may let a few more through.
+pub(crate) fn room() -> bool {
+    crate::counters::SHARED.sampled.live.load(Ordering::Relaxed) < os::max_map_count() / 2
 }
 
 /// Unmaps every cached mapping.
@@ -317,5 +371,27 @@ mod tests {
             &[(400 << 22, 8 * K), (200 << 22, BUDGET - 8 * K)]
         );
         assert_eq!(c.bytes(), 0);
+    }
+
+    #[test]
+    fn the_aged_go_without_a_put() {
+        let mut c = Cache::new();
+        let mut out = Evicted::new();
+        assert!(c.put(1 << 22, 8 * K, 0, 100, &mut out));
+        assert!(c.put(2 << 22, 12 * K, 50, 100, &mut out));
+        assert!(c.put(3 << 22, 16 * K, 90, 100, &mut out));
+        assert!(!c.has_aged(99, 100));
+        c.purge_aged(99, 100, &mut out);
+        assert!(out.ranges().is_empty());
+        assert_eq!(c.bytes(), 36 * K);
+        // At 150 the first two have waited the delay; the third stays.
+        assert!(c.has_aged(150, 100));
+        c.purge_aged(150, 100, &mut out);
+        assert_eq!(out.ranges(), &[(1 << 22, 8 * K), (2 << 22, 12 * K)]);
+        assert_eq!(c.bytes(), 16 * K);
+        assert!(!c.has_aged(150, 100));
+        assert_eq!(c.take(16 * K), Some((3 << 22, 16 * K)));
+        assert_eq!(c.bytes(), 0);
+        assert!(!c.has_aged(1000, 100), "empty");
     }
 }
