@@ -219,10 +219,15 @@ unsafe fn prof_tick(h: *mut heap::Heap, size: usize) -> bool {
 /// # Safety
 /// `h` is the calling thread's heap, not the empty one; `b` a block just
 /// allocated (and counted) from it.
+///
+/// `extern "C"` (it cannot unwind) so that the fast paths, `extern "C"`
+/// themselves in the C front end, reach it by a tail call: a call that
+/// could unwind would need a guard frame around it (a `push` on every
+/// `malloc`, sampled or not).
 #[cfg(feature = "profiling")]
 #[cold]
 #[inline(never)]
-unsafe fn prof_small<const WHOLE: bool>(
+unsafe extern "C" fn prof_small<const WHOLE: bool>(
     h: *mut heap::Heap,
     b: *mut u8,
     size: usize,
