@@ -47,6 +47,7 @@ mod dense;
 mod lists;
 use dense::pop_counted;
 use lists::{PageQueue, SegList};
+mod kept;
 mod lifecycle;
 mod mesh;
 mod purge;
@@ -142,6 +143,8 @@ pub(crate) struct Heap {
     /// The class the next timed sub-page purge starts at (where the last
     /// one stopped, its work bounded).
     sub_purge_next: usize,
+    /// Classes that may hold a kept empty page (see `kept`), `lo..=hi`.
+    kept: (u8, u8),
     /// A defragmentation step is moving blocks out of this heap's sparse
     /// pages: the timed sub-page purge, and the purge check of each page
     /// the step frees, wait (see `defrag_step`).
@@ -193,6 +196,7 @@ impl Heap {
             purge_at: 0,
             sub_purge_at: 0,
             sub_purge_next: 0,
+            kept: kept::NONE,
             moving: false,
             carve_rng: 0,
             next_free: ptr::null_mut(),
@@ -569,6 +573,7 @@ impl Heap {
                 // block in a loop must not map and purge a page each time.
                 let q = self.queues[c];
                 if q.first == p && q.last == p && (*p).span == 1 {
+                    self.keep_empty(p, c);
                     return;
                 }
                 self.unlink(p);
@@ -584,6 +589,7 @@ impl Heap {
     /// frees) from a new segment.
     unsafe fn new_page(&mut self, c: usize) -> *mut Page {
         let span = span_for(CLASS_SIZES[c] as usize);
+        self.expire_kept(c);
         self.maybe_purge(ptr::null_mut());
         // SAFETY: every segment reached is one of ours (or just became ours).
         unsafe {

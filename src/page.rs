@@ -115,6 +115,10 @@ pub(crate) struct Page {
     /// its lists because they overlap `shared` OS pages: the mesh layer's
     /// record of the page plus one (0 while `shared` is 0). Owner only.
     pub(crate) rec: u16,
+    /// Rounds an empty page kept as the only one of its class has yet to
+    /// wait before it is freed; 0 when not kept (see `heap::kept`). Owner
+    /// only.
+    pub(crate) kept: u8,
     // --- line 2: read by any thread freeing a block of the page, written
     // by the owner only on slow paths (and `thread_free` by other threads'
     // unbatched frees) ---
@@ -227,6 +231,7 @@ impl Page {
         fold_used: 0,
         shared: 0,
         rec: 0,
+        kept: 0,
     };
 
     #[inline(always)]
@@ -442,6 +447,7 @@ impl Page {
         self.purged_blocks = 0;
         self.shared = 0;
         self.rec = 0;
+        self.kept = 0;
         self.notify_at = 0;
     }
 

@@ -163,3 +163,60 @@ fn sparse_frees_in_full_pages_are_reused() {
         "pages made while freed blocks waited in full pages"
     );
 }
+
+/// An emptied page that is the only one of its class stays while a loop
+/// frees and allocates one block of the class, and is freed after a few
+/// rounds of the heap needing new pages for other classes (see `kept`).
+#[test]
+fn kept_empty_pages_expire() {
+    let (churn_pages, kept, after) = std::thread::spawn(|| {
+        let size = 6656;
+        let c = class_of(size);
+        assert!(size > DIRECT_MAX);
+        let pages = |c: usize| crate::stats::thread_stats().classes[c].pages;
+        // A block from a page of the class (a block the heap profiler
+        // sampled would have a mapping of its own: try again).
+        let mut p = ptr::null_mut();
+        for _ in 0..64 {
+            p = crate::alloc::malloc(size, 8);
+            assert!(!p.is_null());
+            if pages(c) == 1 {
+                break;
+            }
+        }
+        assert_eq!(pages(c), 1, "no page of the class");
+        // SAFETY: a live block from malloc, freed once.
+        unsafe { crate::alloc::free(p, size) };
+        let obtained = crate::stats::thread_stats().pages_obtained;
+        for _ in 0..1000 {
+            let q = crate::alloc::malloc(size, 8);
+            assert!(!q.is_null());
+            // SAFETY: as above.
+            unsafe { crate::alloc::free(q, size) };
+        }
+        let churn_pages = crate::stats::thread_stats().pages_obtained - obtained;
+        let kept = pages(c);
+        // Rounds: fill pages of 64-byte blocks until the heap has made more
+        // new pages than a kept page of this size waits for.
+        let start = crate::stats::thread_stats().pages_obtained;
+        let mut v = std::vec::Vec::new();
+        while crate::stats::thread_stats().pages_obtained - start
+            <= usize::from(kept::KEEP_ROUNDS_BIGGER)
+        {
+            let q = crate::alloc::malloc(64, 8);
+            assert!(!q.is_null());
+            v.push(q);
+        }
+        let after = pages(c);
+        for q in v {
+            // SAFETY: live blocks from malloc, freed once.
+            unsafe { crate::alloc::free(q, 64) };
+        }
+        (churn_pages, kept, after)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(churn_pages, 0, "a loop on one block made pages");
+    assert_eq!(kept, 1, "the emptied page was not kept");
+    assert_eq!(after, 0, "the kept page outlived its rounds");
+}
