@@ -123,6 +123,17 @@ unsafe fn realloc_in<const WHOLE: bool>(
                 // `mremap` cannot take whole (the program split it with
                 // `mprotect` or `madvise`): move it by copying.
             }
+            // The profiler's substitute of a small block growing out of its
+            // class: where the small block it stands for would go (below),
+            // so that sampling does not change where a growing vector ends
+            // up (it went to a fresh small block, and the cached mapping
+            // then stayed unused; `tests/large_cache.rs` caught it).
+            #[cfg(feature = "profiling")]
+            if let Some((_, block)) = large::substitute_request(seg) {
+                if new_size > block && new_size > GROW_TO_LARGE {
+                    q = large::alloc_cached(new_size, align);
+                }
+            }
         } else {
             let page = (*seg).page_of(p);
             if !(*page).is_block(p) {
