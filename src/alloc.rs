@@ -37,7 +37,7 @@ mod realloc;
 #[cfg(feature = "secure")]
 pub(crate) use misuse::check_live_block;
 pub(crate) use misuse::{check_block, not_ours};
-use misuse::{check_huge, freed_again, freed_again_remote, not_a_block};
+use misuse::{check_huge, freed_again, freed_again_remote, not_a_block, not_ours_or_freed};
 #[cfg_attr(not(feature = "override"), allow(unused_imports))]
 pub(crate) use realloc::{realloc, realloc_whole};
 
@@ -483,7 +483,7 @@ unsafe extern "C" fn free_not_a_block(page: *const page::Page, p: *mut u8, size:
             if !q.is_null() {
                 return free(q, size);
             }
-            not_a_block(p);
+            not_a_block(p, "double free");
         }
         free(p, size);
     }
@@ -556,12 +556,12 @@ unsafe extern "C" fn free_not_small(p: *mut u8) {
     }
     let seg = segment_of(p);
     if !registry::contains(seg) {
-        not_ours(p);
+        not_ours_or_freed(p, "double free");
     }
     // SAFETY: a registered segment's header is mapped; `check_huge` makes
     // sure `p` is the live block of a huge one.
     unsafe {
-        check_huge(seg, p, "double free of a large block");
+        check_huge(seg, p, "double free of a large block", "double free");
         #[cfg(feature = "profiling")]
         if let Some((requested, block)) = large::substitute_request(seg) {
             if let Some(k) = own_counters() {

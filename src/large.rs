@@ -31,6 +31,8 @@ use core::ptr;
 use core::sync::atomic::Ordering;
 
 #[cfg(feature = "profiling")]
+pub(crate) mod freed_samples;
+#[cfg(feature = "profiling")]
 pub(crate) mod sampled;
 
 /// The largest alignment served inside the first segment-sized stretch of
@@ -258,6 +260,8 @@ pub(crate) unsafe fn free(seg: *mut Segment) {
     // SAFETY: per the contract the header is ours.
     unsafe {
         if substitute(seg) {
+            // A second free finds the mark even once the mapping is gone.
+            freed_samples::note(seg.cast());
             let (map, _) = count_out(seg);
             // Marked before it is published, as below.
             (*seg).kind = KIND_CACHED;

@@ -154,6 +154,11 @@ fn child() {
                 // SEGALLOC_MESH=1 the shuffled pages below are disjoint:
                 // `collect()` would merge them whole and purge nothing).
                 segalloc::set_option("mesh", "0").unwrap();
+                // Blocks in pages only: a block the heap profiler sampled
+                // (`SEGALLOC_PROF=1`) lives in a mapping of its own, where
+                // nothing is purged, and may be the one picked below.
+                #[cfg(feature = "profiling")]
+                segalloc::profile::stop();
                 // Sparse pages of 512-byte blocks: one block in 32 stays.
                 let l = layout(512);
                 let ps: Vec<usize> = (0..2048).map(|_| GLOBAL.alloc(l) as usize).collect();
@@ -243,6 +248,45 @@ fn child() {
                     std::hint::black_box(GLOBAL.alloc(layout(64)));
                 }
                 GLOBAL.dealloc(keep, layout(64));
+            }
+            #[cfg(feature = "profiling")]
+            "sampled_double_free_cached"
+            | "sampled_double_free"
+            | "sampled_realloc_freed"
+            | "sampled_double_free_foreign" => {
+                // A small block sampled by the heap profiler lives in a
+                // mapping of its own, its block one OS page past a 4 MiB
+                // boundary (where no block of a small segment ever starts).
+                segalloc::profile::start(1);
+                let l = layout(1000);
+                let p = (0..1000)
+                    .map(|_| GLOBAL.alloc(l))
+                    .find(|&p| p as usize % (4 << 20) == 4096)
+                    .expect("a sampled block");
+                GLOBAL.dealloc(p, l);
+                if which != "sampled_double_free_cached" {
+                    // Unmaps the freed samples' mappings kept for reuse.
+                    segalloc::profile::stop();
+                }
+                if which == "sampled_double_free_foreign" {
+                    // Another mapping takes the address space.
+                    let base = p.sub(4096);
+                    let q = libc::mmap(
+                        base.cast(),
+                        4 << 20,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                        -1,
+                        0,
+                    );
+                    assert_eq!(q, base.cast(), "the stretch was not free");
+                }
+                if which == "sampled_realloc_freed" {
+                    let q = GLOBAL.realloc(p, l, 2000);
+                    GLOBAL.dealloc(q, layout(2000));
+                } else {
+                    GLOBAL.dealloc(p, l);
+                }
             }
             other => panic!("unknown scenario {other}"),
         }
@@ -436,4 +480,18 @@ mod secure {
     fn overwritten_free_list_link_aborts() {
         expect_abort("overwrite_freed", "corrupted free list");
     }
+}
+
+/// A small block sampled by the heap profiler (feature `profiling`) is
+/// served by a mapping of its own; freed twice it must say "double free",
+/// as it does unsampled, whether its mapping is still kept for reuse or
+/// has been unmapped (it said "a pointer segalloc does not own" then) and
+/// even taken by another mapping; and so for realloc.
+#[cfg(feature = "profiling")]
+#[test]
+fn double_free_of_a_sampled_block_aborts_as_such() {
+    expect_abort("sampled_double_free_cached", "double free");
+    expect_abort("sampled_double_free", "double free");
+    expect_abort("sampled_double_free_foreign", "double free");
+    expect_abort("sampled_realloc_freed", "realloc of a freed block");
 }

@@ -26,6 +26,8 @@ const BLOCKS: usize = 16 * 1024;
 const SIZE: usize = 256;
 
 fn main() {
+    // The page faults of blocks in pages (see `common::no_sampling`).
+    common::no_sampling();
     new_thread_reuses_the_warm_memory_of_an_exited_one();
     parked_heap_is_retired_after_the_delay();
     collect_retires_parked_heaps();

@@ -564,6 +564,12 @@ fn c_abi_dump_under_preload() {
         .arg(&dump)
         .env("LD_PRELOAD", &so)
         .env("SEGALLOC_PROF_OUT", &at_exit)
+        // The program starts sampling itself and checks what each step
+        // did (and, in the tests below, which unwinder took every stack):
+        // not with sampling started at its first allocation, as a run of
+        // this suite with `SEGALLOC_PROF=1` would have it.
+        .env_remove("SEGALLOC_PROF")
+        .env_remove("SEGALLOC_PROF_RATE")
         .output()
         .unwrap();
     assert!(
@@ -630,6 +636,9 @@ fn c_stacks_by_the_unwind_tables() {
             .arg(unwind)
             .env("LD_PRELOAD", &so)
             .env_remove("SEGALLOC_PROF_UNWIND")
+            // As in `c_abi_dump_under_preload`.
+            .env_remove("SEGALLOC_PROF")
+            .env_remove("SEGALLOC_PROF_RATE")
             .output()
             .unwrap();
         assert!(
@@ -678,7 +687,11 @@ fn c_stacks_through_frame_pointers() {
     for by_c in [false, true] {
         let dump = scratch.join(if by_c { "dump-c" } else { "dump-env" });
         let mut cmd = std::process::Command::new(&exe);
-        cmd.arg(&dump).env("LD_PRELOAD", &so);
+        cmd.arg(&dump)
+            .env("LD_PRELOAD", &so)
+            // As in `c_abi_dump_under_preload`.
+            .env_remove("SEGALLOC_PROF")
+            .env_remove("SEGALLOC_PROF_RATE");
         if by_c {
             cmd.arg("fp").env_remove("SEGALLOC_PROF_UNWIND");
         } else {
@@ -763,6 +776,9 @@ fn rust_set_option_chooses_the_unwinder() {
         let out = Command::new(&exe)
             .arg(unwind)
             .env_remove("SEGALLOC_PROF_UNWIND")
+            // As in `c_abi_dump_under_preload`.
+            .env_remove("SEGALLOC_PROF")
+            .env_remove("SEGALLOC_PROF_RATE")
             .output()
             .unwrap();
         let head = String::from_utf8_lossy(&out.stdout);

@@ -272,6 +272,12 @@ fn main() {
     // whole pages first, which are then not purged inside (the figures
     // below assume they are; it failed so before OS-page meshing too).
     segalloc::set_option("mesh", "0").unwrap();
+    // Blocks in pages only: a block the heap profiler samples (feature
+    // `profiling` with `SEGALLOC_PROF=1`) lives in a mapping of its own,
+    // outside the pages purged here and out of its class's row of the
+    // statistics, which `class_live` counts.
+    #[cfg(feature = "profiling")]
+    segalloc::profile::stop();
     random_frees_then_collect();
     cross_thread_frees_while_purging();
     option_off();

@@ -18,16 +18,45 @@ use crate::segment::{registry, Segment, KIND_CACHED, KIND_HUGE};
 pub(crate) unsafe fn check_block(page: *const page::Page, p: *const u8) {
     // SAFETY: per the contract the descriptor is valid.
     if unsafe { !(*page).is_block(p) } {
-        not_a_block(p);
+        not_a_block(p, "double free");
     }
 }
 
 /// A pointer into a small segment that starts no block of a page in use:
-/// an interior pointer, or one into memory no block was made of.
+/// an interior pointer, or one into memory no block was made of; or (with
+/// the feature `profiling`) where a sampled block was, whose mapping a
+/// small segment took after its free: `freed` (see [`freed_sample`]).
 #[cold]
 #[inline(never)]
-pub(super) fn not_a_block(p: *const u8) -> ! {
+pub(super) fn not_a_block(p: *const u8, freed: &str) -> ! {
+    freed_sample(p, freed);
     crate::fatal("free or realloc of an interior or invalid pointer", p)
+}
+
+/// With the feature `profiling`: aborts with `freed` (the double free, or
+/// realloc of a freed block, it is) if `p` is where the block of a freed
+/// sample was (`large::freed_samples`), whose mapping has been unmapped
+/// or taken by another segment since, so that the checks that follow
+/// would call it a pointer segalloc does not own, or an invalid one. For
+/// the misuse paths: `p` is known to start no live block.
+#[cold]
+#[inline(never)]
+pub(super) fn freed_sample(p: *const u8, freed: &str) {
+    #[cfg(feature = "profiling")]
+    if crate::large::freed_samples::freed_at(p) {
+        crate::fatal(freed, p);
+    }
+    #[cfg(not(feature = "profiling"))]
+    let _ = (p, freed);
+}
+
+/// [`not_ours`] for a pointer freed or reallocated: first the check of
+/// [`freed_sample`], which says `freed`.
+#[cold]
+#[inline(never)]
+pub(super) fn not_ours_or_freed(p: *const u8, freed: &str) -> ! {
+    freed_sample(p, freed);
+    not_ours(p)
 }
 
 /// A pointer in no segment of segalloc's: one deep inside a large block
@@ -52,24 +81,35 @@ pub(crate) fn not_ours(p: *const u8) -> ! {
 /// Always on, for pointers whose segment is not a small one: the header must
 /// be a live huge segment's and `p` its block. A freed block still in the
 /// large-block cache says `freed` (a double free, or realloc of a freed
-/// block). Costs nothing on the small paths.
+/// block); a pointer that is not the block, but where a freed sampled
+/// block was before another block took the stretch, says `freed_sample`
+/// (see [`freed_sample`]). Costs nothing on the small paths.
 ///
 /// # Safety
 /// `seg`'s first page is readable.
 #[cold]
-pub(super) unsafe fn check_huge(seg: *mut Segment, p: *const u8, freed: &str) {
+pub(super) unsafe fn check_huge(
+    seg: *mut Segment,
+    p: *const u8,
+    freed: &str,
+    freed_sample_what: &str,
+) {
     // SAFETY: per the contract; the prefix fields are in the first page.
     unsafe {
+        let block = seg.cast::<u8>().add((*seg).block_offset);
         if (*seg).kind == KIND_CACHED {
-            if p == seg.cast::<u8>().add((*seg).block_offset) {
+            if p == block {
                 crate::fatal(freed, p);
             }
+            freed_sample(p, freed_sample_what);
             crate::fatal("free or realloc of a pointer into a freed large block", p);
         }
         if (*seg).kind != KIND_HUGE {
+            freed_sample(p, freed_sample_what);
             crate::fatal("free of a pointer segalloc does not own", p);
         }
-        if p != seg.cast::<u8>().add((*seg).block_offset) {
+        if p != block {
+            freed_sample(p, freed_sample_what);
             crate::fatal("free of an interior pointer of a large block", p);
         }
     }

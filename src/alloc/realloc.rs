@@ -4,7 +4,7 @@
 
 #[cfg(feature = "secure")]
 use super::misuse::check_live_block;
-use super::misuse::{check_huge, freed_again, freed_again_remote, not_a_block, not_ours};
+use super::misuse::{check_huge, freed_again, freed_again_remote, not_a_block, not_ours_or_freed};
 use super::{counted, free, malloc_in, usable_size, UNSIZED};
 use crate::atomic::Ordering;
 use crate::freed;
@@ -85,14 +85,19 @@ unsafe fn realloc_in<const WHOLE: bool>(
     let seg = segment_of(p);
     let kind = registry::kind(seg);
     if kind == registry::NONE {
-        not_ours(p);
+        not_ours_or_freed(p, "realloc of a freed block");
     }
     let mut q = ptr::null_mut();
     // SAFETY: the registry knows the segment, so its header is valid; `p`
     // is checked to be a live block of it (below) before it is used.
     unsafe {
         if kind != registry::SMALL {
-            check_huge(seg, p, "realloc of a freed large block");
+            check_huge(
+                seg,
+                p,
+                "realloc of a freed large block",
+                "realloc of a freed block",
+            );
             if large::owned_by_heap(seg) {
                 // A first-class heap's block (a misuse, see `region`) must
                 // not move under its heap: only shrinking to a small block,
@@ -118,6 +123,17 @@ unsafe fn realloc_in<const WHOLE: bool>(
                 // `mremap` cannot take whole (the program split it with
                 // `mprotect` or `madvise`): move it by copying.
             }
+            // The profiler's substitute of a small block growing out of its
+            // class: where the small block it stands for would go (below),
+            // so that sampling does not change where a growing vector ends
+            // up (it went to a fresh small block, and the cached mapping
+            // then stayed unused; `tests/large_cache.rs` caught it).
+            #[cfg(feature = "profiling")]
+            if let Some((_, block)) = large::substitute_request(seg) {
+                if new_size > block && new_size > GROW_TO_LARGE {
+                    q = large::alloc_cached(new_size, align);
+                }
+            }
         } else {
             let page = (*seg).page_of(p);
             if !(*page).is_block(p) {
@@ -127,7 +143,7 @@ unsafe fn realloc_in<const WHOLE: bool>(
                 if !q.is_null() {
                     return realloc_in::<WHOLE>(q, old_size, align, new_size);
                 }
-                not_a_block(p);
+                not_a_block(p, "realloc of a freed block");
             }
             #[cfg(feature = "secure")]
             check_live_block(seg, page, p, thread::heap(), "realloc of a freed block");

@@ -464,3 +464,14 @@ pub const THP_SETTING: &str = "/sys/kernel/mm/transparent_hugepage/enabled";
 pub fn kernel_thp_on() -> bool {
     std::fs::read_to_string(THP_SETTING).is_ok_and(|s| !s.contains("[never]"))
 }
+
+/// Stops the heap profiler (feature `profiling`; nothing without it), for
+/// a test about pages, page faults or committed memory run with sampling
+/// forced on (`SEGALLOC_PROF=1`, as CI's sampling steps do): a sampled
+/// small block lives in a mapping of its own, outside every page and
+/// every class's row of the statistics, with its own page faults and a
+/// header page of overhead. Blocks sampled before stay sampled.
+pub fn no_sampling() {
+    #[cfg(feature = "profiling")]
+    segalloc::profile::stop();
+}
