@@ -461,6 +461,40 @@ mod tests {
         .unwrap();
     }
 
+    /// A batch of 64-byte blocks is a chain of carriers, each holding the
+    /// addresses of the five blocks batched after it, and the walk gives
+    /// every block once.
+    #[test]
+    fn carriers_hold_the_blocks_batched_after_them() {
+        let blocks: Vec<*mut u8> = (0..12).map(|_| alloc::malloc(64, 8)).collect();
+        let mut batch = crate::remote::Batch::EMPTY;
+        for &p in &blocks {
+            // SAFETY: our live blocks, lent to the batch until freed below.
+            assert!(!unsafe { batch.add(p.cast(), 64) });
+        }
+        let chain = batch.take();
+        let mut links = 0;
+        let mut b = chain.first;
+        while !b.is_null() {
+            links += 1;
+            // SAFETY: a block of the batch, its link written by `add`.
+            let next = unsafe { crate::remote::next_of(b) };
+            b = next.wrapping_byte_sub(next as usize & 7);
+        }
+        assert_eq!(links, 2, "12 blocks: 2 carriers of 5 each");
+        let mut seen = Vec::new();
+        // SAFETY: the batch's blocks are ours; `room` is a 64-byte block's.
+        unsafe { for_each_block(chain.first, |_| 5, |b| seen.push(b.cast::<u8>())) };
+        seen.sort_unstable();
+        let mut want = blocks.clone();
+        want.sort_unstable();
+        assert_eq!(seen, want);
+        for p in blocks {
+            // SAFETY: allocated above, freed once.
+            unsafe { alloc::free(p, 64) };
+        }
+    }
+
     /// A batched block of a segment that another live heap owns (as when a
     /// heap slot changed hands after the freer looked) is not freed into
     /// our heap: it goes on its page's `thread_free`, for its owner.
