@@ -15,6 +15,9 @@
 //! and `remote::for_each_block`) is checked the same way: batches pushed
 //! while the owner takes them, and a push racing the owner's exit (its inbox
 //! closed) and a new thread taking the same heap slot (the inbox reopened).
+//! Batches hold carriers (fake blocks with loom cells for the count and the
+//! addresses they carry), so loom also checks that the owner reads what a
+//! freer wrote in a carrier only after the handover.
 //!
 //! The handshake between a heap's owner and the background purger
 //! (`handshake.rs`) is checked too: the two are never inside at once, and
