@@ -19,10 +19,18 @@
 //!   A thread that frees blocks of another heap gathers them in a [`Batch`]
 //!   (plain memory of its own, in its [`Outbox`]) and pushes the whole batch
 //!   with one CAS (Release); the owner takes every batch at once with a swap
-//!   (Acquire). A batch is a list of blocks through their first words, and a
-//!   push links the batch's last block to the inbox's head, so the inbox is
-//!   one list of blocks. Only the first word is used: the second keeps the
-//!   freed mark (see `freed`), through which a block freed twice is caught.
+//!   (Acquire). A batch is a chain of blocks through their first words, and
+//!   a push links the batch's last block to the inbox's head, so the inbox
+//!   is one chain. Most blocks are not on the chain itself: a block of four
+//!   words or more on the chain (a *carrier*, tagged in its own link's low
+//!   bits) holds, from its fourth word on, the addresses of
+//!   blocks batched after it, its third word their count. The owner reads a
+//!   carrier's addresses and then loads those blocks independently of each
+//!   other (with write prefetches), instead of waiting for each block's link
+//!   before it can load the next block: the freer wrote every block last,
+//!   so each is a cache miss, and a chain makes them one after the other.
+//!   The second word of every batched block keeps the freed mark (see
+//!   `freed`), through which a block freed twice is caught.
 //!   When the owner exits it closes its inbox (a
 //!   sentinel head), so later pushes fail and their blocks go the per-block
 //!   way; a new owner of the same heap slot reopens it. A push that read the
@@ -43,6 +51,10 @@ pub(crate) struct Block {
     pub(crate) next: *mut Block,
     #[cfg(loom)]
     next: loom::cell::UnsafeCell<*mut Block>,
+    /// Words 2 to 4 (a carrier's count and two addresses); word 1, the
+    /// freed mark, is not modelled.
+    #[cfg(loom)]
+    words: [loom::cell::UnsafeCell<usize>; 3],
 }
 
 #[cfg(loom)]
@@ -51,6 +63,7 @@ impl Block {
     pub(crate) fn new() -> Block {
         Block {
             next: loom::cell::UnsafeCell::new(ptr::null_mut()),
+            words: core::array::from_fn(|_| loom::cell::UnsafeCell::new(0)),
         }
     }
 }
@@ -281,46 +294,83 @@ pub(crate) const BATCH_BYTES: usize = 32 * 1024;
 /// Destinations a thread gathers batches for at once.
 pub(crate) const OUT_SLOTS: usize = 8;
 
-/// How far ahead in a batch a block's prefetch hint points: the owner's walk
-/// would otherwise wait for each block in turn (every block was last written
-/// by the freeing thread, so each is a cache miss).
-const SKIP: usize = 4;
+/// Tag bit in a chain block's link (links are at least 8-aligned): the block
+/// carries an array of other blocks of its batch, its count in the third
+/// word and the blocks from the fourth word on.
+const ARRAY: usize = 2;
+/// Every tag bit a link may carry.
+const TAGS: usize = 7;
+/// Words of a carrier before its array: link, freed mark, count.
+const ARRAY_AT: usize = 3;
 
-/// Set in a batched block's link when its third word holds a prefetch hint
-/// (blocks of three words or more: the second keeps the freed mark). Links
-/// are at least 8-aligned, so the bit is free.
-const HINTED: usize = 1;
-
-/// The third word of block `b`, where a batched block keeps its hint.
-#[cfg(not(loom))]
+/// Reads word `i` (2 or more) of block `b`.
+///
+/// # Safety
+/// `b` is a valid block of more than `i` words, whose word `i` was written
+/// before (happens-before) this.
 #[inline(always)]
-fn hint_word(b: *mut Block) -> *mut *mut Block {
-    b.cast::<*mut Block>().wrapping_add(2)
+unsafe fn word(b: *const Block, i: usize) -> usize {
+    #[cfg(not(loom))]
+    // SAFETY: per the contract.
+    unsafe {
+        *b.cast::<usize>().add(i)
+    }
+    #[cfg(loom)]
+    // SAFETY: per the contract; loom checks the ordering.
+    unsafe {
+        (*b).words[i - 2].with(|p| *p)
+    }
 }
 
-/// Blocks one thread gathers for one destination heap: a list through their
-/// first words; a block of three words or more also points [`SKIP`] blocks
-/// further in its third word (a hint only). Plain memory of the gathering
-/// thread.
+/// Writes word `i` (2 or more) of block `b`.
+///
+/// # Safety
+/// The caller has exclusive access to the block `b`, of more than `i` words.
+#[inline(always)]
+unsafe fn set_word(b: *mut Block, i: usize, v: usize) {
+    #[cfg(not(loom))]
+    // SAFETY: per the contract.
+    unsafe {
+        *b.cast::<usize>().add(i) = v;
+    }
+    #[cfg(loom)]
+    // SAFETY: per the contract; loom checks the exclusivity.
+    unsafe {
+        (*b).words[i - 2].with_mut(|p| *p = v);
+    }
+}
+
+/// Blocks one thread gathers for one destination heap: a chain through
+/// their first words of *carriers*, blocks of four words or more that also
+/// hold, from their fourth word on, the addresses of blocks that come after
+/// them (so the owner loads those independently, not one after the other);
+/// blocks too small to carry anything when no carrier has room go on the
+/// chain themselves. Plain memory of the gathering thread.
 #[derive(Clone, Copy)]
 pub(crate) struct Batch {
     first: *mut Block,
-    /// The first block added, the end of the list: a push links it to the
+    /// The first block added, the end of the chain: a push links it to the
     /// inbox's head.
     last: *mut Block,
+    /// The tag of `last`'s link, which a push keeps.
+    last_tag: usize,
     count: u32,
     bytes: usize,
-    /// The last [`SKIP`] blocks added, by `count % SKIP`.
-    recent: [*mut Block; SKIP],
+    /// The chain block gathering addresses, how many it holds and how many
+    /// more it can.
+    carrier: *mut Block,
+    carried: u32,
+    room: u32,
 }
 
 /// A batch taken out of its [`Batch`], to push on an [`Inbox`] or to walk
-/// with [`for_each_block`]: a list through the blocks' first words from
+/// with [`for_each_block`]: a chain through the blocks' first words from
 /// `first` to `last` (whose link is null).
 #[derive(Clone, Copy)]
 pub(crate) struct Chain {
     pub(crate) first: *mut Block,
     last: *mut Block,
+    last_tag: usize,
 }
 
 impl Chain {
@@ -335,9 +385,12 @@ impl Batch {
     pub(crate) const EMPTY: Batch = Batch {
         first: ptr::null_mut(),
         last: ptr::null_mut(),
+        last_tag: 0,
         count: 0,
         bytes: 0,
-        recent: [ptr::null_mut(); SKIP],
+        carrier: ptr::null_mut(),
+        carried: 0,
+        room: 0,
     };
 
     /// Adds `b`, a block of `bytes` bytes. Returns whether the batch is now
@@ -348,22 +401,38 @@ impl Batch {
     /// is handed over and taken.
     #[inline(always)]
     pub(crate) unsafe fn add(&mut self, b: *mut Block, bytes: usize) -> bool {
-        let k = self.count as usize % SKIP;
-        // Loom's fake blocks have no third word: no hint there.
-        #[cfg_attr(loom, allow(unused_mut))]
-        let mut link = self.first;
-        #[cfg(not(loom))]
-        if bytes >= 3 * core::mem::size_of::<usize>() {
-            // SAFETY: per the contract the block is ours, and it has a third
-            // word. The block added SKIP adds ago lies SKIP blocks further.
-            unsafe { *hint_word(b) = self.recent[k] };
-            link = link.wrapping_byte_add(HINTED);
+        if self.room > 0 {
+            // SAFETY: the carrier is ours until the batch is handed over, and
+            // has room for this word; its count word too.
+            unsafe {
+                set_word(
+                    self.carrier,
+                    ARRAY_AT + self.carried as usize,
+                    b as usize ^ link_mask(self.carrier),
+                );
+                self.carried += 1;
+            }
+            self.room -= 1;
+            self.count += 1;
+            self.bytes += bytes;
+            return self.count >= BATCH_BLOCKS || self.bytes >= BATCH_BYTES;
+        }
+        // A block that can carry addresses goes on the chain as a carrier;
+        // one too small, only when no carrier has room.
+        let mut tag = 0;
+        let words = bytes / core::mem::size_of::<usize>();
+        if words > ARRAY_AT {
+            self.seal();
+            tag = ARRAY;
+            self.carrier = b;
+            self.carried = 0;
+            self.room = (words - ARRAY_AT).min(BATCH_BLOCKS as usize) as u32;
         }
         // SAFETY: per the contract, the block is ours until handed over.
-        unsafe { set_next(b, link) };
-        self.recent[k] = b;
+        unsafe { set_next(b, self.first.wrapping_byte_add(tag)) };
         if self.first.is_null() {
             self.last = b;
+            self.last_tag = tag;
         }
         self.first = b;
         self.count += 1;
@@ -371,13 +440,26 @@ impl Batch {
         self.count >= BATCH_BLOCKS || self.bytes >= BATCH_BYTES
     }
 
+    /// Writes the count of the carrier gathering addresses, if any, which
+    /// takes no more.
+    #[inline(always)]
+    fn seal(&mut self) {
+        if !self.carrier.is_null() {
+            // SAFETY: the carrier is a block of this batch, ours until the
+            // batch is handed over; it has a third word.
+            unsafe { set_word(self.carrier, 2, self.carried as usize) };
+        }
+    }
+
     /// Takes the blocks out (an empty chain if none). The batch is empty
     /// afterwards.
     #[inline(always)]
     pub(crate) fn take(&mut self) -> Chain {
+        self.seal();
         let chain = Chain {
             first: self.first,
             last: self.last,
+            last_tag: self.last_tag,
         };
         *self = Batch::EMPTY;
         chain
@@ -573,11 +655,16 @@ impl Inbox {
                 // attempt may have linked it to a head that the owner has
                 // taken (and is settling) since.
                 // SAFETY: the batch is ours; the CAS never published it.
-                unsafe { set_next(batch.last, ptr::null_mut()) };
+                unsafe {
+                    set_next(
+                        batch.last,
+                        ptr::null_mut::<Block>().wrapping_byte_add(batch.last_tag),
+                    )
+                };
                 return false;
             }
             // SAFETY: the batch is ours until the CAS publishes it.
-            unsafe { set_next(batch.last, head) };
+            unsafe { set_next(batch.last, head.wrapping_byte_add(batch.last_tag)) };
             // Release: the batch's links (and the link above) are visible to
             // the owner's Acquire swap.
             match self.0.compare_exchange_weak(
@@ -628,40 +715,80 @@ impl Inbox {
 
 /// Calls `f` on every block of the list `list` (as [`Inbox::take`] or
 /// [`Inbox::close`] return it, or a refused [`Chain`]'s first block),
-/// reading the link of a block before `f` gets it, so `f` may reuse or free
-/// it. A list made cyclic by a block pushed twice would be walked forever:
-/// `f` must stop that (`remote_batch::settle` aborts on a block that is not
-/// marked as batched, which a block it settled before no longer is).
+/// reading the link of a block (and the addresses a carrier holds) before
+/// `f` gets it, so `f` may reuse or free it. Before reading a carrier's
+/// addresses it asks `room` how many words past its third the carrier has
+/// (0 if it is not a batched block at all: `f` then reports it), and reads
+/// no more. A list made cyclic by a block pushed twice would be walked
+/// forever: `f` must stop that (`remote_batch::settle` aborts on a block that
+/// is not marked as batched, which a block it settled before no longer is).
 ///
 /// # Safety
 /// `list` came from an inbox this thread took it from (or a batch of its
 /// own that was refused), and every block on it is given to `f` alone.
-pub(crate) unsafe fn for_each_block(mut b: *mut Block, mut f: impl FnMut(*mut Block)) {
+pub(crate) unsafe fn for_each_block(
+    mut b: *mut Block,
+    mut room: impl FnMut(*mut Block) -> usize,
+    mut f: impl FnMut(*mut Block),
+) {
     while !b.is_null() {
         // SAFETY: the batches were pushed with their links written
-        // (Release), and we took them (Acquire); each link and hint is read
+        // (Release), and we took them (Acquire); each link and array is read
         // before `f` may reuse its block.
         let next = unsafe { next_of(b) };
-        #[cfg(not(loom))]
-        if next as usize & HINTED != 0 {
-            // SAFETY: as above; a hinted block has a third word.
-            prefetch(unsafe { *hint_word(b) });
+        let tag = next as usize & TAGS;
+        let next = next.wrapping_byte_sub(tag);
+        // The blocks to give `f`: `b`, then those it carries.
+        let mut buf = [core::mem::MaybeUninit::<*mut Block>::uninit(); BATCH_BLOCKS as usize];
+        buf[0].write(b);
+        let mut n = 1;
+        if tag & ARRAY != 0 {
+            prefetch(next);
+            // SAFETY: as above; `room` vouches for the words read.
+            let k = unsafe { word(b, 2) }
+                .min(room(b))
+                .min(BATCH_BLOCKS as usize - 1);
+            let mask = link_mask(b);
+            for j in 0..k {
+                // SAFETY: as above.
+                let p = (unsafe { word(b, ARRAY_AT + j) } ^ mask) as *mut Block;
+                prefetch_w(p);
+                // In bounds: k < BATCH_BLOCKS.
+                buf[(1 + j) % BATCH_BLOCKS as usize].write(p);
+            }
+            n += k;
         }
-        f(b);
-        b = next.wrapping_byte_sub(next as usize & HINTED);
+        for p in &buf[..n] {
+            // SAFETY: the first `n` were written above.
+            f(unsafe { p.assume_init() });
+        }
+        b = next;
     }
 }
 
 /// Asks the CPU to start loading `p` (a hint: any address will do).
-#[cfg(not(loom))]
 #[inline(always)]
 fn prefetch(p: *const Block) {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", not(loom)))]
     #[allow(unused_unsafe)] // safe in newer toolchains
     // SAFETY: a prefetch never faults, whatever the address.
     unsafe {
         core::arch::x86_64::_mm_prefetch(p.cast(), core::arch::x86_64::_MM_HINT_T0)
     };
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+    let _ = p;
+}
+
+/// [`prefetch`] with the intent to write (the owner writes every block it
+/// settles).
+#[inline(always)]
+fn prefetch_w(p: *const Block) {
+    #[cfg(all(target_arch = "x86_64", not(loom)))]
+    #[allow(unused_unsafe)] // safe in newer toolchains
+    // SAFETY: a prefetch never faults, whatever the address.
+    unsafe {
+        core::arch::asm!("prefetchw [{}]", in(reg) p, options(nostack, preserves_flags, readonly))
+    };
+    #[cfg(not(all(target_arch = "x86_64", not(loom))))]
     let _ = p;
 }

@@ -23,6 +23,13 @@
 //! A block in a batch still counts in its page's `used`: its page, and so its
 //! segment, stay in use, so whoever holds a batch holds valid blocks.
 //!
+//! A batch is a chain of carriers (see `remote`): blocks of four words or
+//! more that hold the addresses of the blocks batched after them, so that
+//! the owner loads a batch's blocks in parallel rather than one link after
+//! another. The owner reads a carrier's addresses only after checking its
+//! freed mark, and no more than the carrier's block size holds
+//! ([`carrier_room`]).
+//!
 //! The owner takes its whole inbox with one swap on its slow path (each time
 //! a current page runs dry, before the slow path looks for pages), in
 //! `collect()` and at exit, and settles each block: if it owns the block's
@@ -247,7 +254,31 @@ unsafe fn hand_over(h: &mut Heap, i: usize, adopt: bool) {
 unsafe fn settle_all(h: &mut Heap, list: *mut Block, adopt: bool) {
     // SAFETY: per the contract, the blocks are ours to settle; `settle`
     // stops a cyclic list.
-    unsafe { for_each_block(list, |b| settle(h, b, adopt)) };
+    unsafe { for_each_block(list, |b| carrier_room(b), |b| settle(h, b, adopt)) };
+}
+
+/// How many addresses the batched block `b` can carry (words past its
+/// third); 0 if it is not marked as batched (`settle` then reports it).
+///
+/// # Safety
+/// As for [`settle`].
+#[inline(always)]
+unsafe fn carrier_room(b: *mut Block) -> usize {
+    let p = b.cast::<u8>();
+    let seg = segment_of(p);
+    #[cfg(feature = "secure")]
+    check_batched(seg, p);
+    // SAFETY: a batched block is live, so its segment and page are in use.
+    unsafe {
+        if !crate::freed::is_marked(p, crate::freed::batched((*seg).freed_key)) {
+            return 0;
+        }
+        let mut page = (*seg).page_of(p);
+        if !(*page).has(page::IN_USE) {
+            page = (*seg).page_of(crate::mesh::redirect(seg, p));
+        }
+        ((*page).block_size / core::mem::size_of::<usize>()).saturating_sub(3)
+    }
 }
 
 /// Frees `b`, a block freed (and counted) by some thread and batched, into
@@ -428,6 +459,40 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    /// A batch of 64-byte blocks is a chain of carriers, each holding the
+    /// addresses of the five blocks batched after it, and the walk gives
+    /// every block once.
+    #[test]
+    fn carriers_hold_the_blocks_batched_after_them() {
+        let blocks: Vec<*mut u8> = (0..12).map(|_| alloc::malloc(64, 8)).collect();
+        let mut batch = crate::remote::Batch::EMPTY;
+        for &p in &blocks {
+            // SAFETY: our live blocks, lent to the batch until freed below.
+            assert!(!unsafe { batch.add(p.cast(), 64) });
+        }
+        let chain = batch.take();
+        let mut links = 0;
+        let mut b = chain.first;
+        while !b.is_null() {
+            links += 1;
+            // SAFETY: a block of the batch, its link written by `add`.
+            let next = unsafe { crate::remote::next_of(b) };
+            b = next.wrapping_byte_sub(next as usize & 7);
+        }
+        assert_eq!(links, 2, "12 blocks: 2 carriers of 5 each");
+        let mut seen = Vec::new();
+        // SAFETY: the batch's blocks are ours; `room` is a 64-byte block's.
+        unsafe { for_each_block(chain.first, |_| 5, |b| seen.push(b.cast::<u8>())) };
+        seen.sort_unstable();
+        let mut want = blocks.clone();
+        want.sort_unstable();
+        assert_eq!(seen, want);
+        for p in blocks {
+            // SAFETY: allocated above, freed once.
+            unsafe { alloc::free(p, 64) };
+        }
     }
 
     /// A batched block of a segment that another live heap owns (as when a

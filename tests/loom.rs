@@ -15,6 +15,9 @@
 //! and `remote::for_each_block`) is checked the same way: batches pushed
 //! while the owner takes them, and a push racing the owner's exit (its inbox
 //! closed) and a new thread taking the same heap slot (the inbox reopened).
+//! Batches hold carriers (fake blocks with loom cells for the count and the
+//! addresses they carry), so loom also checks that the owner reads what a
+//! freer wrote in a carrier only after the handover.
 //!
 //! The handshake between a heap's owner and the background purger
 //! (`handshake.rs`) is checked too: the two are never inside at once, and
@@ -467,12 +470,15 @@ fn abandon_and_reclaim_handover() {
 use remote::{for_each_block, Batch, Chain, Inbox};
 
 /// A freer's batch of `bs`, as `Batch::add` builds it and `Batch::take`
-/// hands it over.
-fn batch_of(bs: &[usize]) -> Chain {
+/// hands it over. With `carry`, the first block is a carrier (five words:
+/// room for two addresses) and holds the others' addresses; without, every
+/// block is too small to carry any and the batch is a chain.
+fn batch_of(bs: &[usize], carry: bool) -> Chain {
     let mut batch = Batch::EMPTY;
-    for &b in bs {
+    for (i, &b) in bs.iter().enumerate() {
+        let bytes = if carry && i == 0 { 40 } else { 16 };
         // SAFETY: a live fake block, given up to the batch.
-        let full = unsafe { batch.add(b as *mut Block, 16) };
+        let full = unsafe { batch.add(b as *mut Block, bytes) };
         assert!(!full);
     }
     batch.take()
@@ -485,11 +491,15 @@ fn walk(list: *mut Block, seen: &mut HashMap<usize, usize>) {
     let mut n = 0;
     // SAFETY: the list came from the inbox; its blocks are ours.
     unsafe {
-        for_each_block(list, |b| {
-            n += 1;
-            assert!(n <= 8, "a cycle in the list");
-            *seen.entry(b as usize).or_insert(0) += 1;
-        })
+        for_each_block(
+            list,
+            |_| 2,
+            |b| {
+                n += 1;
+                assert!(n <= 8, "a cycle in the list");
+                *seen.entry(b as usize).or_insert(0) += 1;
+            },
+        )
     };
 }
 
@@ -503,12 +513,12 @@ fn inbox_push_and_take() {
         let bs = blocks(4);
         let inbox = Arc::new(Inbox::new_closed());
         inbox.reopen();
-        let freers: Vec<_> = [[bs[0], bs[1]], [bs[2], bs[3]]]
+        let freers: Vec<_> = [([bs[0], bs[1]], true), ([bs[2], bs[3]], false)]
             .into_iter()
-            .map(|mine| {
+            .map(|(mine, carry)| {
                 let inbox = inbox.clone();
                 thread::spawn(move || {
-                    let batch = batch_of(&mine);
+                    let batch = batch_of(&mine, carry);
                     // SAFETY: a batch of live fake blocks, given up.
                     assert!(
                         unsafe { inbox.push(batch) },
@@ -588,7 +598,7 @@ fn close_and_reopen(adopt: bool) {
 
         let (i, s, mine) = (inbox.clone(), seg.clone(), [bs[0], bs[1]]);
         let freer = thread::spawn(move || {
-            let batch = batch_of(&mine);
+            let batch = batch_of(&mine, true);
             // SAFETY: a batch of live fake blocks, given up.
             if unsafe { i.push(batch) } {
                 return 0;
@@ -683,11 +693,11 @@ fn refused_batch_is_walked_alone() {
         inbox.reopen();
         // An earlier freer's batch waits in the inbox.
         // SAFETY: a batch of a live fake block, given up.
-        assert!(unsafe { inbox.push(batch_of(&[bs[2]])) });
+        assert!(unsafe { inbox.push(batch_of(&[bs[2]], false)) });
 
         let (i, mine) = (inbox.clone(), [bs[0], bs[1]]);
         let freer = thread::spawn(move || {
-            let batch = batch_of(&mine);
+            let batch = batch_of(&mine, true);
             // SAFETY: a batch of live fake blocks, given up.
             if unsafe { i.push(batch) } {
                 return HashMap::new();
