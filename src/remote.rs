@@ -301,7 +301,7 @@ const ARRAY: usize = 2;
 /// Every tag bit a link may carry.
 const TAGS: usize = 7;
 /// Words of a carrier before its array: link, freed mark, count.
-const ARRAY_AT: usize = 3;
+pub(crate) const ARRAY_AT: usize = 3;
 
 /// Reads word `i` (2 or more) of block `b`.
 ///

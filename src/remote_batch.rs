@@ -65,8 +65,8 @@
 use crate::atomic::Ordering;
 use crate::heap::Heap;
 use crate::page;
-use crate::remote::{for_each_block, Block, Inbox};
-use crate::segment::{segment_of, ABANDONED};
+use crate::remote::{for_each_block, Block, Inbox, ARRAY_AT};
+use crate::segment::{segment_of, Segment, ABANDONED};
 use static_assertions::const_assert;
 
 /// Blocks up to this size are batched; larger ones go on their page's
@@ -273,11 +273,27 @@ unsafe fn carrier_room(b: *mut Block) -> usize {
         if !crate::freed::is_marked(p, crate::freed::batched((*seg).freed_key)) {
             return 0;
         }
-        let mut page = (*seg).page_of(p);
-        if !(*page).has(page::IN_USE) {
-            page = (*seg).page_of(crate::mesh::redirect(seg, p));
+        let (page, _) = batched_page(seg, p);
+        ((*page).block_size / core::mem::size_of::<usize>()).saturating_sub(ARRAY_AT)
+    }
+}
+
+/// The page of `p`, a batched block of `seg`, and the block's address
+/// there: a page merged into another since the block was freed has its
+/// block live on at the same offset in the other (see `mesh`).
+///
+/// # Safety
+/// `p` is a live block of `seg`, a segment in use.
+#[inline(always)]
+unsafe fn batched_page(seg: *mut Segment, p: *mut u8) -> (*mut page::Page, *mut u8) {
+    // SAFETY: per the contract.
+    unsafe {
+        let page = (*seg).page_of(p);
+        if (*page).has(page::IN_USE) {
+            return (page, p);
         }
-        ((*page).block_size / core::mem::size_of::<usize>()).saturating_sub(3)
+        let p = crate::mesh::redirect(seg, p);
+        ((*seg).page_of(p), p)
     }
 }
 
@@ -308,14 +324,7 @@ unsafe fn settle(h: &mut Heap, b: *mut Block, adopt: bool) {
     // makes a segment `h`'s or stops it being so, so `owner == me` is exact;
     // any other value may be stale, which the per-block way copes with.
     unsafe {
-        let mut page = (*seg).page_of(p);
-        let mut p = p;
-        if !(*page).has(page::IN_USE) {
-            // A page merged into another since the block was freed: its
-            // block lives on at the same offset there (see `mesh`).
-            p = crate::mesh::redirect(seg, p);
-            page = (*seg).page_of(p);
-        }
+        let (page, p) = batched_page(seg, p);
         let mut owner = (*seg).owner.load(Ordering::Relaxed);
         if owner == 0 && adopt && ABANDONED.remove(seg) {
             // Its thread has exited: take it over, as a free into it would.
