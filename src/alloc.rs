@@ -435,14 +435,15 @@ fn zalloc_in<const WHOLE: bool>(size: usize, align: usize) -> *mut u8 {
 /// `p` is null or a live block returned by this allocator.
 #[inline(always)]
 pub(crate) unsafe fn free(p: *mut u8, size: usize) {
-    let Some(seg) = registry::small_segment_of(p) else {
-        // SAFETY: forwarded contract.
-        return unsafe { free_not_small(p) };
-    };
+    let h = thread::heap();
+    // SAFETY: every heap, the empty one included, is a valid `Heap`.
+    let tag = unsafe { (*h).tag };
     // SAFETY: `p` is in a small segment of ours (the registry says so), so
     // its header is valid and the page found through it covers `p`; if `p`
     // starts one of the page's blocks, it is taken as live (unless the
-    // freed mark says otherwise); ownership decides who may touch the page.
+    // freed mark says otherwise); ownership decides who may touch the page:
+    // the registry says when the calling thread's heap owns it, and
+    // otherwise the header has the last word.
     // Every exit off the fast path is a tail call (no frame, no saved
     // register) to an `extern "C"` function, which cannot unwind: C's
     // `free` would otherwise wrap each call in an abort-on-unwind landing
@@ -450,20 +451,44 @@ pub(crate) unsafe fn free(p: *mut u8, size: usize) {
     // decided inside it): a call that does not return would need the stack
     // aligned, and so a frame on the fast path too.
     unsafe {
+        let (seg, owned) = match registry::small_segment_by_owner(p, tag) {
+            registry::Small::Owned(seg) => (seg, true),
+            registry::Small::Other(seg) => (seg, false),
+            registry::Small::No => return free_not_small(p),
+        };
         let page = (*seg).page_of(p);
         if !(*page).is_block(p) {
             return free_not_a_block(page, p, size);
         }
-        let h = thread::heap();
         #[cfg(feature = "secure")]
         check_live_block(seg, page, p, h, "double free");
-        if (*seg).owner.load(Ordering::Relaxed) == h as usize {
+        if owned {
             free_local(seg, h, page, p, size);
+        } else if (*seg).owner.load(Ordering::Relaxed) == h as usize {
+            // A heap without a tag (past the last) frees its own here.
+            free_local_untagged(seg, h, page, p, size);
         } else {
             // It checks the freed mark.
             free_remote(seg, page, p, size, h);
         }
     }
+}
+
+/// [`free_local`] out of line, for heaps without a tag (see
+/// `registry::Tag`), so that [`free`] inlines it once.
+///
+/// # Safety
+/// As for [`free_local`].
+#[inline(never)]
+unsafe extern "C" fn free_local_untagged(
+    seg: *mut Segment,
+    h: *mut heap::Heap,
+    page: *mut page::Page,
+    p: *mut u8,
+    size: usize,
+) {
+    // SAFETY: per the contract.
+    unsafe { free_local(seg, h, page, p, size) }
 }
 
 /// [`free`] of `p`, which does not start a block of `page` (the page

@@ -79,9 +79,11 @@ pub extern "C" fn malloc(size: usize) -> *mut c_void {
 #[no_mangle]
 pub unsafe extern "C" fn free(p: *mut c_void) {
     // Null needs no test of its own: `alloc::free` looks `p - 1` up in the
-    // segment registry first, which holds nothing that far up, and its cold
-    // path returns for null before anything touches thread-local state (the
-    // dynamic loader calls free(NULL) while it updates a thread's TLS vector).
+    // segment registry, which holds nothing that far up, and its cold path
+    // returns for null. It reads the thread's heap first (for its tag), an
+    // initial-exec TLS load that is valid in every thread at any time: no
+    // call, so no re-entry (the dynamic loader calls free(NULL) while it
+    // updates a thread's TLS vector).
     // SAFETY: per the contract `p` is null or a live block of ours.
     unsafe { alloc::free(p.cast(), alloc::UNSIZED) }
 }

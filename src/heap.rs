@@ -39,7 +39,7 @@ use crate::counters::HeapCounters;
 use crate::os;
 use crate::page::{Page, FREE_ZERO, IN_FULL};
 use crate::remote::Outbox;
-use crate::segment::{Segment, MAX_SPAN, SLICES, SLICE_SIZE};
+use crate::segment::{registry, Segment, MAX_SPAN, SLICES, SLICE_SIZE};
 use crate::size_class::{class_size, CLASS_SIZES, NUM_CLASSES};
 use core::ptr;
 use static_assertions::const_assert;
@@ -113,6 +113,9 @@ const_assert!(span_for(crate::size_class::MAX_SMALL) <= MAX_SPAN);
 /// A thread's heap. See the module docs.
 #[repr(C)]
 pub(crate) struct Heap {
+    /// The tag the registry holds for the small segments this heap owns
+    /// (see `segment::registry::Tag`): the slot's, for good.
+    pub(crate) tag: registry::Tag,
     /// The page serving each 8-byte size step up to [`DIRECT_MAX`].
     pub(crate) direct: [*mut Page; DIRECT_SLOTS],
     /// The heap profiler's byte countdown and state (see `sample`).
@@ -182,6 +185,7 @@ impl Heap {
     /// An empty heap whose direct slots all point at `empty_page`.
     pub(crate) const fn new(empty_page: *mut Page) -> Heap {
         Heap {
+            tag: registry::NO_TAG,
             direct: [empty_page; DIRECT_SLOTS],
             #[cfg(feature = "profiling")]
             prof: crate::sample::Prof::NEW,

@@ -10,7 +10,7 @@
 //!
 //! # How it reads other threads' segments
 //! Segments are found through the segment registry (`segment::registry`,
-//! one atomic byte per 4 MiB of address space, of which only the pages ever
+//! one atomic entry of two bytes per 4 MiB of address space, of which only the pages ever
 //! written are read), not through the heaps' lists, which only their owners
 //! may walk. Each segment's header (its slice bitmap and page descriptors)
 //! is copied whole into memory mapped from the OS with `process_vm_readv`

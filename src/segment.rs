@@ -258,8 +258,9 @@ impl Segment {
         Some(pick.trailing_zeros() as usize)
     }
 
-    /// Creates a small segment owned by `owner`. Null when the OS says no.
-    pub(crate) fn create(owner: usize) -> *mut Segment {
+    /// Creates a small segment owned by `owner`, whose tag is `tag` (see
+    /// [`registry::Tag`]). Null when the OS says no.
+    pub(crate) fn create(owner: usize, tag: registry::Tag) -> *mut Segment {
         // What a new segment commits by itself is its header; its pages
         // are counted as the heap takes them (`Heap::init_page`).
         let header = os::round_up(size_of::<Segment>(), os::OS_PAGE).unwrap_or(SLICE_SIZE);
@@ -291,7 +292,16 @@ impl Segment {
             (*seg).dirty_slices = 0;
             (*seg).source = source;
         }
+        registry::set_owner(seg, tag);
         seg
+    }
+
+    /// Makes the heap `owner` (its id; 0 for none), whose tag is `tag`, the
+    /// segment's owner: in the header, with ordering `order`, and in the
+    /// registry, which `free` reads (see [`registry::small_segment_by_owner`]).
+    pub(crate) fn set_owner(&self, owner: usize, tag: registry::Tag, order: Ordering) {
+        self.owner.store(owner, order);
+        registry::set_owner(self, tag);
     }
 
     /// Gives a wholly free small segment back to the OS.
@@ -327,6 +337,8 @@ impl Segment {
             } else {
                 CACHED_DIRTY.fetch_add(dirty, Ordering::Relaxed);
             }
+            // Nobody's: a free through a stale pointer reads the header.
+            registry::set_owner(seg, registry::NO_TAG);
             FREE_SEGMENTS.push(seg);
         } else {
             registry::set(seg.cast(), registry::NONE);
@@ -564,9 +576,9 @@ pub(crate) fn drain_free_segments() {
     });
 }
 
-/// A segment for `owner`: a kept free one (its resident free slices still
-/// marked dirty), or a new one from the OS.
-pub(crate) fn obtain(owner: usize) -> *mut Segment {
+/// A segment for `owner`, whose tag is `tag`: a kept free one (its resident
+/// free slices still marked dirty), or a new one from the OS.
+pub(crate) fn obtain(owner: usize, tag: registry::Tag) -> *mut Segment {
     let seg = FREE_SEGMENTS.pop();
     if !seg.is_null() {
         crate::counters::SHARED
@@ -577,7 +589,7 @@ pub(crate) fn obtain(owner: usize) -> *mut Segment {
         unsafe {
             CACHED_DIRTY.fetch_sub((*seg).dirty_bytes(u64::MAX), Ordering::Relaxed);
             (*seg).kind = KIND_SMALL;
-            (*seg).owner.store(owner, Ordering::Relaxed);
+            (*seg).set_owner(owner, tag, Ordering::Relaxed);
             (*seg).thread_freed.clear();
             (*seg).free_slices = ALL_PAGE_SLICES;
             (*seg).used_pages = 0;
@@ -587,7 +599,7 @@ pub(crate) fn obtain(owner: usize) -> *mut Segment {
         }
         return seg;
     }
-    Segment::create(owner)
+    Segment::create(owner, tag)
 }
 
 /// The segment registry: which stretches of address space hold a header of
@@ -601,7 +613,7 @@ mod tests {
     #[test]
     fn small_segment_of_finds_registered_small_segments_only() {
         use registry::small_segment_of;
-        let seg = Segment::create(1);
+        let seg = Segment::create(1, registry::NO_TAG);
         assert!(!seg.is_null());
         let base = seg.cast::<u8>();
         // SAFETY: addresses inside (or one past) the fresh segment.
@@ -629,8 +641,33 @@ mod tests {
     }
 
     #[test]
+    fn the_registry_names_a_small_segment_s_owner_by_its_tag() {
+        use registry::{owned_segment_of, small_segment_of, NO_TAG};
+        let seg = Segment::create(1, 7);
+        assert!(!seg.is_null());
+        let p = seg.cast::<u8>().wrapping_add(SLICE_SIZE);
+        assert_eq!(owned_segment_of(p, 7), Some(seg));
+        assert_eq!(owned_segment_of(p, 8), None);
+        assert_eq!(owned_segment_of(p, NO_TAG), None);
+        // SAFETY: our fresh segment.
+        unsafe { (*seg).set_owner(2, 9, Ordering::Relaxed) };
+        assert_eq!(owned_segment_of(p, 7), None);
+        assert_eq!(owned_segment_of(p, 9), Some(seg));
+        // SAFETY: as above.
+        unsafe { (*seg).set_owner(0, NO_TAG, Ordering::Relaxed) };
+        assert_eq!(owned_segment_of(p, 9), None);
+        assert_eq!(owned_segment_of(p, NO_TAG), None);
+        assert_eq!(small_segment_of(p), Some(seg));
+        assert_eq!(registry::kind(seg), registry::SMALL);
+        // Released: kept for reuse (nobody's) or unmapped (nothing).
+        // SAFETY: our segment, unused.
+        unsafe { Segment::release(seg) };
+        assert_eq!(owned_segment_of(p, 9), None);
+    }
+
+    #[test]
     fn geometry() {
-        let seg = Segment::create(1);
+        let seg = Segment::create(1, registry::NO_TAG);
         assert!(!seg.is_null());
         assert_eq!(seg as usize % SEGMENT_SIZE, 0);
         // SAFETY: a fresh segment, released at the end.
@@ -651,7 +688,7 @@ mod tests {
 
     #[test]
     fn runs_prefer_resident_slices_and_respect_span() {
-        let seg = Segment::create(1);
+        let seg = Segment::create(1, registry::NO_TAG);
         // SAFETY: a fresh segment, released at the end.
         unsafe {
             let s = &mut *seg;

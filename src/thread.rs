@@ -26,6 +26,7 @@ use crate::os;
 use crate::page::Page;
 use crate::park;
 use crate::remote::Inbox;
+use crate::segment::registry;
 use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -257,6 +258,8 @@ struct Pool {
     chunk: *mut Chunk,
     chunk_next: usize,
     chunk_end: usize,
+    /// Slots made so far (saturating): the next slot's tag follows.
+    slots: registry::Tag,
 }
 
 /// The header of a chunk of heap slots.
@@ -274,6 +277,7 @@ static POOL: spin::Mutex<Pool> = spin::Mutex::new(Pool {
     chunk: ptr::null_mut(),
     chunk_next: 0,
     chunk_end: 0,
+    slots: 0,
 });
 const POOL_CHUNK: usize = 256 * 1024;
 const SLOT_SIZE: usize = core::mem::size_of::<HeapSlot>().next_multiple_of(64);
@@ -354,11 +358,15 @@ fn heap_from_pool() -> *mut HeapSlot {
     }
     let slot = pool.chunk_next as *mut HeapSlot;
     pool.chunk_next += SLOT_SIZE;
+    // Each new slot gets the next tag, for good; past the last, none.
+    let tag = registry::FIRST_TAG.saturating_add(pool.slots);
+    pool.slots = pool.slots.saturating_add(1);
     // SAFETY: `slot` lies in the current chunk; a fresh slot gets an empty
     // heap and zero counters before anyone can see it (`end` covers it only
     // from here on, under the lock).
     unsafe {
         slot.write(HeapSlot::new());
+        (*slot).heap.tag = tag;
         (*pool.chunk).end = pool.chunk_next;
     }
     slot
@@ -630,6 +638,45 @@ mod tests {
         assert!(was_empty);
         assert_eq!(mine, after);
         assert!(!is_empty_heap(mine as *mut Heap));
+    }
+
+    #[test]
+    fn the_registry_gives_a_segment_to_its_owner_s_tag_alone() {
+        use crate::segment::registry::{owned_segment_of, small_segment_of, NO_TAG};
+        // Both threads hold their heaps until both have checked.
+        let both = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let t = || {
+            let both = both.clone();
+            std::thread::spawn(move || {
+                // A small block (not one the heap profiler sampled, which
+                // has a mapping of its own).
+                let p = loop {
+                    let p = crate::alloc::malloc(64, 8);
+                    assert!(!p.is_null());
+                    if small_segment_of(p).is_some() {
+                        break p;
+                    }
+                };
+                let tag = with_heap(|h| h.tag).unwrap();
+                assert_ne!(tag, NO_TAG);
+                assert_eq!(owned_segment_of(p, tag), small_segment_of(p));
+                assert_eq!(owned_segment_of(p, NO_TAG), None);
+                both.wait();
+                // Abandoned (as at the thread's exit): nobody's tag, or the
+                // tag of a thread that took the segment over meanwhile.
+                with_heap(|h| unsafe { h.abandon() }).unwrap();
+                assert_eq!(owned_segment_of(p, tag), None);
+                assert!(small_segment_of(p).is_some());
+                // Freed through the header's path, by a thread that no
+                // longer owns it.
+                // SAFETY: a live block from malloc, freed once.
+                unsafe { crate::alloc::free(p, 64) };
+                tag
+            })
+        };
+        let (a, b) = (t(), t());
+        let (a, b) = (a.join().unwrap(), b.join().unwrap());
+        assert_ne!(a, b, "two live heaps share a tag");
     }
 
     #[test]

@@ -150,7 +150,7 @@ impl Heap {
     /// A page of class `c` spanning `span` slices at the start of a segment
     /// newly obtained (kept free or mapped); null when out of memory.
     pub(super) unsafe fn page_from_new_segment(&mut self, c: usize, span: usize) -> *mut Page {
-        let s = segment::obtain(self.id());
+        let s = segment::obtain(self.id(), self.tag);
         if s.is_null() {
             return ptr::null_mut();
         }

@@ -4,7 +4,7 @@
 
 use super::{in_use_pages, Heap, ABANDONED_DIRTY_MAX};
 use crate::atomic::Ordering;
-use crate::segment::{self, Segment, ABANDONED};
+use crate::segment::{self, registry, Segment, ABANDONED};
 use crate::size_class::{class_size, NUM_CLASSES};
 use core::ptr;
 
@@ -19,7 +19,7 @@ impl Heap {
         // previous owner's writes were published through the list's lock.
         unsafe {
             let seg = &mut *s;
-            seg.owner.store(self.id(), Ordering::Release);
+            seg.set_owner(self.id(), self.tag, Ordering::Release);
             seg.thread_freed.clear();
             seg.next = ptr::null_mut();
             seg.prev = ptr::null_mut();
@@ -222,7 +222,7 @@ impl Heap {
                         }
                         // Release: our page writes happen-before the reclaimer's
                         // reads (it also synchronises through the list's lock).
-                        seg.owner.store(0, Ordering::Release);
+                        seg.set_owner(0, registry::NO_TAG, Ordering::Release);
                         ABANDONED.push(s);
                     }
                     s = next;
