@@ -247,7 +247,8 @@ unsafe extern "C" fn prof_small<const WHOLE: bool>(
             crate::sample::done(&mut (*h).prof);
             return b;
         }
-        let stack = crate::sample::capture(&mut (*h).prof);
+        let mut stack = crate::sample::Stack::new();
+        crate::sample::capture(&mut (*h).prof, &mut stack);
         let q = large::alloc_substitute(size, align);
         if q.is_null() {
             crate::sample::count_dropped();
@@ -277,7 +278,8 @@ fn prof_large(h: *mut heap::Heap, size: usize, align: usize) -> *mut u8 {
         return large::alloc(size, align);
     };
     // SAFETY: as above.
-    let stack = crate::sample::capture(unsafe { &mut (*h).prof });
+    let mut stack = crate::sample::Stack::new();
+    crate::sample::capture(unsafe { &mut (*h).prof }, &mut stack);
     let q = large::alloc(size, align);
     if !q.is_null() {
         let seg = segment_of(q);

@@ -260,6 +260,9 @@ pub(crate) struct Sampled {
     pub(crate) block: AtomicUsize,
     /// Their mappings' usable bytes (as `large_usable` counts them).
     pub(crate) usable: AtomicUsize,
+    /// Their mappings' bytes before their blocks (the header and any
+    /// alignment): `large::SAMPLE_BLOCK_OFFSET` each unless aligned beyond.
+    pub(crate) header: AtomicUsize,
     /// Substitutions made since start: each counted one small allocation
     /// and its free (the block taken and given back) besides the large
     /// allocation, so one allocation and one free too many.
@@ -286,6 +289,7 @@ pub(crate) static SHARED: Shared = Shared {
         live: Z,
         block: Z,
         usable: Z,
+        header: Z,
         made: Z,
     },
 };
@@ -322,21 +326,24 @@ impl Shared {
         self.large_live()
             .wrapping_add(objects.wrapping_mul(crate::os::OS_PAGE))
     }
-    /// A large block of `usable` bytes now stands for a small block of
-    /// `block` bytes (the heap profiler's substitute, see [`Sampled`]).
+    /// A large block of `usable` bytes, `header` bytes into its mapping,
+    /// now stands for a small block of `block` bytes (the heap profiler's
+    /// substitute, see [`Sampled`]).
     #[cfg(feature = "profiling")]
-    pub(crate) fn sampled_in(&self, usable: usize, block: usize) {
+    pub(crate) fn sampled_in(&self, usable: usize, block: usize, header: usize) {
         self.sampled.live.fetch_add(1, Ordering::Relaxed);
         self.sampled.block.fetch_add(block, Ordering::Relaxed);
         self.sampled.usable.fetch_add(usable, Ordering::Relaxed);
+        self.sampled.header.fetch_add(header, Ordering::Relaxed);
         self.sampled.made.fetch_add(1, Ordering::Relaxed);
     }
     /// The substitute [`Shared::sampled_in`] counted is freed.
     #[cfg(feature = "profiling")]
-    pub(crate) fn sampled_out(&self, usable: usize, block: usize) {
+    pub(crate) fn sampled_out(&self, usable: usize, block: usize, header: usize) {
         self.sampled.live.fetch_sub(1, Ordering::Relaxed);
         self.sampled.block.fetch_sub(block, Ordering::Relaxed);
         self.sampled.usable.fetch_sub(usable, Ordering::Relaxed);
+        self.sampled.header.fetch_sub(header, Ordering::Relaxed);
     }
     /// A large block resized in place (or moved by mremap) from `old` to `new`.
     pub(crate) fn large_resize(&self, old: (usize, usize), new: (usize, usize)) {

@@ -416,12 +416,20 @@ fn take_sampled(s: &mut Stats) {
     let live = sm.live.load(Ordering::Relaxed);
     let block = sm.block.load(Ordering::Relaxed);
     let usable = sm.usable.load(Ordering::Relaxed);
+    let header = sm.header.load(Ordering::Relaxed);
     let made = sm.made.load(Ordering::Relaxed);
     s.large_objects = s.large_objects.wrapping_sub(live);
     s.large_bytes = s.large_bytes.wrapping_sub(usable);
     s.sampled_objects = live;
     s.sampled_bytes = block;
-    s.metadata = s.metadata.wrapping_add(usable.wrapping_sub(block));
+    // `finish` counts an OS page of header for each; the header is
+    // shorter (its block shares its page, see `large::SAMPLE_BLOCK_OFFSET`),
+    // so the difference comes off.
+    s.metadata = s
+        .metadata
+        .wrapping_add(usable.wrapping_sub(block))
+        .wrapping_add(header)
+        .wrapping_sub(live.wrapping_mul(crate::os::OS_PAGE));
     s.allocations = s.allocations.wrapping_sub(made);
     s.frees = s.frees.wrapping_sub(made);
 }

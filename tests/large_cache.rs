@@ -614,9 +614,10 @@ fn a_sampled_small_block_grows_into_a_cached_mapping() {
     let s = alloc(small);
     segalloc::profile::stop();
     stamp(s, small, 40);
-    // A sampled small block has a mapping of its own, its block a page
-    // past a 4 MiB boundary, where no block of a small segment starts.
-    assert_eq!(s as usize % (4 * MIB), HEADER, "sampled");
+    // A sampled small block has a mapping of its own, its block 512 bytes
+    // past a 4 MiB boundary (in its header's page), where no block of a
+    // small segment starts.
+    assert_eq!(s as usize % (4 * MIB), 512, "sampled");
     let grown = 600 * 1024;
     // SAFETY: a live block of `small` bytes.
     let q = unsafe { GLOBAL.realloc(s, layout(small), grown) };

@@ -255,13 +255,14 @@ fn child() {
             | "sampled_realloc_freed"
             | "sampled_double_free_foreign" => {
                 // A small block sampled by the heap profiler lives in a
-                // mapping of its own, its block one OS page past a 4 MiB
-                // boundary (where no block of a small segment ever starts).
+                // mapping of its own, its block 512 bytes past a 4 MiB
+                // boundary, in its header's page (where no block of a
+                // small segment ever starts: a segment's header is there).
                 segalloc::profile::start(1);
                 let l = layout(1000);
                 let p = (0..1000)
                     .map(|_| GLOBAL.alloc(l))
-                    .find(|&p| p as usize % (4 << 20) == 4096)
+                    .find(|&p| p as usize % (4 << 20) == 512)
                     .expect("a sampled block");
                 GLOBAL.dealloc(p, l);
                 if which != "sampled_double_free_cached" {
@@ -270,7 +271,7 @@ fn child() {
                 }
                 if which == "sampled_double_free_foreign" {
                     // Another mapping takes the address space.
-                    let base = p.sub(4096);
+                    let base = p.sub(512);
                     let q = libc::mmap(
                         base.cast(),
                         4 << 20,

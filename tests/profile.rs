@@ -1088,7 +1088,7 @@ fn child_sampled_mappings() {
         return;
     }
     // 3,000-byte blocks at a 4 KiB rate: about one in two sampled, each
-    // served by an 8 KiB mapping. The first round holds 200 (about 100
+    // served by a 4 KiB mapping (the block shares its header's page). The first round holds 200 (about 100
     // samples live at once, well within the cache's 256 mappings), the
     // rest 48 each: fewer than the first's, so all from the cache.
     fn round(v: &mut Vec<Vec<u8>>, n: usize) {

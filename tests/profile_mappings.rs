@@ -97,7 +97,7 @@ fn child() {
         }
         "idle_gives_back" => {
             // 3,000-byte blocks at a 4 KiB rate: about one in two sampled,
-            // each in an 8 KiB mapping; freed, up to 256 of them stay
+            // each in a 4 KiB mapping; freed, up to 256 of them stay
             // cached for the next samples. With the background purger an
             // idle process unmaps them once they have waited the purge
             // delay (before, only the next free of a sample did).

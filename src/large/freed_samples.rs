@@ -20,8 +20,8 @@
 //! where a stretch holds a live block at that address again (a new
 //! substitute, or a large block), its free is a valid one and never gets
 //! here; what a set bit changes is only which message an abort prints. A
-//! pointer at a substitute's block offset (a power of two from 4 KiB to
-//! 64 KiB past the stretch's start) in a marked stretch that no live block
+//! pointer at a substitute's block offset (a power of two from 512 bytes
+//! to 64 KiB past the stretch's start) in a marked stretch that no live block
 //! starts is taken for a freed sample: segalloc handed that address out
 //! and took it back, so freeing it again is a double free. (Were it a
 //! pointer the program made up that happens to fall there, the message
@@ -30,7 +30,8 @@
 //! Cost: an atomic OR per free of a sampled block, which makes system calls
 //! of its own often enough; nothing on any other path.
 
-use crate::segment::{HUGE_BLOCK_OFFSET, SEGMENT_SHIFT, SEGMENT_SIZE, SLICE_SIZE};
+use super::SAMPLE_BLOCK_OFFSET;
+use crate::segment::{SEGMENT_SHIFT, SEGMENT_SIZE, SLICE_SIZE};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 const ADDRESS_BITS: usize = 47;
@@ -50,13 +51,13 @@ pub(crate) fn note(base: *const u8) {
 
 /// Whether `p` is where the block of a freed substitute was: in a stretch
 /// whose substitute was freed ([`note`]), at a substitute's block offset
-/// (`max(4 KiB, alignment)`, the alignment a small request's, at most
-/// 64 KiB). For the misuse paths only: the caller knows `p` starts no live
+/// (`max(SAMPLE_BLOCK_OFFSET, alignment)`, the alignment a small
+/// request's, at most 64 KiB). For the misuse paths only: the caller knows `p` starts no live
 /// block.
 pub(crate) fn freed_at(p: *const u8) -> bool {
     let a = p as usize;
     let offset = a & (SEGMENT_SIZE - 1);
-    if !offset.is_power_of_two() || !(HUGE_BLOCK_OFFSET..=SLICE_SIZE).contains(&offset) {
+    if !offset.is_power_of_two() || !(SAMPLE_BLOCK_OFFSET..=SLICE_SIZE).contains(&offset) {
         return false;
     }
     let i = a >> SEGMENT_SHIFT;
@@ -73,12 +74,13 @@ mod tests {
         // A stretch no test maps (high in the user address space).
         let base = (0x7000_0000_0000usize & !(SEGMENT_SIZE - 1)) as *const u8;
         let at = |off: usize| base.wrapping_add(off);
+        assert!(!freed_at(at(512)));
         assert!(!freed_at(at(4096)));
         note(base);
-        for off in [4096, 8192, 16384, 32768, 65536] {
+        for off in [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536] {
             assert!(freed_at(at(off)), "{off}");
         }
-        for off in [0, 16, 2048, 4096 + 16, 12288, 131072, SEGMENT_SIZE + 4096] {
+        for off in [0, 16, 256, 4096 + 16, 12288, 131072, SEGMENT_SIZE + 4096] {
             assert!(!freed_at(at(off)), "{off}");
         }
         // Its neighbours are not marked.

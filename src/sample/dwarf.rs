@@ -30,6 +30,7 @@
 //! frames (never a fault). `_dl_find_object` gives no generation count to
 //! check it against without the loader's lock.
 
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 /// Entries of the rule cache (a power of two; 32 KiB).
@@ -278,7 +279,10 @@ fn stack_bounds(sp: usize) -> Option<(usize, usize)> {
 /// rule is not a simple one or the stack mapping cannot be found: the
 /// caller then uses the system unwinder. Allocates nothing, takes no lock.
 #[inline(never)]
-pub(crate) fn capture(bounds: &mut (usize, usize), out: &mut [usize]) -> Option<usize> {
+pub(crate) fn capture(
+    bounds: &mut (usize, usize),
+    out: &mut [MaybeUninit<usize>],
+) -> Option<usize> {
     let (ip, sp, bp) = registers();
     if !(bounds.0 <= sp && sp < bounds.1) {
         *bounds = stack_bounds(sp)?;
@@ -312,7 +316,7 @@ pub(crate) fn capture(bounds: &mut (usize, usize), out: &mut [usize]) -> Option<
         if ra == 0 {
             break;
         }
-        out[n] = ra;
+        out[n] = MaybeUninit::new(ra);
         n += 1;
         pc = ra - 1;
     }
@@ -400,10 +404,12 @@ mod tests {
     /// return address into `both`, the unwinder's a few frames later.
     #[inline(never)]
     fn both(bounds: &mut (usize, usize)) -> (Vec<usize>, Vec<usize>) {
-        let mut f = [0usize; 64];
+        let mut f = [MaybeUninit::new(0usize); 64];
         let n = core::hint::black_box(capture(bounds, &mut f)).expect("the fast walk");
         let (u, m) = core::hint::black_box(by_unwinder());
-        (f[..n].to_vec(), u[..m].to_vec())
+        // SAFETY: every element was initialised above.
+        let f = f[..n].iter().map(|w| unsafe { w.assume_init() }).collect();
+        (f, u[..m].to_vec())
     }
 
     /// Over-aligned: its frame realigns `rsp`, so its CFA is `rbp`-based.
@@ -472,7 +478,7 @@ mod tests {
 
     extern "C" fn handler(_: libc::c_int) {
         let mut b = (0, 0);
-        let mut f = [0usize; 64];
+        let mut f = [MaybeUninit::new(0usize); 64];
         let r = capture(&mut b, &mut f).unwrap_or(usize::MAX);
         IN_HANDLER.store(r, Ordering::Relaxed);
     }

@@ -18,6 +18,8 @@
 /// Whether this architecture's frame records are walked here.
 pub(crate) const SUPPORTED: bool = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
 
+use core::mem::MaybeUninit;
+
 const WORD: usize = core::mem::size_of::<usize>();
 
 /// The frame pointer register of the calling function (inlined into it).
@@ -45,7 +47,7 @@ fn frame_pointer() -> usize {
 /// # Safety
 /// `[lo, hi)` is readable memory for as long as the walk lasts (the
 /// calling thread's own stack, from its stack pointer up).
-unsafe fn walk(mut fp: usize, lo: usize, hi: usize, out: &mut [usize]) -> usize {
+unsafe fn walk(mut fp: usize, lo: usize, hi: usize, out: &mut [MaybeUninit<usize>]) -> usize {
     let mut n = 0;
     while n < out.len() {
         if fp < lo || fp % WORD != 0 || hi < 2 * WORD || fp > hi - 2 * WORD {
@@ -62,7 +64,7 @@ unsafe fn walk(mut fp: usize, lo: usize, hi: usize, out: &mut [usize]) -> usize 
         if ret == 0 {
             break;
         }
-        out[n] = ret;
+        out[n] = MaybeUninit::new(ret);
         n += 1;
         if next <= fp {
             break;
@@ -78,7 +80,10 @@ unsafe fn walk(mut fp: usize, lo: usize, hi: usize, out: &mut [usize]) -> usize 
 /// mapping cannot be found or no frame was walked: the caller then uses
 /// the unwinder. Allocates nothing.
 #[inline(never)]
-pub(crate) fn capture(bounds: &mut (usize, usize), out: &mut [usize]) -> Option<usize> {
+pub(crate) fn capture(
+    bounds: &mut (usize, usize),
+    out: &mut [MaybeUninit<usize>],
+) -> Option<usize> {
     if !SUPPORTED {
         return None;
     }
@@ -166,14 +171,22 @@ mod tests {
         st[4] = base + 2 * WORD;
         st[5] = 0x3333;
         let hi = base + 8 * WORD;
-        let mut out = [0usize; 16];
+        let mut out = [MaybeUninit::new(0usize); 16];
+        // The first `n` frames written.
+        let got = |out: &[MaybeUninit<usize>], n: usize| -> Vec<usize> {
+            // SAFETY: every element was initialised (zeroes) above.
+            out[..n]
+                .iter()
+                .map(|w| unsafe { w.assume_init() })
+                .collect()
+        };
         // SAFETY: the array is readable for the walk.
         let n = unsafe { walk(base, base, hi, &mut out) };
-        assert_eq!(&out[..n], &[0x1111, 0x2222, 0x3333]);
+        assert_eq!(got(&out, n), [0x1111, 0x2222, 0x3333]);
         // Bounds: the second record is cut off.
         // SAFETY: as above.
         let n = unsafe { walk(base, base, base + 3 * WORD, &mut out) };
-        assert_eq!(&out[..n], &[0x1111]);
+        assert_eq!(got(&out, n), [0x1111]);
         // Misaligned, or below the low bound: nothing.
         // SAFETY: as above.
         assert_eq!(unsafe { walk(base + 1, base, hi, &mut out) }, 0);
@@ -183,7 +196,7 @@ mod tests {
         core::hint::black_box(&mut st)[3] = 0;
         // SAFETY: as above.
         let n = unsafe { walk(base, base, hi, &mut out) };
-        assert_eq!(&out[..n], &[0x1111]);
+        assert_eq!(got(&out, n), [0x1111]);
         // The depth limit.
         core::hint::black_box(&mut st)[3] = 0x2222;
         // SAFETY: as above.
