@@ -544,7 +544,7 @@ pub(crate) unsafe fn free_local(
         } else {
             size
         };
-        if (*page).free_local(p, requested) {
+        if (*page).free_owner(p, requested) {
             if (*page).used.get() == 0 {
                 free_emptied(h, page);
             } else {

@@ -568,11 +568,19 @@ impl Heap {
         // SAFETY: per the contract.
         unsafe {
             // A page with purged OS pages sends every free here (see
-            // `Page::notify_every_free`); the block just freed heads
-            // `local_free`.
+            // `Page::notify_every_free`); the block just freed heads `free`
+            // (the owner's) or `local_free` (another thread's, settled).
+            // Blocks on the lists are never in purged OS pages, so the
+            // other head passes.
+            if !(*p).free.is_null() {
+                (*p).check_not_purged((*p).free.cast());
+            }
             if !(*p).local_free.is_null() {
                 (*p).check_not_purged((*p).local_free.cast());
             }
+            // The first free since fresh memory was carved onto `free` (see
+            // `Page::end_free_zero`).
+            (*p).end_free_zero();
             if (*p).used.get() == 0 {
                 let c = (*p).class as usize;
                 // Keep the only page of a class: freeing and reallocating one

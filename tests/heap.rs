@@ -56,6 +56,39 @@ fn collections_in_a_heap_keep_their_contents() {
     assert_eq!(s.allocations, s.frees);
 }
 
+/// A block its owner frees is the next one of its class handed out (last
+/// in, first out: `page`'s notes), while the page still has untouched
+/// blocks; and a zeroed allocation that gets it back from a page carved
+/// from fresh memory is zero all through, not only in its link word.
+/// Fails if the owner's frees wait on `local_free` (the first `assert_eq`),
+/// or if the page keeps saying its `free` list is zero after such a free
+/// (the zero check).
+#[test]
+fn owner_frees_come_back_first_and_zeroed_ones_are_zero() {
+    let heap = Heap::new();
+    let l = Layout::from_size_align(200, 8).unwrap();
+    let a = heap.allocate(l).unwrap().cast::<u8>();
+    let b = heap.allocate(l).unwrap().cast::<u8>();
+    let c = heap.allocate(l).unwrap().cast::<u8>();
+    // SAFETY: live blocks of `l` from `heap`, each freed once.
+    unsafe {
+        b.as_ptr().write_bytes(0xa5, l.size());
+        heap.deallocate(b, l);
+        let z = heap.allocate_zeroed(l).unwrap().cast::<u8>();
+        assert_eq!(z, b, "the block freed last comes back first");
+        let bytes = std::slice::from_raw_parts(z.as_ptr(), l.size());
+        assert!(bytes.iter().all(|&x| x == 0), "zeroed: {bytes:?}");
+        heap.deallocate(a, l);
+        heap.deallocate(c, l);
+        let d = heap.allocate(l).unwrap().cast::<u8>();
+        let e = heap.allocate(l).unwrap().cast::<u8>();
+        assert_eq!((d, e), (c, a));
+        for p in [z, d, e] {
+            heap.deallocate(p, l);
+        }
+    }
+}
+
 #[test]
 fn every_size_and_alignment_in_a_heap() {
     let heap = Heap::new();

@@ -2,7 +2,7 @@
 //! of its live blocks, its lists rebuilt around another page's blocks, and
 //! the closing of a page merged into another (an alias).
 
-use super::{Page, FREE_ZERO, FRESH_TAIL};
+use super::{Page, FRESH_TAIL};
 use crate::remote::{next_of, set_next};
 use core::ptr;
 use core::sync::atomic::{fence, Ordering};
@@ -75,7 +75,8 @@ impl Page {
         self.used.set(used);
         self.placed = n;
         self.fold_used = used;
-        self.flags &= !(FRESH_TAIL | FREE_ZERO);
+        self.flags &= !FRESH_TAIL;
+        self.end_free_zero();
     }
 
     /// Closes a page whose blocks were merged into another (an alias): it

@@ -262,7 +262,7 @@ impl Page {
             debug_assert!(n <= u32::from(self.purged_blocks));
             self.purged_blocks -= n as u16;
             self.placed = self.placed.wrapping_add(n);
-            self.flags &= !super::FREE_ZERO;
+            self.end_free_zero();
             return true;
         }
         false
