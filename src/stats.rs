@@ -568,6 +568,21 @@ impl fmt::Display for Bytes {
     }
 }
 
+/// A byte count that may read negative (a class's figures while other
+/// threads run), formatted as [`Bytes`] with its sign.
+pub(crate) struct SignedBytes(pub(crate) isize);
+
+impl fmt::Display for SignedBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 >= 0 {
+            return fmt::Display::fmt(&Bytes(self.0 as usize), f);
+        }
+        let mut buf = FixedBuf::new();
+        let _ = fmt::write(&mut buf, format_args!("-{}", Bytes(self.0.unsigned_abs())));
+        write!(f, "{:>w$}", buf.as_str(), w = f.width().unwrap_or(0))
+    }
+}
+
 /// A small stack buffer for formatting without allocating.
 pub(crate) struct FixedBuf {
     buf: [u8; 64],
@@ -685,20 +700,28 @@ impl fmt::Display for Stats {
             .iter()
             .filter(|r| r.pages != 0 || r.live_blocks != 0)
         {
+            // While other threads run, a class can read negative (their
+            // frees are counted at once, their allocations when their
+            // pages are settled: see `Stats`); it is shown so, not wrapped.
+            let live = row.live_blocks as isize;
             let cap = row.live_blocks.wrapping_add(row.free_blocks);
-            let filled = if cap == 0 {
+            let filled = if live <= 0 || cap as isize <= 0 {
                 0
             } else {
                 (row.live_blocks.min(cap) * BAR).div_ceil(cap)
             };
             let live_bytes = row.live_blocks.wrapping_mul(row.block_size);
-            let waste = 100.0 * ratio(live_bytes.saturating_sub(row.requested), live_bytes);
+            let waste = if live <= 0 || (row.requested as isize) < 0 {
+                0.0
+            } else {
+                100.0 * ratio(live_bytes.saturating_sub(row.requested), live_bytes)
+            };
             write!(
                 f,
                 "  {:>7} {:>9} {:>10} {:>6} {:>9} {:>5.1}%  ",
                 row.block_size,
-                row.live_blocks as isize,
-                Bytes(row.requested),
+                live,
+                SignedBytes(row.requested as isize),
                 row.pages as isize,
                 row.free_blocks as isize,
                 waste
@@ -756,3 +779,43 @@ pub(crate) fn print_at_exit() {
 
 #[cfg(feature = "serde")]
 mod serde_impl;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_class_that_reads_negative_prints_so() {
+        let mut s = Stats::zero();
+        s.classes[2] = ClassStats {
+            block_size: 48,
+            live_blocks: (-6isize) as usize,
+            requested: (-288isize) as usize,
+            pages: 3,
+            free_blocks: 4101,
+        };
+        s.classes[3] = ClassStats {
+            block_size: 64,
+            live_blocks: 3,
+            requested: 150,
+            pages: 1,
+            free_blocks: 1021,
+        };
+        let text = std::format!("{s}");
+        let row = |b: &str| {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(b))
+                .unwrap()
+                .to_owned()
+        };
+        let neg = row("48 ");
+        assert!(neg.contains(" -6 ") && neg.contains("-288 B"), "{neg}");
+        assert!(!neg.contains("GiB") && !neg.contains('#'), "{neg}");
+        let pos = row("64 ");
+        assert!(
+            pos.contains(" 3 ") && pos.contains("150 B") && pos.contains('#'),
+            "{pos}"
+        );
+        assert_eq!(std::format!("{:>9}", SignedBytes(-2048)), " -2.0 KiB");
+    }
+}
