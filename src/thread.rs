@@ -680,6 +680,34 @@ mod tests {
     }
 
     #[test]
+    fn a_heap_without_a_tag_frees_its_own_blocks_as_their_owner() {
+        use crate::segment::registry::{small_segment_of, NO_TAG};
+        std::thread::spawn(|| {
+            // As a heap past the last tag is: set up, then without one
+            // before its first segment.
+            let tag = with_heap(|h| core::mem::replace(&mut h.tag, NO_TAG)).unwrap();
+            for _ in 0..1000 {
+                let p = crate::alloc::malloc(48, 8);
+                assert!(!p.is_null());
+                if small_segment_of(p).is_none() {
+                    continue; // a block the heap profiler sampled
+                }
+                // SAFETY: a live block from malloc, freed once.
+                unsafe { crate::alloc::free(p, 48) };
+                // Freed by its owner (last in, first out), not handed to
+                // another heap's batch: the next block of the class is it.
+                let q = crate::alloc::malloc(48, 8);
+                assert_eq!(q, p, "a heap without a tag freed its block as another's");
+                // SAFETY: as above.
+                unsafe { crate::alloc::free(q, 48) };
+            }
+            with_heap(|h| h.tag = tag).unwrap();
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
     fn exited_threads_return_their_heap_to_the_pool() {
         let slots = || {
             let mut n = 0;
