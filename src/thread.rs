@@ -709,7 +709,17 @@ mod tests {
                 // SAFETY: as above.
                 unsafe { crate::alloc::free(q, 48) };
             }
-            with_heap(|h| h.tag = tag).unwrap();
+            // Its segments' entries say "no tag": let them go before the
+            // tag comes back, or the next thread to take this heap (parked,
+            // or from the pool) would own segments the registry does not
+            // give it (a state no real heap is in: a tag never changes).
+            with_heap(|h| {
+                // SAFETY: this thread's heap; nothing allocated from it
+                // is used afterwards.
+                unsafe { h.abandon() };
+                h.tag = tag;
+            })
+            .unwrap();
         })
         .join()
         .unwrap();
