@@ -68,7 +68,7 @@ use crate::remote::ThreadFreeStack;
 use crate::remote::{next_of, set_next};
 use core::mem::offset_of;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use static_assertions::const_assert;
 
 mod notify;
@@ -80,6 +80,8 @@ mod share;
 pub(crate) use share::set_excluded_table;
 mod shuffle;
 pub(crate) use shuffle::NEVER as NO_SHUFFLE;
+mod used;
+pub(crate) use used::{Used, NOTIFY_EVERY};
 
 /// The page is carved from segment slices and serves a size class.
 pub(crate) const IN_USE: u8 = 1;
@@ -109,13 +111,9 @@ pub(crate) struct Page {
     // --- line 1: written by the owner on its fast paths and when it settles
     // other threads' frees ---
     pub(crate) free: *mut Block,
+    /// Blocks in use, and the count at or below which a free by the owner
+    /// needs the owner's attention (see [`Used`]).
     pub(crate) used: Used,
-    /// A free by the owner that leaves `used` at or below this needs the
-    /// owner's attention: 0 (the page became empty), or, on the full list,
-    /// the count at which the page goes back to its queue. One compare on
-    /// the free fast path, where `used == 0 || IN_FULL` would be two, and
-    /// would call the slow path for every free into a full page.
-    notify_at: u32,
     /// Bytes requested by allocations from this page less those freed to it
     /// by its owner, since the counts were last taken (wrapping; `stats`).
     req: usize,
@@ -179,24 +177,6 @@ pub(crate) struct Page {
 const_assert!(size_of::<Page>() == 128);
 const_assert!(offset_of!(Page, start) == 64);
 
-/// A page's count of blocks in use: written only by the page's owner (a
-/// relaxed load and store, which compile to the plain add the fast paths had),
-/// read by any thread (`defrag::should_move`) without a data race.
-#[repr(transparent)]
-pub(crate) struct Used(AtomicU32);
-
-impl Used {
-    #[inline(always)]
-    pub(crate) fn get(&self) -> u32 {
-        self.0.load(Ordering::Relaxed)
-    }
-    /// Owner only.
-    #[inline(always)]
-    pub(crate) fn set(&self, n: u32) {
-        self.0.store(n, Ordering::Relaxed);
-    }
-}
-
 /// A page's map of purged OS pages (see `purge`): written only by the
 /// page's owner, read by any thread without a data race. While a block is
 /// live none of its OS pages is purged, so its bits read 0 from any thread
@@ -233,8 +213,7 @@ impl Page {
     #[allow(clippy::declare_interior_mutable_const)]
     pub(crate) const EMPTY: Page = Page {
         free: ptr::null_mut(),
-        used: Used(AtomicU32::new(0)),
-        notify_at: 0,
+        used: Used::ZERO,
         class: 0,
         flags: 0,
         span: 0,
@@ -296,9 +275,7 @@ impl Page {
         unsafe { set_next(b, self.local_free) };
         self.local_free = b;
         self.note_alloc(requested.wrapping_neg());
-        // One decrement on memory, as for a plain field (see `Used`).
-        self.used.set(self.used.get().wrapping_sub(1));
-        self.used.get() <= self.notify_at
+        self.dec_used_notice()
     }
 
     /// Pushes a block freed by the owner's program, which had asked for
@@ -319,9 +296,7 @@ impl Page {
         // still the allocations (see `take_counts`).
         self.placed = self.placed.wrapping_add(1);
         self.note_alloc(requested.wrapping_neg());
-        // One decrement on memory, as for a plain field (see `Used`).
-        self.used.set(self.used.get().wrapping_sub(1));
-        self.used.get() <= self.notify_at
+        self.dec_used_notice()
     }
 
     /// Pushes a block another thread freed, and counted, and handed to the
@@ -423,7 +398,7 @@ impl Page {
         self.shared = 0;
         self.rec = 0;
         self.kept = 0;
-        self.notify_at = 0;
+        self.used.set_notify_at(0);
     }
 
     /// Makes `free` non-empty if the page has any block left, once other
@@ -678,7 +653,7 @@ pub(crate) unsafe fn pop(page: *mut Page) -> *mut u8 {
             b.cast::<usize>().write(0);
         }
         (*page).free = next;
-        (*page).used.set((*page).used.get().wrapping_add(1));
+        (*page).used.inc();
         b.cast()
     }
 }

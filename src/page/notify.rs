@@ -5,7 +5,7 @@
 //! OS pages) or fresh zero blocks on `free` (`FREE_ZERO`, which the first
 //! owner's free must clear). One compare on the fast path covers them all.
 
-use super::{Page, FREE_ZERO, IN_FULL};
+use super::{Page, FREE_ZERO, IN_FULL, NOTIFY_EVERY};
 
 impl Page {
     /// Puts the page on the full list's terms: flagged [`IN_FULL`], and
@@ -17,18 +17,23 @@ impl Page {
         // `free` is empty: nothing for the flag to describe, and the
         // notice it needs (see `FREE_ZERO`) is replaced here.
         self.flags = (self.flags | IN_FULL) & !FREE_ZERO;
-        self.notify_at = if self.off_list() { u32::MAX } else { unfull_at };
+        self.used.set_notify_at(if self.off_list() {
+            NOTIFY_EVERY
+        } else {
+            unfull_at
+        });
     }
 
     /// Takes the page off the full list's terms.
     #[inline]
     pub(crate) fn clear_full(&mut self) {
         self.flags &= !IN_FULL;
-        self.notify_at = if self.off_list() || self.has(FREE_ZERO) {
-            u32::MAX
-        } else {
-            0
-        };
+        self.used
+            .set_notify_at(if self.off_list() || self.has(FREE_ZERO) {
+                NOTIFY_EVERY
+            } else {
+                0
+            });
     }
 
     /// `free` is fresh from the OS, zero but for its links ([`FREE_ZERO`]):
@@ -39,7 +44,7 @@ impl Page {
     #[inline]
     pub(super) fn start_free_zero(&mut self) {
         self.flags |= FREE_ZERO;
-        self.notify_at = u32::MAX;
+        self.used.set_notify_at(NOTIFY_EVERY);
     }
 
     /// Clears [`FREE_ZERO`] (`free` may hold used blocks from now on) and
@@ -53,7 +58,7 @@ impl Page {
         }
         self.flags &= !FREE_ZERO;
         if !self.off_list() && !self.has(IN_FULL) {
-            self.notify_at = 0;
+            self.used.set_notify_at(0);
         }
     }
 
@@ -103,7 +108,7 @@ impl Page {
     /// whose frees are rare, pay for it.
     #[inline]
     pub(crate) fn notify_every_free(&mut self) {
-        self.notify_at = u32::MAX;
+        self.used.set_notify_at(NOTIFY_EVERY);
     }
 
     /// The page has no purged OS page any more: back to the terms of the
@@ -112,7 +117,7 @@ impl Page {
     #[inline]
     pub(crate) fn end_notify_every_free(&mut self) {
         if !self.has(IN_FULL) && !self.has(FREE_ZERO) {
-            self.notify_at = 0;
+            self.used.set_notify_at(0);
         }
     }
 }

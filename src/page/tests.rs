@@ -120,3 +120,37 @@ pub(super) fn full_page(bs: usize) -> (Page, *mut u8) {
     assert_eq!(handed, page.reserved);
     (page, mem)
 }
+
+/// `used` is kept as its distance to the mark: moving the mark keeps the
+/// count, zeroed memory reads as no block in use, and with every free
+/// noticed each one is, whatever the count.
+#[test]
+fn the_count_of_blocks_in_use_survives_its_mark_moving() {
+    // SAFETY: `Used` is two integers; all zero is a valid value of each.
+    let zeroed: Used = unsafe { core::mem::zeroed() };
+    assert_eq!(zeroed.get(), 0);
+    let mut blocks = [[0usize; 2]; 7];
+    let mut page = Page::EMPTY;
+    page.used.set(6);
+    for mark in [3, NOTIFY_EVERY, 0, 5] {
+        page.used.set_notify_at(mark);
+        assert_eq!(page.used.get(), 6, "mark {mark}");
+    }
+    page.notify_every_free();
+    for (i, b) in blocks[..6].iter_mut().enumerate() {
+        // SAFETY: a two-word block of our own, given to the page.
+        assert!(
+            unsafe { page.free_local(b.as_mut_ptr().cast(), 16) },
+            "free {i}"
+        );
+        assert_eq!(page.used.get(), 5 - i as u32);
+    }
+    page.used.inc();
+    page.end_notify_every_free();
+    assert_eq!(page.used.get(), 1);
+    // SAFETY: as above.
+    assert!(
+        unsafe { page.free_local(blocks[6].as_mut_ptr().cast(), 16) },
+        "empty"
+    );
+}
