@@ -103,15 +103,14 @@ fn malloc_in<const WHOLE: bool, const ENOMEM: bool>(size: usize, align: usize) -
         return malloc_aligned::<WHOLE, ENOMEM>(size, align);
     }
     if size <= DIRECT_MAX {
-        // Rounding to the alignment keeps 16-aligned requests off the 8-aligned
-        // classes; for alignment 8 or less it changes nothing.
-        let s = (size + align - 1) & !(align - 1);
+        let slot = heap::direct_slot(size, align);
         let h = thread::heap();
         // SAFETY: `h` is this thread's heap or the never-written empty heap;
-        // `(s + 7) / 8 < DIRECT_SLOTS` since `s <= DIRECT_MAX`; direct slots
-        // hold pages of this heap or the empty page, which `pop` allows.
+        // `slot <= DIRECT_MAX / 8 < DIRECT_SLOTS` since `size <= DIRECT_MAX`
+        // and `align <= MIN_ALIGN` divides `DIRECT_MAX`; direct slots hold
+        // pages of this heap or the empty page, which `pop` allows.
         unsafe {
-            let p = *(*h).direct.get_unchecked((s + 7) >> 3);
+            let p = *(*h).direct.get_unchecked(slot);
             let b = page::pop(p);
             if !b.is_null() {
                 // A page with a block is never the empty page: it is ours.

@@ -59,6 +59,18 @@ mod submesh;
 pub(crate) const DIRECT_MAX: usize = 1024;
 /// One slot per 8-byte step up to [`DIRECT_MAX`].
 pub(crate) const DIRECT_SLOTS: usize = DIRECT_MAX / 8 + 1;
+
+/// The `direct` slot of a request of `size <= DIRECT_MAX` bytes aligned to
+/// `align <= MIN_ALIGN`: the size rounded up to the alignment and to 8,
+/// divided by 8, which keeps 16-aligned requests off the 8-aligned classes
+/// (slot 0 for a size of 0). `t + 1` is that multiple of 8, so LLVM folds
+/// the slot's address to `direct + 1 + t`: three instructions fewer than
+/// `(size + align - 1) & !(align - 1)` rounded to 8.
+#[inline(always)]
+pub(crate) const fn direct_slot(size: usize, align: usize) -> usize {
+    let t = size.wrapping_sub(1) | (align - 1) | 7;
+    t.wrapping_add(1) >> 3
+}
 /// Abandoned segments beyond this many are purged of free slices when abandoned.
 const ABANDONED_DIRTY_MAX: usize = 8;
 /// How many abandoned segments one slow path may try to reclaim.

@@ -186,11 +186,12 @@ impl Heap {
         if align <= MIN_ALIGN && size <= DIRECT_MAX {
             let s = (size + align - 1) & !(align - 1);
             // SAFETY: `h` is our private heap, or the never-written empty heap
-            // whose pages are all the empty page; `(s + 7) / 8 < DIRECT_SLOTS`
-            // since `s <= DIRECT_MAX`; `pop` allows both kinds of page, and
-            // only this thread uses the heap (`!Sync`).
+            // whose pages are all the empty page; the slot is below
+            // `DIRECT_SLOTS` since `size <= DIRECT_MAX` and `align <=
+            // MIN_ALIGN` (see `direct_slot`); `pop` allows both kinds of
+            // page, and only this thread uses the heap (`!Sync`).
             unsafe {
-                let p = *(*h).direct.get_unchecked((s + 7) >> 3);
+                let p = *(*h).direct.get_unchecked(heap::direct_slot(size, align));
                 let b = page::pop(p);
                 if !b.is_null() {
                     // A page with a block is never the empty page: it is ours.

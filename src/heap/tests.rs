@@ -220,3 +220,31 @@ fn kept_empty_pages_expire() {
     assert_eq!(kept, 1, "the emptied page was not kept");
     assert_eq!(after, 0, "the kept page outlived its rounds");
 }
+
+/// The `direct` slot of every small request: the size rounded up to the
+/// alignment and to 8, over 8; and the class its slot serves holds the
+/// request at that alignment.
+#[test]
+fn direct_slots_round_to_the_alignment_and_to_8() {
+    for align in [1, 2, 4, 8, 16] {
+        for size in 0..=DIRECT_MAX {
+            let slot = direct_slot(size, align);
+            assert_eq!(
+                slot,
+                (size.next_multiple_of(align).next_multiple_of(8)) / 8,
+                "size {size} align {align}"
+            );
+            let c = (0..crate::size_class::NUM_CLASSES)
+                .find(|&c| {
+                    let (lo, hi) = direct_range(c);
+                    (lo..=hi).contains(&slot)
+                })
+                .expect("a class serves every slot");
+            let b = class_size(c);
+            assert!(
+                b >= size && b % align == 0,
+                "size {size} align {align}: {b}"
+            );
+        }
+    }
+}
