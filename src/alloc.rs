@@ -363,10 +363,6 @@ unsafe fn malloc_slow(mut h: *mut heap::Heap, c: usize, size: usize) -> *mut u8 
             return ptr::null_mut();
         }
     }
-    // A young thread may trade its heap for one it frees into (before its
-    // batches go).
-    // SAFETY: `h` is the calling thread's own heap.
-    h = unsafe { thread::trade_on_slow_path(h) };
     // Before the handshake: starting the thread may allocate.
     background::start_if_wanted();
     // Cached large blocks unused for a while go back to the OS even in a
@@ -675,9 +671,7 @@ unsafe extern "C" fn free_remote(
         };
         count_remote_free(h, c, if size == UNSIZED { bs } else { size });
         freed::mark(p, freed::batched((*seg).freed_key));
-        if remote_batch::add(&mut *h, i, p, bs) {
-            thread::batch_full(h, i, owner);
-        }
+        remote_batch::add(&mut *h, i, p, bs);
     }
 }
 
@@ -713,8 +707,7 @@ unsafe fn free_remote_slow(
             // A thread that frees before it ever allocated (a consumer of
             // blocks made elsewhere) gets a heap now, to batch its frees and
             // count them in its own counters rather than in shared atomics.
-            let owner = (*seg).owner.load(Ordering::Relaxed) as *mut heap::Heap;
-            h = thread::init_heap_preferring(owner);
+            h = thread::init_heap();
             if h.is_null() {
                 h = thread::heap();
             } else {

@@ -162,12 +162,6 @@ pub(crate) struct Heap {
     pub(crate) next_free: *mut Heap,
     /// When the heap was parked (monotonic ms; see `park`).
     pub(crate) parked_at: u64,
-    /// Until when (precise monotonic µs) the thread that took this heap
-    /// may still trade it for a parked heap it frees into (see
-    /// `thread::swap`); 0 once it may not.
-    pub(crate) young_until: u64,
-    pub(crate) dbg_claimed: usize,
-    pub(crate) dbg_hit: usize,
     /// This heap's statistics, beside it in its pool slot; they outlive the
     /// thread (see `stats`). Null only for the shared empty heap.
     counters: *const HeapCounters,
@@ -213,9 +207,6 @@ impl Heap {
             carve_rng: 0,
             next_free: ptr::null_mut(),
             parked_at: 0,
-            young_until: 0,
-            dbg_claimed: 0,
-            dbg_hit: 0,
             counters: ptr::null(),
             private: false,
             outbox: Outbox::EMPTY,

@@ -43,15 +43,7 @@ pub(crate) struct Parked {
     /// The sum of the parked heaps' resident free bytes (which do not
     /// change while they are parked).
     dirty: usize,
-    /// Heaps that a young thread waits for (its first act was to free one
-    /// of their blocks while their thread was still running, see
-    /// `thread::swap`), each with when the wait ends (precise monotonic
-    /// µs): parked, they are left to that thread. `(0, 0)` is no claim.
-    claims: [(usize, u64); CLAIMS],
 }
-
-/// How many claims are kept (the newest replace the oldest).
-const CLAIMS: usize = 8;
 // SAFETY: the heaps on the list belong to no thread; they are only reached
 // under the lock.
 unsafe impl Send for Parked {}
@@ -61,7 +53,6 @@ pub(crate) static PARKED: spin::Mutex<Parked> = spin::Mutex::new(Parked {
     head: ptr::null_mut(),
     count: 0,
     dirty: 0,
-    claims: [(0, 0); CLAIMS],
 });
 
 /// When the oldest parked heap is due for retirement (monotonic ms), or 0
@@ -108,118 +99,29 @@ pub(crate) unsafe fn park(h: *mut Heap) -> Parking {
     if list.count == 1 {
         DEADLINE.store(due_at(now), Ordering::Relaxed);
     }
-    for &(c, until) in list.claims.iter() {
-        if c == h as usize {
-            let t = os::now_us();
-            crate::thread::dbg_pub(0, 1);
-            if until > t { crate::thread::dbg_pub(1, (t + 5000 - until) as usize); crate::thread::dbg_pub(2, 1);} else { crate::thread::dbg_pub(3, 1); }
-        }
-    }
     Parking::Parked
 }
 
-/// Takes the most recently parked heap (the warmest) that no other thread
-/// waits for, or null.
+/// Takes the most recently parked heap (the warmest), or null.
 pub(crate) fn unpark() -> *mut Heap {
     if DEADLINE.load(Ordering::Relaxed) == 0 {
         return ptr::null_mut();
     }
     let mut list = PARKED.lock();
-    list.take_unclaimed()
-}
-
-/// For a thread starting with the free of a block of heap `h`: takes `h`
-/// if it is parked; if not (its thread has not exited yet), claims it
-/// until `until` (precise monotonic µs; see `Parked::claims`) and takes
-/// what [`unpark`] would. Returns the heap taken (maybe `h`), or null.
-pub(crate) fn unpark_preferring(h: *mut Heap, until: u64) -> *mut Heap {
-    let mut list = PARKED.lock();
-    if list.take_heap(h) {
-        return h;
-    }
-    let oldest = (0..CLAIMS).min_by_key(|&i| list.claims[i].1).unwrap_or(0);
-    list.claims[oldest % CLAIMS] = (h as usize, until);
-    crate::thread::dbg_pub(4, 1);
-    if list.count == 0 {
-        return ptr::null_mut();
-    }
-    list.take_unclaimed()
-}
-
-impl Parked {
-    /// Whether `h` is claimed by a young thread until later than `now`.
-    fn claimed(&self, h: *mut Heap, now: u64) -> bool {
-        self.claims
-            .iter()
-            .any(|&(c, until)| c == h as usize && until > now)
-    }
-
-    /// Takes the newest heap not claimed, or null.
-    fn take_unclaimed(&mut self) -> *mut Heap {
-        let any_claim = self.claims.iter().any(|&(c, _)| c != 0);
-        let now = if any_claim { os::now_us() } else { 0 };
-        let mut h = self.head;
-        // SAFETY: heaps on the list are valid, under the lock.
+    let h = list.head;
+    if !h.is_null() {
+        // SAFETY: heaps on the list are valid; taken off it, `h` is ours.
         unsafe {
-            while !h.is_null() && any_claim && self.claimed(h, now) {
-                h = (*h).next_free;
-            }
+            list.head = (*h).next_free;
+            list.dirty -= (*h).dirty();
         }
-        if !h.is_null() {
-            self.take_heap(h);
+        list.count -= 1;
+        // The oldest stays unless the list is now empty.
+        if list.count == 0 {
+            DEADLINE.store(0, Ordering::Relaxed);
         }
-        h
     }
-
-    /// Takes `h` off the list if it is there (and its claim, if any);
-    /// whether it was.
-    fn take_heap(&mut self, h: *mut Heap) -> bool {
-        let mut link: *mut *mut Heap = &mut self.head;
-        // SAFETY: heaps on the list are valid; `link` points at the head or
-        // at the `next_free` of a heap on the list, all under the lock.
-        // Taken off the list, `h` is the caller's.
-        unsafe {
-            while !(*link).is_null() && *link != h {
-                link = &mut (**link).next_free;
-            }
-            if (*link).is_null() {
-                return false;
-            }
-            *link = (*h).next_free;
-            (*h).next_free = ptr::null_mut();
-            self.dirty -= (*h).dirty();
-            self.count -= 1;
-            // The deadline is the oldest heap's, which `h` may have been.
-            let deadline = if self.count == 0 {
-                0
-            } else {
-                let mut t = self.head;
-                while !(*t).next_free.is_null() {
-                    t = (*t).next_free;
-                }
-                due_at((*t).parked_at)
-            };
-            DEADLINE.store(deadline, Ordering::Relaxed);
-        }
-        for c in self.claims.iter_mut() {
-            if c.0 == h as usize {
-                *c = (0, 0);
-            }
-        }
-        true
-    }
-}
-
-/// Whether any heap is parked: one load, a hint read without the lock.
-#[inline]
-pub(crate) fn any_parked() -> bool {
-    DEADLINE.load(Ordering::Relaxed) != 0
-}
-
-/// Takes `h` off the list if it is parked there (for a thread that trades
-/// its own heap for it, see `thread::swap`); whether it was.
-pub(crate) fn take(h: *mut Heap) -> bool {
-    PARKED.lock().take_heap(h)
+    h
 }
 
 /// Whether some parked heap has waited the purge delay (option `purge_delay_ms`): one load when

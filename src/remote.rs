@@ -592,13 +592,6 @@ impl Outbox {
         }
     }
 
-    /// The destinations of the slots holding blocks, as (slot, heap).
-    pub(crate) fn pending_dests(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        (0..OUT_SLOTS)
-            .filter(|&i| self.pending & (1 << i) != 0)
-            .map(|i| (i, self.dest[i]))
-    }
-
     /// The first slot holding blocks, if any.
     pub(crate) fn first_pending(&self) -> Option<usize> {
         (self.pending != 0).then(|| self.pending.trailing_zeros() as usize % OUT_SLOTS)

@@ -118,9 +118,7 @@ unsafe fn find_slot(h: &mut Heap, dest: usize, inbox: *const Inbox) -> Option<us
 }
 
 /// Adds `p`, a block of `bytes` bytes freed by `h`'s thread, to slot `i`'s
-/// batch (from [`slot`]); returns whether the batch is full, for the
-/// caller to hand it over ([`hand_over_full`]) or take its destination's
-/// heap (see `thread::swap`).
+/// batch (from [`slot`]); hands the batch over when it is full.
 ///
 /// # Safety
 /// `h` is the calling thread's heap; `p` is a live block of at most
@@ -128,31 +126,12 @@ unsafe fn find_slot(h: &mut Heap, dest: usize, inbox: *const Inbox) -> Option<us
 /// marked batched; its segment is not private and was owned by slot `i`'s
 /// destination when the caller looked.
 #[inline(always)]
-#[must_use]
-pub(crate) unsafe fn add(h: &mut Heap, i: usize, p: *mut u8, bytes: usize) -> bool {
+pub(crate) unsafe fn add(h: &mut Heap, i: usize, p: *mut u8, bytes: usize) {
     // SAFETY: per the contract; the outbox is this thread's.
-    unsafe { h.outbox.add(i, p.cast(), bytes) }
-}
-
-/// Hands over slot `i`'s batch, which [`add`] found full.
-///
-/// # Safety
-/// `h` is the calling thread's heap.
-pub(crate) unsafe fn hand_over_full(h: &mut Heap, i: usize) {
-    // SAFETY: per the contract.
-    unsafe { hand_over(h, i, true) }
-}
-
-/// Settles the blocks of `chain`, a batch taken out of an outbox whose
-/// destination heap `h` has become the calling thread's (see
-/// `thread::swap`): they are `h`'s own blocks now, freed locally.
-///
-/// # Safety
-/// `h` is the calling thread's heap; `chain` is a batch no one else holds.
-pub(crate) unsafe fn settle_chain(h: &mut Heap, chain: *mut Block) {
-    if !chain.is_null() {
-        // SAFETY: per the contract.
-        unsafe { settle_all(h, chain, true) }
+    unsafe {
+        if h.outbox.add(i, p.cast(), bytes) {
+            hand_over(h, i, true);
+        }
     }
 }
 

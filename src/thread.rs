@@ -31,10 +31,6 @@ use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-mod swap;
-pub(crate) use swap::dbg_pub;
-pub(crate) use swap::{batch_full, on_slow_path as trade_on_slow_path};
-
 /// A static that is only written by code that proved exclusive access.
 #[repr(transparent)]
 pub(crate) struct Shared<T>(UnsafeCell<T>);
@@ -295,7 +291,6 @@ static KEY: spin::Mutex<Option<libc::pthread_key_t>> = spin::Mutex::new(None);
 /// and writes the page map if `SEGALLOC_PAGE_MAP` names a file. Neither
 /// allocates.
 extern "C" fn at_exit() {
-    swap::dbg_print();
     crate::stats::print_at_exit();
     crate::pagemap::write_at_exit();
     #[cfg(feature = "profiling")]
@@ -410,21 +405,7 @@ fn heap_to_pool(h: *mut Heap) {
 #[cold]
 #[inline(never)]
 pub(crate) fn init_heap() -> *mut Heap {
-    init_heap_preferring(ptr::null_mut())
-}
-
-/// [`init_heap`], taking `prefer` if it is parked (a thread whose first
-/// act is to free a block of `prefer`, see `swap`); any heap with null.
-#[cold]
-#[inline(never)]
-pub(crate) fn init_heap_preferring(prefer: *mut Heap) -> *mut Heap {
-    let young_until = os::now_us() + swap::YOUNG_US;
-    let parked = if prefer.is_null() {
-        park::unpark()
-    } else {
-        park::unpark_preferring(prefer, young_until)
-    };
-    if !prefer.is_null() && parked == prefer { swap::dbg(7, 1); }
+    let parked = park::unpark();
     let slot = if parked.is_null() {
         heap_from_pool()
     } else {
@@ -444,10 +425,6 @@ pub(crate) fn init_heap_preferring(prefer: *mut Heap) -> *mut Heap {
         } else {
             (*h).adopt();
         }
-        // Young: it may trade the heap for a parked one (see `swap`).
-        (*h).young_until = young_until;
-        (*h).dbg_claimed = if !prefer.is_null() && parked != prefer { prefer as usize } else { 0 };
-        (*h).dbg_hit = if prefer.is_null() { 0 } else if parked == prefer { 1 } else if !parked.is_null() { 2 } else { 3 };
     }
     // The background purger may take it while it is idle from now on.
     handshake(h).open();
@@ -476,16 +453,6 @@ extern "C" fn thread_done(arg: *mut libc::c_void) {
     // the thread allocates (if at all) from a new heap. Parked, the heap
     // belongs to the list until a thread takes it.
     unsafe {
-        if (*h).dbg_hit != 0 {
-            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-            libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts);
-            let us = ts.tv_sec as usize * 1_000_000 + ts.tv_nsec as usize / 1000;
-            swap::dbg(16 + 2 * ((*h).dbg_hit - 1), 1);
-            swap::dbg(17 + 2 * ((*h).dbg_hit - 1), us);
-            (*h).dbg_hit = 0;
-        }
-        if (*h).dbg_claimed != 0 { swap::dbg(if (*h).young_until != 0 { 15 } else { 12 }, 1); }
-        (*h).young_until = 0;
         crate::remote_batch::exit(&mut *h, &*inbox(h));
         (*h).park();
         let mut parking = park::park(h);
