@@ -12,9 +12,8 @@
 //!
 //! A heap parked for the purge delay (option `purge_delay_ms`) with no thread to adopt it is
 //! retired by the next allocation slow path of any thread (its free memory
-//! purged, its segments abandoned as at a thread exit), except the newest
-//! [`RESERVE`] while threads start (one took a heap within the purge
-//! delay), and `collect()` retires them all. What parked heaps hold is bounded process-wide: at most
+//! purged, its segments abandoned as at a thread exit), and `collect()`
+//! retires them all. What parked heaps hold is bounded process-wide: at most
 //! the option `parked_heaps` wait at once (a thread exiting past that abandons its heap
 //! at once), and their resident free memory is at most
 //! [`PARKED_DIRTY_MAX`] in all (a heap that would exceed it is purged before
@@ -59,14 +58,6 @@ pub(crate) static PARKED: spin::Mutex<Parked> = spin::Mutex::new(Parked {
 /// When the oldest parked heap is due for retirement (monotonic ms), or 0
 /// when none is parked. Written under the lock.
 static DEADLINE: AtomicU64 = AtomicU64::new(0);
-
-/// When a thread last started (took a heap; monotonic ms): a hint, written
-/// without the lock.
-static LAST_START: AtomicU64 = AtomicU64::new(0);
-
-/// While threads start, this many parked heaps are kept past the purge
-/// delay (see [`take_due`]).
-pub(crate) const RESERVE: usize = 2;
 
 /// What [`park`] did with a heap.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -141,41 +132,19 @@ pub(crate) fn any_due() -> bool {
     d != 0 && os::now_ms() >= d
 }
 
-/// Notes that a thread starts (takes a heap, parked or not), for
-/// [`take_due`]'s reserve.
-#[inline]
-pub(crate) fn note_start() {
-    LAST_START.store(os::now_ms(), Ordering::Relaxed);
-}
-
 /// Takes off the list every heap that has waited the purge delay (option `purge_delay_ms`) (every
 /// heap with `all`) and returns them linked through `next_free`, for the
 /// caller to retire.
-///
-/// While threads start (one did within the purge delay), the newest
-/// [`RESERVE`] heaps stay even when due: a thread that starts before the
-/// one it succeeds has parked its heap (C larson: each thread starts its
-/// successor, then exits) finds the list empty once the reserve is gone,
-/// and takes an empty heap, whose memory (purged at its retirement) it
-/// faults in and carves afresh. Without the reserve, C larson's 400
-/// thread starts took 15-24 empty heaps a run, each costing the thread
-/// 1-1.5 ms more CPU time than a parked heap.
 pub(crate) fn take_due(all: bool) -> *mut Heap {
     let now = os::now_ms();
     let mut list = PARKED.lock();
-    let reserve_until = due_at(LAST_START.load(Ordering::Relaxed));
-    let reserve = if all || reserve_until <= now {
-        0
-    } else {
-        RESERVE
-    };
     // The due heaps are a tail of the list (parked_at never grows along it).
     let mut link: *mut *mut Heap = &mut list.head;
     let mut kept = 0;
     // SAFETY: heaps on the list are valid; `link` points at the head or at
     // the `next_free` of a heap on the list, all under the lock.
     unsafe {
-        while !(*link).is_null() && !all && (kept < reserve || due_at((**link).parked_at) > now) {
+        while !(*link).is_null() && !all && due_at((**link).parked_at) > now {
             link = &mut (**link).next_free;
             kept += 1;
         }
@@ -195,14 +164,7 @@ pub(crate) fn take_due(all: bool) -> *mut Heap {
             while !(*t).next_free.is_null() {
                 t = (*t).next_free;
             }
-            // A due heap kept as the reserve is looked at again when the
-            // reserve lapses (later than now, or it would have no reserve).
-            let d = due_at((*t).parked_at);
-            if d <= now {
-                reserve_until
-            } else {
-                d
-            }
+            due_at((*t).parked_at)
         };
         DEADLINE.store(deadline, Ordering::Relaxed);
         due

@@ -405,7 +405,6 @@ fn heap_to_pool(h: *mut Heap) {
 #[cold]
 #[inline(never)]
 pub(crate) fn init_heap() -> *mut Heap {
-    park::note_start();
     let parked = park::unpark();
     let slot = if parked.is_null() {
         heap_from_pool()

@@ -4,8 +4,6 @@
 //!   block was freed by another thread after its exit;
 //! - a parked heap that no thread takes is retired (its free memory purged)
 //!   by the next allocation slow path after `PURGE_DELAY_MS`;
-//! - while threads start, the newest parked heaps are kept past the delay
-//!   (a reserve for threads that start before their predecessor parks);
 //! - `collect()` retires parked heaps at once;
 //! - a thread that used much memory and freed it before exiting does not
 //!   leave it all resident in its parked heap (16 MiB at most in all).
@@ -32,10 +30,9 @@ fn main() {
     common::no_sampling();
     new_thread_reuses_the_warm_memory_of_an_exited_one();
     parked_heap_is_retired_after_the_delay();
-    a_thread_start_keeps_a_reserve_of_parked_heaps();
     collect_retires_parked_heaps();
     parked_heaps_keep_bounded_free_memory();
-    println!("park: 5 passed, 0 failed");
+    println!("park: 4 passed, 0 failed");
 }
 
 /// Minor page faults of the calling thread so far.
@@ -119,51 +116,6 @@ fn parked_heap_is_retired_after_the_delay() {
         mib(after),
         segalloc::stats()
     );
-}
-
-fn a_thread_start_keeps_a_reserve_of_parked_heaps() {
-    segalloc::collect();
-    // Three heaps parked: three workers that each hold their blocks until
-    // all three have allocated, so that none takes another's heap.
-    let all = std::sync::Arc::new(std::sync::Barrier::new(3));
-    let workers: Vec<_> = (0..3)
-        .map(|i| {
-            let all = all.clone();
-            thread::spawn(move || {
-                let v = fill(i);
-                all.wait();
-                drop(v);
-            })
-        })
-        .collect();
-    for w in workers {
-        w.join().unwrap();
-    }
-    let parked = segalloc::stats().free_pages;
-    assert!(
-        parked >= 6 << 20,
-        "three exited workers' heaps kept only {} resident free memory",
-        mib(parked)
-    );
-    // All three are due now; a thread starts and takes one, and its first
-    // slow path would retire the other two, but for the reserve.
-    thread::sleep(Duration::from_millis(250));
-    let kept = thread::spawn(|| {
-        std::hint::black_box(Box::new([0u8; 100]));
-        segalloc::stats().free_pages
-    })
-    .join()
-    .unwrap();
-    // The heap taken purges its free memory, parked past the delay, at
-    // its first slow path; the two left keep theirs (without the reserve,
-    // nothing is left).
-    assert!(
-        kept > parked / 2,
-        "a thread start retired the parked heaps it did not take: {} -> {}",
-        mib(parked),
-        mib(kept)
-    );
-    segalloc::collect();
 }
 
 fn collect_retires_parked_heaps() {
