@@ -154,8 +154,8 @@ impl Prof {
 }
 
 /// `-ln(u)` for `u = ((r >> 11) + 1) / 2^53`, uniform in (0, 1] (never 0,
-/// whose logarithm is infinite) when `r` is: an exponential variate of mean
-/// 1. Inline, without glibc's `log` (a call of about 50 instructions, some
+/// whose logarithm is infinite) when `r` is: an exponential variate of
+/// mean one. Inline, without glibc's `log` (a call of about 50 instructions, some
 /// 65 with the conversions around it; this is about 30): `u`'s exponent
 /// gives `e` and its mantissa `m` in `[sqrt(1/2), sqrt(2))`, and
 /// `ln(m) = 2 atanh(s)`, `s = (m - 1) / (m + 1)`, `|s| < 0.172`, by the
