@@ -143,13 +143,47 @@ impl Prof {
         x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    /// An exponential draw of mean `rate` bytes, at least 1.
+    /// An exponential draw of mean `rate` bytes, at least 1. Inline: as a
+    /// call of its own it saved its registers and reloaded them, a dozen
+    /// instructions a sample.
+    #[inline(always)]
     fn draw(&mut self, rate: usize) -> isize {
-        // Uniform in (0, 1]: never 0, whose logarithm is infinite.
-        let u = ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
-        let d = -u.ln() * rate as f64;
+        let d = neg_ln_uniform(self.next_u64()) * rate as isize as f64;
         (d as isize).clamp(1, isize::MAX / 4)
     }
+}
+
+/// `-ln(u)` for `u = ((r >> 11) + 1) / 2^53`, uniform in (0, 1] (never 0,
+/// whose logarithm is infinite) when `r` is: an exponential variate of
+/// mean one. Inline, without glibc's `log` (a call of about 50 instructions, some
+/// 65 with the conversions around it; this is about 30): `u`'s exponent
+/// gives `e` and its mantissa `m` in `[sqrt(1/2), sqrt(2))`, and
+/// `ln(m) = 2 atanh(s)`, `s = (m - 1) / (m + 1)`, `|s| < 0.172`, by the
+/// series `2 (s + s^3/3 + s^5/5 + s^7/7 + s^9/9)`, whose omitted terms are
+/// below 1e-9 (`2 s^11 / 11 < 7e-10`): the result is within 1e-9 of
+/// `-ln(u)`, whose mean over the draws is 1.
+#[inline(always)]
+fn neg_ln_uniform(r: u64) -> f64 {
+    const LN2: f64 = core::f64::consts::LN_2;
+    const MANTISSA: u64 = (1 << 52) - 1;
+    const ONE: u64 = 1023 << 52;
+    // An integer in [1, 2^53]: exact as an f64, and converted as a signed one
+    // (one instruction; an unsigned conversion takes a dozen).
+    let n = ((r >> 11) + 1) as i64 as f64;
+    let bits = n.to_bits();
+    // n = 2^e * m, m in [1, 2), then folded into [sqrt(1/2), sqrt(2)).
+    let mut e = (bits >> 52) as i64 - 1023;
+    let mut m = f64::from_bits((bits & MANTISSA) | ONE);
+    if m > core::f64::consts::SQRT_2 {
+        m *= 0.5;
+        e += 1;
+    }
+    let s = (m - 1.0) / (m + 1.0);
+    let s2 = s * s;
+    let ln_m =
+        2.0 * s * (1.0 + s2 * (1.0 / 3.0 + s2 * (1.0 / 5.0 + s2 * (1.0 / 7.0 + s2 * (1.0 / 9.0)))));
+    // u = n / 2^53, so -ln(u) = (53 - e) ln 2 - ln(m).
+    (53 - e) as f64 * LN2 - ln_m
 }
 
 fn splitmix(mut z: u64) -> u64 {
@@ -225,22 +259,24 @@ pub(crate) fn decide(p: &mut Prof, size: usize) -> Option<f64> {
         rearm(p);
         return None;
     }
-    let rate = rate() as f64;
+    let rate = rate();
     p.busy = true;
-    p.countdown = p.draw(rate as usize);
-    Some(weight(size, rate))
+    p.countdown = p.draw(rate);
+    Some(weight(size, rate as isize as f64))
 }
 
 /// The allocations a sample of `size` bytes stands for at `rate`:
 /// `1 / (1 - exp(-size / rate))`, one over its probability of being sampled.
 fn weight(size: usize, rate: f64) -> f64 {
-    let x = size.max(1) as f64 / rate;
+    // Sizes are below 2^63: converted as signed (one instruction).
+    let x = size.max(1) as isize as f64 / rate;
     if x < 1.0 / 16.0 {
         // Nearly every sample (a small block, far below the rate): the
         // series `1/x + 1/2 + x/12 - x^3/720 + x^5/30240 - ...`, whose
         // omitted terms are below 1e-11 here, instead of `exp` (a call to
-        // libm, about 60 instructions on glibc).
-        return 1.0 / x + 0.5 + x / 12.0 - x * x * x / 720.0;
+        // libm, about 60 instructions on glibc). Multiplied by the constants'
+        // reciprocals: a division takes several times a product's time.
+        return 1.0 / x + 0.5 + x * (1.0 / 12.0) - x * x * x * (1.0 / 720.0);
     }
     let prob = 1.0 - (-x).exp();
     if prob > 0.0 {
@@ -282,7 +318,11 @@ impl Stack {
     /// A stack with no frame yet, for [`capture`].
     pub(crate) fn new() -> Stack {
         Stack {
-            frames: [MaybeUninit::uninit(); MAX_FRAMES],
+            // SAFETY: an array of `MaybeUninit` needs no initialisation.
+            // (Written `[MaybeUninit::uninit(); MAX_FRAMES]`, the compiler
+            // merged the array with the zeroes of `len` and `how` into one
+            // `memset` of 521 bytes, about 50 instructions a sample.)
+            frames: unsafe { MaybeUninit::uninit().assume_init() },
             len: 0,
             how: How::Unwinder,
         }
@@ -417,11 +457,26 @@ static TABLE: spin::Mutex<Table> = spin::Mutex::new(Table {
     },
 });
 
+/// `weight * n` truncated, for the estimates: as `(weight * n as f64) as
+/// u64`, but through signed conversions (one instruction each way, where
+/// unsigned ones take a dozen: some 40 instructions a sample), exact as
+/// long as `n` and the product are below 2^63 (a size, and a weight that
+/// is at most `rate / size` plus one).
+#[inline(always)]
+fn scaled(weight: f64, n: usize) -> u64 {
+    (weight * n as isize as f64) as i64 as u64
+}
+
+/// The hash of a stack (never 0, an empty slot's): each frame multiplied
+/// in, the product rotated so that every frame's high bits reach the low
+/// bits the table's index takes (three instructions a frame; a shift and
+/// an exclusive or in place of the rotation took five).
 fn hash(frames: &[usize]) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     for &f in frames {
-        h = (h ^ f as u64).wrapping_mul(0x0100_0000_01b3);
-        h ^= h >> 29;
+        h = (h ^ f as u64)
+            .wrapping_mul(0x0100_0000_01b3)
+            .rotate_left(29);
     }
     h | 1
 }
@@ -445,9 +500,9 @@ impl Table {
         true
     }
 
-    /// The index of the site of `frames`, added if new; None when full.
-    fn site(&mut self, frames: &[usize]) -> Option<usize> {
-        let h = hash(frames);
+    /// The index of the site of `frames` (whose [`hash`] is `h`), added if
+    /// new; None when full.
+    fn site(&mut self, frames: &[usize], h: u64) -> Option<usize> {
         let mut i = h as usize & (SITES - 1);
         loop {
             // SAFETY: `i < SITES`; the mapping is zeroed, so unused slots
@@ -477,12 +532,22 @@ impl Table {
 /// allocations, made from `stack`. Returns its slot (non-zero), or 0 when
 /// the table is full (the sample is dropped and counted). Never allocates.
 pub(crate) fn record(stack: &Stack, size: usize, block: usize, weight: f64) -> u32 {
+    // Worked out before the lock is taken, to hold it the shorter.
+    let frames = stack.frames();
+    let h = hash(frames);
+    let rec = Sample {
+        site: 0,
+        next_free: 0,
+        bytes: scaled(weight, size),
+        blocks: scaled(weight, FX as usize),
+        block_bytes: scaled(weight, block),
+    };
     let mut t = TABLE.lock();
     let slot = (|| {
         if !t.ensure() {
             return None;
         }
-        let site = t.site(stack.frames())?;
+        let site = t.site(frames, h)?;
         let slot = if t.free != 0 {
             let s = t.free;
             // SAFETY: a slot on the free list is below `high`.
@@ -496,10 +561,7 @@ pub(crate) fn record(stack: &Stack, size: usize, block: usize, weight: f64) -> u
         };
         let rec = Sample {
             site: site as u32,
-            next_free: 0,
-            bytes: (weight * size as f64) as u64,
-            blocks: (weight * FX as f64) as u64,
-            block_bytes: (weight * block as f64) as u64,
+            ..rec
         };
         // SAFETY: `slot - 1 < SAMPLES` and `site < SITES`: ours under the lock.
         unsafe {
@@ -652,7 +714,46 @@ mod tests {
             );
         }
         // While busy (inside the sampler), nothing is sampled.
+        let mut p = Prof::NEW;
         p.busy = true;
         assert_eq!(decide(&mut p, 1 << 20), None);
+    }
+
+    /// The inline `-ln(u)` of the draws agrees with `ln` to 1e-9 over the
+    /// whole range of `u`, its edges and both
+    /// sides of the fold at `sqrt(2)` included; and over two million draws
+    /// the mean interval is within 1% of the rate (its standard error
+    /// is 0.07%), at the default rate and a small one.
+    #[test]
+    fn the_inline_logarithm_is_exact_enough_and_the_mean_is_the_rate() {
+        let mut p = Prof::NEW;
+        let check = |r: u64| {
+            let u = ((r >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+            let (want, got) = (-u.ln(), neg_ln_uniform(r));
+            assert!((got - want).abs() <= 1e-9, "{r:#x}: {got} against {want}");
+        };
+        for r in [0, 1 << 11, u64::MAX, u64::MAX - (1 << 11), 1 << 63, 1 << 40] {
+            check(r);
+        }
+        // Mantissas on both sides of sqrt(2), at several exponents.
+        // (`r` stands for the integer `n = (r >> 11) + 1` in [1, 2^53].)
+        for e in [1, 2, 20, 40, 52] {
+            let at = (core::f64::consts::SQRT_2 * (1u64 << e) as f64) as u64;
+            for n in at - 1..=at + 2 {
+                check((n - 1) << 11);
+            }
+        }
+        for _ in 0..1_000_000 {
+            check(p.next_u64());
+        }
+        for rate in [DEFAULT_RATE, 4096] {
+            let n = 2_000_000;
+            let sum: f64 = (0..n).map(|_| p.draw(rate) as f64).sum();
+            let mean = sum / n as f64;
+            assert!(
+                (mean - rate as f64).abs() < rate as f64 * 0.01,
+                "{rate}: mean {mean}"
+            );
+        }
     }
 }

@@ -21,17 +21,25 @@ static LIMIT: AtomicUsize = AtomicUsize::new(0);
 /// first call (a plain `open` and `read`: no allocation), the kernel's
 /// default where it cannot be read; a later change of the setting is not
 /// seen.
+#[inline]
 pub(crate) fn max_map_count() -> usize {
     match LIMIT.load(Ordering::Relaxed) {
-        0 => {
-            let mut buf = [0u8; 32];
-            let n = read_file(SETTING, &mut buf);
-            let limit = parse(&buf[..n]).unwrap_or(DEFAULT);
-            LIMIT.store(limit, Ordering::Relaxed);
-            limit
-        }
+        0 => read_max_map_count(),
         n => n,
     }
+}
+
+/// The first look of [`max_map_count`]: out of line, so that the usual
+/// one (a load, at every sample of the heap profiler) sets up no buffer
+/// and saves no registers.
+#[cold]
+#[inline(never)]
+fn read_max_map_count() -> usize {
+    let mut buf = [0u8; 32];
+    let n = read_file(SETTING, &mut buf);
+    let limit = parse(&buf[..n]).unwrap_or(DEFAULT);
+    LIMIT.store(limit, Ordering::Relaxed);
+    limit
 }
 
 /// The decimal number at the start of `text` (the file's contents), if

@@ -11,7 +11,7 @@
 //! `rbp` plus a constant, the return address is at CFA - 8, `rbp` is at CFA
 //! minus a constant or unchanged" ([`Rule`]), and a program's samples come
 //! from a few hundred return addresses at most. So a rule, once found, is
-//! kept in a table of [`CACHE`] words (mapped from the OS on first use),
+//! kept in a table of [`CACHE`] words (a zero-filled static),
 //! each the whole entry in one atomic word (the address's tag and the
 //! rule): a hit is a load, a compare and a few reads of the stack, tens of
 //! instructions a frame, and threads racing on an entry each see a whole
@@ -31,7 +31,7 @@
 //! check it against without the loader's lock.
 
 use core::mem::MaybeUninit;
-use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Entries of the rule cache (a power of two; 32 KiB).
 pub(crate) const CACHE: usize = 1 << CACHE_BITS;
@@ -96,6 +96,7 @@ impl Rule {
         }
     }
 
+    #[cfg(test)]
     fn decode(v: u64) -> Rule {
         let cfa = (v >> 2) as u32 & ((1 << CFA_BITS) - 1);
         if cfa == 0 {
@@ -109,100 +110,79 @@ impl Rule {
     }
 }
 
-/// The cache (null until first used, or if it could not be mapped).
-static TABLE: AtomicPtr<AtomicU64> = AtomicPtr::new(core::ptr::null_mut());
-
-fn table() -> *const AtomicU64 {
-    let t = TABLE.load(Ordering::Acquire);
-    if !t.is_null() {
-        return t;
-    }
-    let bytes = CACHE * core::mem::size_of::<AtomicU64>();
-    let m = crate::os::map_scratch(bytes).cast::<AtomicU64>();
-    if m.is_null() {
-        return m;
-    }
-    match TABLE.compare_exchange(core::ptr::null_mut(), m, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => m,
-        Err(other) => {
-            // SAFETY: our own mapping of that size, never published.
-            unsafe { crate::os::unmap_scratch(m.cast(), bytes) };
-            other
-        }
-    }
-}
+/// The cache: [`CACHE`] entries, each 0 (empty) or `key << RULE_BITS |
+/// rule` (see [`slot`] and [`Rule::encode`]). A static (zero-filled, in
+/// `.bss`): a process that never samples touches none of its 32 KiB, and the
+/// walk needs no load of a table's address and no test that it exists
+/// (mapped from the OS on first use until 2026-11-28).
+static TABLE: [AtomicU64; CACHE] = [const { AtomicU64::new(0) }; CACHE];
 
 /// The index of the first entry of `pc`'s set (the second follows it)
-/// and its tag, for `pc` below 2^[`ADDR_BITS`]: the tag is the address's
-/// high bits, the set its low bits mixed with the tag's, so that the two
-/// give the address back.
+/// and its key: the address's high bits plus one, the set its low bits
+/// mixed with the high bits', so that the two give the address back. The
+/// key is never 0, so an empty entry (0) matches no address and the lookup
+/// needs no test of its own for it; the key of an address at or above
+/// 2^[`ADDR_BITS`] - 2^[`SET_BITS`] does not fit an entry and matches none
+/// ([`insert`] does not cache it).
 #[inline(always)]
 fn slot(pc: usize) -> (usize, u64) {
-    let tag = (pc >> SET_BITS) as u64;
-    (((pc ^ tag as usize) & ((1 << SET_BITS) - 1)) << 1, tag)
+    let high = (pc >> SET_BITS) as u64;
+    (((pc ^ high as usize) & ((1 << SET_BITS) - 1)) << 1, high + 1)
 }
 
-/// The rule of the frame executing at `pc`: from the cache, else from the
-/// unwind tables (and then cached). None where the tables give no simple
-/// rule (the caller falls back).
-#[inline(always)]
-fn lookup(t: *const AtomicU64, pc: usize) -> Option<Rule> {
-    let cacheable = !t.is_null() && pc >> ADDR_BITS == 0;
-    if cacheable {
-        // SAFETY: `t` is the table (not null, checked above).
-        if let Some(r) = unsafe { find(t, pc) } {
-            return Some(r);
-        }
-    }
-    miss(t, pc, cacheable)
-}
+/// Keys that fit an entry are below this.
+const KEY_LIMIT: u64 = 1 << (64 - RULE_BITS);
 
-/// The cached rule of `pc` (below 2^[`ADDR_BITS`]) in the table `t`.
+/// The cached rule of `pc` in the table `t`: the entry's rule bits (see
+/// [`Rule::encode`]).
 ///
 /// # Safety
 /// `t` points to [`CACHE`] entries.
 #[inline(always)]
-unsafe fn find(t: *const AtomicU64, pc: usize) -> Option<Rule> {
-    let (i, tag) = slot(pc);
+unsafe fn find(t: *const AtomicU64, pc: usize) -> Option<u64> {
+    let (i, key) = slot(pc);
     // SAFETY: `i + 1 < CACHE`, within the table per the contract.
     let v = unsafe { &*t.add(i) }.load(Ordering::Relaxed);
-    if v >> RULE_BITS == tag && v != 0 {
-        return Some(Rule::decode(v));
+    if v >> RULE_BITS == key {
+        return Some(v);
     }
     // SAFETY: as above.
     let v = unsafe { &*t.add(i + 1) }.load(Ordering::Relaxed);
-    if v >> RULE_BITS == tag && v != 0 {
-        return Some(Rule::decode(v));
+    if v >> RULE_BITS == key {
+        return Some(v);
     }
     None
 }
 
-/// Caches rule `r` of `pc` (below 2^[`ADDR_BITS`]) in the table `t`: the
-/// set's newer entry goes second and this one first, so the older is
+/// Caches rule `r` of `pc` in the table `t` (unless its key does not fit):
+/// the set's newer entry goes second and this one first, so the older is
 /// evicted. Each store is a whole entry; threads racing here may lose an
 /// entry or hold one twice, which costs a miss at most.
 ///
 /// # Safety
 /// `t` points to [`CACHE`] entries.
 unsafe fn insert(t: *const AtomicU64, pc: usize, r: Rule) {
-    let (i, tag) = slot(pc);
+    let (i, key) = slot(pc);
+    if key >= KEY_LIMIT {
+        return;
+    }
     // SAFETY: `i + 1 < CACHE`, within the table per the contract.
     unsafe {
         let first = (*t.add(i)).load(Ordering::Relaxed);
         (*t.add(i + 1)).store(first, Ordering::Relaxed);
-        (*t.add(i)).store(tag << RULE_BITS | r.encode(), Ordering::Relaxed);
+        (*t.add(i)).store(key << RULE_BITS | r.encode(), Ordering::Relaxed);
     }
 }
 
+/// The rule of `pc` from the unwind tables, cached: its encoding (see
+/// [`Rule::encode`]); None where the tables give no simple rule.
 #[cold]
 #[inline(never)]
-fn miss(t: *const AtomicU64, pc: usize, cacheable: bool) -> Option<Rule> {
+fn miss(pc: usize) -> Option<u64> {
     let r = super::cfi::rule_for(pc)?;
-    if cacheable {
-        // SAFETY: `cacheable` means `t` is the table, not null.
-        unsafe { insert(t, pc, r) };
-    }
-    Some(r)
+    // SAFETY: the table has CACHE entries.
+    unsafe { insert(TABLE.as_ptr(), pc, r) };
+    Some(r.encode())
 }
 
 /// The instruction pointer, stack pointer and `rbp` of the calling
@@ -223,18 +203,6 @@ fn registers() -> (usize, usize, usize) {
         );
     }
     (ip, sp, bp)
-}
-
-/// Reads the stack word at `a`, which must lie in `[lo, hi)`.
-#[inline(always)]
-fn word(a: usize, lo: usize, hi: usize) -> Option<usize> {
-    if a < lo || a % 8 != 0 || a > hi.checked_sub(8)? {
-        return None;
-    }
-    // SAFETY: `[a, a + 8)` lies between the walk's own stack pointer and the
-    // end of the thread's stack mapping: mapped and readable while the
-    // thread runs on it. Volatile: other frames' words.
-    Some(unsafe { core::ptr::read_volatile(a as *const usize) })
 }
 
 /// The most of a thread's stack [`stack_bounds`] checks with the kernel
@@ -288,29 +256,51 @@ pub(crate) fn capture(
         *bounds = stack_bounds(sp)?;
     }
     let hi = bounds.1;
-    let t = table();
+    // An 8-aligned start keeps every frame's CFA 8-aligned (checked below
+    // for each), so that the CFA above `rsp` is at least `rsp + 8`.
+    if sp % 8 != 0 {
+        return None;
+    }
+    let t = TABLE.as_ptr();
     // This frame is looked up at its own address, callers' at their return
     // address minus one (the call, not what follows it, which may belong
     // to the next function after a call that does not return).
     let (mut pc, mut rsp, mut rbp) = (ip, sp, bp);
     let mut n = 0;
+    // The rule is used in its encoded form (see `Rule::encode`): decoding
+    // it into a `Rule` and matching cost about 30 instructions a frame.
     while n < out.len() {
-        let (rbp_based, cfa, rbp_slot) = match lookup(t, pc)? {
-            Rule::End => break,
-            Rule::Frame {
-                rbp_based,
-                cfa,
-                rbp_slot,
-            } => (rbp_based, cfa as usize, rbp_slot as usize),
+        // SAFETY: `t` is the table, of CACHE entries.
+        let v = match unsafe { find(t, pc) } {
+            Some(v) => v,
+            None => miss(pc)?,
         };
-        let cfa = (if rbp_based { rbp } else { rsp }).checked_add(cfa)?;
-        // Frames lie strictly above one another.
-        if cfa <= rsp {
+        let cfa_off = ((v >> 2) & ((1 << CFA_BITS) - 1)) << 3;
+        if cfa_off == 0 {
+            // `Rule::End`.
+            break;
+        }
+        let cfa = (if v & 2 != 0 { rbp } else { rsp }).wrapping_add(cfa_off as usize);
+        // Frames lie strictly above one another, within the stack, 8-aligned:
+        // so `[cfa - 8, cfa)` lies in `[rsp, hi)` (a wrapped sum is below
+        // `rsp`).
+        if cfa <= rsp || cfa > hi || cfa % 8 != 0 {
             return None;
         }
-        let ra = word(cfa - 8, rsp, hi)?;
-        if rbp_slot != 0 {
-            rbp = word(cfa.checked_sub(8 * rbp_slot)?, rsp, hi)?;
+        // SAFETY: `[cfa - 8, cfa)` lies between the walk's own stack
+        // pointer and the top of the thread's stack (checked readable by
+        // `stack_bounds`): mapped while the thread runs on it. Volatile:
+        // other frames' words.
+        let ra = unsafe { core::ptr::read_volatile((cfa - 8) as *const usize) };
+        let rbp_at = (((v >> (2 + CFA_BITS)) & ((1 << SLOT_BITS) - 1)) << 3) as usize;
+        if rbp_at != 0 {
+            // At least 16 (`Rule::frame` refuses slot 1): below the return
+            // address, so below `hi`; above `rsp` if this holds.
+            if rbp_at > cfa - rsp {
+                return None;
+            }
+            // SAFETY: `[cfa - rbp_at, +8)` lies in `[rsp, cfa - 8)`, as above.
+            rbp = unsafe { core::ptr::read_volatile((cfa - rbp_at) as *const usize) };
         }
         rsp = cfa;
         if ra == 0 {
@@ -369,14 +359,28 @@ mod tests {
         unsafe {
             insert(t, a, ra);
             insert(t, b, rb);
-            assert_eq!(find(t, b), Some(rb));
-            assert_eq!(find(t, a), Some(ra));
+            let find = |pc| find(t, pc).map(Rule::decode);
+            assert_eq!(find(b), Some(rb));
+            assert_eq!(find(a), Some(ra));
             insert(t, c, rc);
-            assert_eq!(find(t, c), Some(rc));
-            assert_eq!(find(t, b), Some(rb));
-            assert_eq!(find(t, a), None);
+            assert_eq!(find(c), Some(rc));
+            assert_eq!(find(b), Some(rb));
+            assert_eq!(find(a), None);
             // An address never cached is not found, whatever its set holds.
-            assert_eq!(find(t, a ^ 8), None);
+            assert_eq!(find(a ^ 8), None);
+            // Empty entries match no address, the lowest included (their
+            // key is 1, an empty entry's 0).
+            assert_eq!(find(0), None);
+            assert_eq!(find(8), None);
+            insert(t, 8, rb);
+            assert_eq!(find(8), Some(rb));
+            // Addresses whose key does not fit an entry are never cached,
+            // and never match another's entry.
+            for pc in [(1usize << ADDR_BITS) - 16, 1 << ADDR_BITS, usize::MAX - 8] {
+                insert(t, pc, ra);
+                assert_eq!(find(pc), None, "{pc:x}");
+            }
+            assert_eq!(find(8), Some(rb));
         }
     }
 
