@@ -231,7 +231,7 @@ fn direct_slots_round_to_the_alignment_and_to_8() {
             let slot = direct_slot(size, align);
             assert_eq!(
                 slot,
-                (size.next_multiple_of(align).next_multiple_of(8)) / 8,
+                size.next_multiple_of(align).div_ceil(8),
                 "size {size} align {align}"
             );
             let c = (0..crate::size_class::NUM_CLASSES)
