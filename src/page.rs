@@ -364,14 +364,34 @@ impl Page {
         counts
     }
 
-    /// Blocks on `free`, walking at most `capacity` links (a corrupted list
-    /// cannot make this loop forever).
+    /// Blocks on `free`, without walking it: every carved block is live
+    /// (in `used`, those on `thread_free` included), on `free`, on
+    /// `local_free`, or in a purged OS page or excluded (`purged_blocks`).
+    /// Only `local_free` is walked, which holds nothing but collected frees
+    /// of other threads: walking `free` instead, a whole page of cold links
+    /// when the page had emptied, took 13% of the time of a program that
+    /// frees most of its blocks at random (`fragment`, perf).
     fn free_len(&self) -> u32 {
+        let off_free = self.used.get() + u32::from(self.purged_blocks) + self.local_free_len();
+        let n = self.capacity.wrapping_sub(off_free);
+        debug_assert_eq!(n, Self::list_len(self.free, self.capacity));
+        n
+    }
+
+    /// Blocks on `local_free`, walking at most `capacity` links (a
+    /// corrupted list cannot make this loop forever).
+    fn local_free_len(&self) -> u32 {
+        Self::list_len(self.local_free, self.capacity)
+    }
+
+    /// Links from `head` to the end of its list, at most `cap`.
+    fn list_len(head: *mut Block, cap: u32) -> u32 {
         let mut n = 0;
-        let mut b = self.free;
-        while !b.is_null() && n < self.capacity {
+        let mut b = head;
+        while !b.is_null() && n < cap {
             n += 1;
-            // SAFETY: blocks on `free` are valid and hold links we wrote.
+            // SAFETY: blocks on the owner's lists are valid and hold links
+            // the owner wrote.
             b = unsafe { next_of(b) };
         }
         n

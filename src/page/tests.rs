@@ -154,3 +154,36 @@ fn the_count_of_blocks_in_use_survives_its_mark_moving() {
         "empty"
     );
 }
+
+/// The counts taken without walking `free`: blocks freed by the owner go
+/// on `free`, collected frees of other threads on `local_free`, and the
+/// allocations are what left `free` either way.
+#[test]
+fn counts_are_exact_without_walking_the_free_list() {
+    let bs = 64;
+    let (mut page, mem) = full_page(bs);
+    let n = page.reserved;
+    let first = page.take_counts(true);
+    assert_eq!((first.allocs, first.local_frees), (n, 0));
+    let block = |k: u32| mem.wrapping_add(k as usize * bs);
+    // SAFETY: each block is live and freed once, by the owner.
+    unsafe {
+        for k in 0..n / 2 {
+            page.free_owner(block(k), bs);
+        }
+        for k in n / 2..n / 2 + 10 {
+            page.free_collected(block(k));
+        }
+    }
+    let after_frees = page.take_counts(true);
+    assert_eq!((after_frees.allocs, after_frees.local_frees), (0, n / 2));
+    for _ in 0..3 {
+        // SAFETY: the page is ours.
+        assert!(!unsafe { pop(&mut page) }.is_null());
+    }
+    let after_pops = page.take_counts(true);
+    assert_eq!((after_pops.allocs, after_pops.local_frees), (3, 0));
+    assert_eq!(page.free_len(), n / 2 - 3);
+    assert_eq!(page.local_free_len(), 10);
+    crate::os::unmap(mem, SLICE_SIZE);
+}
