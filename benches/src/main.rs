@@ -2,7 +2,7 @@
 //!
 //! `cargo run --release -p segalloc-bench -- [options]` runs every workload in
 //! a fresh child process per (repetition, workload, allocator), interleaving
-//! the allocators, and prints one Markdown table of median wall time and peak
+//! the allocators (their order rotated each repetition), and prints one Markdown table of median wall time and peak
 //! RSS. The child is this same binary (`worker` subcommand); its global
 //! allocator is the [`Dispatch`] forwarder, whose selection is fixed from
 //! the environment before the first allocation of the process, so the
@@ -233,7 +233,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Runs every case under every allocator, `reps` times, interleaved so slow
-/// drifts of the machine affect all allocators alike.
+/// drifts of the machine affect all allocators alike, the allocators' order
+/// rotated by one each repetition so that none always runs first (right
+/// after another workload's last run) or last.
 fn measure(cases: &[Case], o: &Opts) -> (Vec<Row>, bool) {
     let mut samples: HashMap<(usize, Alloc), Vec<Sample>> = HashMap::new();
     let mut failed: HashMap<(usize, Alloc), String> = HashMap::new();
@@ -242,7 +244,9 @@ fn measure(cases: &[Case], o: &Opts) -> (Vec<Row>, bool) {
     let started = Instant::now();
     for rep in 0..o.reps {
         for (ci, case) in cases.iter().enumerate() {
-            for &alloc in &o.allocs {
+            let n = o.allocs.len();
+            for k in 0..n {
+                let alloc = o.allocs[(k + rep) % n];
                 done += 1;
                 if failed.contains_key(&(ci, alloc)) {
                     continue;
