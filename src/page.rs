@@ -58,9 +58,11 @@
 //! the owner's frees), so the allocations since the counts were last taken
 //! are `placed` less what is still on `free`, and the local frees are the
 //! allocations less the growth of `used` (other threads' frees, counted by
-//! their freers, are kept out of that growth through `fold_used`). When
-//! `free` has run dry, as it has whenever the page is refilled, nothing
-//! needs walking.
+//! their freers, are kept out of that growth through `fold_used`). What is
+//! still on `free` is worked out, not walked: every carved block is in use,
+//! on `free`, on `local_free` or in a purged OS page, so only `local_free`
+//! (other threads' collected frees, usually short) is walked, and when
+//! `free` has run dry, as it has whenever the page is refilled, nothing is.
 
 use crate::counters::COUNT_REQUESTED;
 pub(crate) use crate::remote::Block;
@@ -345,9 +347,9 @@ impl Page {
     }
 
     /// What the fast paths did since the counts were last taken; starts
-    /// counting afresh. `walk` counts the blocks still on `free` (needed
-    /// unless `free` is empty, as it is when the page is refilled). Owner
-    /// only.
+    /// counting afresh. `walk` counts the blocks still on `free` (see
+    /// [`free_len`](Self::free_len); needed unless `free` is empty, as it
+    /// is when the page is refilled). Owner only.
     pub(crate) fn take_counts(&mut self, walk: bool) -> Counts {
         let left = if walk { self.free_len() } else { 0 };
         debug_assert!(walk || self.free.is_null());
