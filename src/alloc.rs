@@ -33,6 +33,7 @@ use core::ptr;
 mod limit;
 mod misuse;
 mod realloc;
+mod upkeep;
 
 #[cfg(feature = "secure")]
 pub(crate) use misuse::check_live_block;
@@ -564,8 +565,14 @@ pub(crate) unsafe fn free_local(
 #[cold]
 #[inline(never)]
 unsafe extern "C" fn free_emptied(h: *mut heap::Heap, page: *mut page::Page) {
-    // SAFETY: `h` is the caller's own heap, and `page` one of its pages.
-    unsafe { thread::owning(h, |heap| heap.free_slow(page)) }
+    // SAFETY: `h` is the caller's own heap, and `page` one of its pages, which
+    // nothing refers to once `free_slow` is done with it.
+    unsafe {
+        thread::owning(h, |heap| {
+            heap.free_slow(page);
+            upkeep::tick(heap, h);
+        })
+    }
 }
 
 /// [`free`] of a pointer whose segment the registry does not know as a
@@ -663,14 +670,22 @@ unsafe extern "C" fn free_remote(
         {
             return free_remote_slow(seg, page, p, size, h);
         }
-        // `owner` is a thread's heap (a heap slot, never unmapped).
-        let inbox = thread::inbox(owner as *mut heap::Heap);
-        let Some(i) = remote_batch::slot(&mut *h, owner, inbox) else {
-            return free_remote_slow(seg, page, p, size, h);
+        let i = match (*h).outbox.last_slot_for(owner) {
+            Some(i) => i,
+            None => {
+                // `owner` is a thread's heap (a heap slot, never unmapped).
+                let inbox = thread::inbox(owner as *mut heap::Heap);
+                match upkeep::batch_slot(h, owner, inbox) {
+                    Some(i) => i,
+                    None => return free_remote_slow(seg, page, p, size, h),
+                }
+            }
         };
         count_remote_free(h, c, if size == UNSIZED { bs } else { size });
         freed::mark(p, freed::batched((*seg).freed_key));
-        remote_batch::add(&mut *h, i, p, bs);
+        if remote_batch::add(&mut *h, i, p, bs) {
+            upkeep::batch_full(h, i);
+        }
     }
 }
 
@@ -718,7 +733,10 @@ unsafe fn free_remote_slow(
             // Its thread has exited: adopt the segment rather than leave the
             // frees pending until some thread needs memory. Our block keeps its
             // page (and so the segment) in use through the reclaim.
-            thread::owning(h, |heap| heap.reclaim(seg));
+            thread::owning(h, |heap| {
+                heap.reclaim(seg);
+                upkeep::tick(heap, h);
+            });
             // Freed locally now (not marked yet).
             return free(p, size);
         }

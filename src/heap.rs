@@ -185,7 +185,16 @@ pub(crate) struct Heap {
     /// Blocks of other heaps this thread freed, gathered per destination
     /// (see `remote_batch`); empty whenever the heap is not a thread's.
     pub(crate) outbox: Outbox,
+    /// Free-side slow events since the last upkeep (see [`upkeep_due`](Self::upkeep_due)).
+    free_events: u32,
 }
+
+/// Every this many free-side slow events (a page emptied by a free, a batch
+/// of remote frees handed over, a segment taken over by a free) the freeing
+/// thread settles its inbox and collects its flagged pages (`alloc::upkeep`),
+/// as its allocation slow path would: a thread that frees but seldom
+/// allocates still gets back the blocks others free into its pages.
+pub(crate) const UPKEEP_EVERY: u32 = 16;
 
 /// Slots of `direct` that class `c` serves: `lo..=hi`.
 const fn direct_range(c: usize) -> (usize, usize) {
@@ -222,6 +231,7 @@ impl Heap {
             counters: ptr::null(),
             private: false,
             outbox: Outbox::EMPTY,
+            free_events: 0,
         }
     }
 
@@ -272,6 +282,18 @@ impl Heap {
         self.sub_purge_next = 0;
         self.moving = false;
         self.next_free = ptr::null_mut();
+        self.free_events = 0;
+    }
+
+    /// Counts a free-side slow event; true at every [`UPKEEP_EVERY`]th.
+    #[inline]
+    pub(crate) fn upkeep_due(&mut self) -> bool {
+        self.free_events += 1;
+        if self.free_events < UPKEEP_EVERY {
+            return false;
+        }
+        self.free_events = 0;
+        true
     }
 
     /// Collects other threads' frees on `p`, keeping the statistics exact.
@@ -508,7 +530,11 @@ impl Heap {
 
     /// Collects other threads' frees on every page flagged in the segments'
     /// `thread_freed` bitmaps. Returns whether any page gained free blocks.
-    unsafe fn collect_flagged(&mut self) -> bool {
+    ///
+    /// # Safety
+    /// Called by the thread using the heap, inside its handshake, holding
+    /// on to none of its pages (any may be freed, its segment released).
+    pub(crate) unsafe fn collect_flagged(&mut self) -> bool {
         let mut any = false;
         for list in [self.avail, self.full_segs] {
             let mut s = list.first;

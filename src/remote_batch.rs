@@ -32,7 +32,10 @@
 //!
 //! The owner takes its whole inbox with one swap on its slow path (each time
 //! a current page runs dry, before the slow path looks for pages), in
-//! `collect()` and at exit, and settles each block: if it owns the block's
+//! `collect()`, at exit, and in the free side's upkeep (every
+//! `heap::UPKEEP_EVERY` free-side slow events, see `alloc::upkeep`, so that
+//! a thread that frees much and allocates little settles too), and settles
+//! each block: if it owns the block's
 //! segment, a local free (cheaper than a `thread_free` push the owner would
 //! collect page by page); if not (its heap slot changed hands since the freer
 //! read the segment's owner, and the segment was abandoned or taken over), the
@@ -77,48 +80,37 @@ pub(crate) const BATCH_BLOCK_MAX: usize = 8 * 1024;
 // link needs 8-aligned blocks (size_class asserts sizes are multiples of 8).
 const_assert!(crate::size_class::class_size(0) >= 16);
 
-/// The slot of `h`'s outbox gathering for the thread heap `dest`, whose
-/// inbox is `inbox`; `None` when `dest`'s inbox refused our last batch and
-/// is still closed (its thread exited): the caller frees per block, rather
-/// than batch blocks only to have them refused again.
+/// Makes slot `i` of `h`'s outbox, which `Outbox::slot` (or a claim after
+/// an eviction) gave the thread heap `dest`, whose inbox is `inbox`, the
+/// last block's slot; `None` when `dest`'s inbox refused our last batch
+/// and is still closed (its thread exited): the caller frees per block,
+/// rather than batch blocks only to have them refused again. (Finding the
+/// slot is the caller's, `alloc::upkeep::batch_slot`: an eviction hands a
+/// batch over, inside the handshake.)
 ///
 /// # Safety
 /// `h` is the calling thread's heap; `inbox` is `dest`'s.
-#[inline(always)]
-pub(crate) unsafe fn slot(h: &mut Heap, dest: usize, inbox: *const Inbox) -> Option<usize> {
-    match h.outbox.last_slot_for(dest) {
-        Some(i) => Some(i),
-        // SAFETY: per the contract.
-        None => unsafe { find_slot(h, dest, inbox) },
-    }
-}
-
-/// [`slot`] for another destination than the last block's.
-///
-/// # Safety
-/// As for [`slot`].
-#[inline(never)]
-unsafe fn find_slot(h: &mut Heap, dest: usize, inbox: *const Inbox) -> Option<usize> {
-    // SAFETY: per the contract; the outbox is this thread's, and `inbox` a
-    // heap slot's (never unmapped).
-    unsafe {
-        let i = match h.outbox.slot(dest, inbox) {
-            Ok(i) => i,
-            Err(v) => evict(h, v, dest, inbox),
-        };
-        if h.outbox.was_refused(i) {
-            if (*inbox).is_closed() {
-                return None;
-            }
-            h.outbox.set_refused(i, false);
+#[inline]
+pub(crate) unsafe fn use_slot(
+    h: &mut Heap,
+    i: usize,
+    dest: usize,
+    inbox: *const Inbox,
+) -> Option<usize> {
+    if h.outbox.was_refused(i) {
+        // SAFETY: `inbox` is a heap slot's (never unmapped).
+        if unsafe { (*inbox).is_closed() } {
+            return None;
         }
-        h.outbox.set_last(i, dest);
-        Some(i)
+        h.outbox.set_refused(i, false);
     }
+    h.outbox.set_last(i, dest);
+    Some(i)
 }
 
 /// Adds `p`, a block of `bytes` bytes freed by `h`'s thread, to slot `i`'s
-/// batch (from [`slot`]); hands the batch over when it is full.
+/// batch (from `Outbox::last_slot_for` or [`use_slot`]). Returns whether
+/// the batch is full: the caller then hands it over ([`hand_over`]).
 ///
 /// # Safety
 /// `h` is the calling thread's heap; `p` is a live block of at most
@@ -126,27 +118,10 @@ unsafe fn find_slot(h: &mut Heap, dest: usize, inbox: *const Inbox) -> Option<us
 /// marked batched; its segment is not private and was owned by slot `i`'s
 /// destination when the caller looked.
 #[inline(always)]
-pub(crate) unsafe fn add(h: &mut Heap, i: usize, p: *mut u8, bytes: usize) {
+#[must_use]
+pub(crate) unsafe fn add(h: &mut Heap, i: usize, p: *mut u8, bytes: usize) -> bool {
     // SAFETY: per the contract; the outbox is this thread's.
-    unsafe {
-        if h.outbox.add(i, p.cast(), bytes) {
-            hand_over(h, i, true);
-        }
-    }
-}
-
-/// Every slot holds blocks for another destination: hands slot `v`'s batch
-/// over and gives the slot to `dest`.
-///
-/// # Safety
-/// As for [`add`].
-#[cold]
-#[inline(never)]
-unsafe fn evict(h: &mut Heap, v: usize, dest: usize, inbox: *const Inbox) -> usize {
-    // SAFETY: per the contract.
-    unsafe { hand_over(h, v, true) };
-    h.outbox.claim(v, dest, inbox);
-    v
+    unsafe { h.outbox.add(i, p.cast(), bytes) }
 }
 
 /// The thread's allocation slow path: hands over its batches and settles
@@ -226,12 +201,13 @@ unsafe fn hand_over_all(h: &mut Heap, adopt: bool) {
 }
 
 /// Hands slot `i`'s batch over to its destination's inbox; if that is
-/// closed (its thread exited), settles the blocks here.
+/// closed (its thread exited), settles the blocks here, which with `adopt`
+/// may take segments over: hence the handshake.
 ///
 /// # Safety
-/// As for [`slow_path`].
+/// As for [`slow_path`], inside the thread's handshake (`thread::owning`).
 #[inline(never)]
-unsafe fn hand_over(h: &mut Heap, i: usize, adopt: bool) {
+pub(crate) unsafe fn hand_over(h: &mut Heap, i: usize, adopt: bool) {
     let (batch, inbox) = h.outbox.take(i);
     if batch.is_empty() {
         return;
