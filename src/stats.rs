@@ -33,7 +33,13 @@
 //! snapshot is exact for the calling thread and for threads that have exited,
 //! and for each other running thread it may lag by what that thread's pages
 //! did since their `free` lists last ran dry: at most one page's worth of
-//! blocks (its capacity) per page in use.
+//! blocks (its capacity) per page in use. Frees by other threads are
+//! counted at once, by the freer, so the lag can leave a class with more
+//! frees than allocations counted (its row of [`stats`] then reads as a
+//! wrapping delta below zero, which the table prints signed), and a process
+//! with little live can have more in all; [`stats`] reads such totals
+//! (`allocated`, `requested`, `free_in_pages`) as 0 or what the pages hold,
+//! rather than as a negative number wrapped to about 2^64.
 //!
 //! Large objects and OS calls are counted with shared atomics: each such event
 //! is a system call anyway.
@@ -256,9 +262,10 @@ impl Stats {
     }
 
     /// Live blocks, small and large (the profiler's
-    /// [`sampled_objects`](Self::sampled_objects) among the small). (Per-class figures of a snapshot taken
-    /// while other threads run, or of one thread, are wrapping deltas that
-    /// may stand below zero one by one; they are summed as such.)
+    /// [`sampled_objects`](Self::sampled_objects) among the small). (Per-class
+    /// figures are wrapping deltas that may stand below zero one by one
+    /// (always in one thread's snapshot, [`thread_stats`]; in [`stats`]
+    /// while other threads run), and are summed as such.)
     pub fn live_blocks(&self) -> usize {
         self.classes.iter().fold(
             self.large_objects.wrapping_add(self.sampled_objects),
@@ -296,7 +303,21 @@ impl Stats {
     /// a slice count, `requested` the large objects' bytes (the profiler's
     /// sampled blocks' among them), and `metadata` the bytes of the sampled
     /// blocks' mappings beyond their blocks.
-    fn finish(&mut self, segments: usize, heap_meta: usize) {
+    ///
+    /// `Lag::Clamp` (the process-wide snapshot): small blocks' bytes in
+    /// all, allocated or requested, that stand below zero read 0, and
+    /// `free_in_pages` never exceeds what the pages hold. That happens only
+    /// while threads run: another thread's free of a block is counted at
+    /// once by the freer, the owner's allocation when its page's free list
+    /// runs dry, so a process with little live and blocks allocated lately
+    /// and freed elsewhere shows more frees than allocations until the
+    /// owners fold their counts (see the module docs); unclamped, the totals
+    /// wrapped to about 2^64. The class rows stay wrapping deltas either way
+    /// (the table prints them signed), so that the difference of two
+    /// snapshots' rows is exact. `Lag::Wrap` keeps the totals as deltas too
+    /// (one thread's or one heap's counters, where a block freed here but
+    /// allocated elsewhere is -1 by design).
+    fn finish(&mut self, segments: usize, heap_meta: usize, lag: Lag) {
         let used_bytes = self.committed.wrapping_mul(SLICE_SIZE);
         let mut small_allocated = 0usize;
         let mut small_requested = 0usize;
@@ -315,7 +336,13 @@ impl Stats {
         let used_bytes = used_bytes
             .wrapping_sub(self.purged_in_pages)
             .wrapping_sub(self.meshed_in_pages);
-        self.free_in_pages = used_bytes.wrapping_sub(small_allocated);
+        if lag == Lag::Clamp {
+            small_allocated = below_zero_to_zero(small_allocated);
+            small_requested = below_zero_to_zero(small_requested);
+            self.free_in_pages = used_bytes.saturating_sub(small_allocated);
+        } else {
+            self.free_in_pages = used_bytes.wrapping_sub(small_allocated);
+        }
         let header = os::round_up(core::mem::size_of::<Segment>(), OS_PAGE).unwrap_or(0);
         // Each large block's header page, and each sampled block's too.
         let headers = self.large_objects.wrapping_add(self.sampled_objects) * OS_PAGE;
@@ -328,6 +355,24 @@ impl Stats {
             .wrapping_add(self.free_pages)
             .wrapping_add(self.metadata)
             .wrapping_add(blocks);
+    }
+}
+
+/// What [`Stats::finish`] does with totals that stand below zero.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lag {
+    /// Read them as 0: a process-wide snapshot, where they are lag.
+    Clamp,
+    /// Keep the wrapping deltas: one thread's or one heap's counters.
+    Wrap,
+}
+
+/// `v` read as a signed count: 0 if it stands below zero.
+fn below_zero_to_zero(v: usize) -> usize {
+    if (v as isize) < 0 {
+        0
+    } else {
+        v
     }
 }
 
@@ -398,6 +443,7 @@ pub fn stats() -> Stats {
     s.finish(
         obtained.wrapping_sub(returned),
         sh.heap_meta.load(Ordering::Relaxed),
+        Lag::Clamp,
     );
     fill_os(&mut s);
     s
@@ -498,7 +544,7 @@ pub fn thread_stats() -> Stats {
             s.sampled_bytes = t.block.get();
         }
     }
-    s.finish(0, 0);
+    s.finish(0, 0, Lag::Wrap);
     s
 }
 
@@ -538,7 +584,7 @@ pub(crate) fn heap_stats(
     s.allocations = s.allocations.wrapping_add(large.allocs);
     s.frees = s.frees.wrapping_add(large.frees);
     s.reallocs_in_place = s.reallocs_in_place.wrapping_add(large.reallocs);
-    s.finish(segments, meta);
+    s.finish(segments, meta, Lag::Wrap);
     s.mapped = segments * crate::segment::SEGMENT_SIZE + large.mapped;
     s
 }
