@@ -9,6 +9,10 @@
 //!   ones, realloc works, and once every block is freed (through its own
 //!   address, whichever page it is) no shared OS page is left and the
 //!   statistics' identity holds throughout;
+//! - blocks straddling two OS pages (kept more often than the rest), whose
+//!   halves may be merged onto different pages or one half not at all:
+//!   each half keeps its bytes, shows wherever else it is mapped, takes a
+//!   write through there, and the blocks free and refill cleanly;
 //! - after `fork`, neither process sees the other's writes;
 //! - another thread freeing blocks while the owner merges again and again
 //!   loses and doubles nothing;
@@ -47,6 +51,9 @@ fn main() {
     segalloc::set_option("mesh", "0").unwrap();
     for bs in [16, 48, 64, 112] {
         small_class_merges_and_keeps_every_block(bs);
+    }
+    for bs in [48, 112, 320] {
+        straddlers_keep_both_halves(bs);
     }
     fork_after_small_meshing_shares_nothing();
     other_threads_free_while_os_pages_are_merged();
@@ -488,4 +495,117 @@ fn thread_churn_with_os_page_meshing() {
         "shared OS pages left after the churn: {s:?}"
     );
     identity("after the churn");
+}
+
+/// Straddling blocks under OS-page meshing: each half of a live block over
+/// two OS pages lives in exactly one physical place, seen through its own
+/// address (and through every page its OS page was merged with).
+fn straddlers_keep_both_halves(bs: usize) {
+    segalloc::collect();
+    let salt = 0x5a00 + bs as u64;
+    let n = 256 * (PAGE / bs);
+    let mut rng = Rng::new(salt);
+    let all: Vec<usize> = (0..n)
+        .map(|_| {
+            // SAFETY: a non-zero size.
+            let p = unsafe { alloc(layout(bs)) };
+            assert!(!p.is_null());
+            p as usize
+        })
+        .collect();
+    let mut starts: Vec<usize> = all.iter().map(|&p| p & !(PAGE - 1)).collect();
+    starts.sort_unstable();
+    starts.dedup();
+    let straddles = |p: usize| p / 4096 != (p + bs - 1) / 4096;
+    let mut kept = Vec::new();
+    for &p in &all {
+        let keep = if straddles(p) {
+            rng.chance(1, 3)
+        } else {
+            rng.chance(1, 20)
+        };
+        if keep {
+            write_block(p, bs, salt);
+            kept.push(p);
+        } else {
+            // SAFETY: allocated above with this layout.
+            unsafe { dealloc(p as *mut u8, layout(bs)) };
+        }
+    }
+    segalloc::collect();
+    let m0 = segalloc::mesh_stats();
+    segalloc::mesh();
+    let merged = segalloc::mesh_stats().os_pages_meshed - m0.os_pages_meshed;
+    assert!(merged > 0, "{bs}: nothing merged");
+    identity("after meshing straddlers");
+    // Each half of each kept straddler: its own bytes, and wherever else
+    // it shows, a write there reads back through the block.
+    let words = bs / 8;
+    let (mut halves_elsewhere, mut split) = (0, 0);
+    for &p in kept.iter().filter(|&&p| straddles(p)) {
+        assert!(block_ok(p, bs, salt), "{bs}: straddler {p:#x} changed");
+        let cut = (p + bs) & !4095; // the first word of the second half
+        let off = p & (PAGE - 1);
+        let mut shown = [false; 2];
+        for (h, (w0, w1)) in [(0, (cut - p) / 8), ((cut - p) / 8, words)]
+            .into_iter()
+            .enumerate()
+        {
+            for &s in &starts {
+                let q = s + off;
+                if q == p {
+                    continue;
+                }
+                let same = (w0..w1).all(|w| {
+                    // SAFETY: inside a page of ours (mapped).
+                    unsafe { (q as *const u64).add(w).read_volatile() == pattern(p, w, salt) }
+                });
+                if !same {
+                    continue;
+                }
+                shown[h] = true;
+                // SAFETY: `q + 8 * w0` maps this half of the live block `p`.
+                unsafe { (q as *mut u64).add(w0).write_volatile(0xabcd) };
+                // SAFETY: a live block of ours.
+                let back = unsafe { (p as *const u64).add(w0).read_volatile() };
+                assert_eq!(back, 0xabcd, "{bs}: half {h} of {p:#x} seen twice apart");
+                write_block(p, bs, salt);
+                break;
+            }
+        }
+        halves_elsewhere += shown.iter().filter(|&&x| x).count();
+        split += usize::from(shown[0] != shown[1]);
+    }
+    println!(
+        "mesh_small: {bs}-byte straddlers: {merged} OS pages merged, {halves_elsewhere} halves shown elsewhere, {split} with one half merged only"
+    );
+    assert!(halves_elsewhere > 0, "{bs}: no straddler half merged");
+    for &p in &kept {
+        assert!(block_ok(p, bs, salt), "{bs}: block {p:#x} changed");
+    }
+    // Refill: new blocks never overlap a kept one, and neither is written
+    // over; then everything is freed through its own address.
+    let fresh: Vec<usize> = (0..n - kept.len())
+        .map(|_| {
+            // SAFETY: a non-zero size.
+            let p = unsafe { alloc(layout(bs)) } as usize;
+            write_block(p, bs, salt + 1);
+            p
+        })
+        .collect();
+    for &p in &kept {
+        assert!(block_ok(p, bs, salt), "{bs}: block {p:#x} overwritten");
+    }
+    for &p in &fresh {
+        assert!(
+            block_ok(p, bs, salt + 1),
+            "{bs}: new block {p:#x} overwritten"
+        );
+    }
+    free_all(&kept, bs);
+    free_all(&fresh, bs);
+    segalloc::collect();
+    let s = segalloc::mesh_stats();
+    assert_eq!(s.shared_os_pages, 0, "{bs}: shared OS pages left: {s:?}");
+    identity("after freeing the straddlers");
 }

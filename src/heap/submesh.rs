@@ -18,7 +18,7 @@
 //! on `thread_free` or in flight included) and the OS pages it covers. By
 //! class, the sparsest page B first: among up to [`PROBES`] other
 //! candidates A, fullest first, the one whose OS pages `k` (where both have
-//! blocks and no block overlapping `k` is occupied in both) give back the
+//! blocks and no block overlapping `k` holds data there in both) give back the
 //! most OS pages per mapping added is chosen and B's merged onto A's; B's
 //! remaining OS pages go on to the next A. The mappings, not the pairs, run
 //! out first on random frees, so this runs in rounds over every class
@@ -27,8 +27,10 @@
 //! to the thriftiest merges of any class first. Both pages first take off their
 //! lists the blocks the other's data will overlap (B: every free block over
 //! the merged OS pages; A: those B occupies), then `mesh::sub::merge` copies
-//! and maps. The bitmaps then take the exclusions (an excluded block counts
-//! as occupied), so later merges see the physical page's occupancy.
+//! and maps. The bitmaps then take the merge, per OS page (`Occ`): at
+//! each merged OS page A's holds B's data too and B's counts as full, so
+//! later merges see the physical page's occupancy, while a straddler's
+//! other half counts only where its own page's data is.
 //!
 //! Statistics: each OS page merged is counted in the heap's
 //! `meshed_in_pages` (memory of a page in use that is no longer its own),
@@ -55,7 +57,64 @@ const PROBES: usize = 64;
 /// any, class by class (README, Meshing).
 const TIERS: [usize; 6] = [64, 48, 32, 24, 16, 0];
 /// Bytes of the pass's scratch: a bitmap and an entry per candidate.
-const SCRATCH: usize = MAX_CAND * (LIVE_WORDS * 8 + core::mem::size_of::<Cand>());
+const SCRATCH: usize = MAX_CAND * (core::mem::size_of::<Occ>() + core::mem::size_of::<Cand>());
+
+/// A candidate's occupancy kept per OS page: the blocks that may hold data
+/// at their first OS page (`lo`) and at the OS pages after it (`hi`, which
+/// only a block straddling an OS page boundary has). A block live in the
+/// page counts at every OS page it covers; a block excluded for a merged
+/// OS page counts there only, and a block another page's data fills at an
+/// OS page only there: the other half of a straddler excluded for OS page
+/// `k` holds nothing at `k+1` (its data, if any, stays where it was).
+/// Where a block covers more than two OS pages, `hi` stands for all but
+/// the first (more than is occupied, never less).
+#[repr(C)]
+struct Occ {
+    lo: [u64; LIVE_WORDS],
+    hi: [u64; LIVE_WORDS],
+}
+
+impl Occ {
+    /// Adds to `out` the blocks over OS page `k` (of a page of `bs`-byte
+    /// blocks, `cap` of them) that may hold data there.
+    fn at(&self, k: usize, bs: usize, cap: usize, out: &mut [u64; LIVE_WORDS]) {
+        let Some((first, last)) = span(k, bs, cap) else {
+            return;
+        };
+        for j in first..=last {
+            let m = if j * bs < k * OS_PAGE {
+                &self.hi
+            } else {
+                &self.lo
+            };
+            out[j / 64] |= m[j / 64] & (1 << (j % 64));
+        }
+    }
+
+    /// Marks the blocks of `set` over OS page `k` as holding data there.
+    fn mark(&mut self, k: usize, bs: usize, cap: usize, set: &[u64; LIVE_WORDS]) {
+        let Some((first, last)) = span(k, bs, cap) else {
+            return;
+        };
+        for j in first..=last {
+            let m = if j * bs < k * OS_PAGE {
+                &mut self.hi
+            } else {
+                &mut self.lo
+            };
+            m[j / 64] |= set[j / 64] & (1 << (j % 64));
+        }
+    }
+}
+
+/// The first and last block over OS page `k`, if any.
+fn span(k: usize, bs: usize, cap: usize) -> Option<(usize, usize)> {
+    let first = k * OS_PAGE / bs;
+    if first >= cap {
+        return None;
+    }
+    Some((first, (((k + 1) * OS_PAGE - 1) / bs).min(cap - 1)))
+}
 
 /// A candidate page.
 #[derive(Clone, Copy)]
@@ -83,10 +142,10 @@ impl Heap {
         if scratch.is_null() {
             return 0;
         }
-        let occ = scratch.cast::<[u64; LIVE_WORDS]>();
+        let occ = scratch.cast::<Occ>();
         // SAFETY: the entries follow the bitmaps in the scratch mapping,
         // which is aligned for both.
-        let cand = unsafe { scratch.add(MAX_CAND * LIVE_WORDS * 8) }.cast::<Cand>();
+        let cand = unsafe { scratch.add(MAX_CAND * core::mem::size_of::<Occ>()) }.cast::<Cand>();
         let mut n = 0;
         for list in [self.avail, self.full_segs] {
             let mut s = list.first;
@@ -121,7 +180,7 @@ impl Heap {
     unsafe fn candidates(
         &mut self,
         s: *mut Segment,
-        occ: *mut [u64; LIVE_WORDS],
+        occ: *mut Occ,
         cand: *mut Cand,
         mut n: usize,
         class: Option<usize>,
@@ -149,9 +208,11 @@ impl Heap {
                 if used == 0 || !sparse(used, (*p).reserved) {
                     continue;
                 }
-                let Some(pages) = (*p).occupied(&mut *occ.add(n)) else {
+                let o = &mut *occ.add(n);
+                let Some(pages) = (*p).occupied(&mut o.lo) else {
                     continue;
                 };
+                o.hi = o.lo;
                 cand.add(n).write(Cand {
                     page: p,
                     class: c as u8,
@@ -166,7 +227,7 @@ impl Heap {
 
     /// The merges, class by class: entries `cands` with their bitmaps at
     /// the same index of `occ`.
-    unsafe fn merge_classes(&mut self, cands: &mut [Cand], occ: *mut [u64; LIVE_WORDS]) -> usize {
+    unsafe fn merge_classes(&mut self, cands: &mut [Cand], occ: *mut Occ) -> usize {
         // Sort by (class, used), moving each bitmap with its entry.
         let n = cands.len();
         // Shell sort: no allocation, and in place for both arrays.
@@ -213,7 +274,7 @@ impl Heap {
     unsafe fn merge_one(
         &mut self,
         cands: &mut [Cand],
-        occ: *mut [u64; LIVE_WORDS],
+        occ: *mut Occ,
         b: usize,
         lo: usize,
         hi: usize,
@@ -283,8 +344,8 @@ impl Heap {
         pa: *mut Page,
         pb: *mut Page,
         mask: u16,
-        oa: *mut [u64; LIVE_WORDS],
-        ob: *mut [u64; LIVE_WORDS],
+        oa: *mut Occ,
+        ob: *mut Occ,
     ) -> u16 {
         // SAFETY: our pages, in use; the bitmaps are the pass's.
         unsafe {
@@ -294,11 +355,17 @@ impl Heap {
             let Some((ra, rb)) = sub::reserve(sa, ai, sb, bi) else {
                 return 0;
             };
+            let (bs, cap) = ((*pb).block_size, (*pb).capacity as usize);
             let mut over = [0u64; LIVE_WORDS];
             (*pb).blocks_over(mask, &mut over);
-            let mut drop_a = over;
-            for (x, y) in drop_a.iter_mut().zip((*ob).iter()) {
-                *x &= *y;
+            // A gives up every block B's data will overlap at any of the
+            // OS pages, whole: a straddler's other half is of no use to A.
+            let mut drop_a = [0u64; LIVE_WORDS];
+            let mut m = mask;
+            while m != 0 {
+                let k = m.trailing_zeros() as usize;
+                m &= m - 1;
+                (*ob).at(k, bs, cap, &mut drop_a);
             }
             // Before the copy: it writes over these blocks' links.
             (*pa).exclude(mask, &drop_a, ra);
@@ -311,16 +378,24 @@ impl Heap {
                 bi,
                 rb,
                 mask,
-                &*ob,
-                (*pb).block_size,
-                (*pb).capacity as usize,
+                (&(*ob).lo, &(*ob).hi),
+                bs,
+                cap,
             );
-            // Excluded blocks count as occupied from now on.
-            for (x, y) in (*oa).iter_mut().zip(drop_a.iter()) {
-                *x |= *y;
-            }
-            for (x, y) in (*ob).iter_mut().zip(over.iter()) {
-                *x |= *y;
+            // From now on, at each OS page of `mask` (merged or not: more
+            // than is occupied, never less), A's OS page holds B's data
+            // there too, and B's is all taken (its blocks there excluded,
+            // or live and copied, or A's). At the OS pages next to them
+            // nothing changes: a straddler counts there only where its own
+            // page's data is.
+            let mut m = mask;
+            while m != 0 {
+                let k = m.trailing_zeros() as usize;
+                m &= m - 1;
+                let mut b_there = [0u64; LIVE_WORDS];
+                (*ob).at(k, bs, cap, &mut b_there);
+                (*oa).mark(k, bs, cap, &b_there);
+                (*ob).mark(k, bs, cap, &[!0u64; LIVE_WORDS]);
             }
             self.k()
                 .meshed_in_pages
@@ -392,26 +467,34 @@ fn runs(m: u16) -> usize {
     (m & !(m << 1)).count_ones() as usize
 }
 
-/// Whether no block overlapping OS page `k` of `page`'s layout is occupied
-/// in both `oa` and `ob`.
-fn disjoint(page: &Page, k: usize, oa: &[u64; LIVE_WORDS], ob: &[u64; LIVE_WORDS]) -> bool {
-    let bs = page.block_size;
-    let cap = page.capacity as usize;
-    let first = k * OS_PAGE / bs;
-    let last = (((k + 1) * OS_PAGE - 1) / bs).min(cap.saturating_sub(1));
-    if first >= cap {
+/// Whether no block overlapping OS page `k` of `page`'s layout holds data
+/// there in both `oa` and `ob`.
+fn disjoint(page: &Page, k: usize, oa: &Occ, ob: &Occ) -> bool {
+    let (bs, cap) = (page.block_size, page.capacity as usize);
+    let Some((first, last)) = span(k, bs, cap) else {
+        return true;
+    };
+    // The block begun before `k`, if any, by `hi`; the rest by `lo`.
+    let mut from = first;
+    if first * bs < k * OS_PAGE {
+        if ((oa.hi[first / 64] & ob.hi[first / 64]) >> (first % 64)) & 1 != 0 {
+            return false;
+        }
+        from += 1;
+    }
+    if from > last {
         return true;
     }
-    let (w0, w1) = (first / 64, last / 64);
+    let (w0, w1) = (from / 64, last / 64);
     for w in w0..=w1 {
         let mut m = !0u64;
         if w == w0 {
-            m &= !0u64 << (first % 64);
+            m &= !0u64 << (from % 64);
         }
         if w == w1 && last % 64 != 63 {
             m &= (1u64 << (last % 64 + 1)) - 1;
         }
-        if oa[w] & ob[w] & m != 0 {
+        if oa.lo[w] & ob.lo[w] & m != 0 {
             return false;
         }
     }

@@ -422,7 +422,7 @@ fn runs(mut m: u16) -> impl Iterator<Item = (usize, usize)> {
 unsafe fn copy_blocks(
     b: usize,
     k: usize,
-    occ_b: &[u64; LIVE_WORDS],
+    occ_b: (&[u64; LIVE_WORDS], &[u64; LIVE_WORDS]),
     bs: usize,
     cap: usize,
     dst: *mut u8,
@@ -431,7 +431,9 @@ unsafe fn copy_blocks(
     let first = lo / bs;
     let last = ((hi - 1) / bs).min(cap.saturating_sub(1));
     for j in first..=last {
-        if j >= cap || occ_b[j / 64] >> (j % 64) & 1 == 0 {
+        // A block begun on an earlier OS page counts by the second bitmap.
+        let occ = if j * bs < lo { occ_b.1 } else { occ_b.0 };
+        if j >= cap || occ[j / 64] >> (j % 64) & 1 == 0 {
             continue;
         }
         let s = (j * bs).max(lo);
@@ -444,7 +446,10 @@ unsafe fn copy_blocks(
 /// Merges OS pages `mask` of the page at slice `bi` of `sb` (record `rb`)
 /// onto those of the page at slice `ai` of `sa` (record `ra`): both of one
 /// size class (`bs`-byte blocks, `cap` of them), B's blocks that may hold
-/// data marked in `occ_b`, every one of which A has free and excluded.
+/// data marked in `occ_b`, every one of which A has free and excluded:
+/// kept per OS page, `occ_b.0` for each block's first OS page and `occ_b.1`
+/// for those after it (a straddler is copied only where its bytes hold B's
+/// data).
 /// Returns the OS pages merged (fewer than `mask` when a slot is full or
 /// the kernel refused a mapping; what was not merged is unchanged).
 ///
@@ -461,7 +466,7 @@ pub(crate) unsafe fn merge(
     bi: usize,
     rb: u16,
     mask: u16,
-    occ_b: &[u64; LIVE_WORDS],
+    occ_b: (&[u64; LIVE_WORDS], &[u64; LIVE_WORDS]),
     bs: usize,
     cap: usize,
 ) -> u16 {
