@@ -192,8 +192,22 @@ fn child() {
                 );
             } else {
                 // The frees give most of it back at once (the heap keeps a
-                // budget of free memory); the rest stays without a purger.
-                assert!(within.is_none(), "memory went back without a purger");
+                // budget of free memory); the rest stays without a purger:
+                // nothing goes back while the process idles. (On a loaded
+                // machine the frees may outlast the purge delay, and the
+                // heap's own timed purge then runs during them: RSS may be
+                // within 10% already when the idling starts, which says
+                // nothing about a purger.)
+                let least = samples.iter().map(|s| s.1).min().unwrap();
+                assert!(
+                    least + (2 << 20) >= freed,
+                    "memory went back without a purger: {} MiB after the frees, {} MiB idle",
+                    freed >> 20,
+                    least >> 20
+                );
+                if freed > target + target / 10 {
+                    assert!(within.is_none(), "memory went back without a purger");
+                }
             }
         }
         "background" => {
