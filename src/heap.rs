@@ -162,6 +162,10 @@ pub(crate) struct Heap {
     sub_purge_next: usize,
     /// Classes that may hold a kept empty page (see `kept`), `lo..=hi`.
     kept: (u8, u8),
+    /// No timed step meshes before this (precise clock, µs): a step that
+    /// meshed for `t` is followed by none for `MESH_DUTY * t` (see
+    /// `purge`). 0 when none has run.
+    mesh_not_before: u64,
     /// A defragmentation step is moving blocks out of this heap's sparse
     /// pages: the timed sub-page purge, and the purge check of each page
     /// the step frees, wait (see `defrag_step`).
@@ -224,6 +228,7 @@ impl Heap {
             sub_purge_at: 0,
             sub_purge_next: 0,
             kept: kept::NONE,
+            mesh_not_before: 0,
             moving: false,
             carve_rng: 0,
             next_free: ptr::null_mut(),
@@ -280,6 +285,7 @@ impl Heap {
         self.purge_at = 0;
         self.sub_purge_at = 0;
         self.sub_purge_next = 0;
+        self.mesh_not_before = 0;
         self.moving = false;
         self.next_free = ptr::null_mut();
         self.free_events = 0;

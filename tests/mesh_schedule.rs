@@ -221,12 +221,13 @@ fn run(mesh: bool) -> Seen {
     }
     let pss_before = pss_bytes();
     // Allocation slow paths, a purge delay apart, until merging stops
-    // (ten steps with nothing new after the first merge) or 3 s pass
-    // (1 s for the control: some 45 steps).
+    // (1 s with nothing new after the first merge: a step that meshed for
+    // t meshes again only 8 t later, see `heap::purge`'s MESH_DUTY) or
+    // 6 s pass (1 s for the control: some 45 steps).
     let mut refill = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(if mesh { 3 } else { 1 });
+    let deadline = Instant::now() + Duration::from_secs(if mesh { 6 } else { 1 });
     let (mut last, mut quiet) = (0, 0);
-    while Instant::now() < deadline && quiet < 10 {
+    while Instant::now() < deadline && quiet < 1000 / (DELAY_MS + 2) {
         std::thread::sleep(Duration::from_millis(DELAY_MS + 2));
         for _ in 0..PAGE / 4096 {
             // SAFETY: a non-zero size.

@@ -44,6 +44,25 @@ use crate::size_class::NUM_CLASSES;
 /// on a purge delay later from where it stopped. `collect()` has no bound.
 const SUB_PURGE_WORK: usize = 1 << 15;
 
+/// A timed step that meshed for `t` is followed by no meshing for
+/// `MESH_DUTY * t`, so that meshing on the schedule takes at most about
+/// 1/(MESH_DUTY + 1) of the owner's time, whatever the heap's size: the
+/// work bound above is in blocks walked (one class is done whole once
+/// started), and a program that frees at random arms a step at every page
+/// that gets room back. A step can be long: the first of
+/// `tests/mesh_schedule.rs` took 85 ms (2,166 OS pages merged). A cap of
+/// 32 (3%) postponed the next step past what that test waits for. Measured before
+/// the cap (2026-11-29, `segalloc-bench --only fragment`, 384 MiB of
+/// blocks freed at random and replaced): 1.81 times the time with
+/// `SEGALLOC_MESH=1`, 16% of the samples in the steps' meshing.
+const MESH_DUTY: u64 = 8;
+
+/// When the next timed step may mesh, one that began at `start` and ended
+/// at `end` having meshed (µs).
+fn mesh_resume_at(start: u64, end: u64) -> u64 {
+    end.saturating_add(end.saturating_sub(start).saturating_mul(MESH_DUTY))
+}
+
 impl Heap {
     /// Unlinks and unmaps a wholly free segment of ours. The caller keeps
     /// `free_segments` right: it counts segments kept in reserve, and a segment
@@ -75,9 +94,22 @@ impl Heap {
             // (`keep`, a free slow path): collecting an alias's frees may
             // empty and release one. The next allocation slow path does it.
             let mesh = self.mesh_scheduled();
-            if !mesh || keep.is_null() {
-                let mesh = mesh && crate::mesh::setup();
-                self.purge_in_pages_and_mesh(SUB_PURGE_WORK, mesh);
+            if !mesh {
+                self.purge_in_pages_and_mesh(SUB_PURGE_WORK, false);
+            } else if keep.is_null() {
+                let start = os::now_us();
+                if start < self.mesh_not_before {
+                    // The whole step waits (the sub-page purge too, which
+                    // walks the same classes in the same order), armed for
+                    // when it may mesh again.
+                    self.sub_purge_at = self.mesh_not_before / 1000 + 1;
+                } else {
+                    let mesh = crate::mesh::setup();
+                    self.purge_in_pages_and_mesh(SUB_PURGE_WORK, mesh);
+                    if mesh {
+                        self.mesh_not_before = mesh_resume_at(start, os::now_us());
+                    }
+                }
             }
         }
         self.maybe_purge_slices(keep);
@@ -530,7 +562,18 @@ fn likely_free_os_page(free: u32, reserved: u32, block_size: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::likely_free_os_page;
+    use super::{likely_free_os_page, mesh_resume_at, MESH_DUTY};
+
+    #[test]
+    fn a_meshing_step_waits_in_proportion_to_its_length() {
+        // 1 ms of meshing: none for the next 8 ms.
+        assert_eq!(mesh_resume_at(10_000, 11_000), 11_000 + 1_000 * MESH_DUTY);
+        // An instant step may be followed at once.
+        assert_eq!(mesh_resume_at(5, 5), 5);
+        // A clock that went backwards (it cannot) or huge values saturate.
+        assert_eq!(mesh_resume_at(9, 5), 5);
+        assert_eq!(mesh_resume_at(0, u64::MAX / 2), u64::MAX);
+    }
 
     #[test]
     fn the_estimate_of_a_free_os_page() {
