@@ -51,10 +51,10 @@ const SUB_PURGE_WORK: usize = 1 << 15;
 /// started), and a program that frees at random arms a step at every page
 /// that gets room back. A step can be long: the first of
 /// `tests/mesh_schedule.rs` took 85 ms (2,166 OS pages merged). A cap of
-/// 32 (3%) postponed the next step past what that test waits for. Measured before
-/// the cap (2026-11-29, `segalloc-bench --only fragment`, 384 MiB of
-/// blocks freed at random and replaced): 1.81 times the time with
-/// `SEGALLOC_MESH=1`, 16% of the samples in the steps' meshing.
+/// 32 (3%) postponed the next step past what that test waits for. Under
+/// callgrind (a slowed clock, so long steps), `segalloc-bench --only
+/// fragment` with `SEGALLOC_MESH=1` ran 873 M instructions with the cap
+/// against 1,627 M without (README, Meshing).
 const MESH_DUTY: u64 = 8;
 
 /// When the next timed step may mesh, one that began at `start` and ended
