@@ -220,7 +220,7 @@ pub(crate) static MESH: RuntimeOption = RuntimeOption::new(
     OptionKind::Flag,
     0,
     1,
-    "1: collect() also meshes, and so does the timed purge: pages of one size class whose live blocks sit at disjoint offsets share one physical page (memfd), the other is given back; fresh blocks are handed out in a shuffled order",
+    "1: collect() also meshes, and so does the timed purge: pages of one size class whose live blocks sit at disjoint offsets share one physical page (memfd), the other is given back; fresh blocks are handed out in a rotated order (each OS page's from a random block)",
 );
 /// One stderr line per notable event.
 pub(crate) static VERBOSE: RuntimeOption = RuntimeOption::new(
