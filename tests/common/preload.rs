@@ -18,17 +18,25 @@ pub const SCRATCH: &str = env!("CARGO_TARGET_TMPDIR");
 /// Longest any one program may run before the test calls it hung.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The preload library, built once per test binary.
+/// The preload library, built once per test binary (with `secure` when
+/// the tests are).
 pub fn cdylib() -> &'static Path {
     static SO: OnceLock<PathBuf> = OnceLock::new();
     SO.get_or_init(|| {
         if let Some(p) = std::env::var_os("SEGALLOC_PRELOAD_SO") {
             return PathBuf::from(p);
         }
-        let target = Path::new(SCRATCH).join("capi-preload-target");
+        // The library gets the hardening of the tests' own build: the
+        // `secure` run of the suite then checks the C front end with it.
+        let (features, dir) = if cfg!(feature = "secure") {
+            ("override,secure", "capi-preload-target-secure")
+        } else {
+            ("override", "capi-preload-target")
+        };
+        let target = Path::new(SCRATCH).join(dir);
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let out = Command::new(cargo)
-            .args(["build", "--release", "--features", "override", "--lib"])
+            .args(["build", "--release", "--features", features, "--lib"])
             .env("CARGO_TARGET_DIR", &target)
             .current_dir(MANIFEST)
             .output()
