@@ -30,8 +30,6 @@ pub(crate) const NEVER: u64 = u64::MAX;
 
 /// Blocks rotated together: about an OS page of them.
 const RUN_BYTES: usize = crate::os::OS_PAGE;
-/// Blocks rotated together at most: an OS page of the smallest blocks.
-const RUN: usize = RUN_BYTES / 16;
 
 /// A step of the heap's generator (xorshift64*), seeding it first if it
 /// is 0 (from its own address and the clock: no system call for
@@ -72,16 +70,13 @@ pub(crate) unsafe fn carve(
 ) -> *mut Block {
     let mut head: *mut Block = ptr::null_mut();
     // Back to front, so that the list runs through the runs in address
-    // order: run `base .. base + m` as `base + r .. base + m`, then
-    // `base .. base + r`.
-    let run = (RUN_BYTES / bs).clamp(1, RUN);
+    // order: run `base .. end` as `r .. end`, then `base .. r`.
+    let run = (RUN_BYTES / bs).max(1);
     let mut end = n;
     while end > 0 {
         let base = (end - 1) / run * run;
-        let m = end - base;
-        let r = (((next(state) >> 32) * m as u64) >> 32) as usize;
-        for k in (0..m).rev() {
-            let o = base + (r + k) % m;
+        let r = base + (((next(state) >> 32) * (end - base) as u64) >> 32) as usize;
+        for o in (r..end).chain(base..r).rev() {
             // SAFETY: per the contract, block `first + o` is in the page
             // and ours to link.
             unsafe {
@@ -117,7 +112,7 @@ mod tests {
     #[test]
     fn a_carve_is_a_rotation_of_each_run() {
         for (bs, n) in [(16usize, 600usize), (256, 40), (1024, 9), (48, 200)] {
-            let run = (4096 / bs).clamp(1, 256);
+            let run = (4096 / bs).max(1);
             let mut mem = vec![0u64; n * bs / 8 + 1];
             let start = mem.as_mut_ptr().cast::<u8>();
             let mut state = 0;
