@@ -522,6 +522,36 @@ pub(crate) unsafe fn release(seg: &Segment, ai: usize) -> u64 {
     mask
 }
 
+/// Gives back `len` bytes at `off` of the merged page whose primary starts
+/// at slice `ai` of `seg`: punched out of its chunk, so that they read zero
+/// through the primary and every alias alike (`madvise` on one range would
+/// free nothing of a shared page). Returns whether the hole was punched.
+/// The sub-page purge of a group's primary (`heap::purge`) calls it.
+///
+/// # Safety
+/// The caller owns `seg`, and every block of the primary overlapping the
+/// bytes is free and on no list (so nothing reads or writes them until the
+/// owner threads them again, which faults fresh zeroed memory in).
+pub(crate) unsafe fn punch(seg: &Segment, ai: usize, off: usize, len: usize) -> bool {
+    debug_assert!(off + len <= LEN && off % crate::os::OS_PAGE == 0);
+    let _g = LOCK.lock();
+    let w = word(seg, ai).load(Ordering::Relaxed);
+    if w & GROUP_MASK == 0 || w & (ALIAS | sub::SUB) != 0 {
+        return false;
+    }
+    let g = (w & GROUP_MASK) as usize - 1;
+    // SAFETY: our memfd, and a range inside the group's own chunk.
+    let r = unsafe {
+        libc::fallocate(
+            FD.load(Ordering::Relaxed),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            (g * LEN + off) as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    r == 0
+}
+
 /// Every range of group `g` (primary first), 0 for none.
 fn ranges(grp: &Group) -> [usize; MAX_ALIASES + 1] {
     let mut r = [0; MAX_ALIASES + 1];
@@ -573,28 +603,62 @@ extern "C" fn prepare() {
             freeze(seg_of(p), slice_index(p as *const u8), true);
             ok &= protect(p, false);
         }
-        let mut done = 0;
-        while done < LEN {
-            // SAFETY: reads the primary's page (protected: stable) into
-            // our new memfd.
-            let n = unsafe {
-                libc::pwrite(
-                    fd2,
-                    (r[0] + done) as *const libc::c_void,
-                    LEN - done,
-                    (g * LEN + done) as libc::off_t,
-                )
-            };
-            if n <= 0 {
-                ok = false;
-                break;
+        // Only what the chunk holds: reading a hole (OS pages its primary
+        // gave back, `punch`) through the mapping would fault memory in.
+        for (lo, hi) in data_ranges(FD.load(Ordering::Relaxed), g * LEN, (g + 1) * LEN) {
+            let mut done = lo;
+            while done < hi {
+                // SAFETY: reads the primary's page (protected: stable) into
+                // our new memfd.
+                let n = unsafe {
+                    libc::pwrite(
+                        fd2,
+                        (r[0] + done - g * LEN) as *const libc::c_void,
+                        hi - done,
+                        done as libc::off_t,
+                    )
+                };
+                if n <= 0 {
+                    ok = false;
+                    break;
+                }
+                done += n as usize;
             }
-            done += n as usize;
         }
     });
     ok &= sub::prepare(FD.load(Ordering::Relaxed), fd2);
     FORK_FAILED.store(!ok, Ordering::Relaxed);
     FORK_FD.store(fd2, Ordering::Relaxed);
+}
+
+/// The runs of `fd`'s bytes `lo..hi` that hold data (not holes), by
+/// `SEEK_DATA` and `SEEK_HOLE`; all of it where the kernel cannot say.
+fn data_ranges(fd: i32, lo: usize, hi: usize) -> impl Iterator<Item = (usize, usize)> {
+    let mut at = lo;
+    core::iter::from_fn(move || {
+        if at >= hi {
+            return None;
+        }
+        // SAFETY: `lseek` on our own descriptor.
+        let d = unsafe { libc::lseek(fd, at as libc::off_t, libc::SEEK_DATA) };
+        if d < 0 {
+            // ENXIO: no data from `at` to the end of the file.
+            let none = crate::os::errno() == libc::ENXIO;
+            let from = at;
+            at = hi;
+            return (!none).then_some((from, hi));
+        }
+        let d = d as usize;
+        if d >= hi {
+            at = hi;
+            return None;
+        }
+        // SAFETY: as above.
+        let h = unsafe { libc::lseek(fd, d as libc::off_t, libc::SEEK_HOLE) };
+        let end = if h < 0 { hi } else { (h as usize).min(hi) };
+        at = end;
+        Some((d, end))
+    })
 }
 
 /// fork, after, in the parent: every group writable again.

@@ -231,7 +231,7 @@ pub(crate) fn set_errno(e: i32) {
 }
 
 /// The calling thread's `errno`.
-fn errno() -> i32 {
+pub(crate) fn errno() -> i32 {
     // SAFETY: glibc's errno location is valid for the calling thread.
     unsafe { *libc::__errno_location() }
 }

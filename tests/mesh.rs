@@ -12,6 +12,10 @@
 //! - a thread writing into blocks while their pages are merged loses no
 //!   write (the fault handler holds it back);
 //! - after `fork`, neither process sees the other's writes;
+//! - the OS pages of a merged page that hold no live block any more are
+//!   given back by `collect()` (punched out of the shared memory, for every
+//!   address of it), stay given back across a `fork`, and come back
+//!   zero-filled and usable when blocks are handed out there again;
 //! - `collect()` meshes with the option on;
 //! - another thread freeing blocks (batched, through both kinds of address)
 //!   while the owner merges again and again loses and doubles nothing;
@@ -55,6 +59,7 @@ fn main() {
     meshes_disjoint_pages_and_keeps_every_block();
     writer_loses_no_write_while_its_pages_are_merged();
     fork_after_meshing_shares_nothing();
+    merged_pages_give_back_their_free_os_pages();
     collect_meshes_with_the_option_on();
     other_threads_free_while_pages_are_merged();
     merged_pages_outlive_their_thread();
@@ -384,6 +389,147 @@ fn fork_after_meshing_shares_nothing() {
         libc::close(fds[1]);
     }
     free_all(&kept);
+    segalloc::collect();
+    assert_eq!(segalloc::mesh_stats().groups, 0);
+}
+
+/// Of the pages holding `blocks`, those with any of OS pages `8..16` (their
+/// upper half) resident, as `mincore` says: for a merged page that is its
+/// shared memory's state, whatever the address.
+fn pages_with_upper_half_resident(blocks: &[usize]) -> Vec<usize> {
+    let os_page = common::page_size();
+    let mut pages: Vec<usize> = blocks.iter().map(|&p| p & !(PAGE - 1)).collect();
+    pages.sort_unstable();
+    pages.dedup();
+    pages
+        .into_iter()
+        .filter(|&base| {
+            let mut v = vec![0u8; PAGE / 2 / os_page];
+            // SAFETY: the upper half of one of our pages, mapped; `v` has
+            // a byte for each OS page of it.
+            let r = unsafe {
+                libc::mincore(
+                    (base + PAGE / 2) as *mut libc::c_void,
+                    PAGE / 2,
+                    v.as_mut_ptr(),
+                )
+            };
+            assert_eq!(r, 0, "mincore of {base:#x}");
+            v.iter().any(|&b| b & 1 != 0)
+        })
+        .collect()
+}
+
+fn merged_pages_give_back_their_free_os_pages() {
+    segalloc::collect();
+    let all = sparse_pages(128, 11);
+    let merged = segalloc::mesh();
+    assert!(merged >= 50, "only {merged} pages merged");
+    // Now the blocks of each page's upper half go: in every merged page
+    // (four pages' blocks) OS pages 8..16 hold nothing live any more.
+    let (kept, gone): (Vec<usize>, Vec<usize>) =
+        all.iter().partition(|&&p| p & (PAGE - 1) < PAGE / 2);
+    free_all(&gone);
+    let purged0 = segalloc::stats().purged_in_pages;
+    let pss0 = pss_bytes();
+    segalloc::collect();
+    let st = segalloc::stats();
+    let pss1 = pss_bytes();
+    let groups = segalloc::mesh_stats().groups;
+    let resident = pages_with_upper_half_resident(&kept);
+    println!(
+        "mesh: {merged} pages merged into {groups} groups; after freeing their \
+         upper halves, collect: PSS {:.1} -> {:.1} MiB, purged in pages +{:.1} MiB, \
+         {} pages with their upper half resident",
+        pss0 as f64 / 1048576.0,
+        pss1 as f64 / 1048576.0,
+        (st.purged_in_pages - purged0) as f64 / 1048576.0,
+        resident.len()
+    );
+    assert!(groups >= 10, "{groups} merged pages");
+    // Only the class's current page is never purged inside.
+    assert!(
+        resident.len() <= 1,
+        "pages whose free upper half stayed resident: {resident:x?}"
+    );
+    // Each page left in use but the current one gave back its upper half:
+    // a merged page once, for all of its addresses.
+    assert!(
+        st.purged_in_pages - purged0 >= (128 - merged - 1) * PAGE / 2,
+        "purged in pages: {} -> {}",
+        purged0,
+        st.purged_in_pages
+    );
+    assert!(
+        pss0 >= pss1 + groups * PAGE / 2,
+        "PSS {pss0} -> {pss1}: less than the merged pages' upper halves"
+    );
+    assert_eq!(
+        st.committed,
+        st.allocated + st.metadata + st.external_fragmentation(),
+        "the statistics' identity"
+    );
+    assert!(
+        st.resident <= pss1 + 2 * 1048576,
+        "stats().resident {} against PSS {pss1}",
+        st.resident
+    );
+    for &p in &kept {
+        assert!(block_ok(p as *const u8, 11), "block {p:#x} changed");
+    }
+    // A fork copies what the merged pages hold and no more: the given-back
+    // halves stay given back in the parent, and the child has its own copy.
+    // SAFETY: one thread: the child gets a consistent copy.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let mut ok = kept.iter().all(|&p| block_ok(p as *const u8, 11));
+        for &p in &kept {
+            write_block(p as *mut u8, 12);
+        }
+        ok &= kept.iter().all(|&p| block_ok(p as *const u8, 12));
+        // SAFETY: ends the child without running the parent's exit code.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    assert!(pid > 0);
+    let status = wait_child(pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child's copy of the merged pages was wrong (status {status})"
+    );
+    for &p in &kept {
+        assert!(
+            block_ok(p as *const u8, 11),
+            "the parent sees the child's write"
+        );
+    }
+    let after_fork = pages_with_upper_half_resident(&kept);
+    assert!(
+        after_fork.len() <= 1,
+        "fork brought back given-back OS pages: {after_fork:x?}"
+    );
+    // Blocks handed out there again come back usable, and overlap nothing.
+    let mut fresh = Vec::new();
+    for _ in 0..gone.len() {
+        // SAFETY: a non-zero size.
+        let p = unsafe { alloc(layout()) };
+        assert!(!p.is_null());
+        write_block(p, 13);
+        fresh.push(p as usize);
+    }
+    for &p in &kept {
+        assert!(block_ok(p as *const u8, 11), "block {p:#x} overwritten");
+    }
+    for &p in &fresh {
+        assert!(block_ok(p as *const u8, 13), "new block {p:#x} overwritten");
+    }
+    let st = segalloc::stats();
+    assert_eq!(
+        st.committed,
+        st.allocated + st.metadata + st.external_fragmentation(),
+        "the statistics' identity after the refill"
+    );
+    free_all(&kept);
+    free_all(&fresh);
     segalloc::collect();
     assert_eq!(segalloc::mesh_stats().groups, 0);
 }

@@ -426,20 +426,26 @@ impl Heap {
             let mut p = (*first).next;
             while !p.is_null() {
                 let next = (*p).next;
-                // A merged page's memory is a shared memfd chunk, where
-                // `madvise` frees nothing and the data stays (`mesh`).
                 let seg = segment::segment_of(p.cast());
                 let i = (*seg).page_index(p);
-                // A page with shared OS pages (`mesh::sub`) is purged
-                // elsewhere: those are skipped (`page::share`).
-                if (*seg).meshed(i) && !crate::mesh::sub::is_member(&*seg, i) {
-                    p = next;
-                    continue;
-                }
+                // The primary of a merged page (`mesh`): its memory is a
+                // shared memfd chunk, where `madvise` frees nothing, so its
+                // free OS pages are punched out of the chunk instead (for
+                // every range of the group at once). A page with shared OS
+                // pages (`mesh::sub`) is purged as any other: those OS
+                // pages are skipped (`page::share`).
+                let group = (*seg).meshed(i) && !crate::mesh::sub::is_member(&*seg, i);
                 self.collect_remote(p);
                 if worth_purging(&*p, likely) {
                     spent += ((*p).capacity - (*p).used.get()) as usize;
-                    total += (*p).purge_free_os_pages();
+                    total += if group {
+                        let base = (*p).start as usize;
+                        (*p).purge_free_os_pages_by(|q, len| {
+                            crate::mesh::punch(&*seg, i, q as usize - base, len);
+                        })
+                    } else {
+                        (*p).purge_free_os_pages()
+                    };
                 }
                 p = next;
             }

@@ -423,6 +423,16 @@ impl Heap {
         unsafe {
             let seg = &mut *s;
             if seg.meshed(i) && !sub::is_member(seg, i) {
+                // OS pages punched out of its chunk (`heap::purge`) go
+                // with the rest of it: fresh memory over every range.
+                let purged = (*p).purged.get();
+                if purged != 0 {
+                    self.k()
+                        .purged_in_pages
+                        .sub(purged.count_ones() as usize * OS_PAGE);
+                    (*p).purged.set(0);
+                    (*p).purged_blocks = 0;
+                }
                 self.unmesh(s, i);
                 return 0;
             }

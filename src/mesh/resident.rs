@@ -4,8 +4,9 @@
 //! page tables map it, so a merged page read through its primary and one
 //! alias counts twice. [`resident`] takes the statm figure, subtracts what
 //! `/proc/self/smaps` shows resident in the memfd's mappings, and adds the
-//! memfd's pages once (each live group's chunk is wholly resident: it was
-//! written whole when made). Reads the file through a stack buffer: no
+//! memfd's pages once (`st_blocks` of the memfd: what its chunks hold, the
+//! holes their primaries' sub-page purge punched left out). Reads the file
+//! through a stack buffer: no
 //! allocation; it costs a walk of every mapping's entry (milliseconds for
 //! thousands of mappings), so it is done only while merged pages exist.
 
@@ -19,9 +20,30 @@ pub(crate) fn resident(statm: usize) -> usize {
     if groups == 0 && slots == 0 || statm == 0 {
         return statm;
     }
-    match memfd_rss() {
-        Some(mapped) => statm.saturating_sub(mapped) + groups * LEN + slots * crate::os::OS_PAGE,
-        None => statm,
+    match (memfd_rss(), memfd_bytes()) {
+        (Some(mapped), Some(held)) => statm.saturating_sub(mapped) + held,
+        (Some(mapped), None) => {
+            statm.saturating_sub(mapped) + groups * LEN + slots * crate::os::OS_PAGE
+        }
+        _ => statm,
+    }
+}
+
+/// Bytes of memory the memfd holds (its `st_blocks`), if `fstat` says.
+fn memfd_bytes() -> Option<usize> {
+    let fd = super::FD.load(Ordering::Relaxed);
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fstat` fills the zeroed buffer we pass; the descriptor is
+    // ours (a stale one at worst yields an error or another file's size,
+    // never memory unsafety).
+    unsafe {
+        let mut st: libc::stat = core::mem::zeroed();
+        if libc::fstat(fd, &mut st) != 0 {
+            return None;
+        }
+        Some(st.st_blocks as usize * 512)
     }
 }
 

@@ -93,6 +93,22 @@ impl Page {
     /// The page is in use, one slice long, and owned by the caller, whose
     /// lists hold valid blocks of it.
     pub(crate) unsafe fn purge_free_os_pages(&mut self) -> usize {
+        // SAFETY: per the contract; the page's memory is its own.
+        unsafe { self.purge_free_os_pages_by(os::purge) }
+    }
+
+    /// [`purge_free_os_pages`](Self::purge_free_os_pages), giving each run
+    /// of OS pages back with `give(start, bytes)`: for a page whose memory
+    /// is shared with others (a merged page's primary, see `crate::mesh`),
+    /// a way that frees it for all of them.
+    ///
+    /// # Safety
+    /// As for `purge_free_os_pages`; `give` makes the run read zero (or
+    /// leaves it as it is) and touches nothing else.
+    pub(crate) unsafe fn purge_free_os_pages_by(
+        &mut self,
+        mut give: impl FnMut(*mut u8, usize),
+    ) -> usize {
         debug_assert_eq!(self.span, PURGEABLE_SPAN);
         let bs = self.block_size;
         let cap = self.capacity as usize;
@@ -200,7 +216,7 @@ impl Page {
             m &= !bits(lo, hi);
             // SAFETY: OS pages of this page every block of which is free and
             // now on no list (and maybe the tail no block uses).
-            os::purge(unsafe { self.start.add(lo * OS_PAGE) }, (hi - lo) * OS_PAGE);
+            give(unsafe { self.start.add(lo * OS_PAGE) }, (hi - lo) * OS_PAGE);
             bytes += (hi - lo) * OS_PAGE;
         }
         self.debug_check();
