@@ -170,7 +170,7 @@ pub(crate) struct Heap {
     /// pages: the timed sub-page purge, and the purge check of each page
     /// the step frees, wait (see `defrag_step`).
     moving: bool,
-    /// The generator that shuffles fresh blocks with meshing on (see
+    /// The generator that picks where fresh pages start with meshing on (see
     /// `page::shuffle`); 0 until first used, `shuffle::NEVER` in a
     /// first-class heap (which never meshes).
     carve_rng: u64,
@@ -344,7 +344,7 @@ impl Heap {
             self.fold(p, false);
             self.collect_remote(p);
             let purged = (*p).purged.get();
-            // With meshing on, fresh blocks go out in a shuffled order (see
+            // With meshing on, fresh pages start at a random block (see
             // `page::shuffle`): the page looks at the option only when it
             // carves, so a refill costs nothing more.
             let ok = (*p).refill_local_by(bytes, &mut self.carve_rng);

@@ -174,6 +174,11 @@ pub(crate) struct Page {
     /// (see `purge`). Written by the owner on slow paths only, read by any
     /// thread (a non-owner's `realloc` checks a block against it).
     pub(crate) purged: Purged,
+    /// Fresh blocks carved but held back until the page is wholly carved
+    /// (with the option `mesh`, see `shuffle`): free, on no list, counted
+    /// in `purged_blocks`, linked in descending address order. Owner only,
+    /// slow paths only.
+    pub(crate) deferred: *mut Block,
 }
 
 const_assert!(size_of::<Page>() == 128);
@@ -222,6 +227,7 @@ impl Page {
         current: AtomicBool::new(false),
         purged: Purged(AtomicU16::new(0)),
         purged_blocks: 0,
+        deferred: ptr::null_mut(),
         req: 0,
         local_free: ptr::null_mut(),
         thread_free: ThreadFreeStack::new(),
@@ -417,6 +423,7 @@ impl Page {
         self.fold_used = 0;
         self.purged.set(0);
         self.purged_blocks = 0;
+        self.deferred = ptr::null_mut();
         self.shared = 0;
         self.rec = 0;
         self.kept = 0;
@@ -433,7 +440,7 @@ impl Page {
     }
 
     /// [`refill_local`](Self::refill_local), carving about `bytes` of
-    /// blocks if it carves (at least one block), in a shuffled order with
+    /// blocks if it carves (at least one block), from a random start with
     /// the option `mesh` on, drawn from `rng` (the heap's generator, see
     /// `shuffle`; never if it is `NO_SHUFFLE`).
     pub(crate) fn refill_local_by(&mut self, bytes: usize, rng: &mut u64) -> bool {
@@ -455,6 +462,10 @@ impl Page {
             self.extend(bytes, rng);
             return true;
         }
+        if !self.deferred.is_null() {
+            self.take_deferred();
+            return true;
+        }
         if self.purged.get() != 0 {
             return self.unpurge_next();
         }
@@ -462,8 +473,9 @@ impl Page {
     }
 
     /// Carves about `bytes` of fresh blocks (at least one) from the
-    /// untouched end onto `free` (which is empty), in address order, or
-    /// shuffled from `rng` with the option `mesh` on.
+    /// untouched end onto `free` (which is empty), in address order; with
+    /// the option `mesh` on, a page's first carve starts at a block drawn
+    /// from `rng` and holds the ones before it back (`shuffle`).
     ///
     /// Out of line: inlined with the shuffle's branch, it made the heap's
     /// refill too big to be inlined into `find_page`, which cost every
@@ -474,19 +486,52 @@ impl Page {
         let left = (self.reserved - self.capacity) as usize;
         let n = (bytes / self.block_size).clamp(1, left);
         let bs = self.block_size;
-        if n > 1 && crate::options::MESH.get() != 0 && *rng != shuffle::NEVER {
-            // SAFETY: as below.
-            self.free = unsafe { shuffle::carve(self.start, self.capacity as usize, n, bs, rng) };
+        let mut held = 0;
+        if self.capacity == 0 && n > 1 && crate::options::MESH.get() != 0 && *rng != shuffle::NEVER
+        {
+            debug_assert!(self.deferred.is_null());
+            // SAFETY: as below; `deferred` is empty (nothing carved yet).
+            let (free, h) = unsafe { shuffle::carve(self.start, n, bs, rng, &mut self.deferred) };
+            self.free = free;
+            held = h;
+            self.purged_blocks += h as u16;
         } else {
             self.carve_in_order(n);
         }
         self.capacity += n as u32;
-        self.placed = self.placed.wrapping_add(n as u32);
+        self.placed = self.placed.wrapping_add((n - held) as u32);
         if self.has(FRESH_TAIL) {
             self.start_free_zero();
         } else {
             self.end_free_zero();
         }
+    }
+
+    /// Puts the blocks the carves held back (`deferred`) on `free` (which
+    /// is empty), in address order: the page is wholly carved. Owner only.
+    #[cold]
+    fn take_deferred(&mut self) {
+        let mut n = 0u32;
+        let mut head: *mut Block = ptr::null_mut();
+        let mut b = self.deferred;
+        // SAFETY: `deferred` links carved free blocks of this page that no
+        // one else refers to; reversing it writes only their links.
+        unsafe {
+            while !b.is_null() && n < self.capacity {
+                let next = next_of(b);
+                set_next(b, head);
+                head = b;
+                b = next;
+                n += 1;
+            }
+        }
+        debug_assert!(b.is_null() && n <= u32::from(self.purged_blocks));
+        self.deferred = ptr::null_mut();
+        self.free = head;
+        self.purged_blocks -= n as u16;
+        self.placed = self.placed.wrapping_add(n);
+        // Their bytes past the link may be zero or not: calloc must zero.
+        self.end_free_zero();
     }
 
     /// Links the `n` blocks from `capacity` on onto `free`, in address
@@ -534,6 +579,7 @@ impl Page {
         self.flags = 0;
         self.free = ptr::null_mut();
         self.local_free = ptr::null_mut();
+        self.deferred = ptr::null_mut();
         self.limit = 0;
     }
 
@@ -570,7 +616,7 @@ impl Page {
                 }
                 false
             };
-            on(self.free) || on(self.local_free) || on(self.thread_free.peek())
+            on(self.free) || on(self.local_free) || on(self.thread_free.peek()) || on(self.deferred)
         }
     }
 

@@ -14,7 +14,7 @@
 //! freeing everything leaves nothing shared.
 //!
 //! Then randomised block order: with `mesh` on, a fresh page hands out
-//! its blocks in a shuffled order, so a program that keeps every eighth
+//! its blocks from a random start, so a program that keeps every eighth
 //! block it allocated (frees in step with allocation, not at random)
 //! leaves them at random offsets, and `mesh()` merges OS pages; with it
 //! off (address order) every page keeps the same offsets and nothing
@@ -72,13 +72,82 @@ fn main() {
         mib(net_off),
         mib(on.released)
     );
+    fresh_blocks_go_forward();
     let (in_order, shuffled) = (kept_in_step(false), kept_in_step(true));
     assert_eq!(in_order, 0, "merged pages kept in address order");
     assert!(
         shuffled >= 64,
-        "shuffled fresh blocks: only {shuffled} OS pages merged"
+        "fresh blocks from a random start: only {shuffled} OS pages merged"
     );
     println!("mesh_schedule: all passed");
+}
+
+/// With `mesh` on, a fresh page hands out its blocks from a random one
+/// (among its first OS page's) to its end, and the ones before it once
+/// the page is wholly carved: a program walking its blocks in allocation
+/// order walks each page forward, with one jump back (to the held-back
+/// first blocks), not one each OS page (the rotation this replaced) or a
+/// random walk (the shuffle before it).
+fn fresh_blocks_go_forward() {
+    const BS: usize = 256;
+    const PER: usize = PAGE / BS;
+    segalloc::collect();
+    segalloc::set_option("mesh", "1").unwrap();
+    let all: Vec<usize> = (0..64 * PER)
+        .map(|_| {
+            // SAFETY: a non-zero size.
+            let p = unsafe { alloc(layout(BS)) } as usize;
+            assert!(p != 0);
+            p
+        })
+        .collect();
+    segalloc::set_option("mesh", "0").unwrap();
+    // Each page's blocks, in the order they were handed out.
+    let mut pages: Vec<(usize, Vec<usize>)> = Vec::new();
+    for &p in &all {
+        let base = p & !(PAGE - 1);
+        match pages.last_mut() {
+            Some((b, v)) if *b == base => v.push(p),
+            _ => pages.push((base, vec![p])),
+        }
+    }
+    let (mut whole, mut late_starts) = (0, 0);
+    for (base, order) in &pages {
+        if order.len() != PER {
+            continue; // the page in use before, or the last one
+        }
+        whole += 1;
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(
+            sorted.len(),
+            PER,
+            "page {base:#x}: a block handed out twice"
+        );
+        let back = order.windows(2).filter(|w| w[1] < w[0]).count();
+        assert!(
+            back <= 1,
+            "page {base:#x}: {back} jumps back in allocation order"
+        );
+        late_starts += usize::from(order[0] != *base);
+    }
+    println!(
+        "fresh blocks: {whole} whole pages, each forward but for one jump back; \
+         {late_starts} started past their first block"
+    );
+    assert!(
+        whole >= 60,
+        "only {whole} pages handed out whole, in one go"
+    );
+    assert!(
+        late_starts >= whole / 2,
+        "{late_starts} of {whole} pages started past their first block"
+    );
+    for &p in &all {
+        // SAFETY: allocated above with this layout, freed once.
+        unsafe { dealloc(p as *mut u8, layout(BS)) };
+    }
 }
 
 /// Fills 128 pages of 256-byte blocks with the option `mesh` at `shuffle`,
@@ -120,7 +189,7 @@ fn kept_in_step(shuffle: bool) -> usize {
     println!(
         "every eighth block kept, fresh blocks {}: {merged} OS pages merged",
         if shuffle {
-            "shuffled"
+            "from a random start"
         } else {
             "in address order"
         }

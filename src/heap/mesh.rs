@@ -92,8 +92,9 @@ impl Heap {
             for i in in_use_pages(seg) {
                 let p = ptr::addr_of_mut!(seg.pages[i]);
                 let c = (*p).class as usize;
-                // Not a page with OS pages purged inside it (`page::purge`):
-                // its blocks there are free but on no list.
+                // Not a page with OS pages purged inside it (`page::purge`)
+                // or fresh blocks held back (`page::shuffle`): its blocks
+                // there are free but on no list.
                 // Nor one with OS pages shared with other pages (`submesh`).
                 if (*p).span != 1
                     || class.is_some_and(|k| k != c)
@@ -101,6 +102,7 @@ impl Heap {
                     || self.queues[c].first == p
                     || (*p).purged.get() != 0
                     || (*p).shared != 0
+                    || !(*p).deferred.is_null()
                     || mesh::sub::is_member(seg, i)
                 {
                     continue;

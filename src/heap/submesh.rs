@@ -200,6 +200,7 @@ impl Heap {
                     || (*p).has(IN_FULL)
                     || self.queues[c].first == p
                     || (seg.meshed(i) && !sub::is_member(seg, i))
+                    || !(*p).deferred.is_null()
                 {
                     continue;
                 }

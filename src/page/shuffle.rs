@@ -1,25 +1,27 @@
-//! Fresh blocks in a rotated order (issue 13, with the option `mesh`):
-//! a page carving blocks links each OS page's worth of them in address
-//! order from a random block on, wrapping once, so that the blocks a
-//! program keeps sit at offsets that differ from page to page even when it
-//! frees in step with the order it allocated (every eighth block kept,
-//! say): two OS pages then keep disjoint offsets unless their rotations
-//! agree modulo the step (7 pairs in 8 for every eighth). Such pages are
-//! the ones meshing can merge (`crate::mesh`); in address order every page
-//! keeps the same offsets and none are disjoint. Frees at random leave
-//! random offsets anyway, rotated or not.
+//! Fresh blocks from a random start (issue 13, with the option `mesh`): a
+//! page's first carve begins at a random block among its first 16 (or
+//! its first OS page's worth, if fewer), and the blocks before it are held back (`Page::deferred`) until
+//! the page is wholly carved; then they come last. So a page hands out its
+//! blocks in address order from a random block, with one jump back, and
+//! the blocks a program keeps in step with the order it allocated (every
+//! eighth, say) sit at offsets that differ from page to page: two pages
+//! keep disjoint offsets unless their starts agree modulo the step (7
+//! pairs in 8 for every eighth), at every OS page alike, so meshing
+//! (`crate::mesh`) can merge them whole or by OS pages. In address order
+//! every page keeps the same offsets and none are disjoint. Frees at
+//! random leave random offsets anyway.
 //!
-//! A rotation, not a full shuffle: a program that walks its blocks in
-//! allocation order still walks memory forward, but for one jump back an
-//! OS page. The Rust suite's `fragment`, which does, took 1.37x its time
-//! with a full shuffle (a random walk inside each OS page) and 1.18x with
-//! the rotation, simulated cache misses unchanged (README, Meshing); the
-//! shuffle merged about as much (1,171 OS pages against 1,088 in
-//! `tests/mesh_schedule.rs`).
+//! Why not more random: until 2026-11-29 each OS page's worth was rotated
+//! (a jump back every OS page), before that shuffled (a random walk in
+//! each OS page). A program that walks its blocks in allocation order, as
+//! the Rust suite's `fragment` does, paid for both: 1.37x its time with
+//! meshing on (its scheduled meshing held off) for the shuffle, 1.18-1.29x
+//! for the rotation, 1.09x with one random start a page (README, Meshing).
+//! `tests/mesh_schedule.rs` (every eighth block kept) merges more with it
+//! too: 1,632 OS pages, against 1,088 for the rotation and 1,171 for the
+//! shuffle (whole pages now keep disjoint offsets).
 //!
-//! Slow path only (a page carves about an OS page of blocks at a time):
-//! one draw from the heap's own generator a run; the runs stay in address
-//! order, so a carve still faults in its OS pages one after another.
+//! Slow path only: one draw from the heap's own generator a page.
 
 use crate::remote::{set_next, Block};
 use core::ptr;
@@ -28,8 +30,13 @@ use core::ptr;
 /// A generator that reaches it (one state in 2^64) stops shuffling.
 pub(crate) const NEVER: u64 = u64::MAX;
 
-/// Blocks rotated together: about an OS page of them.
+/// The first carve starts among this many bytes of blocks: an OS page.
 const RUN_BYTES: usize = crate::os::OS_PAGE;
+/// And among this many blocks at most: as many offsets modulo a step of
+/// 16 or less as a whole OS page would give, while the blocks held back
+/// (touched by the carve, but handed out last, so a page in use touches
+/// that much more before it is wholly carved) stay under 16.
+const MAX_START: usize = 16;
 
 /// A step of the heap's generator (xorshift64*), seeding it first if it
 /// is 0 (from its own address and the clock: no system call for
@@ -55,39 +62,40 @@ fn splitmix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Links blocks `first .. first + n` of `bs` bytes from `start` into a
-/// list, run by run, each run rotated by a random amount (see the module
-/// docs), and returns its head.
+/// Links blocks `0 .. n` of `bs` bytes from `start`, a page's first
+/// carve, from a random one among the first OS page's worth (at most the
+/// first [`MAX_START`]) on, in address order: returns that list, and
+/// pushes the blocks before it on `held` (in descending address order, so
+/// that reversed they run in address order), with their count.
 ///
 /// # Safety
-/// The blocks lie inside one page, carved by nobody else yet, and `n > 0`.
+/// The blocks lie inside one page, carved by nobody else yet, `n > 0`, and
+/// `held` is null.
 pub(crate) unsafe fn carve(
     start: *mut u8,
-    first: usize,
     n: usize,
     bs: usize,
     state: &mut u64,
-) -> *mut Block {
-    let mut head: *mut Block = ptr::null_mut();
-    // Back to front, so that the list runs through the runs in address
-    // order: run `base .. end` as `r .. end`, then `base .. r`.
-    let run = (RUN_BYTES / bs).max(1);
-    let mut end = n;
-    while end > 0 {
-        let base = (end - 1) / run * run;
-        let r = base + (((next(state) >> 32) * (end - base) as u64) >> 32) as usize;
-        for o in (r..end).chain(base..r).rev() {
-            // SAFETY: per the contract, block `first + o` is in the page
-            // and ours to link.
-            unsafe {
-                let b = start.add((first + o) * bs).cast::<Block>();
-                set_next(b, head);
-                head = b;
-            }
+    held: &mut *mut Block,
+) -> (*mut Block, usize) {
+    let run = (RUN_BYTES / bs).min(MAX_START).clamp(1, n);
+    let r = (((next(state) >> 32) * run as u64) >> 32) as usize;
+    let block = |o: usize| {
+        // SAFETY: per the contract, block `o` is in the page.
+        unsafe { start.add(o * bs).cast::<Block>() }
+    };
+    // SAFETY: blocks of the page, ours to link (per the contract).
+    unsafe {
+        for o in 0..r {
+            set_next(block(o), *held);
+            *held = block(o);
         }
-        end = base;
+        for o in r..n - 1 {
+            set_next(block(o), block(o + 1));
+        }
+        set_next(block(n - 1), ptr::null_mut());
     }
-    head
+    (block(r), r)
 }
 
 #[cfg(test)]
@@ -106,43 +114,37 @@ mod tests {
         seen
     }
 
-    /// Every block once; each run (an OS page of blocks) is its own
-    /// indices in address order but for one wrap, at an offset that is
-    /// not always 0; the runs in address order.
+    /// Every block once: from a random block below an OS page's worth to
+    /// the end in address order, the ones before it held back (highest
+    /// address first); the start is not always the first block.
     #[test]
-    fn a_carve_is_a_rotation_of_each_run() {
-        for (bs, n) in [(16usize, 600usize), (256, 40), (1024, 9), (48, 200)] {
-            let run = (4096 / bs).max(1);
+    fn a_first_carve_starts_at_a_random_block_and_holds_the_ones_before() {
+        for (bs, n) in [
+            (16usize, 256usize),
+            (256, 16),
+            (1024, 4),
+            (48, 85),
+            (64, 10),
+        ] {
+            let run = (4096 / bs).min(16).clamp(1, n);
             let mut mem = vec![0u64; n * bs / 8 + 1];
             let start = mem.as_mut_ptr().cast::<u8>();
             let mut state = 0;
-            let mut wraps = 0;
-            for _ in 0..16 {
+            let mut late = 0;
+            for _ in 0..32 {
+                let mut held = core::ptr::null_mut();
                 // SAFETY: n blocks of bs bytes in our buffer.
-                let seen = indices(unsafe { carve(start, 0, n, bs, &mut state) }, start, bs);
-                assert_eq!(seen.len(), n);
-                for (r, chunk) in seen.chunks(run).enumerate() {
-                    let (lo, m) = (r * run, chunk.len());
-                    let rot = chunk[0] - lo;
-                    let want: Vec<usize> = (0..m).map(|k| lo + (rot + k) % m).collect();
-                    assert_eq!(chunk, &want[..], "block size {bs}, run {r}");
-                    wraps += usize::from(rot != 0);
-                }
+                let (list, h) = unsafe { carve(start, n, bs, &mut state, &mut held) };
+                let (list, held) = (indices(list, start, bs), indices(held, start, bs));
+                assert!(h < run, "block size {bs}: started at {h}");
+                assert_eq!(list, (h..n).collect::<Vec<_>>(), "block size {bs}");
+                assert_eq!(held, (0..h).rev().collect::<Vec<_>>(), "block size {bs}");
+                late += usize::from(h != 0);
             }
-            assert!(wraps > 0, "block size {bs}: no run was rotated");
+            assert!(
+                late > 0,
+                "block size {bs}: always started at the first block"
+            );
         }
-    }
-
-    /// A carve that starts past the page's first block links only its own.
-    #[test]
-    fn a_carve_from_the_middle_links_its_own_blocks() {
-        const BS: usize = 64;
-        let mut mem = vec![0u64; 300 * BS / 8];
-        let start = mem.as_mut_ptr().cast::<u8>();
-        let mut state = 7;
-        // SAFETY: blocks 100..300 of BS bytes in our buffer.
-        let mut seen = indices(unsafe { carve(start, 100, 200, BS, &mut state) }, start, BS);
-        seen.sort_unstable();
-        assert_eq!(seen, (100..300).collect::<Vec<_>>());
     }
 }
