@@ -1,25 +1,25 @@
 //! Fresh blocks from a random start (issue 13, with the option `mesh`): a
 //! page's first carve begins at a random block among its first 16 (or
-//! its first OS page's worth, if fewer), and the blocks before it are held back (`Page::deferred`) until
-//! the page is wholly carved; then they come last. So a page hands out its
-//! blocks in address order from a random block, with one jump back, and
-//! the blocks a program keeps in step with the order it allocated (every
-//! eighth, say) sit at offsets that differ from page to page: two pages
-//! keep disjoint offsets unless their starts agree modulo the step (7
-//! pairs in 8 for every eighth), at every OS page alike, so meshing
-//! (`crate::mesh`) can merge them whole or by OS pages. In address order
-//! every page keeps the same offsets and none are disjoint. Frees at
-//! random leave random offsets anyway.
+//! its first OS page's worth, if fewer), and the blocks before it are
+//! held back (`Page::deferred`) until the page is wholly carved; then they
+//! come last. So a page hands out its blocks in address order from a
+//! random block, with one jump back, and the blocks a program keeps in
+//! step with the order it allocated (every eighth, say) sit at offsets
+//! that differ from page to page: two pages keep disjoint offsets unless
+//! their starts agree modulo the step (7 pairs in 8 for every eighth), at
+//! every OS page alike, so meshing (`crate::mesh`) can merge them whole or
+//! by OS pages. In address order every page keeps the same offsets and
+//! none are disjoint. Frees at random leave random offsets anyway.
 //!
 //! Why not more random: until 2026-11-29 each OS page's worth was rotated
 //! (a jump back every OS page), before that shuffled (a random walk in
 //! each OS page). A program that walks its blocks in allocation order, as
 //! the Rust suite's `fragment` does, paid for both: 1.37x its time with
 //! meshing on (its scheduled meshing held off) for the shuffle, 1.18-1.29x
-//! for the rotation, 1.09x with one random start a page (README, Meshing).
+//! for the rotation, 1.10x with one random start a page (README, Meshing).
 //! `tests/mesh_schedule.rs` (every eighth block kept) merges more with it
-//! too: 1,632 OS pages, against 1,088 for the rotation and 1,171 for the
-//! shuffle (whole pages now keep disjoint offsets).
+//! too: 1,616-1,680 OS pages, against 1,088 for the rotation and 1,171
+//! for the shuffle (whole pages now keep disjoint offsets).
 //!
 //! Slow path only: one draw from the heap's own generator a page.
 
