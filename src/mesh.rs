@@ -525,23 +525,25 @@ pub(crate) unsafe fn release(seg: &Segment, ai: usize) -> u64 {
 /// Gives back `len` bytes at `off` of the merged page whose primary starts
 /// at slice `ai` of `seg`: punched out of its chunk, so that they read zero
 /// through the primary and every alias alike (`madvise` on one range would
-/// free nothing of a shared page). Returns whether the hole was punched.
-/// The sub-page purge of a group's primary (`heap::purge`) calls it.
+/// free nothing of a shared page). The sub-page purge of a group's
+/// primary (`heap::purge`) calls it. Should the kernel refuse, the bytes
+/// stay as they are: the blocks over them come back from the page's map of
+/// purged OS pages all the same, only not zeroed.
 ///
 /// # Safety
 /// The caller owns `seg`, and every block of the primary overlapping the
 /// bytes is free and on no list (so nothing reads or writes them until the
 /// owner threads them again, which faults fresh zeroed memory in).
-pub(crate) unsafe fn punch(seg: &Segment, ai: usize, off: usize, len: usize) -> bool {
+pub(crate) unsafe fn punch(seg: &Segment, ai: usize, off: usize, len: usize) {
     debug_assert!(off + len <= LEN && off % crate::os::OS_PAGE == 0);
     let _g = LOCK.lock();
     let w = word(seg, ai).load(Ordering::Relaxed);
     if w & GROUP_MASK == 0 || w & (ALIAS | sub::SUB) != 0 {
-        return false;
+        return;
     }
     let g = (w & GROUP_MASK) as usize - 1;
     // SAFETY: our memfd, and a range inside the group's own chunk.
-    let r = unsafe {
+    unsafe {
         libc::fallocate(
             FD.load(Ordering::Relaxed),
             libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
@@ -549,7 +551,6 @@ pub(crate) unsafe fn punch(seg: &Segment, ai: usize, off: usize, len: usize) -> 
             len as libc::off_t,
         )
     };
-    r == 0
 }
 
 /// Every range of group `g` (primary first), 0 for none.

@@ -130,6 +130,9 @@ pub(crate) struct Page {
     /// Links in the owning heap's page queue (or its full list).
     pub(crate) next: *mut Page,
     pub(crate) prev: *mut Page,
+    /// Carved blocks that are free and on no list: in purged OS pages
+    /// (`purged`), excluded over shared ones (`shared`), or held back
+    /// (`deferred`). Owner only.
     pub(crate) purged_blocks: u16,
     /// OS pages of a one-slice page mapped onto physical memory shared with
     /// other pages (meshing at OS-page granularity, see `share`): the free

@@ -464,11 +464,7 @@ fn merged_pages_give_back_their_free_os_pages() {
         pss0 >= pss1 + groups * PAGE / 2,
         "PSS {pss0} -> {pss1}: less than the merged pages' upper halves"
     );
-    assert_eq!(
-        st.committed,
-        st.allocated + st.metadata + st.external_fragmentation(),
-        "the statistics' identity"
-    );
+    common::identity_holds(&st);
     assert!(
         st.resident <= pss1 + 2 * 1048576,
         "stats().resident {} against PSS {pss1}",
@@ -522,12 +518,7 @@ fn merged_pages_give_back_their_free_os_pages() {
     for &p in &fresh {
         assert!(block_ok(p as *const u8, 13), "new block {p:#x} overwritten");
     }
-    let st = segalloc::stats();
-    assert_eq!(
-        st.committed,
-        st.allocated + st.metadata + st.external_fragmentation(),
-        "the statistics' identity after the refill"
-    );
+    common::identity_holds(&segalloc::stats());
     free_all(&kept);
     free_all(&fresh);
     segalloc::collect();
