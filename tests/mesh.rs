@@ -475,19 +475,17 @@ fn merged_pages_give_back_their_free_os_pages() {
     }
     // A fork copies what the merged pages hold and no more: the given-back
     // halves stay given back in the parent, and the child has its own copy.
-    // SAFETY: one thread: the child gets a consistent copy.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
+    let (status, _) = in_child(|| {
         let mut ok = kept.iter().all(|&p| block_ok(p as *const u8, 11));
         for &p in &kept {
             write_block(p as *mut u8, 12);
         }
         ok &= kept.iter().all(|&p| block_ok(p as *const u8, 12));
-        // SAFETY: ends the child without running the parent's exit code.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
-    assert!(pid > 0);
-    let status = wait_child(pid);
+        if !ok {
+            // SAFETY: ends the child without running the parent's exit code.
+            unsafe { libc::_exit(1) };
+        }
+    });
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "the child's copy of the merged pages was wrong (status {status})"
