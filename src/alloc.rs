@@ -111,7 +111,11 @@ fn malloc_in<const WHOLE: bool, const ENOMEM: bool>(size: usize, align: usize) -
         // and `align <= MIN_ALIGN` divides `DIRECT_MAX`; direct slots hold
         // pages of this heap or the empty page, which `pop` allows.
         unsafe {
-            let p = *(*h).direct.get_unchecked(slot);
+            // Atomic, as the background purger may write the slot (see
+            // `heap::nudge`); a relaxed load is a plain `mov`.
+            let slots = ptr::addr_of_mut!((*h).direct).cast::<*mut page::Page>();
+            let p = core::sync::atomic::AtomicPtr::from_ptr(slots.add(slot))
+                .load(core::sync::atomic::Ordering::Relaxed);
             let b = page::pop(p);
             if !b.is_null() {
                 // A page with a block is never the empty page: it is ours.
@@ -374,6 +378,9 @@ unsafe fn malloc_slow(mut h: *mut heap::Heap, c: usize, size: usize) -> *mut u8 
     let b = unsafe {
         thread::owning(h, |heap| {
             remote_batch::slow_path(heap, &*thread::inbox(h));
+            // The owner in its handshake, holding no page yet.
+            heap.unnudge();
+            heap.sub_purge_if_due();
             pop_from_new_page(heap, c, size)
         })
     };

@@ -200,21 +200,22 @@ fn look_at(
         seen_epoch.store(epoch, Ordering::Relaxed);
         seen_at.store(now as usize, Ordering::Relaxed);
     }
-    if k.dirty_bytes.get() == 0 {
-        return;
-    }
     let seen_idle = (seen_at.load(Ordering::Relaxed) as u64).saturating_add(delay) <= now;
+    // Taken even without free pages resident: its sub-page purge may be due
+    // (see `heap::nudge`).
     if !hs.try_purge(epoch) {
         return;
     }
+    let now_ms = os::now_ms();
     // SAFETY: the handshake gives us the heap until `purged`: its thread is
     // outside its slow paths and waits at their start, and its fast paths
     // touch only pages in use, which a purge does not (nor reading its
-    // deadline).
+    // deadlines), and the `direct` slots, which a nudge writes atomically.
     unsafe {
-        if seen_idle || (*h).timed_purge_due(os::now_ms()) {
+        if k.dirty_bytes.get() != 0 && (seen_idle || (*h).timed_purge_due(now_ms)) {
             (*h).purge_idle();
         }
+        Heap::nudge(h, now_ms);
     }
     hs.purged();
 }

@@ -52,6 +52,7 @@ use lists::{PageQueue, SegList};
 mod kept;
 mod lifecycle;
 mod mesh;
+mod nudge;
 mod purge;
 mod submesh;
 
@@ -160,6 +161,11 @@ pub(crate) struct Heap {
     /// The class the next timed sub-page purge starts at (where the last
     /// one stopped, its work bounded).
     sub_purge_next: usize,
+    /// The classes the timed sub-page purge's pass has yet to see from
+    /// `sub_purge_next` on; 0 when no pass is under way.
+    sub_purge_left: usize,
+    /// Armed again while a pass was under way: another pass follows it.
+    sub_purge_again: bool,
     /// Classes that may hold a kept empty page (see `kept`), `lo..=hi`.
     kept: (u8, u8),
     /// No timed step meshes before this (precise clock, µs): a step that
@@ -170,6 +176,9 @@ pub(crate) struct Heap {
     /// pages: the timed sub-page purge, and the purge check of each page
     /// the step frees, wait (see `defrag_step`).
     moving: bool,
+    /// The background purger pointed the `direct` slots at the empty page
+    /// to bring the owner to a slow path (see `nudge`).
+    nudged: bool,
     /// The generator that picks where fresh pages start with meshing on (see
     /// `page::shuffle`); 0 until first used, `shuffle::NEVER` in a
     /// first-class heap (which never meshes).
@@ -227,9 +236,12 @@ impl Heap {
             purge_at: 0,
             sub_purge_at: 0,
             sub_purge_next: 0,
+            sub_purge_left: 0,
+            sub_purge_again: false,
             kept: kept::NONE,
             mesh_not_before: 0,
             moving: false,
+            nudged: false,
             carve_rng: 0,
             next_free: ptr::null_mut(),
             parked_at: 0,
@@ -285,8 +297,11 @@ impl Heap {
         self.purge_at = 0;
         self.sub_purge_at = 0;
         self.sub_purge_next = 0;
+        self.sub_purge_left = 0;
+        self.sub_purge_again = false;
         self.mesh_not_before = 0;
         self.moving = false;
+        self.nudged = false;
         self.next_free = ptr::null_mut();
         self.free_events = 0;
     }
@@ -425,14 +440,21 @@ impl Heap {
                 p.set_current(true);
             }
         }
+        self.point_direct(c);
+    }
+
+    /// Points the direct slots of class `c` at its current page; false if
+    /// the class has none (its blocks are over [`DIRECT_MAX`]).
+    fn point_direct(&mut self, c: usize) -> bool {
         if CLASS_SIZES[c] as usize > DIRECT_MAX {
-            return;
+            return false;
         }
         let page = self.current_page(c);
         let (lo, hi) = direct_range(c);
         for slot in &mut self.direct[lo..=hi] {
             *slot = page;
         }
+        true
     }
 
     /// # Safety

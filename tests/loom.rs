@@ -21,7 +21,10 @@
 //!
 //! The handshake between a heap's owner and the background purger
 //! (`handshake.rs`) is checked too: the two are never inside at once, and
-//! the purger never takes a heap whose thread has exited.
+//! the purger never takes a heap whose thread has exited. So is the
+//! purger's nudge (`heap/nudge.rs`) on top of it: the owner's fast path
+//! reads a `direct` slot the purger may point at the empty page, and the
+//! owner's slow path puts it back.
 //!
 //! Every model is exhaustive up to a preemption bound (see [`model`]).
 #![cfg(loom)]
@@ -42,6 +45,74 @@ use loom::sync::{Arc, Mutex};
 use loom::thread;
 use remote::{next_of, set_next, Block, HintBits, ThreadFreeStack};
 use std::collections::HashMap;
+
+/// (h) The purger's nudge (`heap/nudge.rs`), on the handshake of (g). The
+/// owner allocates three times: its fast path reads its `direct` slot (a
+/// relaxed load, as `alloc::malloc_in`), and finding the empty page there
+/// it takes its slow path, which puts the slot back if the heap was
+/// nudged. The purger, twice, takes the idle heap and nudges it unless it
+/// is nudged already. The flag is a loom cell, so loom flags any access to
+/// it the handshake leaves unordered. Checked: the fast path sees only the
+/// page or the empty page; outside both sides' handshakes an emptied slot
+/// always has the flag set (else no slow path would put it back); and once
+/// the owner's slow path ran after a nudge, its slot is its page again.
+#[test]
+fn nudge_brings_the_owner_to_its_slow_path_and_back() {
+    use handshake::Handshake;
+    const PAGE: usize = 1;
+    const EMPTY: usize = 2;
+    model(5, || {
+        let hs = Arc::new(Handshake::new());
+        hs.open();
+        let slot = Arc::new(AtomicUsize::new(PAGE));
+        let nudged = Arc::new(UnsafeCell::new(false));
+        let (h, sl, n) = (hs.clone(), slot.clone(), nudged.clone());
+        let purger = thread::spawn(move || {
+            let mut nudges = 0;
+            for _ in 0..2 {
+                let Some(epoch) = h.idle_epoch() else {
+                    continue;
+                };
+                if h.try_purge(epoch) {
+                    n.with_mut(|v| {
+                        // SAFETY: the handshake gives the purger the heap.
+                        let v = unsafe { &mut *v };
+                        if !*v {
+                            sl.store(EMPTY, Ordering::Relaxed);
+                            *v = true;
+                            nudges += 1;
+                        }
+                    });
+                    h.purged();
+                }
+            }
+            nudges
+        });
+        let mut slow = 0;
+        for _ in 0..3 {
+            let page = slot.load(Ordering::Relaxed);
+            assert!(page == PAGE || page == EMPTY, "the slot held {page}");
+            if page == EMPTY {
+                assert!(hs.enter(), "the owner's slow path");
+                // SAFETY: the handshake gives the owner the heap.
+                nudged.with_mut(|v| unsafe {
+                    assert!(*v, "an emptied slot without the nudge flag");
+                    *v = false;
+                });
+                slot.store(PAGE, Ordering::Relaxed);
+                hs.leave();
+                slow += 1;
+            }
+        }
+        let nudges = purger.join().unwrap();
+        assert!(slow <= nudges, "{slow} slow paths for {nudges} nudges");
+        // SAFETY: both threads are done with the heap.
+        let flag = nudged.with(|v| unsafe { *v });
+        let page = slot.load(Ordering::Relaxed);
+        assert_eq!(page == EMPTY, flag, "slot {page} with the flag {flag}");
+        assert_eq!(flag, slow < nudges, "{slow} slow paths for {nudges} nudges");
+    });
+}
 
 /// Runs `f` under loom, exploring every interleaving with at most `bound`
 /// preemptions (`LOOM_MAX_PREEMPTIONS` overrides it). Bugs in protocols this

@@ -239,6 +239,22 @@ fn child() {
                 );
             }
         }
+        "background_nudge" => {
+            without_sampling();
+            let on = option("background") == 1;
+            let (purged, elapsed, freed) = sparse_then_steady();
+            eprintln!(
+                "nudge: background {on}: {} KiB purged inside pages of {} KiB freed, after {elapsed:?}",
+                purged >> 10,
+                freed >> 10
+            );
+            if on {
+                assert!(
+                    purged >= NUDGE_PURGED,
+                    "{purged} bytes purged inside pages: the owner, allocating only from its free lists, was never brought to its slow path"
+                );
+            }
+        }
         "background_stress" => {
             // Threads that alternate bursts of allocation with pauses about
             // as long as the purge delay, so that the purger often purges a
@@ -492,6 +508,55 @@ fn idle_thread_rss() -> (usize, usize, usize, Duration) {
     (before, freed, later, settled)
 }
 
+/// What the background purger must get purged inside sparse pages in
+/// `sparse_then_steady` (of about 60 MiB freed, of which about a quarter
+/// lies in wholly free OS pages).
+const NUDGE_PURGED: usize = 8 << 20;
+
+/// Fills 160,000 blocks of 256-512 bytes, frees nine in ten at random,
+/// then allocates and frees a few blocks at a time for up to 5 s, as a
+/// server after a burst of deletions: every allocation is served from the
+/// blocks just freed, so no allocation slow path runs. Returns the bytes
+/// purged inside pages in use since the frees, when the loop stopped (at
+/// `NUDGE_PURGED` or 5 s), and the bytes freed; checks the live blocks.
+fn sparse_then_steady() -> (usize, Duration, usize) {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut v: Vec<Option<Vec<u8>>> = (0..160_000u32)
+        .map(|i| Some(vec![i as u8; 256 + (rnd() % 257) as usize]))
+        .collect();
+    let mut freed = 0;
+    for b in v.iter_mut() {
+        if rnd() % 10 != 0 {
+            freed += b.take().map_or(0, |b| b.len());
+        }
+    }
+    let before = segalloc::stats().purged_in_pages;
+    let start = Instant::now();
+    let mut purged = 0;
+    while start.elapsed() < Duration::from_secs(5) {
+        let few: Vec<Vec<u8>> = (0..8).map(|i| vec![i; 300]).collect();
+        drop(few);
+        std::thread::sleep(Duration::from_millis(2));
+        purged = segalloc::stats().purged_in_pages.saturating_sub(before);
+        if purged >= NUDGE_PURGED {
+            break;
+        }
+    }
+    let elapsed = start.elapsed();
+    for (i, b) in v.iter().enumerate() {
+        if let Some(b) = b {
+            assert!(b.iter().all(|&c| c == i as u8), "block {i} changed");
+        }
+    }
+    (purged, elapsed, freed)
+}
+
 /// One thread allocates `live_mib` MiB in 1000-byte blocks and keeps them,
 /// then `freed_mib` MiB more, frees those and sleeps, allocating nothing,
 /// for 10 purge delays. Returns the RSS before, right after the frees, and
@@ -699,6 +764,26 @@ fn an_idle_process_that_freed_500_mib_returns_to_its_live_memory() {
             ],
         );
         for line in err.lines().filter(|l| l.starts_with("background ")) {
+            println!("{line}");
+        }
+    }
+}
+
+/// A thread that, after freeing most of its blocks at random, allocates
+/// only from what it freed never reaches its slow path, where the sub-page
+/// purge runs: with background purging on, the purger brings it there
+/// (`heap::nudge`), and the free OS pages inside its sparse pages go back.
+#[test]
+fn the_background_purger_gets_sparse_pages_purged_in_a_steady_thread() {
+    for on in ["1", "0"] {
+        let err = run(
+            "background_nudge",
+            &[
+                ("SEGALLOC_BACKGROUND", on),
+                ("SEGALLOC_PURGE_DELAY_MS", "50"),
+            ],
+        );
+        for line in err.lines().filter(|l| l.starts_with("nudge: ")) {
             println!("{line}");
         }
     }

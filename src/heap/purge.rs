@@ -89,7 +89,33 @@ impl Heap {
     /// the C library's start-up code layout (`link/hot-text.ld`) names it.
     #[inline(never)]
     pub(super) fn maybe_purge(&mut self, keep: *mut Segment) {
-        if self.sub_purge_at != 0 && !self.moving && os::now_ms() >= self.sub_purge_at {
+        if self.sub_purge_at != 0 {
+            self.sub_purge_step(keep);
+        }
+        self.maybe_purge_slices(keep);
+    }
+
+    /// The timed sub-page purge (and meshing) if it is due, for every
+    /// allocation slow path, not only those that need a new page: a program
+    /// that frees most of its blocks at random and then allocates from what
+    /// it freed needs no new page, and its sparse pages would stay resident.
+    /// One load while nothing is armed.
+    ///
+    /// # Safety
+    /// Called by the owner inside its handshake, holding on to none of its
+    /// pages (meshing may free any, and release its segment).
+    #[inline(always)]
+    pub(crate) unsafe fn sub_purge_if_due(&mut self) {
+        if self.sub_purge_at != 0 {
+            self.sub_purge_step(core::ptr::null_mut());
+        }
+    }
+
+    /// The sub-page purge (and meshing) step of [`maybe_purge`](Self::maybe_purge),
+    /// if due; `keep` as there.
+    #[inline(never)]
+    fn sub_purge_step(&mut self, keep: *mut Segment) {
+        if self.sub_purge_due(os::now_ms()) {
             // With meshing, only where no caller holds on to a segment
             // (`keep`, a free slow path): collecting an alias's frees may
             // empty and release one. The next allocation slow path does it.
@@ -112,7 +138,6 @@ impl Heap {
                 }
             }
         }
-        self.maybe_purge_slices(keep);
     }
 
     /// The part of [`maybe_purge`](Self::maybe_purge) for the dirty slices
@@ -253,6 +278,12 @@ impl Heap {
         self.peak_slices = self.used_slices;
     }
 
+    /// Whether the heap's timed sub-page purge (and meshing) is due at
+    /// `now` (ms, `os::now_ms`).
+    pub(super) fn sub_purge_due(&self, now: u64) -> bool {
+        self.sub_purge_at != 0 && !self.moving && now >= self.sub_purge_at
+    }
+
     /// Whether the heap's timed purge is due at `now` (ms, `os::now_ms`):
     /// what its next slow path would purge (see [`maybe_purge`](Self::maybe_purge)).
     pub(crate) fn timed_purge_due(&self, now: u64) -> bool {
@@ -327,8 +358,14 @@ impl Heap {
     /// this heap never does either: first-class heaps, whose blocks are
     /// freed all at once, and huge pages on without `mesh`).
     pub(super) fn arm_sub_purge(&mut self) {
-        if self.sub_purge_at == 0 && !self.private && (sub_purge_on() || self.mesh_scheduled()) {
+        if self.private || !(sub_purge_on() || self.mesh_scheduled()) {
+            return;
+        }
+        if self.sub_purge_at == 0 {
             self.sub_purge_at = os::now_ms() + purge_delay_ms();
+        } else {
+            // Armed while a pass is under way: another follows it.
+            self.sub_purge_again = true;
         }
     }
 
@@ -375,15 +412,31 @@ impl Heap {
         }
         let mut total = 0;
         let mut spent = 0usize;
-        let start = if work == usize::MAX {
-            0
+        // A timed step goes on with the pass its arming began, which ends
+        // once it has seen every class; another follows only if the heap
+        // was armed again meanwhile (a page back from the full list).
+        // Passes that went round and round walked 32K blocks every purge
+        // delay for as long as the program ran, purging nothing new (6-8
+        // ms a step with a million sparse blocks).
+        let (start, classes) = if work == usize::MAX {
+            (0, NUM_CLASSES)
+        } else if self.sub_purge_left == 0 {
+            self.sub_purge_again = false;
+            (self.sub_purge_next, NUM_CLASSES)
         } else {
-            self.sub_purge_next
+            (self.sub_purge_next, self.sub_purge_left)
         };
-        for i in 0..NUM_CLASSES {
+        let mut pass_done = work != usize::MAX;
+        if pass_done {
+            self.sub_purge_next = (start + classes) % NUM_CLASSES;
+            self.sub_purge_left = 0;
+        }
+        for i in 0..classes {
             let c = (start + i) % NUM_CLASSES;
             if spent >= work {
                 self.sub_purge_next = c;
+                self.sub_purge_left = classes - i;
+                pass_done = false;
                 self.arm_sub_purge();
                 break;
             }
@@ -407,6 +460,10 @@ impl Heap {
                 // SAFETY: as above.
                 unsafe { self.submesh_pass(Some(c)) };
             }
+        }
+        if pass_done && self.sub_purge_again {
+            self.sub_purge_again = false;
+            self.arm_sub_purge();
         }
         self.k().purged_in_pages.add(total);
     }
