@@ -745,6 +745,18 @@ fn the_background_purger_waits_for_main() {
     });
 }
 
+/// The background purger's nudge under `LD_PRELOAD`: a C program that,
+/// after freeing nine in ten of its blocks at random, allocates only from
+/// what it freed gets its sparse pages purged (`tests/preload/nudge.c`).
+#[test]
+fn background_purger_nudges_a_c_program_that_allocates_from_what_it_freed() {
+    c_program_prints_ok("nudge", &[], |c| {
+        c.env("LD_PRELOAD", cdylib())
+            .env("SEGALLOC_BACKGROUND", "1")
+            .env("SEGALLOC_PURGE_DELAY_MS", "50");
+    });
+}
+
 /// Every runtime option set and read back through the C ABI
 /// (`segalloc_option_set`, `segalloc_option_get`, `mallopt`), by name and by
 /// variable name, with bad values and names refused, and read before the
