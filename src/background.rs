@@ -201,12 +201,14 @@ fn look_at(
         seen_at.store(now as usize, Ordering::Relaxed);
     }
     let seen_idle = (seen_at.load(Ordering::Relaxed) as u64).saturating_add(delay) <= now;
-    // Taken even without free pages resident: its sub-page purge may be due
+    let now_ms = os::now_ms();
+    // SAFETY: `h` is a slot's heap.
+    let nudge = unsafe { Heap::sub_purge_maybe_due(h, now_ms) };
+    // Taken without free pages resident if its sub-page purge may be due
     // (see `heap::nudge`).
-    if !hs.try_purge(epoch) {
+    if (k.dirty_bytes.get() == 0 && !nudge) || !hs.try_purge(epoch) {
         return;
     }
-    let now_ms = os::now_ms();
     // SAFETY: the handshake gives us the heap until `purged`: its thread is
     // outside its slow paths and waits at their start, and its fast paths
     // touch only pages in use, which a purge does not (nor reading its
@@ -215,7 +217,9 @@ fn look_at(
         if k.dirty_bytes.get() != 0 && (seen_idle || (*h).timed_purge_due(now_ms)) {
             (*h).purge_idle();
         }
-        Heap::nudge(h, now_ms);
+        if nudge {
+            Heap::nudge(h, now_ms);
+        }
     }
     hs.purged();
 }

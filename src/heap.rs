@@ -158,6 +158,10 @@ pub(crate) struct Heap {
     /// When to purge the free OS pages inside sparse pages in use (see
     /// `purge`), or 0 if no page came back from the full list since.
     sub_purge_at: u64,
+    /// `sub_purge_at`, for the background purger to read without taking
+    /// the heap (a stale value only makes it take the heap for nothing, or
+    /// look again later); written with it, by [`set_sub_purge_at`](Self::set_sub_purge_at).
+    sub_purge_hint: core::sync::atomic::AtomicU64,
     /// The class the next timed sub-page purge starts at (where the last
     /// one stopped, its work bounded).
     sub_purge_next: usize,
@@ -235,6 +239,7 @@ impl Heap {
             peak_slices: 0,
             purge_at: 0,
             sub_purge_at: 0,
+            sub_purge_hint: core::sync::atomic::AtomicU64::new(0),
             sub_purge_next: 0,
             sub_purge_left: 0,
             sub_purge_again: false,
@@ -295,7 +300,7 @@ impl Heap {
         self.used_slices = 0;
         self.peak_slices = 0;
         self.purge_at = 0;
-        self.sub_purge_at = 0;
+        self.set_sub_purge_at(0);
         self.sub_purge_next = 0;
         self.sub_purge_left = 0;
         self.sub_purge_again = false;

@@ -128,7 +128,7 @@ impl Heap {
                     // The whole step waits (the sub-page purge too, which
                     // walks the same classes in the same order), armed for
                     // when it may mesh again.
-                    self.sub_purge_at = self.mesh_not_before / 1000 + 1;
+                    self.set_sub_purge_at(self.mesh_not_before / 1000 + 1);
                 } else {
                     let mesh = crate::mesh::setup();
                     self.purge_in_pages_and_mesh(SUB_PURGE_WORK, mesh);
@@ -284,6 +284,28 @@ impl Heap {
         self.sub_purge_at != 0 && !self.moving && now >= self.sub_purge_at
     }
 
+    /// Sets when the timed sub-page purge is due (0: not armed), and the
+    /// hint the background purger reads.
+    pub(super) fn set_sub_purge_at(&mut self, at: u64) {
+        self.sub_purge_at = at;
+        self.sub_purge_hint
+            .store(at, core::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether heap `h`'s timed sub-page purge may be due at `now` (ms),
+    /// as far as its hint tells: for the background purger, which has not
+    /// taken the heap.
+    ///
+    /// # Safety
+    /// `h` is a heap in a pool slot (never unmapped).
+    pub(crate) unsafe fn sub_purge_maybe_due(h: *const Heap, now: u64) -> bool {
+        // SAFETY: per the contract; the hint is atomic.
+        let at = unsafe {
+            (*core::ptr::addr_of!((*h).sub_purge_hint)).load(core::sync::atomic::Ordering::Relaxed)
+        };
+        at != 0 && now >= at
+    }
+
     /// Whether the heap's timed purge is due at `now` (ms, `os::now_ms`):
     /// what its next slow path would purge (see [`maybe_purge`](Self::maybe_purge)).
     pub(crate) fn timed_purge_due(&self, now: u64) -> bool {
@@ -362,7 +384,7 @@ impl Heap {
             return;
         }
         if self.sub_purge_at == 0 {
-            self.sub_purge_at = os::now_ms() + purge_delay_ms();
+            self.set_sub_purge_at(os::now_ms() + purge_delay_ms());
         } else {
             // Armed while a pass is under way: another follows it.
             self.sub_purge_again = true;
@@ -405,7 +427,7 @@ impl Heap {
     /// candidate pages count against `work` (building their bitmaps walks
     /// them); one class is done whole once started.
     fn purge_in_pages_and_mesh(&mut self, work: usize, mesh: bool) {
-        self.sub_purge_at = 0;
+        self.set_sub_purge_at(0);
         let purge = sub_purge_on();
         if self.private || !(purge || mesh) {
             return;
