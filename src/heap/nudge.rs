@@ -24,7 +24,7 @@
 //! checks. A thread that only frees keeps its slots pointed at the empty
 //! page until it allocates, which costs nothing.
 
-use super::Heap;
+use super::{Heap, DIRECT_SLOTS};
 use crate::size_class::NUM_CLASSES;
 use core::ptr::addr_of_mut;
 use core::sync::atomic::{AtomicPtr, Ordering};
@@ -47,7 +47,8 @@ impl Heap {
             }
             let empty = (*h).empty_page;
             let slots = addr_of_mut!((*h).direct).cast::<*mut crate::page::Page>();
-            for i in 0..(*h).direct.len() {
+            // By raw pointer: no reference to the slots the owner reads.
+            for i in 0..DIRECT_SLOTS {
                 AtomicPtr::from_ptr(slots.add(i)).store(empty, Ordering::Relaxed);
             }
             (*h).nudged = true;
