@@ -157,11 +157,10 @@ pub(crate) struct Heap {
     purge_at: u64,
     /// When to purge the free OS pages inside sparse pages in use (see
     /// `purge`), or 0 if no page came back from the full list since.
-    sub_purge_at: u64,
-    /// `sub_purge_at`, for the background purger to read without taking
-    /// the heap (a stale value only makes it take the heap for nothing, or
-    /// look again later); written with it, by [`set_sub_purge_at`](Self::set_sub_purge_at).
-    sub_purge_hint: core::sync::atomic::AtomicU64,
+    /// Atomic (relaxed, a plain `mov`) so that the background purger may
+    /// read it without taking the heap (see `nudge`): a stale value only
+    /// makes it take the heap for nothing, or look again later.
+    sub_purge_at: core::sync::atomic::AtomicU64,
     /// The class the next timed sub-page purge starts at (where the last
     /// one stopped, its work bounded).
     sub_purge_next: usize,
@@ -238,8 +237,7 @@ impl Heap {
             used_slices: 0,
             peak_slices: 0,
             purge_at: 0,
-            sub_purge_at: 0,
-            sub_purge_hint: core::sync::atomic::AtomicU64::new(0),
+            sub_purge_at: core::sync::atomic::AtomicU64::new(0),
             sub_purge_next: 0,
             sub_purge_left: 0,
             sub_purge_again: false,

@@ -89,7 +89,7 @@ impl Heap {
     /// the C library's start-up code layout (`link/hot-text.ld`) names it.
     #[inline(never)]
     pub(super) fn maybe_purge(&mut self, keep: *mut Segment) {
-        if self.sub_purge_at != 0 {
+        if self.sub_purge_at() != 0 {
             self.sub_purge_step(keep);
         }
         self.maybe_purge_slices(keep);
@@ -106,7 +106,7 @@ impl Heap {
     /// pages (meshing may free any, and release its segment).
     #[inline(always)]
     pub(crate) unsafe fn sub_purge_if_due(&mut self) {
-        if self.sub_purge_at != 0 {
+        if self.sub_purge_at() != 0 {
             self.sub_purge_step(core::ptr::null_mut());
         }
     }
@@ -281,27 +281,33 @@ impl Heap {
     /// Whether the heap's timed sub-page purge (and meshing) is due at
     /// `now` (ms, `os::now_ms`).
     pub(super) fn sub_purge_due(&self, now: u64) -> bool {
-        self.sub_purge_at != 0 && !self.moving && now >= self.sub_purge_at
+        let at = self.sub_purge_at();
+        at != 0 && !self.moving && now >= at
     }
 
-    /// Sets when the timed sub-page purge is due (0: not armed), and the
-    /// hint the background purger reads.
+    /// When the timed sub-page purge is due (ms, `os::now_ms`), or 0 if it
+    /// is not armed.
+    #[inline(always)]
+    fn sub_purge_at(&self) -> u64 {
+        self.sub_purge_at
+            .load(core::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sets when the timed sub-page purge is due (0: not armed).
     pub(super) fn set_sub_purge_at(&mut self, at: u64) {
-        self.sub_purge_at = at;
-        self.sub_purge_hint
+        self.sub_purge_at
             .store(at, core::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Whether heap `h`'s timed sub-page purge may be due at `now` (ms),
-    /// as far as its hint tells: for the background purger, which has not
-    /// taken the heap.
+    /// Whether heap `h`'s timed sub-page purge may be due at `now` (ms):
+    /// for the background purger, which has not taken the heap.
     ///
     /// # Safety
     /// `h` is a heap in a pool slot (never unmapped).
     pub(crate) unsafe fn sub_purge_maybe_due(h: *const Heap, now: u64) -> bool {
-        // SAFETY: per the contract; the hint is atomic.
+        // SAFETY: per the contract; the deadline is atomic.
         let at = unsafe {
-            (*core::ptr::addr_of!((*h).sub_purge_hint)).load(core::sync::atomic::Ordering::Relaxed)
+            (*core::ptr::addr_of!((*h).sub_purge_at)).load(core::sync::atomic::Ordering::Relaxed)
         };
         at != 0 && now >= at
     }
@@ -383,7 +389,7 @@ impl Heap {
         if self.private || !(sub_purge_on() || self.mesh_scheduled()) {
             return;
         }
-        if self.sub_purge_at == 0 {
+        if self.sub_purge_at() == 0 {
             self.set_sub_purge_at(os::now_ms() + purge_delay_ms());
         } else {
             // Armed while a pass is under way: another follows it.
