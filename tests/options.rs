@@ -509,7 +509,7 @@ fn idle_thread_rss() -> (usize, usize, usize, Duration) {
 }
 
 /// What the background purger must get purged inside sparse pages in
-/// `sparse_then_steady` (of about 60 MiB freed, of which about a quarter
+/// `sparse_then_steady` (of about 54 MiB freed, of which about a quarter
 /// lies in wholly free OS pages).
 const NUDGE_PURGED: usize = 8 << 20;
 

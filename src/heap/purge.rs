@@ -444,9 +444,10 @@ impl Heap {
         // once it has seen every class; another follows only if the heap
         // was armed again meanwhile (a page back from the full list).
         // Passes that went round and round walked 32K blocks every purge
-        // delay for as long as the program ran, purging nothing new (6-8
+        // delay for as long as the program ran, purging nothing new (5-8
         // ms a step with a million sparse blocks).
-        let (start, classes) = if work == usize::MAX {
+        let timed = work != usize::MAX;
+        let (start, classes) = if !timed {
             (0, NUM_CLASSES)
         } else if self.sub_purge_left == 0 {
             self.sub_purge_again = false;
@@ -454,18 +455,11 @@ impl Heap {
         } else {
             (self.sub_purge_next, self.sub_purge_left)
         };
-        let mut pass_done = work != usize::MAX;
-        if pass_done {
-            self.sub_purge_next = (start + classes) % NUM_CLASSES;
-            self.sub_purge_left = 0;
-        }
+        let mut seen = classes;
         for i in 0..classes {
             let c = (start + i) % NUM_CLASSES;
             if spent >= work {
-                self.sub_purge_next = c;
-                self.sub_purge_left = classes - i;
-                pass_done = false;
-                self.arm_sub_purge();
+                seen = i;
                 break;
             }
             let first = self.queues[c].first;
@@ -489,9 +483,12 @@ impl Heap {
                 unsafe { self.submesh_pass(Some(c)) };
             }
         }
-        if pass_done && self.sub_purge_again {
-            self.sub_purge_again = false;
-            self.arm_sub_purge();
+        if timed {
+            self.sub_purge_next = (start + seen) % NUM_CLASSES;
+            self.sub_purge_left = classes - seen;
+            if seen < classes || core::mem::take(&mut self.sub_purge_again) {
+                self.arm_sub_purge();
+            }
         }
         self.k().purged_in_pages.add(total);
     }

@@ -7,7 +7,7 @@
  * 300 bytes every 2 ms: every allocation is served from the blocks just
  * freed, so no allocation slow path runs unless the purger brings the
  * thread there. Prints "ok" once RSS fell by 8 MiB or more (the sub-page
- * purge gives back about a quarter of the 60 MiB freed), within 5 s, and
+ * purge gives back about a quarter of the 54 MiB freed), within 5 s, and
  * the live blocks read back right; else says what it saw. */
 #include <stdio.h>
 #include <stdlib.h>
