@@ -3,15 +3,20 @@
 //! stopped allocating, so that an idle process's resident set falls to its
 //! live memory without any thread reaching a slow path.
 //!
-//! Four times per purge delay (option `purge_delay_ms`; at most every 5 ms)
-//! it wakes and:
+//! Four times per purge delay (option `purge_delay_ms`; at most every 5 ms),
+//! and when a heap's next timed step falls due sooner, it wakes and:
 //! - purges each live thread's heap that has free memory resident and
 //!   whose thread reached no slow path since the last look, one purge delay
 //!   or more ago (each heap's handshake epoch, see `handshake`): the heap's
 //!   own timed purge, made for it;
+//! - brings a heap whose timed step is due, but whose thread allocates
+//!   only from its free lists, to that thread's next slow path (the nudge,
+//!   `heap::nudge`);
 //! - retires parked heaps that are due, unmaps cached large blocks (and
 //!   the heap profiler's cached mappings of sampled blocks) that waited the
-//!   purge delay, and purges the kept free segments.
+//!   purge delay, and purges the kept free segments;
+//! - reads the meshing budget if a timed step asked (`mesh::sub`), which
+//!   would otherwise read it inside an allocation.
 //!
 //! How it stays safe:
 //! - **No allocation.** The thread is made with `pthread_create` (not
@@ -126,6 +131,7 @@ fn start() {
 
 /// The purger thread's body.
 extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
+    let mut next = 0;
     loop {
         if options::BACKGROUND.get() == 0 {
             STATE.store(NONE, Ordering::Relaxed);
@@ -139,37 +145,67 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
         // first sighting could read the clock a few ms short (its 4 ms
         // ticks) and leave the purge to the next look.
         let delay = options::purge_delay_ms();
-        sleep_ms((delay / LOOKS_PER_DELAY).max(MIN_PERIOD_MS));
-        tick(os::now_us(), delay.saturating_mul(1000));
+        let period = (delay / LOOKS_PER_DELAY).max(MIN_PERIOD_MS);
+        sleep_ms(until_next_look(period, next));
+        next = tick(os::now_us(), delay.saturating_mul(1000));
+        // The meshing budget's reads of `/proc/self/maps` (up to 16 ms),
+        // here rather than in a timed step inside an allocation.
+        crate::mesh::sub::read_if_asked(2 * period);
     }
+}
+
+/// How long to sleep before the next look: `period`, or less if a heap's
+/// timed sub-page purge falls due sooner (`next`, ms, 0 for none: a pass
+/// that a step's time bound cut short goes on as soon as its duty cycle
+/// allows, see `heap::window`), but never under [`MIN_PERIOD_MS`].
+fn until_next_look(period: u64, next: u64) -> u64 {
+    if next == 0 {
+        return period;
+    }
+    next.saturating_sub(os::now_ms())
+        .clamp(MIN_PERIOD_MS, period.max(MIN_PERIOD_MS))
 }
 
 /// One look at every heap and the process-wide caches, at `now` with a
 /// purge delay of `delay` (both in microseconds, of the precise clock).
-fn tick(now: u64, delay: u64) {
+/// Returns the earliest deadline of a heap's timed sub-page purge still to
+/// come (ms, 0 if none).
+fn tick(now: u64, delay: u64) -> u64 {
     // First, before the pool's lock and the others: the order the fork
     // handlers take them in.
     let _purging = PURGING.lock();
+    let mut next = 0;
     thread::for_each_slot(|slot| {
         // SAFETY: slots are never unmapped; their handshake words, our
         // notes and the counters are only used through shared references,
-        // and the heap only through the handshake.
+        // and the heap only through the handshake (and its atomic
+        // deadline).
         unsafe {
+            let h = addr_of_mut!((*slot).heap);
             look_at(
                 &*addr_of!((*slot).handshake),
                 &*addr_of!((*slot).seen_epoch),
                 &*addr_of!((*slot).seen_at),
                 &*addr_of!((*slot).counters),
-                addr_of_mut!((*slot).heap),
+                h,
                 now,
                 delay,
-            )
+            );
+            // Deadlines already past (a heap nudged, whose thread has yet
+            // to run its step and set the next) are left to the regular
+            // looks: a heap whose thread never allocates again would have
+            // the purger wake at its shortest period forever.
+            let at = Heap::sub_purge_deadline(h);
+            if at > os::now_ms() && (next == 0 || at < next) {
+                next = at;
+            }
         }
     });
     crate::large_cache::purge_if_due();
     crate::large::purge_sampled_if_due();
     thread::retire_parked_if_due();
     crate::segment::trim_free_segments();
+    next
 }
 
 /// Purges heap `h` (with its handshake `hs`, our notes `seen_epoch` and

@@ -55,6 +55,7 @@ mod mesh;
 mod nudge;
 mod purge;
 mod submesh;
+mod window;
 
 /// Requests up to this size use the `direct` table.
 pub(crate) const DIRECT_MAX: usize = 1024;
@@ -175,6 +176,8 @@ pub(crate) struct Heap {
     /// meshed for `t` is followed by none for `MESH_DUTY * t` (see
     /// `purge`). 0 when none has run.
     mesh_not_before: u64,
+    /// Where the timed step stopped in its size class (`window`).
+    step_cursor: window::Cursor,
     /// A defragmentation step is moving blocks out of this heap's sparse
     /// pages: the timed sub-page purge, and the purge check of each page
     /// the step frees, wait (see `defrag_step`).
@@ -243,6 +246,7 @@ impl Heap {
             sub_purge_again: false,
             kept: kept::NONE,
             mesh_not_before: 0,
+            step_cursor: window::Cursor::START,
             moving: false,
             nudged: false,
             carve_rng: 0,
@@ -303,6 +307,7 @@ impl Heap {
         self.sub_purge_left = 0;
         self.sub_purge_again = false;
         self.mesh_not_before = 0;
+        self.step_cursor = window::Cursor::START;
         self.moving = false;
         self.nudged = false;
         self.next_free = ptr::null_mut();

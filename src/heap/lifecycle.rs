@@ -75,7 +75,7 @@ impl Heap {
             }
             self.collect_full_pages(0);
             self.free_empty_pages();
-            self.purge_in_pages(usize::MAX);
+            self.purge_in_pages();
             let mut s = self.avail.first;
             while !s.is_null() {
                 let next = (*s).next;
@@ -133,7 +133,7 @@ impl Heap {
         unsafe {
             self.collect_full_pages(0);
             self.free_empty_pages();
-            self.purge_in_pages(usize::MAX);
+            self.purge_in_pages();
             self.purge_all(ptr::null_mut());
             // Segments that emptied above went to the process-wide cache
             // with their free memory still resident.

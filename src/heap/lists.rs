@@ -116,3 +116,27 @@ impl SegList {
         }
     }
 }
+
+impl super::Heap {
+    /// The heap's segments, the `avail` list then `full_segs`. Each one's
+    /// successor is read as it is yielded, so the caller may release the
+    /// segment it was just given, but no other, and may move none between
+    /// the lists while it walks.
+    pub(super) fn segments(&self) -> impl Iterator<Item = *mut Segment> {
+        let mut lists = [self.avail.first, self.full_segs.first];
+        let mut at = 0;
+        core::iter::from_fn(move || {
+            while at < lists.len() {
+                let s = lists[at];
+                if !s.is_null() {
+                    // SAFETY: per the contract, `s` is a live segment of
+                    // the heap's, on the list being walked.
+                    lists[at] = unsafe { (*s).next };
+                    return Some(s);
+                }
+                at += 1;
+            }
+            None
+        })
+    }
+}

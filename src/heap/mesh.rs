@@ -57,33 +57,87 @@ impl Heap {
             return 0;
         }
         let mut merged = 0;
-        for list in [self.avail, self.full_segs] {
-            let mut s = list.first;
-            while !s.is_null() {
-                // SAFETY: `s` is one of ours; its successor is read before
-                // the sweep may release it; merging releases nothing.
-                unsafe {
-                    let next = (*s).next;
-                    if !self.collect_aliases(s) && (*s).source == Source::Mmap {
-                        merged += self.mesh_segment(s, scratch, class);
-                    }
-                    s = next;
-                }
-            }
+        for s in self.segments() {
+            // SAFETY: `s` is one of ours (its successor read already, so
+            // the sweep may release it).
+            merged += unsafe { self.mesh_one(s, scratch, class, u64::MAX) }.map_or(0, |m| m.0);
         }
         // SAFETY: our scratch mapping, used no more.
         unsafe { os::unmap_scratch(scratch.cast(), SCRATCH) };
         merged
     }
 
-    /// The pass over one segment (pages of `class` only, if given). `live`
-    /// has room for a bitmap per slice.
+    /// [`mesh_pass`](Self::mesh_pass) over the segments of `segs` (ours)
+    /// only, stopping after a merge that ends at or after `deadline`
+    /// (precise clock, µs; `u64::MAX` for none); an entry whose segment the
+    /// pass released is set to null. Returns the pages merged and whether
+    /// it stopped early.
+    ///
+    /// # Safety
+    /// As for [`mesh_pass`](Self::mesh_pass).
+    pub(super) unsafe fn mesh_over(
+        &mut self,
+        segs: &mut [*mut Segment],
+        class: Option<usize>,
+        deadline: u64,
+    ) -> (usize, bool) {
+        if self.private {
+            return (0, false);
+        }
+        let scratch = os::map_scratch(SCRATCH).cast::<[u64; LIVE_WORDS]>();
+        if scratch.is_null() {
+            return (0, false);
+        }
+        let (mut merged, mut late) = (0, false);
+        for s in segs.iter_mut().filter(|s| !s.is_null()) {
+            // SAFETY: `*s` is one of ours, per the contract.
+            match unsafe { self.mesh_one(*s, scratch, class, deadline) } {
+                Some((n, l)) => (merged, late) = (merged + n, l),
+                None => *s = ptr::null_mut(),
+            }
+            if late {
+                break;
+            }
+        }
+        // SAFETY: our scratch mapping, used no more.
+        unsafe { os::unmap_scratch(scratch.cast(), SCRATCH) };
+        (merged, late)
+    }
+
+    /// Collects the frees pushed on the aliases of segment `s` (ours), then
+    /// merges its pages (of `class` only, if given) until `deadline` (as
+    /// for [`mesh_over`](Self::mesh_over)). Returns the pages merged and
+    /// whether it stopped early, or `None` if collecting released the
+    /// segment.
+    unsafe fn mesh_one(
+        &mut self,
+        s: *mut Segment,
+        live: *mut [u64; LIVE_WORDS],
+        class: Option<usize>,
+        deadline: u64,
+    ) -> Option<(usize, bool)> {
+        // SAFETY: `s` is ours, per the contract; merging releases nothing.
+        unsafe {
+            if self.collect_aliases(s) {
+                return None;
+            }
+            if (*s).source != Source::Mmap {
+                return Some((0, false));
+            }
+            Some(self.mesh_segment(s, live, class, deadline))
+        }
+    }
+
+    /// The pass over one segment (pages of `class` only, if given), until
+    /// `deadline` (as for [`mesh_over`](Self::mesh_over), which returns
+    /// what this does). `live` has room for a bitmap per slice.
     unsafe fn mesh_segment(
         &mut self,
         s: *mut Segment,
         live: *mut [u64; LIVE_WORDS],
         class: Option<usize>,
-    ) -> usize {
+        deadline: u64,
+    ) -> (usize, bool) {
         // SAFETY: `s` is one of ours, and its pages; `live` per the contract.
         unsafe {
             let seg = &mut *s;
@@ -155,11 +209,14 @@ impl Heap {
                     if self.merge(s, a, b, live) {
                         gone |= 1 << b;
                         merged += 1;
+                        if deadline != u64::MAX && os::now_us() >= deadline {
+                            return (merged, true);
+                        }
                     }
                     break;
                 }
             }
-            merged
+            (merged, false)
         }
     }
 

@@ -32,6 +32,7 @@
 //! pushes onto any page's list, and its `malloc` pops from the current
 //! ones, without a lock or an atomic.
 
+use super::window::{another_window, STEP_US};
 use super::{carved_bytes, Heap};
 use crate::options::purge_delay_ms;
 use crate::os;
@@ -39,28 +40,23 @@ use crate::page::{self, Page, PURGEABLE_SPAN};
 use crate::segment::{self, Segment, SLICE_SIZE};
 use crate::size_class::NUM_CLASSES;
 
-/// How many free blocks a timed sub-page purge may walk (a few ms at a cache
-/// miss per block, `madvise` included): one that has more to look at goes
-/// on a purge delay later from where it stopped. `collect()` has no bound.
-const SUB_PURGE_WORK: usize = 1 << 15;
+/// A timed step that ran for `t` is followed by no meshing for
+/// `STEP_DUTY * t`, and a pass it left unfinished goes on no sooner, so
+/// that the timed steps take at most about 1/(STEP_DUTY + 1) of the
+/// owner's time, whatever the heap's size: a program that frees at random
+/// arms a step at every page that gets room back. Each step is bounded in
+/// time (`window::STEP_US`); before that bound, one took a class whole and
+/// could be long: the first of `tests/mesh_schedule.rs` took 85 ms (2,166
+/// OS pages merged). A cap of 32 (3%) postponed the next step past what
+/// that test waits for. Under callgrind (a slowed clock, so long steps),
+/// `segalloc-bench --only fragment` with `SEGALLOC_MESH=1` ran 873 M
+/// instructions with the cap against 1,627 M without (README, Meshing).
+const STEP_DUTY: u64 = 8;
 
-/// A timed step that meshed for `t` is followed by no meshing for
-/// `MESH_DUTY * t`, so that meshing on the schedule takes at most about
-/// 1/(MESH_DUTY + 1) of the owner's time, whatever the heap's size: the
-/// work bound above is in blocks walked (one class is done whole once
-/// started), and a program that frees at random arms a step at every page
-/// that gets room back. A step can be long: the first of
-/// `tests/mesh_schedule.rs` took 85 ms (2,166 OS pages merged). A cap of
-/// 32 (3%) postponed the next step past what that test waits for. Under
-/// callgrind (a slowed clock, so long steps), `segalloc-bench --only
-/// fragment` with `SEGALLOC_MESH=1` ran 873 M instructions with the cap
-/// against 1,627 M without (README, Meshing).
-const MESH_DUTY: u64 = 8;
-
-/// When the next timed step may mesh, one that began at `start` and ended
-/// at `end` having meshed (µs).
-fn mesh_resume_at(start: u64, end: u64) -> u64 {
-    end.saturating_add(end.saturating_sub(start).saturating_mul(MESH_DUTY))
+/// When the step after one that began at `start` and ended at `end` may
+/// run (µs).
+fn resume_at(start: u64, end: u64) -> u64 {
+    end.saturating_add(end.saturating_sub(start).saturating_mul(STEP_DUTY))
 }
 
 impl Heap {
@@ -115,28 +111,34 @@ impl Heap {
     /// if due; `keep` as there.
     #[inline(never)]
     fn sub_purge_step(&mut self, keep: *mut Segment) {
-        if self.sub_purge_due(os::now_ms()) {
-            // With meshing, only where no caller holds on to a segment
-            // (`keep`, a free slow path): collecting an alias's frees may
-            // empty and release one. The next allocation slow path does it.
-            let mesh = self.mesh_scheduled();
-            if !mesh {
-                self.purge_in_pages_and_mesh(SUB_PURGE_WORK, false);
-            } else if keep.is_null() {
-                let start = os::now_us();
-                if start < self.mesh_not_before {
-                    // The whole step waits (the sub-page purge too, which
-                    // walks the same classes in the same order), armed for
-                    // when it may mesh again.
-                    self.set_sub_purge_at(self.mesh_not_before / 1000 + 1);
-                } else {
-                    let mesh = crate::mesh::setup();
-                    self.purge_in_pages_and_mesh(SUB_PURGE_WORK, mesh);
-                    if mesh {
-                        self.mesh_not_before = mesh_resume_at(start, os::now_us());
-                    }
-                }
-            }
+        if !self.sub_purge_due(os::now_ms()) {
+            return;
+        }
+        // With meshing, only where no caller holds on to a segment (`keep`,
+        // a free slow path): collecting an alias's frees may empty and
+        // release one. The next allocation slow path does it.
+        let mesh = self.mesh_scheduled();
+        if mesh && !keep.is_null() {
+            return;
+        }
+        let start = os::now_us();
+        if mesh && start < self.mesh_not_before {
+            // The whole step waits (the sub-page purge too, which walks the
+            // same classes in the same order), armed for when it may mesh
+            // again.
+            self.set_sub_purge_at(self.mesh_not_before / 1000 + 1);
+            return;
+        }
+        let mesh = mesh && crate::mesh::setup();
+        self.purge_in_pages_and_mesh(true, mesh);
+        let resume = resume_at(start, os::now_us());
+        if mesh {
+            self.mesh_not_before = resume;
+        }
+        // A pass the step's time bound cut short goes on as soon as the
+        // duty cycle allows, not a purge delay later.
+        if self.sub_purge_left != 0 {
+            self.set_sub_purge_at(resume / 1000 + 1);
         }
     }
 
@@ -156,7 +158,7 @@ impl Heap {
         }
         if os::past_soft_limit() {
             // Purge harder: no delay, no budget, no kept segments.
-            self.purge_in_pages(usize::MAX);
+            self.purge_in_pages();
             self.purge_all(keep);
             segment::trim_free_segments();
             return;
@@ -305,11 +307,22 @@ impl Heap {
     /// # Safety
     /// `h` is a heap in a pool slot (never unmapped).
     pub(crate) unsafe fn sub_purge_maybe_due(h: *const Heap, now: u64) -> bool {
-        // SAFETY: per the contract; the deadline is atomic.
-        let at = unsafe {
-            (*core::ptr::addr_of!((*h).sub_purge_at)).load(core::sync::atomic::Ordering::Relaxed)
-        };
+        // SAFETY: per the contract.
+        let at = unsafe { Heap::sub_purge_deadline(h) };
         at != 0 && now >= at
+    }
+
+    /// When heap `h`'s timed sub-page purge is due (ms, 0 if not armed), as
+    /// far as the background purger, which has not taken the heap, can
+    /// tell.
+    ///
+    /// # Safety
+    /// As for [`sub_purge_maybe_due`](Self::sub_purge_maybe_due).
+    pub(crate) unsafe fn sub_purge_deadline(h: *const Heap) -> u64 {
+        // SAFETY: per the contract; the deadline is atomic.
+        unsafe {
+            (*core::ptr::addr_of!((*h).sub_purge_at)).load(core::sync::atomic::Ordering::Relaxed)
+        }
     }
 
     /// Whether the heap's timed purge is due at `now` (ms, `os::now_ms`):
@@ -375,7 +388,7 @@ impl Heap {
             if os::fits_limit(extra(&*s)) {
                 return true;
             }
-            self.purge_in_pages(usize::MAX);
+            self.purge_in_pages();
             self.purge_all(s);
             os::within_limit(extra(&*s))
         }
@@ -419,34 +432,30 @@ impl Heap {
 
     /// Gives back the OS pages of sparse pages in use that hold no live
     /// block (see the module docs), after collecting those pages' frees by
-    /// other threads, walking about `work` free blocks at most (then going
-    /// on a purge delay later). Owner only.
-    pub(crate) fn purge_in_pages(&mut self, work: usize) {
-        self.purge_in_pages_and_mesh(work, false);
+    /// other threads: all of them. Owner only.
+    pub(crate) fn purge_in_pages(&mut self) {
+        self.purge_in_pages_and_mesh(false, false);
     }
 
-    /// [`purge_in_pages`](Self::purge_in_pages), and with `mesh` (the
-    /// timed step with the option `mesh` on, see [`Heap::mesh_scheduled`])
-    /// meshing too, class by class in the order `collect()` follows for
-    /// the whole heap: whole pages of the class, then its free OS pages
-    /// purged, then its OS pages merged. The free blocks of the class's
-    /// candidate pages count against `work` (building their bitmaps walks
-    /// them); one class is done whole once started.
-    fn purge_in_pages_and_mesh(&mut self, work: usize, mesh: bool) {
+    /// [`purge_in_pages`](Self::purge_in_pages), or with `timed` the timed
+    /// step's share of its pass (bounded in time, see `window`), and with
+    /// `mesh` (the timed step with the option `mesh` on, see
+    /// [`Heap::mesh_scheduled`]) meshing too, class by class in the order
+    /// `collect()` follows for the whole heap: whole pages of the class,
+    /// then its free OS pages purged, then its OS pages merged.
+    fn purge_in_pages_and_mesh(&mut self, timed: bool, mesh: bool) {
         self.set_sub_purge_at(0);
         let purge = sub_purge_on();
         if self.private || !(purge || mesh) {
             return;
         }
         let mut total = 0;
-        let mut spent = 0usize;
         // A timed step goes on with the pass its arming began, which ends
         // once it has seen every class; another follows only if the heap
         // was armed again meanwhile (a page back from the full list).
         // Passes that went round and round walked 32K blocks every purge
         // delay for as long as the program ran, purging nothing new (5-8
         // ms a step with a million sparse blocks).
-        let timed = work != usize::MAX;
         let (start, classes) = if !timed {
             (0, NUM_CLASSES)
         } else if self.sub_purge_left == 0 {
@@ -455,10 +464,13 @@ impl Heap {
         } else {
             (self.sub_purge_next, self.sub_purge_left)
         };
+        // A timed step is bounded in time, class by class a window at a
+        // time (`window`).
+        let deadline = os::now_us() + STEP_US;
         let mut seen = classes;
         for i in 0..classes {
             let c = (start + i) % NUM_CLASSES;
-            if spent >= work {
+            if timed && !another_window(deadline) {
                 seen = i;
                 break;
             }
@@ -467,16 +479,25 @@ impl Heap {
             if first.is_null() || unsafe { (*first).span } != PURGEABLE_SPAN {
                 continue;
             }
+            if timed {
+                // SAFETY: the owner, inside its slow path (the handshake);
+                // with `mesh`, meshing set up by the caller, which holds on
+                // to no segment.
+                let (given, done) = unsafe { self.step_class(c, purge, mesh, deadline) };
+                total += given;
+                if !done {
+                    seen = i;
+                    break;
+                }
+                continue;
+            }
             if mesh {
-                spent += self.mesh_work(c);
                 // SAFETY: the owner, inside its slow path (the handshake),
                 // meshing set up by the caller.
                 unsafe { self.mesh_pass(Some(c)) };
             }
             if purge {
-                let (walked, given) = self.purge_class(c, work != usize::MAX);
-                spent += walked;
-                total += given;
+                total += self.purge_class(c);
             }
             if mesh {
                 // SAFETY: as above.
@@ -493,14 +514,25 @@ impl Heap {
         self.k().purged_in_pages.add(total);
     }
 
-    /// The sub-page purge of class `c`'s pages (not the current one), with
-    /// `likely` only those likely to have a wholly free OS page. Returns the
-    /// free blocks walked and the bytes given back.
-    fn purge_class(&mut self, c: usize, likely: bool) -> (usize, usize) {
-        let (mut spent, mut total) = (0, 0);
+    /// The sub-page purge of class `c`'s pages (not the current one).
+    /// Returns the bytes given back.
+    fn purge_class(&mut self, c: usize) -> usize {
+        self.purge_class_in(c, false, |_| true)
+    }
+
+    /// [`purge_class`](Self::purge_class) of the pages whose segment `seg`
+    /// passes `within(seg)` only, with `likely` only those likely to have a
+    /// wholly free OS page.
+    pub(super) fn purge_class_in(
+        &mut self,
+        c: usize,
+        likely: bool,
+        within: impl Fn(*mut Segment) -> bool,
+    ) -> usize {
+        let mut total = 0;
         let first = self.queues[c].first;
         if first.is_null() {
-            return (0, 0);
+            return 0;
         }
         // SAFETY: pages on our queues are in-use pages of ours; the current
         // one (the first) is skipped.
@@ -509,6 +541,10 @@ impl Heap {
             while !p.is_null() {
                 let next = (*p).next;
                 let seg = segment::segment_of(p.cast());
+                if !within(seg) {
+                    p = next;
+                    continue;
+                }
                 let i = (*seg).page_index(p);
                 // The primary of a merged page (`mesh`): its memory is a
                 // shared memfd chunk, where `madvise` frees nothing, so its
@@ -519,7 +555,6 @@ impl Heap {
                 let group = (*seg).meshed(i) && !crate::mesh::sub::is_member(&*seg, i);
                 self.collect_remote(p);
                 if worth_purging(&*p, likely) {
-                    spent += ((*p).capacity - (*p).used.get()) as usize;
                     total += if group {
                         let base = (*p).start as usize;
                         (*p).purge_free_os_pages_by(|q, len| {
@@ -532,30 +567,7 @@ impl Heap {
                 p = next;
             }
         }
-        (spent, total)
-    }
-
-    /// What meshing class `c` walks, about: the free blocks of its pages in
-    /// use (not the current one) that may be candidates, at most three
-    /// quarters live.
-    fn mesh_work(&self, c: usize) -> usize {
-        let mut n = 0;
-        let first = self.queues[c].first;
-        if first.is_null() {
-            return 0;
-        }
-        // SAFETY: pages on our queues are in-use pages of ours.
-        unsafe {
-            let mut p = (*first).next;
-            while !p.is_null() {
-                let used = (*p).used.get();
-                if used as u64 * 4 <= (*p).reserved as u64 * 3 {
-                    n += ((*p).capacity - used) as usize;
-                }
-                p = (*p).next;
-            }
-        }
-        n
+        total
     }
 
     /// Whether the timed purge meshes too: the option `mesh` on, and a
@@ -650,17 +662,17 @@ fn likely_free_os_page(free: u32, reserved: u32, block_size: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{likely_free_os_page, mesh_resume_at, MESH_DUTY};
+    use super::{likely_free_os_page, resume_at, STEP_DUTY};
 
     #[test]
-    fn a_meshing_step_waits_in_proportion_to_its_length() {
-        // 1 ms of meshing: none for the next 8 ms.
-        assert_eq!(mesh_resume_at(10_000, 11_000), 11_000 + 1_000 * MESH_DUTY);
+    fn a_step_is_followed_after_a_wait_in_proportion_to_its_length() {
+        // A 1 ms step: none for the next 8 ms.
+        assert_eq!(resume_at(10_000, 11_000), 11_000 + 1_000 * STEP_DUTY);
         // An instant step may be followed at once.
-        assert_eq!(mesh_resume_at(5, 5), 5);
+        assert_eq!(resume_at(5, 5), 5);
         // A clock that went backwards (it cannot) or huge values saturate.
-        assert_eq!(mesh_resume_at(9, 5), 5);
-        assert_eq!(mesh_resume_at(0, u64::MAX / 2), u64::MAX);
+        assert_eq!(resume_at(9, 5), 5);
+        assert_eq!(resume_at(0, u64::MAX / 2), u64::MAX);
     }
 
     #[test]

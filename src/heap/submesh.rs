@@ -37,6 +37,7 @@
 //! and taken off again when a page mapped onto a shared OS page is freed
 //! and the OS page has one page fewer.
 
+use super::window::STEP_US;
 use super::{in_use_pages, Heap};
 use crate::mesh::sub;
 use crate::os::{self, Source, OS_PAGE};
@@ -55,7 +56,7 @@ const PROBES: usize = 64;
 /// simulation of the pass on its candidates' occupancy bitmaps gave back
 /// 30% more under the same budget than one round of 1 per run and one of
 /// any, class by class (README, Meshing).
-const TIERS: [usize; 6] = [64, 48, 32, 24, 16, 0];
+pub(super) const TIERS: [usize; 6] = [64, 48, 32, 24, 16, 0];
 /// Bytes of the pass's scratch: a bitmap and an entry per candidate.
 const SCRATCH: usize = MAX_CAND * (core::mem::size_of::<Occ>() + core::mem::size_of::<Cand>());
 
@@ -135,44 +136,85 @@ impl Heap {
     /// # Safety
     /// Called by the owning thread, inside its handshake.
     pub(crate) unsafe fn submesh_pass(&mut self, class: Option<usize>) -> usize {
+        let segs = self.segments();
+        // SAFETY: per the contract; the heap's own segments.
+        unsafe {
+            self.submesh_over(segs, class, (&TIERS, 0), u64::MAX, &mut false)
+                .0
+        }
+    }
+
+    /// [`submesh_pass`](Self::submesh_pass) over the segments `segs` (ours,
+    /// none released while this runs), in the rounds `tiers` (of
+    /// [`TIERS`]), the first from its `from`-th page on (see
+    /// [`merge_classes`](Self::merge_classes)), reading the mapping budget first
+    /// unless `budget_read` (which it then sets), and stopping after a
+    /// merge that ends at or after `deadline` (precise clock, µs;
+    /// `u64::MAX` for none: a timed step otherwise, which reads the budget
+    /// at most once a second, see `mesh::sub::begin_timed_pass`). Returns
+    /// the OS pages merged and, if it stopped early, where to go on: a
+    /// round (an index of `tiers`) and a page.
+    ///
+    /// # Safety
+    /// As for [`submesh_pass`](Self::submesh_pass).
+    pub(super) unsafe fn submesh_over(
+        &mut self,
+        segs: impl Iterator<Item = *mut Segment>,
+        class: Option<usize>,
+        tiers: (&[usize], usize),
+        deadline: u64,
+        budget_read: &mut bool,
+    ) -> (usize, Option<(usize, usize)>) {
         if self.private {
-            return 0;
+            return (0, None);
         }
         let scratch = os::map_scratch(SCRATCH);
         if scratch.is_null() {
-            return 0;
+            return (0, None);
         }
         let occ = scratch.cast::<Occ>();
         // SAFETY: the entries follow the bitmaps in the scratch mapping,
         // which is aligned for both.
         let cand = unsafe { scratch.add(MAX_CAND * core::mem::size_of::<Occ>()) }.cast::<Cand>();
         let mut n = 0;
-        for list in [self.avail, self.full_segs] {
-            let mut s = list.first;
-            while !s.is_null() && n < MAX_CAND {
-                // SAFETY: `s` is one of ours; nothing here releases it.
-                unsafe {
-                    if (*s).source == Source::Mmap {
-                        n = self.candidates(s, occ, cand, n, class);
-                    }
-                    s = (*s).next;
+        for s in segs {
+            if n == MAX_CAND {
+                break;
+            }
+            // SAFETY: `s` is one of ours; nothing here releases it.
+            unsafe {
+                if (*s).source == Source::Mmap {
+                    n = self.candidates(s, occ, cand, n, class);
                 }
             }
         }
         // The mapping budget (a read of `/proc/self/maps`), only when there
         // is something to merge: the timed step often finds nothing.
-        if n >= 2 {
-            sub::begin_pass();
+        if n >= 2 && !*budget_read {
+            if deadline == u64::MAX {
+                sub::begin_pass();
+            } else {
+                sub::begin_timed_pass();
+            }
+            *budget_read = true;
         }
+        // A timed step's merges get a step's time after the gathering,
+        // which can take the whole step (each step stopped here gathers
+        // its window again: they would go on a page a step).
+        let deadline = if deadline == u64::MAX {
+            deadline
+        } else {
+            deadline.max(os::now_us() + STEP_US)
+        };
         // SAFETY: the first `n` entries were written above, each with its
         // bitmap at the same index.
-        let merged = unsafe {
+        let done = unsafe {
             let cands = core::slice::from_raw_parts_mut(cand, n);
-            self.merge_classes(cands, occ)
+            self.merge_classes(cands, occ, tiers, deadline)
         };
         // SAFETY: our scratch mapping, used no more.
         unsafe { os::unmap_scratch(scratch, SCRATCH) };
-        merged
+        done
     }
 
     /// Appends the candidates of segment `s` (of `class` only, if given)
@@ -226,9 +268,18 @@ impl Heap {
         }
     }
 
-    /// The merges, class by class: entries `cands` with their bitmaps at
-    /// the same index of `occ`.
-    unsafe fn merge_classes(&mut self, cands: &mut [Cand], occ: *mut Occ) -> usize {
+    /// The merges, class by class, in the rounds `tiers`: entries `cands`
+    /// with their bitmaps at the same index of `occ`, the first round from
+    /// the page `from` on (in the order of the sort below), until `deadline`
+    /// (see [`submesh_over`](Self::submesh_over), which returns what this
+    /// does).
+    unsafe fn merge_classes(
+        &mut self,
+        cands: &mut [Cand],
+        occ: *mut Occ,
+        (tiers, from): (&[usize], usize),
+        deadline: u64,
+    ) -> (usize, Option<(usize, usize)>) {
         // Sort by (class, used), moving each bitmap with its entry.
         let n = cands.len();
         // Shell sort: no allocation, and in place for both arrays.
@@ -251,27 +302,39 @@ impl Heap {
         // frees, so it goes to the merges that give back the most OS pages
         // per mapping, whatever their class, before any cheaper one.
         let mut merged = 0;
-        for min in TIERS {
+        for (t, &min) in tiers.iter().enumerate() {
             let mut lo = 0;
             while lo < n {
                 let mut hi = lo + 1;
                 while hi < n && cands[hi].class == cands[lo].class {
                     hi += 1;
                 }
-                for b in lo..hi {
+                let first = if t == 0 { lo.max(from) } else { lo };
+                for b in first..hi {
                     // SAFETY: indices of the class's range; our pages.
-                    merged += unsafe { self.merge_one(cands, occ, b, lo, hi, min) };
+                    let (n, late) = unsafe { self.merge_one(cands, occ, b, lo, hi, min, deadline) };
+                    merged += n;
+                    // After each page too: a round that finds no merge
+                    // probes every page of the class (tens of ms).
+                    if late {
+                        return (merged, Some((t, b)));
+                    }
+                    if deadline != u64::MAX && os::now_us() >= deadline {
+                        return (merged, Some((t, b + 1)));
+                    }
                 }
                 lo = hi;
             }
         }
-        merged
+        (merged, None)
     }
 
     /// Merges the OS pages of candidate `b` it can onto those of others of
     /// its class (`lo..hi`), only where they give back at least `min`
     /// sixteenths of an OS page per run they may map (see [`TIERS`]).
-    /// Returns the OS pages merged.
+    /// Returns the OS pages merged, and whether a merge ended at or after
+    /// `deadline` (then it stops there).
+    #[allow(clippy::too_many_arguments)]
     unsafe fn merge_one(
         &mut self,
         cands: &mut [Cand],
@@ -280,7 +343,8 @@ impl Heap {
         lo: usize,
         hi: usize,
         min: usize,
-    ) -> usize {
+        deadline: u64,
+    ) -> (usize, bool) {
         // SAFETY: per the caller: our pages, the pass's bitmaps.
         unsafe {
             let pb = cands[b].page;
@@ -328,18 +392,23 @@ impl Heap {
                 if mask == 0 {
                     break;
                 }
-                let done = self.merge_os_pages(cands[a].page, pb, mask, occ.add(a), occ.add(b));
+                let timed = deadline != u64::MAX;
+                let done =
+                    self.merge_os_pages(cands[a].page, pb, mask, occ.add(a), occ.add(b), timed);
                 left &= !mask;
                 merged += done.count_ones() as usize;
                 cands[a].pages |= done;
+                if deadline != u64::MAX && os::now_us() >= deadline {
+                    return (merged, true);
+                }
             }
-            merged
+            (merged, false)
         }
     }
 
     /// Merges OS pages `mask` of `pb` onto `pa`'s (their bitmaps `oa`,
-    /// `ob`). Returns the OS pages merged; the bitmaps take the blocks each
-    /// page excluded.
+    /// `ob`; `timed` in a timed step, see `mesh::sub::reserve`). Returns
+    /// the OS pages merged; the bitmaps take the blocks each page excluded.
     unsafe fn merge_os_pages(
         &mut self,
         pa: *mut Page,
@@ -347,13 +416,14 @@ impl Heap {
         mask: u16,
         oa: *mut Occ,
         ob: *mut Occ,
+        timed: bool,
     ) -> u16 {
         // SAFETY: our pages, in use; the bitmaps are the pass's.
         unsafe {
             let sa = &*segment::segment_of(pa.cast());
             let sb = &*segment::segment_of(pb.cast());
             let (ai, bi) = (sa.page_index(pa), sb.page_index(pb));
-            let Some((ra, rb)) = sub::reserve(sa, ai, sb, bi) else {
+            let Some((ra, rb)) = sub::reserve(sa, ai, sb, bi, timed) else {
                 return 0;
             };
             let (bs, cap) = ((*pb).block_size, (*pb).capacity as usize);

@@ -57,7 +57,7 @@ use crate::os::OS_PAGE;
 use crate::page::LIVE_WORDS;
 use crate::segment::{Segment, SLICE_SIZE};
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 /// The slice's page has a record (the word's low bits: record plus one).
 pub(crate) const SUB: u32 = 1 << 26;
@@ -123,6 +123,7 @@ const DEFAULT_MAX_MAPS: usize = 65_530;
 /// mappings the kernel merged (adjacent runs of one chunk) are not
 /// counted twice. No allocation.
 pub(crate) fn begin_pass() {
+    READ_AT.store(crate::os::now_ms().max(1), Ordering::Relaxed);
     let limit = count_file(c"/proc/sys/vm/max_map_count", true).unwrap_or(DEFAULT_MAX_MAPS);
     let now = count_file(c"/proc/self/maps", false).unwrap_or(limit);
     let b = (limit / 2).saturating_sub(now) / 2;
@@ -134,11 +135,58 @@ pub(crate) fn begin_pass() {
 /// Whether the budget may be counted again when it runs out.
 static RECOUNT: AtomicBool = AtomicBool::new(false);
 
-/// The budget ran out: counts the mappings again (the kernel merges the
-/// runs of adjacent slots of a chunk, so fewer were made than counted).
-fn recount() {
-    if RECOUNT.load(Ordering::Relaxed) {
+/// When the budget was last read (coarse clock, ms; 0 never).
+static READ_AT: AtomicU64 = AtomicU64::new(0);
+/// The least time between two reads of the budget by timed steps
+/// (`heap::mesh_step`), which run inside an allocation: reading
+/// `/proc/self/maps` took 8 ms at 30,000 mappings and 16 ms at 60,000 on
+/// this project's VM (2026-11-29). Meanwhile the budget read last goes on
+/// being taken from, as counted, never more than it was.
+const TIMED_READ_MS: u64 = 1000;
+
+/// Until when (ms) the background purger will look again and read the
+/// budget if asked ([`read_if_asked`]); 0 while there is none.
+static READER_UNTIL: AtomicU64 = AtomicU64::new(0);
+/// A timed step found the budget stale and left the read to the purger.
+static ASKED: AtomicBool = AtomicBool::new(false);
+
+/// [`begin_pass`] for a timed step: only if the budget was never read, or
+/// not for [`TIMED_READ_MS`]; and then, if the background purger runs,
+/// left to it, off the allocation path.
+pub(crate) fn begin_timed_pass() {
+    let at = READ_AT.load(Ordering::Relaxed);
+    let now = crate::os::now_ms();
+    if at != 0 && now < at + TIMED_READ_MS {
+        return;
+    }
+    if at != 0 && now < READER_UNTIL.load(Ordering::Relaxed) {
+        ASKED.store(true, Ordering::Relaxed);
+        return;
+    }
+    begin_pass();
+}
+
+/// For the background purger at each look, which will look again within
+/// `next_ms`: reads the budget if a timed step asked for it.
+pub(crate) fn read_if_asked(next_ms: u64) {
+    let until = crate::os::now_ms().saturating_add(next_ms);
+    READER_UNTIL.store(until, Ordering::Relaxed);
+    if ASKED.load(Ordering::Relaxed) {
+        ASKED.store(false, Ordering::Relaxed);
         begin_pass();
+    }
+}
+
+/// The budget ran out: counts the mappings again (the kernel merges the
+/// runs of adjacent slots of a chunk, so fewer were made than counted); in
+/// a timed step (`timed`), as often as [`begin_timed_pass`] reads.
+fn recount(timed: bool) {
+    if RECOUNT.load(Ordering::Relaxed) {
+        if timed {
+            begin_timed_pass();
+        } else {
+            begin_pass();
+        }
     }
 }
 
@@ -263,7 +311,9 @@ fn new_home(r: usize) -> Option<usize> {
 /// need be, with a home for A), so that they can mark their excluded
 /// blocks before [`merge`]. `None` when there is no room (no record or
 /// chunk left, or the mesh's ranges used up), having changed nothing that
-/// matters (a record made stays with its page until it is freed).
+/// matters (a record made stays with its page until it is freed). `timed`:
+/// called from a timed step (the budget is read again less often, see
+/// [`recount`]).
 ///
 /// # Safety
 /// The caller owns both pages, which are in use and distinct.
@@ -272,13 +322,14 @@ pub(crate) unsafe fn reserve(
     ai: usize,
     sb: &Segment,
     bi: usize,
+    timed: bool,
 ) -> Option<(u16, u16)> {
     if STATE.load(Ordering::Acquire) != 1 {
         return None;
     }
     let _g = LOCK.lock();
     if BUDGET.load(Ordering::Relaxed) < 2 {
-        recount();
+        recount(timed);
         if BUDGET.load(Ordering::Relaxed) < 2 {
             return None;
         }
