@@ -4,7 +4,8 @@
 Starts `redis-server` (Debian's, linked with jemalloc) once per allocator:
 jemalloc as linked, the others through LD_PRELOAD. Sets N keys to values of
 16-512 bytes, deletes a random 90% of them, then lets the server idle for
-WAIT seconds (it still runs its timers, which allocate a little), reads every
+WAIT seconds (it still runs its timers, which allocate a little, and answers
+a PING every 2 ms, the slowest of which is printed), reads every
 remaining value back, and then sets new keys of 600-4000 bytes worth the
 bytes deleted (the refill), and reads those back too. Prints RSS and PSS of
 the server at each point, and Redis's own count of its live bytes
@@ -94,9 +95,19 @@ def run(name, pre, extra):
     dele = [i for i in range(args.n) if r.random() < 0.9]
     pipe([enc(b"DEL", b"k%d" % i) for i in dele])
     deleted = mem()
+    # Idle, but for a PING every 2 ms, whose slowest reply shows how long
+    # the server stalled (a purge or meshing step inside an allocation
+    # holds up its event loop).
     t0 = time.time()
-    time.sleep(args.wait)
+    slowest = 0.0
+    while time.time() - t0 < args.wait:
+        a = time.perf_counter()
+        s.sendall(enc(b"PING"))
+        reply()
+        slowest = max(slowest, time.perf_counter() - a)
+        time.sleep(0.002)
     idle = mem()
+    maps = sum(1 for _ in open("/proc/%d/maps" % srv.pid))
     info = pipe([enc(b"INFO", b"memory")])[0].decode()
     used = int(next(l for l in info.split("\r\n") if l.startswith("used_memory:")).split(":")[1]) / 2**20
     live = sorted(set(range(args.n)) - set(dele))
@@ -114,7 +125,7 @@ def run(name, pre, extra):
     s.sendall(enc(b"SHUTDOWN", b"NOSAVE"))
     srv.wait()
     cell = lambda m: "%.1f / %.1f" % m
-    print("| %s | %s | %s | %.1f | %s (%.2fx) | %s | %s |" % (name, cell(filled), cell(deleted), used, cell(idle), idle[1] / used, cell(after),
+    print("| %s | %s | %s | %.1f | %s (%.2fx) | %d | %.1f | %s | %s |" % (name, cell(filled), cell(deleted), used, cell(idle), idle[1] / used, maps, slowest * 1e3, cell(after),
                                              "ok" if bad == 0 and srv.returncode == 0 else "FAILED (%d wrong, exit %s)" % (bad, srv.returncode)), flush=True)
     return bad == 0 and srv.returncode == 0
 
@@ -123,7 +134,7 @@ print("Redis %s, %d keys of 16-512 B, 90%% deleted at random, %d s idle, then 60
       "RSS / PSS in MiB; %s" % (subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2],
                                 args.n, args.wait, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
 print()
-print("| allocator | filled | after the deletes | Redis's `used_memory` | after %d s idle (PSS / used_memory) | after the refill | values |" % args.wait)
-print("|---|---|---|---|---|---|---|")
+print("| allocator | filled | after the deletes | Redis's `used_memory` | after %d s idle (PSS / used_memory) | mappings then | slowest PING while idle (ms) | after the refill | values |" % args.wait)
+print("|---|---|---|---|---|---|---|---|---|")
 ok = all([run(*c) for c in CONFIGS])
 sys.exit(0 if ok else 1)
