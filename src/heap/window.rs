@@ -3,21 +3,22 @@
 //! A timed step took a size class whole: its sub-page purge, and with the
 //! option `mesh` on its meshing. On a heap of a million sparse blocks a
 //! class took up to about 100 ms with meshing and 37 ms without, all inside
-//! one allocation (and Redis stalled for 190-320 ms). Now a step stops at
+//! one allocation (and Redis stalled for up to 330 ms). Now a step stops at
 //! the first merge or window boundary after [`STEP_US`] (at a window
 //! boundary, after half of it), and the next step resumes where this one
 //! stopped ([`Cursor`]), as soon as the duty cycle allows (`heap::purge`).
-//! A class is taken in the order it was before:
-//! - windows of segments along [`Heap::segments`] holding about
-//!   [`WINDOW_PAGES`] pages of the class: each meshed whole (`heap::mesh`,
-//!   whose merges pair pages of one segment), then purged inside its
-//!   pages;
-//! - then, with meshing on, the OS-page merges (`heap::submesh`) of the
-//!   whole class at once, round by round (`submesh::TIERS`): their
-//!   partners are found across the class, which gave back 20% more than
-//!   windows of 32 pages did (Redis: 125 MiB against 152 MiB, both at the
-//!   mapping budget). Gathering a class's candidates took 1-3 ms for
-//!   100-220 pages; each step in this stage gathers them again.
+//! A class is taken in the order it was before, a window of its segments
+//! (along [`Heap::segments`]) at a time:
+//! - windows of about 32 pages of the class ([`WINDOW_WORK`]): each meshed
+//!   whole (`heap::mesh`, whose merges pair pages of one segment), then
+//!   purged inside its pages;
+//! - then, with meshing on, windows of 32K free blocks ([`OS_WINDOW_WORK`])
+//!   for the OS-page merges (`heap::submesh`), round by round
+//!   (`submesh::TIERS`), partners found across the window. Larger windows
+//!   give back more (Redis: windows of 32 pages 152 MiB, these 144, the
+//!   whole class at once 125), but each step gathers its window's
+//!   candidates (a walk of their free lists) before its first merge, and
+//!   gathering the whole class took up to 90 ms in Redis's 16-byte class.
 //!
 //! Progress: the deadline is read after a merge (of a whole page or of OS
 //! pages) or a whole window, never before a step's first, so every step
@@ -26,11 +27,12 @@
 //! next step does again (what was merged is merged; the rest is tried
 //! again); stopped inside the OS-page merges, on that round and page (in
 //! `submesh`'s order, by live blocks, which the merges do not change), and
-//! the deadline is read after each page there too. The sub-page
-//! purge of a window is not cut short: it is bounded by the window's
-//! pages. Positions count segments along the heap's lists, which may
-//! change between steps: a pass may then look at a segment twice, or miss
-//! one, which the next pass looks at.
+//! the deadline is read after each page there too, whose merges get a
+//! step's time after the gathering. The sub-page purge of a window is not
+//! cut short: it is bounded by the window's pages. Positions count
+//! segments along the heap's lists, which may change between steps: a pass
+//! may then look at a segment twice, or miss one, which the next pass
+//! looks at.
 
 use super::submesh::TIERS;
 use super::{in_use_pages, Heap};
@@ -195,10 +197,10 @@ impl Heap {
     }
 
     /// Fills `out` with the segments from position `from` of
-    /// [`segments`](Self::segments) on whose one-slice pages of class `c`
-    /// hold `work` free blocks in all, and at least one page each (or as
-    /// many as there are, or as fit). Returns how many, and whether no
-    /// segment follows them.
+    /// [`segments`](Self::segments) on, until their one-slice pages of
+    /// class `c` reach `work` (in pages or in free blocks), the segments
+    /// run out, or `out` is full. Returns how many, and whether no segment
+    /// follows them.
     fn window<const N: usize>(
         &self,
         c: usize,
