@@ -49,22 +49,16 @@ impl Heap {
     /// # Safety
     /// Called by the owning thread, inside its handshake.
     pub(crate) unsafe fn mesh_pass(&mut self, class: Option<usize>) -> usize {
-        if self.private {
-            return 0;
-        }
-        let scratch = os::map_scratch(SCRATCH).cast::<[u64; LIVE_WORDS]>();
-        if scratch.is_null() {
-            return 0;
-        }
-        let mut merged = 0;
-        for s in self.segments() {
-            // SAFETY: `s` is one of ours (its successor read already, so
-            // the sweep may release it).
-            merged += unsafe { self.mesh_one(s, scratch, class, u64::MAX) }.map_or(0, |m| m.0);
-        }
-        // SAFETY: our scratch mapping, used no more.
-        unsafe { os::unmap_scratch(scratch.cast(), SCRATCH) };
-        merged
+        self.with_scratch(|heap, scratch| {
+            let mut merged = 0;
+            for s in heap.segments() {
+                // SAFETY: `s` is one of ours (its successor read already,
+                // so the sweep may release it).
+                merged += unsafe { heap.mesh_one(s, scratch, class, u64::MAX) }.map_or(0, |m| m.0);
+            }
+            merged
+        })
+        .unwrap_or(0)
     }
 
     /// [`mesh_pass`](Self::mesh_pass) over the segments of `segs` (ours)
@@ -81,27 +75,41 @@ impl Heap {
         class: Option<usize>,
         deadline: u64,
     ) -> (usize, bool) {
+        self.with_scratch(|heap, scratch| {
+            let (mut merged, mut late) = (0, false);
+            for s in segs.iter_mut().filter(|s| !s.is_null()) {
+                // SAFETY: `*s` is one of ours, per the contract.
+                match unsafe { heap.mesh_one(*s, scratch, class, deadline) } {
+                    Some((n, l)) => (merged, late) = (merged + n, l),
+                    None => *s = ptr::null_mut(),
+                }
+                if late {
+                    break;
+                }
+            }
+            (merged, late)
+        })
+        .unwrap_or((0, false))
+    }
+
+    /// Runs `f` with the pass's scratch bitmaps (a mapping of their own,
+    /// unmapped after), unless the heap is private (its blocks are freed
+    /// all at once, so it is never meshed) or the scratch cannot be mapped.
+    fn with_scratch<R>(
+        &mut self,
+        f: impl FnOnce(&mut Heap, *mut [u64; LIVE_WORDS]) -> R,
+    ) -> Option<R> {
         if self.private {
-            return (0, false);
+            return None;
         }
         let scratch = os::map_scratch(SCRATCH).cast::<[u64; LIVE_WORDS]>();
         if scratch.is_null() {
-            return (0, false);
+            return None;
         }
-        let (mut merged, mut late) = (0, false);
-        for s in segs.iter_mut().filter(|s| !s.is_null()) {
-            // SAFETY: `*s` is one of ours, per the contract.
-            match unsafe { self.mesh_one(*s, scratch, class, deadline) } {
-                Some((n, l)) => (merged, late) = (merged + n, l),
-                None => *s = ptr::null_mut(),
-            }
-            if late {
-                break;
-            }
-        }
+        let r = f(self, scratch);
         // SAFETY: our scratch mapping, used no more.
         unsafe { os::unmap_scratch(scratch.cast(), SCRATCH) };
-        (merged, late)
+        Some(r)
     }
 
     /// Collects the frees pushed on the aliases of segment `s` (ours), then
