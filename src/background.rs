@@ -39,12 +39,17 @@
 //!
 //! It exits by itself when the option is turned off; the next slow path with
 //! the option on starts it again.
+//!
+//! The same thread writes the statistics file (`SEGALLOC_STATS_FILE`, see
+//! `report`) every second, and is started for it alone when the
+//! option is off; it then purges nothing.
 
 use crate::counters::HeapCounters;
 use crate::handshake::Handshake;
 use crate::heap::Heap;
 use crate::options;
 use crate::os;
+use crate::report;
 use crate::thread;
 use core::ptr::{addr_of, addr_of_mut};
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -67,11 +72,13 @@ const MIN_PERIOD_MS: u64 = 5;
 /// take it before every other (see [`register_fork_handlers`]).
 pub(crate) static PURGING: spin::Mutex<()> = spin::Mutex::new(());
 
-/// Starts the purger thread if the option is on and none runs: one load
-/// and a branch otherwise. Called outside every lock and handshake.
+/// Starts the purger thread if the option is on (or the statistics file is
+/// asked for) and none runs: two loads and branches otherwise. Called
+/// outside every lock and handshake.
 #[inline]
 pub(crate) fn start_if_wanted() {
-    if options::BACKGROUND.get() != 0 && STATE.load(Ordering::Relaxed) == NONE {
+    if STATE.load(Ordering::Relaxed) == NONE && (options::BACKGROUND.get() != 0 || report::wanted())
+    {
         start();
     }
 }
@@ -89,6 +96,12 @@ fn start() {
         }
         return;
     }
+    let purging = options::BACKGROUND.get() != 0;
+    // A forked child without `%p` in the file's path leaves the file to its
+    // parent: for the reports alone, no thread.
+    if !purging && !report::for_this_process() {
+        return;
+    }
     if STATE
         .compare_exchange(NONE, RUNNING, Ordering::Relaxed, Ordering::Relaxed)
         .is_err()
@@ -96,6 +109,9 @@ fn start() {
         return;
     }
     register_fork_handlers();
+    if report::wanted() {
+        report::register_exit_hook();
+    }
     // SAFETY: plain libc calls on values we own: the attribute object, a
     // full signal set and the caller's old mask, restored before returning.
     // The new thread inherits the full mask, so no signal is delivered to it.
@@ -121,10 +137,12 @@ fn start() {
         STATE.store(FAILED, Ordering::Relaxed);
     }
     options::verbose(|l| {
-        l.push(if ok {
-            b"background purging thread started".as_slice()
-        } else {
-            b"could not start the background purging thread; not tried again".as_slice()
+        l.push(match (ok, purging) {
+            (true, true) => b"background purging thread started".as_slice(),
+            (true, false) => b"background thread started for SEGALLOC_STATS_FILE".as_slice(),
+            (false, _) => {
+                b"could not start the background purging thread; not tried again".as_slice()
+            }
         });
     });
 }
@@ -133,7 +151,9 @@ fn start() {
 extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
     let mut next = 0;
     loop {
-        if options::BACKGROUND.get() == 0 {
+        let purging = options::BACKGROUND.get() != 0;
+        let reporting = report::wanted();
+        if !purging && !reporting {
             STATE.store(NONE, Ordering::Relaxed);
             return core::ptr::null_mut();
         }
@@ -146,11 +166,23 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
         // ticks) and leave the purge to the next look.
         let delay = options::purge_delay_ms();
         let period = (delay / LOOKS_PER_DELAY).max(MIN_PERIOD_MS);
-        sleep_ms(until_next_look(period, next));
-        next = tick(os::now_us(), delay.saturating_mul(1000));
-        // The meshing budget's reads of `/proc/self/maps` (up to 16 ms),
-        // here rather than in a timed step inside an allocation.
-        crate::mesh::sub::read_if_asked(2 * period);
+        let mut sleep = if purging {
+            until_next_look(period, next)
+        } else {
+            report::PERIOD_MS
+        };
+        if reporting {
+            sleep = sleep.min(report::due_in(os::now_ms()));
+        }
+        sleep_ms(sleep);
+        if purging {
+            next = tick(os::now_us(), delay.saturating_mul(1000));
+            // The meshing budget's reads of `/proc/self/maps` (up to 16
+            // ms), here rather than in a timed step inside an allocation.
+            crate::mesh::sub::read_if_asked(2 * period);
+        }
+        // Outside every lock the purge takes.
+        report::write_if_due(os::now_ms());
     }
 }
 
@@ -284,20 +316,28 @@ fn register_fork_handlers() {
 }
 
 extern "C" fn prepare() {
-    // Held across the fork: no heap is taken by the purger then.
+    // Held across the fork: no heap is taken by the purger then, and no
+    // statistics report is half written.
     core::mem::forget(PURGING.lock());
+    core::mem::forget(report::WRITING.lock());
 }
 
 extern "C" fn parent() {
-    // SAFETY: `prepare` took the lock in this thread and leaked its guard.
-    unsafe { PURGING.force_unlock() };
+    // SAFETY: `prepare` took the locks in this thread and leaked the guards.
+    unsafe {
+        report::WRITING.force_unlock();
+        PURGING.force_unlock();
+    }
 }
 
 /// In a forked child: no purger thread runs there (the parent's stays in
 /// the parent); the child's first slow path starts one if the option is on.
 extern "C" fn child() {
     // SAFETY: as in `parent`.
-    unsafe { PURGING.force_unlock() };
+    unsafe {
+        report::WRITING.force_unlock();
+        PURGING.force_unlock();
+    }
     if STATE.load(Ordering::Relaxed) == RUNNING {
         STATE.store(NONE, Ordering::Relaxed);
     }

@@ -86,6 +86,7 @@ pub mod profile;
 mod region;
 mod remote;
 mod remote_batch;
+mod report;
 #[cfg(feature = "profiling")]
 mod sample;
 mod segment;

@@ -55,7 +55,7 @@ use crate::os;
 use crate::page::{self, Page};
 use crate::segment::{registry, Segment, KIND_CACHED, MAX_SPAN, SEGMENT_SHIFT, SLICES};
 use crate::size_class::NUM_CLASSES;
-use crate::stats::{Bytes, Stats};
+use crate::stats::{Bytes, FdOut, Stats};
 use core::fmt;
 use core::mem::size_of;
 use core::ptr;
@@ -351,6 +351,25 @@ impl PageMap {
         &self.stats
     }
 
+    /// What the pages of small blocks drawn hold, from each page's count
+    /// at the instant of its copy (see the module docs), which does not lag
+    /// as the counters of other running threads do: pages, bytes of the
+    /// blocks they hold, and bytes of their live blocks.
+    pub(crate) fn pages_now(&self) -> (usize, usize, usize) {
+        let (mut pages, mut held, mut live) = (0, 0, 0);
+        for i in 0..self.rows {
+            let r = self.row(i);
+            for c in &r.cell[..r.cells as usize] {
+                if r.kind == SMALL && c.what == PAGE {
+                    pages += 1;
+                    held += c.reserved as usize * c.block_size as usize;
+                    live += c.used as usize * c.block_size as usize;
+                }
+            }
+        }
+        (pages, held, live)
+    }
+
     fn row(&self, i: usize) -> &Row {
         debug_assert!(i < self.rows);
         // SAFETY: rows below `self.rows` were filled in the mapping, which
@@ -624,47 +643,6 @@ impl PageMap {
     }
 }
 
-/// A file written through a stack buffer, without allocating.
-struct FdOut {
-    fd: libc::c_int,
-    buf: [u8; 8192],
-    len: usize,
-    failed: bool,
-}
-
-impl FdOut {
-    fn flush(&mut self) {
-        let mut b = &self.buf[..self.len];
-        while !b.is_empty() && !self.failed {
-            // SAFETY: writing a valid buffer to our open descriptor.
-            let n = unsafe { libc::write(self.fd, b.as_ptr().cast(), b.len()) };
-            if n <= 0 {
-                self.failed = true;
-            } else {
-                b = &b[n as usize..];
-            }
-        }
-        self.len = 0;
-    }
-}
-
-impl fmt::Write for FdOut {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for chunk in s.as_bytes().chunks(self.buf.len()) {
-            if self.len + chunk.len() > self.buf.len() {
-                self.flush();
-            }
-            self.buf[self.len..self.len + chunk.len()].copy_from_slice(chunk);
-            self.len += chunk.len();
-        }
-        if self.failed {
-            Err(fmt::Error)
-        } else {
-            Ok(())
-        }
-    }
-}
-
 /// At exit: when `SEGALLOC_PAGE_MAP` names a file, writes the page map
 /// there (created or truncated), without allocating through segalloc. A
 /// file that cannot be written gets one line on stderr.
@@ -688,15 +666,9 @@ pub(crate) fn write_at_exit() {
     };
     let mut ok = fd >= 0;
     if ok {
-        let mut out = FdOut {
-            fd,
-            buf: [0; 8192],
-            len: 0,
-            failed: false,
-        };
+        let mut out = FdOut::new(fd);
         ok = map.render(&mut out).is_ok();
-        out.flush();
-        ok &= !out.failed;
+        ok &= out.flush();
         // SAFETY: closing the descriptor we opened.
         ok &= unsafe { libc::close(fd) } == 0;
     }

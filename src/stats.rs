@@ -592,7 +592,7 @@ pub(crate) fn heap_stats(
 mod display;
 #[cfg(feature = "override")]
 pub(crate) use display::write_fd;
-pub(crate) use display::{print_at_exit, Bytes};
+pub(crate) use display::{print_at_exit, write_table, Bytes, FdOut};
 
 #[cfg(feature = "serde")]
 mod serde_impl;

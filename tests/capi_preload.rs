@@ -757,6 +757,27 @@ fn background_purger_nudges_a_c_program_that_allocates_from_what_it_freed() {
     });
 }
 
+/// A C program's statistics, followed while it runs from the file the
+/// background thread rewrites every second (`SEGALLOC_STATS_FILE`), the
+/// program calling nothing of segalloc's (`tests/preload/stats_file.c`).
+#[test]
+fn a_c_program_s_statistics_file_follows_it_while_it_runs() {
+    let dir = std::env::temp_dir().join(format!("segalloc-cstats-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let var = dir.join("c.%p").display().to_string();
+    c_program_prints_ok("stats_file", &[], |c| {
+        c.env("LD_PRELOAD", cdylib())
+            .env("SEGALLOC_STATS_FILE", &var);
+    });
+    // The last report, at exit, and nothing else.
+    let files: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Every runtime option set and read back through the C ABI
 /// (`segalloc_option_set`, `segalloc_option_get`, `mallopt`), by name and by
 /// variable name, with bad values and names refused, and read before the

@@ -196,28 +196,67 @@ impl fmt::Display for Stats {
     }
 }
 
-/// A file descriptor to format into without allocating.
-struct Fd(libc::c_int);
+/// A file written through a stack buffer, without allocating: the page
+/// map's SVG, the statistics file's reports.
+pub(crate) struct FdOut {
+    fd: libc::c_int,
+    buf: [u8; 8192],
+    len: usize,
+    failed: bool,
+}
 
-impl fmt::Write for Fd {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let mut b = s.as_bytes();
-        while !b.is_empty() {
-            // SAFETY: writing a valid buffer to a descriptor; a bad one
-            // only makes write fail.
-            let n = unsafe { libc::write(self.0, b.as_ptr().cast(), b.len()) };
-            if n <= 0 {
-                return Err(fmt::Error);
-            }
-            b = &b[n as usize..];
+impl FdOut {
+    /// A writer to the open descriptor `fd`.
+    pub(crate) const fn new(fd: libc::c_int) -> Self {
+        FdOut {
+            fd,
+            buf: [0; 8192],
+            len: 0,
+            failed: false,
         }
-        Ok(())
+    }
+
+    /// Writes what the buffer holds; returns whether every write so far
+    /// succeeded.
+    pub(crate) fn flush(&mut self) -> bool {
+        let mut b = &self.buf[..self.len];
+        while !b.is_empty() && !self.failed {
+            // SAFETY: writing a valid buffer to our open descriptor.
+            let n = unsafe { libc::write(self.fd, b.as_ptr().cast(), b.len()) };
+            if n <= 0 {
+                self.failed = true;
+            } else {
+                b = &b[n as usize..];
+            }
+        }
+        self.len = 0;
+        !self.failed
+    }
+}
+
+impl fmt::Write for FdOut {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for chunk in s.as_bytes().chunks(self.buf.len()) {
+            if self.len + chunk.len() > self.buf.len() {
+                self.flush();
+            }
+            self.buf[self.len..self.len + chunk.len()].copy_from_slice(chunk);
+            self.len += chunk.len();
+        }
+        if self.failed {
+            Err(fmt::Error)
+        } else {
+            Ok(())
+        }
     }
 }
 
 /// Writes `s`'s table to the file descriptor `fd` without allocating.
+#[cfg(feature = "override")]
 pub(crate) fn write_fd(fd: libc::c_int, s: &Stats) {
-    let _ = fmt::write(&mut Fd(fd), format_args!("{s}"));
+    let mut out = FdOut::new(fd);
+    let _ = fmt::write(&mut out, format_args!("{s}"));
+    out.flush();
 }
 
 /// At exit, prints the statistics and the options in force when the option
@@ -227,15 +266,22 @@ pub(crate) fn print_at_exit() {
     if crate::options::SHOW_STATS.get() == 0 {
         return;
     }
-    write_fd(2, &stats());
-    let _ = fmt::write(&mut Fd(2), format_args!("options:"));
+    let mut out = FdOut::new(2);
+    let _ = write_table(&mut out);
+    out.flush();
+}
+
+/// Writes the table of a statistics snapshot taken now, and a line of the
+/// options in force, to `out`, without allocating.
+pub(crate) fn write_table(out: &mut impl fmt::Write) -> fmt::Result {
+    write!(out, "{}options:", stats())?;
     for o in crate::options::runtime_options() {
-        let _ = match o.word() {
-            Some(w) => fmt::write(&mut Fd(2), format_args!(" {}={w}", o.name)),
-            None => fmt::write(&mut Fd(2), format_args!(" {}={}", o.name, o.get())),
-        };
+        match o.word() {
+            Some(w) => write!(out, " {}={w}", o.name)?,
+            None => write!(out, " {}={}", o.name, o.get())?,
+        }
     }
-    let _ = fmt::write(&mut Fd(2), format_args!("\n"));
+    writeln!(out)
 }
 
 #[cfg(test)]
