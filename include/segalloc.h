@@ -10,8 +10,9 @@
  *
  * malloc, free, calloc, realloc, reallocarray, posix_memalign,
  * aligned_alloc, memalign, valloc, pvalloc, malloc_usable_size,
- * free_sized, free_aligned_sized, malloc_trim, mallinfo2, malloc_stats and
- * mallopt follow glibc and are declared by <stdlib.h> and <malloc.h>.
+ * free_sized, free_aligned_sized, malloc_trim, mallinfo2, mallinfo,
+ * malloc_info, malloc_stats and mallopt follow glibc and are declared by
+ * <stdlib.h> and <malloc.h>.
  */
 #ifndef SEGALLOC_H
 #define SEGALLOC_H

@@ -288,6 +288,135 @@ pub extern "C" fn mallinfo2() -> MallInfo2 {
     }
 }
 
+/// glibc's older `struct mallinfo`: the fields of [`MallInfo2`] as `int`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MallInfo {
+    /// [`MallInfo2::arena`], at most `INT_MAX`.
+    pub arena: c_int,
+    /// [`MallInfo2::ordblks`], at most `INT_MAX`.
+    pub ordblks: c_int,
+    /// 0.
+    pub smblks: c_int,
+    /// [`MallInfo2::hblks`], at most `INT_MAX`.
+    pub hblks: c_int,
+    /// [`MallInfo2::hblkhd`], at most `INT_MAX`.
+    pub hblkhd: c_int,
+    /// 0.
+    pub usmblks: c_int,
+    /// 0.
+    pub fsmblks: c_int,
+    /// [`MallInfo2::uordblks`], at most `INT_MAX`.
+    pub uordblks: c_int,
+    /// [`MallInfo2::fordblks`], at most `INT_MAX`.
+    pub fordblks: c_int,
+    /// [`MallInfo2::keepcost`], at most `INT_MAX`.
+    pub keepcost: c_int,
+}
+
+/// glibc's deprecated `mallinfo`: [`mallinfo2`] with each figure held at
+/// `INT_MAX` where glibc's would wrap (past 2 GiB), so that a program still
+/// on the old call reads segalloc's figures rather than glibc's unused
+/// heap's.
+#[no_mangle]
+pub extern "C" fn mallinfo() -> MallInfo {
+    let m = mallinfo2();
+    let i = |v: usize| c_int::try_from(v).unwrap_or(c_int::MAX);
+    MallInfo {
+        arena: i(m.arena),
+        ordblks: i(m.ordblks),
+        smblks: i(m.smblks),
+        hblks: i(m.hblks),
+        hblkhd: i(m.hblkhd),
+        usmblks: i(m.usmblks),
+        fsmblks: i(m.fsmblks),
+        uordblks: i(m.uordblks),
+        fordblks: i(m.fordblks),
+        keepcost: i(m.keepcost),
+    }
+}
+
+/// glibc's `malloc_info`: segalloc's figures in glibc's XML shape on `fp`
+/// (one `<heap>` for the whole process: a `<size>` per size class with free
+/// blocks in pages in use, then the totals glibc writes: free blocks as
+/// `rest`, live large blocks as `mmap`, committed memory as `current` and
+/// `max` (segalloc keeps no peak), reserved address space as `aspace`).
+/// Returns 0, or -1 with `errno`
+/// `EINVAL` for `options` other than 0 (as glibc), or a null `fp`.
+///
+/// # Safety
+/// `fp` is null or an open `FILE *` the caller may write to.
+#[no_mangle]
+pub unsafe extern "C" fn malloc_info(options: c_int, fp: *mut libc::FILE) -> c_int {
+    if options != 0 || fp.is_null() {
+        crate::os::set_errno(libc::EINVAL);
+        return -1;
+    }
+    let s = crate::stats();
+    let mut out = FileOut(fp);
+    let free_count: usize = s.classes.iter().map(|c| c.free_blocks).sum();
+    let free_bytes: usize = s
+        .classes
+        .iter()
+        .map(|c| c.free_blocks.saturating_mul(c.block_size))
+        .sum();
+    let _ = (|| -> core::fmt::Result {
+        use core::fmt::Write;
+        write!(out, "<malloc version=\"1\">\n<heap nr=\"0\">\n<sizes>\n")?;
+        for c in s.classes.iter().filter(|c| c.free_blocks != 0) {
+            writeln!(
+                out,
+                "  <size from=\"{0}\" to=\"{0}\" total=\"{1}\" count=\"{2}\"/>",
+                c.block_size,
+                c.free_blocks.saturating_mul(c.block_size),
+                c.free_blocks
+            )?;
+        }
+        let totals = |out: &mut FileOut| -> core::fmt::Result {
+            writeln!(out, "<total type=\"fast\" count=\"0\" size=\"0\"/>")?;
+            writeln!(
+                out,
+                "<total type=\"rest\" count=\"{free_count}\" size=\"{free_bytes}\"/>"
+            )
+        };
+        writeln!(out, "</sizes>")?;
+        totals(&mut out)?;
+        let system = |out: &mut FileOut| -> core::fmt::Result {
+            writeln!(out, "<system type=\"current\" size=\"{}\"/>", s.committed)?;
+            writeln!(out, "<system type=\"max\" size=\"{}\"/>", s.committed)?;
+            writeln!(out, "<aspace type=\"total\" size=\"{}\"/>", s.mapped)?;
+            writeln!(out, "<aspace type=\"mprotect\" size=\"{}\"/>", s.mapped)
+        };
+        system(&mut out)?;
+        writeln!(out, "</heap>")?;
+        totals(&mut out)?;
+        writeln!(
+            out,
+            "<total type=\"mmap\" count=\"{}\" size=\"{}\"/>",
+            s.large_objects, s.large_bytes
+        )?;
+        system(&mut out)?;
+        writeln!(out, "</malloc>")
+    })();
+    0
+}
+
+/// A C `FILE *` to format into (through `fwrite`, which may allocate: not an
+/// allocation path).
+struct FileOut(*mut libc::FILE);
+
+impl core::fmt::Write for FileOut {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        // SAFETY: `self.0` is the caller's open FILE (see `malloc_info`).
+        let n = unsafe { libc::fwrite(s.as_ptr().cast(), 1, s.len(), self.0) };
+        if n == s.len() {
+            Ok(())
+        } else {
+            Err(core::fmt::Error)
+        }
+    }
+}
+
 /// glibc's `malloc_stats`: segalloc's statistics table on stderr.
 #[no_mangle]
 pub extern "C" fn malloc_stats() {

@@ -103,6 +103,8 @@ fn cdylib_exports_the_c_api() {
         "__libc_memalign",
         "malloc_stats",
         "mallinfo2",
+        "mallinfo",
+        "malloc_info",
     ] {
         assert!(
             exported.contains(&name),

@@ -367,7 +367,7 @@ static void check_symbols(int segalloc) {
                            "pvalloc", "malloc_usable_size", "free_sized",
                            "free_aligned_sized", "__libc_malloc", "__libc_free",
                            "__libc_calloc", "__libc_realloc", "__libc_memalign",
-                           "mallinfo2", "malloc_stats"};
+                           "mallinfo2", "malloc_stats", "mallinfo", "malloc_info"};
     Dl_info first, info;
     CHECK(dladdr(dlsym(RTLD_DEFAULT, "malloc"), &first) != 0);
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
@@ -384,6 +384,23 @@ static void check_symbols(int segalloc) {
     CHECK(big != NULL);
     mi = mallinfo2();
     CHECK(mi.hblks >= 1 && mi.hblkhd >= (3u << 20) && mi.uordblks >= mi.hblkhd);
+    /* The older mallinfo, in ints, and malloc_info's XML: the same figures. */
+    struct mallinfo old = mallinfo();
+    CHECK(old.hblks >= 1 && old.hblkhd >= (int)(3u << 20) && old.uordblks >= old.hblkhd);
+    char *xml = NULL;
+    size_t xml_len = 0;
+    FILE *mem = open_memstream(&xml, &xml_len);
+    CHECK(mem != NULL && malloc_info(0, mem) == 0);
+    if (mem) fclose(mem);
+    const char *mm = xml ? strstr(xml, "<total type=\"mmap\" count=\"") : NULL;
+    unsigned long mm_count = 0, mm_size = 0;
+    CHECK(xml && strncmp(xml, "<malloc version=\"1\">\n<heap nr=\"0\">", 34) == 0 &&
+          strstr(xml, "</heap>") && strstr(xml, "</malloc>\n") && mm &&
+          sscanf(mm, "<total type=\"mmap\" count=\"%lu\" size=\"%lu\"", &mm_count, &mm_size) == 2 &&
+          mm_count >= 1 && mm_size >= (3u << 20));
+    free(xml);
+    errno = 0;
+    CHECK(malloc_info(1, stderr) == -1 && errno == EINVAL);
     /* segalloc_stats fills a plain struct; its first two fields are requested
      * and allocated bytes, which include the live large block. */
     int (*stats)(size_t *, size_t) = (int (*)(size_t *, size_t))dlsym(RTLD_DEFAULT, "segalloc_stats");
