@@ -451,6 +451,20 @@ fn env_value(o: &RuntimeOption) -> Option<&'static [u8]> {
     }
 }
 
+/// `n` in decimal, written at the end of `buf`: the digits (no allocation).
+pub(crate) fn decimal(mut n: usize, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
 /// With the option `verbose` on, writes one line on stderr: `segalloc: `,
 /// what `f` puts in the line, and a newline (no allocation: the line is
 /// built on the stack, up to 200 bytes).
@@ -548,18 +562,9 @@ impl Line {
         self.len += n;
     }
     /// Appends `n` in decimal.
-    pub(crate) fn number(&mut self, mut n: usize) {
+    pub(crate) fn number(&mut self, n: usize) {
         let mut d = [0u8; 20];
-        let mut i = d.len();
-        loop {
-            i -= 1;
-            d[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.push(&d[i..]);
+        self.push(decimal(n, &mut d));
     }
     fn write(&self, fd: i32) {
         // SAFETY: writing our own initialised bytes.

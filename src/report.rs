@@ -218,18 +218,8 @@ fn expand(path: &[u8], pid: i32, out: &mut [u8]) -> Option<usize> {
     while i < path.len() {
         match (path[i], path.get(i + 1)) {
             (b'%', Some(b'p')) => {
-                let mut digits = [0u8; 12];
-                let mut k = digits.len();
-                let mut v = pid.unsigned_abs();
-                loop {
-                    k -= 1;
-                    digits[k] = b'0' + (v % 10) as u8;
-                    v /= 10;
-                    if v == 0 {
-                        break;
-                    }
-                }
-                for &d in &digits[k..] {
+                let mut digits = [0u8; 20];
+                for &d in crate::options::decimal(pid.unsigned_abs() as usize, &mut digits) {
                     put(d, &mut n)?;
                 }
                 i += 2;
