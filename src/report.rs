@@ -5,8 +5,12 @@
 //! `LD_PRELOAD` as much as a Rust one.
 //!
 //! - **The file** holds a header line (`segalloc statistics of pid N,
-//!   written YYYY-MM-DD HH:MM:SS UTC`), the table of [`Stats`](super::Stats)'s
-//!   `Display` and the options in force, as `SEGALLOC_SHOW_STATS` prints them.
+//!   written YYYY-MM-DD HH:MM:SS UTC`); a line of what the pages of small
+//!   blocks hold, live and free, read from each page's own count at that
+//!   instant (`pagemap`'s walk of every segment), which does not lag as the
+//!   counters of other running threads do; then the table of
+//!   [`Stats`](crate::Stats)'s `Display` and the options in force, as
+//!   `SEGALLOC_SHOW_STATS` prints them.
 //!   It is written to `path.tmp` and renamed over `path`, so a reader sees a
 //!   whole report, never a half-written one. `%p` in the path stands for the
 //!   process id (`%%` for `%`).
@@ -123,7 +127,7 @@ pub(crate) fn for_this_process() -> bool {
     }
     // SAFETY: a plain system call.
     let mine = OWNER.load(Ordering::Relaxed) == unsafe { libc::getpid() };
-    if mine || path().windows(2).any(|w| w == b"%p") {
+    if mine || names_pid(path()) {
         return true;
     }
     STATE.store(OFF, Ordering::Relaxed);
@@ -203,6 +207,19 @@ fn write() {
     if !ok {
         say(b"segalloc: could not write SEGALLOC_STATS_FILE (write or rename failed); trying again every second\n");
     }
+}
+
+/// Whether `path` has a `%p` (one not escaped as `%%p`).
+fn names_pid(path: &[u8]) -> bool {
+    let mut i = 0;
+    while i + 1 < path.len() {
+        match (path[i], path[i + 1]) {
+            (b'%', b'p') => return true,
+            (b'%', b'%') => i += 2,
+            _ => i += 1,
+        }
+    }
+    false
 }
 
 /// Copies `path` into `out` with `%p` replaced by `pid` and `%%` by `%`;
@@ -330,6 +347,8 @@ mod tests {
         assert_eq!(&out[..n], b"/run/x.4321.stats");
         let n = expand(b"a%%p%", 7, &mut out).unwrap();
         assert_eq!(&out[..n], b"a%p%");
+        assert!(names_pid(b"/run/x.%p") && names_pid(b"%%%p"));
+        assert!(!names_pid(b"/run/x.%%p") && !names_pid(b"/run/x%") && !names_pid(b""));
         let n = expand(b"%p", 0, &mut out).unwrap();
         assert_eq!(&out[..n], b"0");
         let mut small = [0u8; 5];
