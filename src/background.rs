@@ -98,8 +98,9 @@ fn start() {
     }
     let purging = options::BACKGROUND.get() != 0;
     // A forked child without `%p` in the file's path leaves the file to its
-    // parent: for the reports alone, no thread.
-    if !purging && !report::for_this_process() {
+    // parent (this turns its reports off): for the reports alone, no thread.
+    let reporting = report::for_this_process();
+    if !purging && !reporting {
         return;
     }
     if STATE
@@ -109,7 +110,7 @@ fn start() {
         return;
     }
     register_fork_handlers();
-    if report::wanted() {
+    if reporting {
         report::register_exit_hook();
     }
     // SAFETY: plain libc calls on values we own: the attribute object, a

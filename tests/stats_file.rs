@@ -123,14 +123,31 @@ fn child() {
             // the child needs (segalloc's fork handlers see to its own).
             let pid = unsafe { libc::fork() };
             if pid == 0 {
+                // Allocates (its slow paths start its background thread,
+                // when it has one), then watches the file it would write
+                // for 2.5 s: it must see its own reports there (every
+                // second) with `%p`, and never without.
                 let v: Vec<Box<[u8; 4000]>> = (0..3000).map(|_| Box::new([1; 4000])).collect();
-                std::thread::sleep(Duration::from_millis(1500));
+                let own = expanded(&var, std::process::id());
+                let head = format!("segalloc statistics of pid {},", std::process::id());
+                let until = Instant::now() + Duration::from_millis(2500);
+                let mut saw_own = false;
+                while Instant::now() < until {
+                    saw_own |= fs::read_to_string(&own).is_ok_and(|r| r.starts_with(&head));
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 drop(v);
+                let right = saw_own == var.contains("%p");
                 // SAFETY: ends the forked child, running the exit hooks
                 // (which write the last report, if this process writes one).
-                unsafe { libc::exit(0) };
+                unsafe { libc::exit(if right { 0 } else { 3 }) };
             }
-            assert_eq!(common::wait_child(pid), 0);
+            let status = common::wait_child(pid);
+            assert_eq!(
+                status, 0,
+                "the forked child (wait status {status:#x}; exit 3: it saw its own \
+                 report where it should not, or none where it should)"
+            );
             let mine = expanded(&var, me);
             // Read at once: a child that wrote (every second, and at its
             // exit just now) would have left its own pid there.
@@ -194,14 +211,24 @@ fn a_running_program_s_statistics_are_rewritten_and_left_at_exit() {
 
 #[test]
 fn a_forked_child_writes_its_own_file_only_with_the_pid_in_the_path() {
-    for var in ["f.%p", "f"] {
-        let d = dir().join(format!("fork-{}", var.len()));
-        fs::create_dir_all(&d).unwrap();
-        let path = d.join(var).display().to_string();
-        run("fork", &[("SEGALLOC_STATS_FILE", &path)]);
-        let n = fs::read_dir(&d).unwrap().count();
-        assert_eq!(n, if var.contains("%p") { 2 } else { 1 }, "{var}");
-        fs::remove_dir_all(&d).unwrap();
+    // With the background purger on too, the child has a thread of its
+    // own whatever the file, which must still leave the parent's alone.
+    for background in ["0", "1"] {
+        for var in ["f.%p", "f"] {
+            let d = dir().join(format!("fork-{}-{background}", var.len()));
+            fs::create_dir_all(&d).unwrap();
+            let path = d.join(var).display().to_string();
+            run(
+                "fork",
+                &[
+                    ("SEGALLOC_STATS_FILE", &path),
+                    ("SEGALLOC_BACKGROUND", background),
+                ],
+            );
+            let n = fs::read_dir(&d).unwrap().count();
+            assert_eq!(n, if var.contains("%p") { 2 } else { 1 }, "{var}");
+            fs::remove_dir_all(&d).unwrap();
+        }
     }
 }
 
