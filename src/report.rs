@@ -159,7 +159,7 @@ pub(crate) fn register_exit_hook() {
 
 /// The last report, at exit, if this process writes one.
 extern "C" fn write_at_exit() {
-    if wanted() && for_this_process() {
+    if for_this_process() {
         write();
     }
 }
