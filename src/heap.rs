@@ -372,8 +372,8 @@ impl Heap {
             // carves, so a refill costs nothing more.
             let ok = (*p).refill_local_by(bytes, &mut self.carve_rng);
             if (*p).purged.get() != purged {
-                // Purged OS pages taken back (see `page::purge`).
-                let back = (purged & !(*p).purged.get()).count_ones() as usize * os::OS_PAGE;
+                // Purged units taken back (see `page::purge`).
+                let back = (*p).units_bytes(purged & !(*p).purged.get());
                 self.k().purged_in_pages.sub(back);
             }
             ok

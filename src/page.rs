@@ -73,10 +73,9 @@ use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use static_assertions::const_assert;
 
+mod mesh;
 mod notify;
 mod purge;
-pub(crate) use purge::PURGEABLE_SPAN;
-mod mesh;
 pub(crate) use mesh::LIVE_WORDS;
 mod share;
 pub(crate) use share::set_excluded_table;

@@ -146,6 +146,47 @@ fn child() {
                         .unwrap();
                 }
             }
+            "purged_large_double_free" | "purged_large_double_free_thread" => {
+                // As below, in pages of several slices (48 KiB blocks, four
+                // to a page of three slices): a freed block in a page that
+                // keeps others live is given back whole, its mark with it.
+                // Two stay live in each page, so that the second free does
+                // not empty it (which the slow path would check anyway).
+                segalloc::set_option("mesh", "0").unwrap();
+                #[cfg(feature = "profiling")]
+                segalloc::profile::stop();
+                let l = layout(48 << 10);
+                let ps: Vec<usize> = (0..64).map(|_| GLOBAL.alloc(l) as usize).collect();
+                let live = |i: usize| i % 4 == 0 || i % 4 == 3;
+                for (i, &p) in ps.iter().enumerate() {
+                    if !live(i) {
+                        GLOBAL.dealloc(p as *mut u8, l);
+                    }
+                }
+                let before = segalloc::stats().purged_in_pages;
+                segalloc::collect();
+                assert!(
+                    segalloc::stats().purged_in_pages >= before + (48 << 10),
+                    "nothing purged"
+                );
+                let p = ps[1];
+                if which == "purged_large_double_free" {
+                    GLOBAL.dealloc(p as *mut u8, l);
+                } else {
+                    std::thread::spawn(move || GLOBAL.dealloc(p as *mut u8, l))
+                        .join()
+                        .unwrap();
+                    for _ in 0..100_000 {
+                        std::hint::black_box(GLOBAL.alloc(layout(64)));
+                    }
+                    segalloc::collect();
+                }
+                for (i, &q) in ps.iter().enumerate() {
+                    if live(i) {
+                        GLOBAL.dealloc(q as *mut u8, l);
+                    }
+                }
+            }
             "purged_double_free"
             | "purged_double_free_thread"
             | "purged_realloc"
@@ -396,6 +437,18 @@ fn double_free_aborts() {
 #[test]
 fn double_free_of_a_block_whose_memory_was_given_back_aborts() {
     expect_abort("purged_double_free", "double free");
+}
+
+/// The same in a page of several slices (blocks over 32 KiB), whose free
+/// blocks are given back whole.
+#[test]
+fn double_free_of_a_large_block_whose_memory_was_given_back_aborts() {
+    expect_abort("purged_large_double_free", "double free");
+}
+
+#[test]
+fn double_free_by_another_thread_of_a_large_block_whose_memory_was_given_back_aborts() {
+    expect_abort("purged_large_double_free_thread", "double free");
 }
 
 #[test]

@@ -1,6 +1,8 @@
 /* frag: external fragmentation left by random frees (issue 13's workload).
  *
- * Allocates N blocks (-n, default 2 million) of random sizes 16-512 bytes,
+ * Allocates N blocks (-n, default 2 million) of random sizes 16-512 bytes
+ * (-a and -b set other bounds: -a 8192 -b 131072 -n 8000 is the variant of
+ * blocks over 8 KiB, in pages of a few blocks each),
  * each filled with a pattern, frees a random P percent of them (-p, default
  * 90), and reports the process's resident memory (RSS, from /proc/self/statm):
  *   1. right after the frees;
@@ -22,7 +24,7 @@
 #include <dlfcn.h>
 #include <malloc.h>
 
-static long N = 2000000, PCT = 90, WAIT_MS = 2000, REFILL = 1, SEED = 42;
+static long N = 2000000, PCT = 90, WAIT_MS = 2000, REFILL = 1, SEED = 42, MINSZ = 16, MAXSZ = 512;
 
 static double rss_mib(void) {
   FILE *f = fopen("/proc/self/statm", "r");
@@ -80,10 +82,13 @@ int main(int argc, char **argv) {
       {'w', "idle wait in ms before malloc_trim (0: none)", &WAIT_MS},
       {'r', "refill with 600-4000 byte blocks worth the bytes freed (0: no)", &REFILL},
       {'s', "seed", &SEED},
+      {'a', "smallest block, bytes", &MINSZ},
+      {'b', "largest block, bytes", &MAXSZ},
   };
   parse_opts(argc, argv, "frag: fill, free most at random, idle, trim, refill with other sizes", opts,
              sizeof opts / sizeof *opts);
-  if (N < 1 || PCT < 0 || PCT > 100 || WAIT_MS < 0) {
+  if (N < 1 || PCT < 0 || PCT > 100 || WAIT_MS < 0 || MINSZ < 16 || MAXSZ < MINSZ ||
+      MAXSZ > (1L << 30)) {
     fprintf(stderr, "bad parameters\n");
     return 2;
   }
@@ -102,7 +107,7 @@ int main(int argc, char **argv) {
   double t0 = now_sec();
   size_t total = 0;
   for (long i = 0; i < N; i++) {
-    size_t n = (size_t)rng_range(&r, 16, 512);
+    size_t n = (size_t)rng_range(&r, (uint64_t)MINSZ, (uint64_t)MAXSZ);
     tags[i] = rng_next(&r);
     sizes[i] = (uint32_t)n;
     blocks[i] = xmalloc(n);

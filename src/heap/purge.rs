@@ -16,8 +16,11 @@
 //! the purge delay after a full page got room back (a page coming back from
 //! the full list arms it, see [`Heap::arm_sub_purge`]; a heap whose pages
 //! never fill never needs it), at once past the soft limit, and on
-//! `collect()`. Only one-slice pages (blocks up to 8 KiB) that are at most
-//! half used, never the current page of a class, and only with huge pages
+//! `collect()`. Only pages that are at most half used (for `collect()`,
+//! pages of more than one slice with any free block: they hold one to
+//! seven blocks of over 8 KiB, each worth a system call, and only the
+//! timed purge has to fear taking back memory about to be reused), never
+//! the current page of a class, and only with huge pages
 //! off (purging 4 KiB of a huge page splits it) and the option `sub_purge`
 //! on (the default). The background purger
 //! does not do it: it may not touch the lists of a page whose owner's fast
@@ -36,7 +39,7 @@ use super::window::{another_window, STEP_US};
 use super::{carved_bytes, Heap};
 use crate::options::purge_delay_ms;
 use crate::os;
-use crate::page::{self, Page, PURGEABLE_SPAN};
+use crate::page::{self, Page};
 use crate::segment::{self, Segment, SLICE_SIZE};
 use crate::size_class::NUM_CLASSES;
 
@@ -474,9 +477,7 @@ impl Heap {
                 seen = i;
                 break;
             }
-            let first = self.queues[c].first;
-            // SAFETY: pages on our queues are in-use pages of ours.
-            if first.is_null() || unsafe { (*first).span } != PURGEABLE_SPAN {
+            if self.queues[c].first.is_null() {
                 continue;
             }
             if timed {
@@ -599,19 +600,28 @@ impl Heap {
                 return carved_bytes(p);
             }
             // What may be resident: the carved blocks, or more where the
-            // slice held an earlier page's data (its uncarved tail).
-            let touched = carved_bytes(p).max(seg.touched[i] as usize);
-            let n = touched.div_ceil(os::OS_PAGE).min(SLICE_SIZE / os::OS_PAGE);
+            // slices held an earlier page's data (its uncarved tail).
+            // (A page of more slices: all of it, at the cost of purging
+            // some memory that was never touched.)
+            let span = (*p).span as usize;
+            let touched = if span == 1 {
+                carved_bytes(p).max(seg.touched[i] as usize)
+            } else {
+                span * SLICE_SIZE
+            };
+            let unit = (*p).unit();
+            let n = touched.div_ceil(unit).min(SLICE_SIZE / os::OS_PAGE);
             let mut rest = (((1u32 << n) - 1) as u16) & !purged;
             while rest != 0 {
                 let lo = rest.trailing_zeros() as usize;
                 let hi = lo + (rest >> lo).trailing_ones() as usize;
                 rest &= !((((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16);
-                os::purge((*p).start.add(lo * os::OS_PAGE), (hi - lo) * os::OS_PAGE);
+                os::purge((*p).start.add(lo * unit), (hi - lo) * unit);
             }
-            self.k()
-                .purged_in_pages
-                .sub(purged.count_ones() as usize * os::OS_PAGE);
+            self.k().purged_in_pages.sub((*p).units_bytes(purged));
+            for k in i + 1..i + span {
+                seg.touched[k] = 0;
+            }
             (*p).purged.set(0);
             (*p).purged_blocks = 0;
             seg.touched[i] = 0;
@@ -627,29 +637,31 @@ fn sub_purge_on() -> bool {
 }
 
 /// Whether `p` is worth a sub-page purge: some block live (an empty page
-/// goes whole), at most half of them (see `page::sparse`), and an OS page's
-/// worth of free blocks still resident. With `likely`, also that it likely
-/// has a wholly free OS page (see [`likely_free_os_page`]).
+/// goes whole), at most half of them (see `page::sparse`; any number in a
+/// page of several slices, unless `likely`), and a purge unit's worth of
+/// free blocks still resident. With `likely` (the timed purge), also that
+/// it likely has a wholly free unit (see [`likely_free_os_page`]).
 fn worth_purging(p: &Page, likely: bool) -> bool {
     let used = p.used.get();
     let resident_free = p.capacity - used - u32::from(p.purged_blocks);
     used > 0
-        && page::sparse(used, p.reserved)
-        && resident_free as usize * p.block_size >= os::OS_PAGE
-        && (!likely || likely_free_os_page(p.reserved - used, p.reserved, p.block_size))
+        && (page::sparse(used, p.reserved) || (p.span > 1 && !likely))
+        && resident_free as usize * p.block_size >= p.unit()
+        && (!likely || likely_free_os_page(p.reserved - used, p.reserved, p.block_size, p.unit()))
 }
 
 /// Whether a page with `free` of its `reserved` blocks free, at random
-/// places, is expected to have at least one wholly free OS page of its 16:
-/// `16 * (free / reserved)^b >= 1`, with `b` blocks per OS page (in fixed
-/// point, 16 fraction bits). A page of 64-byte blocks needs 96% of them
-/// free; one of 512-byte blocks, 71%. Frees that cluster beat the estimate;
-/// the timed purge skips the rest (walking a page's free list costs a cache
-/// miss per block), `collect()` does not.
-fn likely_free_os_page(free: u32, reserved: u32, block_size: usize) -> bool {
+/// places, is expected to have at least one wholly free purge unit (of
+/// `unit` bytes) of its 16: `16 * (free / reserved)^b >= 1`, with `b`
+/// blocks per unit (in fixed point, 16 fraction bits). A page of 64-byte
+/// blocks needs 96% of them free; one of 512-byte blocks, 71%; a page of
+/// blocks as large as a unit or larger, one free block in 16. Frees that
+/// cluster beat the estimate; the timed purge skips the rest (walking a
+/// page's free list costs a cache miss per block), `collect()` does not.
+fn likely_free_os_page(free: u32, reserved: u32, block_size: usize, unit: usize) -> bool {
     const ONE: u64 = 1 << 16;
     let x = u64::from(free) * ONE / u64::from(reserved.max(1));
-    let b = (os::OS_PAGE / block_size).max(1);
+    let b = (unit / block_size).max(1);
     let mut r = 16 * ONE;
     for _ in 0..b {
         r = r * x / ONE;
@@ -663,6 +675,7 @@ fn likely_free_os_page(free: u32, reserved: u32, block_size: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::{likely_free_os_page, resume_at, STEP_DUTY};
+    use crate::os::OS_PAGE;
 
     #[test]
     fn a_step_is_followed_after_a_wait_in_proportion_to_its_length() {
@@ -678,12 +691,12 @@ mod tests {
     #[test]
     fn the_estimate_of_a_free_os_page() {
         // 16-byte blocks, 256 per OS page: hopeless unless nearly all free.
-        assert!(!likely_free_os_page(3686, 4096, 16)); // 90% free
-        assert!(likely_free_os_page(4090, 4096, 16));
+        assert!(!likely_free_os_page(3686, 4096, 16, OS_PAGE)); // 90% free
+        assert!(likely_free_os_page(4090, 4096, 16, OS_PAGE));
         // 512-byte blocks, 8 per OS page: 16 * 0.9^8 = 6.9.
-        assert!(likely_free_os_page(115, 128, 512));
-        assert!(!likely_free_os_page(80, 128, 512)); // 16 * 0.625^8 = 0.37
-                                                     // Blocks over 4 KiB: half free is enough.
-        assert!(likely_free_os_page(4, 8, 8192));
+        assert!(likely_free_os_page(115, 128, 512, OS_PAGE));
+        assert!(!likely_free_os_page(80, 128, 512, OS_PAGE)); // 16 * 0.625^8 = 0.37
+                                                              // Blocks over 4 KiB: half free is enough.
+        assert!(likely_free_os_page(4, 8, 8192, OS_PAGE));
     }
 }

@@ -498,9 +498,7 @@ impl Heap {
                 // with the rest of it: fresh memory over every range.
                 let purged = (*p).purged.get();
                 if purged != 0 {
-                    self.k()
-                        .purged_in_pages
-                        .sub(purged.count_ones() as usize * OS_PAGE);
+                    self.k().purged_in_pages.sub((*p).units_bytes(purged));
                     (*p).purged.set(0);
                     (*p).purged_blocks = 0;
                 }
@@ -537,7 +535,7 @@ impl Heap {
             // purged ones do: `touched_to_free` uncounts what it finds in
             // `purged`, so count them there first.
             let new = mapped & !(*p).purged.get();
-            k.purged_in_pages.add(new.count_ones() as usize * OS_PAGE);
+            k.purged_in_pages.add((*p).units_bytes(new));
             (*p).purged.set((*p).purged.get() | new);
         }
     }

@@ -197,8 +197,8 @@ impl Heap {
     }
 
     /// Fills `out` with the segments from position `from` of
-    /// [`segments`](Self::segments) on, until their one-slice pages of
-    /// class `c` reach `work` (in pages or in free blocks), the segments
+    /// [`segments`](Self::segments) on, until their pages of class `c`
+    /// reach `work` (in pages or in free blocks), the segments
     /// run out, or `out` is full. Returns how many, and whether no segment
     /// follows them.
     fn window<const N: usize>(
@@ -220,7 +220,7 @@ impl Heap {
             let seg = unsafe { &*s };
             for i in in_use_pages(seg) {
                 let p = &seg.pages[i];
-                if p.class as usize == c && p.span == 1 {
+                if p.class as usize == c {
                     pages += 1;
                     blocks += p.capacity.saturating_sub(p.used.get()) as usize;
                 }

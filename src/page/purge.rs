@@ -1,29 +1,38 @@
-//! Sub-page purge: giving back the OS pages of a page in use that hold no
+//! Sub-page purge: giving back the parts of a page in use that hold no
 //! live block, and taking them back when the page runs out of blocks.
 //!
-//! A one-slice page (64 KiB, blocks up to 8 KiB) spans 16 OS pages of 4
-//! KiB. After random frees most of them may hold free blocks only, yet the
-//! page stays in use for the few live ones. [`Page::purge_free_os_pages`]
-//! walks the page's local lists (`free` and `local_free`) once each into a
-//! bitmap of free blocks, finds the OS pages every block overlapping which
-//! is free, rebuilds the lists in address order without the blocks that
-//! overlap those OS pages, records the OS pages in the page's `purged`
-//! bitmap and the blocks in `purged_blocks`, and purges them with
-//! `madvise`. A purged OS page reads back as zeros, so no free list may run
-//! through it: a free block straddling from a purged OS page into a kept
-//! one leaves the lists too (its part in the kept OS page is unused until
-//! the run comes back). So the invariant, checked in debug builds:
+//! A page is cut into 16 purge units of `span` OS pages each (see
+//! [`Page::unit`]): a one-slice page (64 KiB) into its 16 OS pages of 4
+//! KiB, a page of `s` slices into units of `4s` KiB. One-slice pages hold
+//! blocks up to 32 KiB, so a unit there holds parts of blocks or many
+//! blocks; pages of larger blocks hold one to seven of them, so each block
+//! covers at least two units, and a free one gives back all of its units
+//! that no live neighbour reaches into. After random frees most units may
+//! hold free blocks only, yet the page stays in use for the few live ones.
+//! [`Page::purge_free_os_pages`] walks the page's local lists (`free` and
+//! `local_free`) once each into a bitmap of free blocks, finds the units
+//! every block overlapping which is free, rebuilds the lists in address
+//! order without the blocks that overlap those units, records the units in
+//! the page's `purged` bitmap and the blocks in `purged_blocks`, and purges
+//! them with `madvise`. A purged unit reads back as zeros, so no free list
+//! may run through it: a free block straddling from a purged unit into a
+//! kept one leaves the lists too (its part in the kept unit is unused
+//! until the run comes back). So the invariant, checked in debug builds:
 //!
-//! - every block that overlaps a purged OS page is free and on no list;
-//!   every block on `free` or `local_free` overlaps no purged OS page.
+//! - every block that overlaps a purged unit is free and on no list;
+//!   every block on `free` or `local_free` overlaps no purged unit.
 //!
 //! Only blocks the owner holds locally are taken: the caller collects the
 //! page's `thread_free` first, and blocks batched by other threads (see
-//! `remote_batch`) or still on `thread_free` count as live, their OS pages
+//! `remote_batch`) or still on `thread_free` count as live, their units
 //! kept. When `free`, `local_free` and the uncarved tail are all exhausted,
 //! [`Page::unpurge_next`] (from `refill_local`) threads the blocks of the
-//! lowest run of purged OS pages onto `free` again: the writes of their
-//! links fault the memory back in, as carving fresh blocks does.
+//! lowest run of purged units onto `free` again: the writes of their links
+//! fault the memory back in, as carving fresh blocks does.
+//!
+//! Meshing at OS-page granularity (`share`, `crate::mesh::sub`) takes
+//! one-slice pages only, where a unit is an OS page: its `shared` bits and
+//! these share the index.
 //!
 //! The fast paths never read `purged`; the statistics count purged bytes
 //! through the heap (see `heap::purge`).
@@ -34,12 +43,11 @@ use crate::remote::{next_of, set_next};
 use crate::segment::SLICE_SIZE;
 use core::ptr;
 
-/// The only page span sub-page purge handles: one slice, 16 OS pages, so
-/// the bitmap is a `u16`.
-pub(crate) const PURGEABLE_SPAN: u8 = 1;
-/// OS pages in a one-slice page.
+/// Purge units in a page (OS pages in a one-slice page), so the bitmap is
+/// a `u16`.
 const OS_PAGES: usize = SLICE_SIZE / OS_PAGE;
-/// The most blocks a one-slice page holds (16-byte blocks).
+/// The most blocks a page holds (16-byte blocks in a one-slice page; a
+/// page of more slices holds at most seven, see `heap::span_for`).
 const MAX_BLOCKS: usize = SLICE_SIZE / 16;
 const _: () = assert!(OS_PAGES == 16);
 
@@ -49,17 +57,32 @@ const fn bits(lo: usize, hi: usize) -> u16 {
 }
 
 impl Page {
-    /// The OS pages block `k` touches, as a bitmap.
+    /// The bytes of a purge unit of this page: a sixteenth of it, `span`
+    /// OS pages.
+    #[inline]
+    pub(crate) fn unit(&self) -> usize {
+        usize::from(self.span.max(1)) * OS_PAGE
+    }
+
+    /// The bytes of the units in `m`, a bitmap as `purged`.
+    #[inline]
+    pub(crate) fn units_bytes(&self, m: u16) -> usize {
+        m.count_ones() as usize * self.unit()
+    }
+
+    /// The purge units block `k` touches, as a bitmap.
     #[inline]
     pub(super) fn os_pages_of(&self, k: usize) -> u16 {
         let a = k * self.block_size;
         let b = a + self.block_size;
-        bits(a / OS_PAGE, b.div_ceil(OS_PAGE))
+        let unit = self.unit();
+        bits(a / unit, b.div_ceil(unit))
     }
 
     /// Whether `b`, a carved block of this page, is free on no list: in
-    /// purged OS pages, or excluded over a shared one (see `share`).
+    /// purged units, or excluded over a shared one (see `share`).
     /// Owner only.
+    #[inline]
     pub(crate) fn in_purged(&self, b: *const u8) -> bool {
         if !self.off_list() {
             return false;
@@ -83,15 +106,15 @@ impl Page {
         (b as usize - self.start as usize) / self.block_size
     }
 
-    /// Gives back to the OS every OS page of this one-slice page that holds
-    /// no live block (see the module docs), and returns the bytes purged
+    /// Gives back to the OS every purge unit of this page that holds no
+    /// live block (see the module docs), and returns the bytes purged
     /// (0 if nothing could go). Owner only, with the page's `thread_free`
     /// collected (what is still on it or in other threads' batches counts
     /// as live).
     ///
     /// # Safety
-    /// The page is in use, one slice long, and owned by the caller, whose
-    /// lists hold valid blocks of it.
+    /// The page is in use and owned by the caller, whose lists hold valid
+    /// blocks of it.
     pub(crate) unsafe fn purge_free_os_pages(&mut self) -> usize {
         // SAFETY: per the contract; the page's memory is its own.
         unsafe { self.purge_free_os_pages_by(os::purge) }
@@ -109,8 +132,8 @@ impl Page {
         &mut self,
         mut give: impl FnMut(*mut u8, usize),
     ) -> usize {
-        debug_assert_eq!(self.span, PURGEABLE_SPAN);
         let bs = self.block_size;
+        let unit = self.unit();
         let cap = self.capacity as usize;
         if cap == 0 || cap > MAX_BLOCKS {
             return 0;
@@ -140,7 +163,7 @@ impl Page {
         let carved = cap * bs;
         let mut new = 0u16;
         for o in 0..OS_PAGES {
-            let (lo, hi) = (o * OS_PAGE, (o + 1) * OS_PAGE);
+            let (lo, hi) = (o * unit, (o + 1) * unit);
             if lo >= carved {
                 break;
             }
@@ -216,8 +239,8 @@ impl Page {
             m &= !bits(lo, hi);
             // SAFETY: OS pages of this page every block of which is free and
             // now on no list (and maybe the tail no block uses).
-            give(unsafe { self.start.add(lo * OS_PAGE) }, (hi - lo) * OS_PAGE);
-            bytes += (hi - lo) * OS_PAGE;
+            give(unsafe { self.start.add(lo * unit) }, (hi - lo) * unit);
+            bytes += (hi - lo) * unit;
         }
         self.debug_check();
         bytes
@@ -229,17 +252,18 @@ impl Page {
     pub(crate) fn unpurge_next(&mut self) -> bool {
         debug_assert!(self.free.is_null() && self.local_free.is_null());
         let bs = self.block_size;
+        let unit = self.unit();
         let cap = self.capacity as usize;
         while self.purged.get() != 0 {
             let lo = self.purged.get().trailing_zeros() as usize;
             let mut hi = lo + 1;
             // The blocks overlapping `lo..hi`, grown while the last of them
             // reaches into further purged OS pages (they go together).
-            let first = lo * OS_PAGE / bs;
+            let first = lo * unit / bs;
             let mut last;
             loop {
-                last = ((hi * OS_PAGE - 1) / bs).min(cap.saturating_sub(1));
-                let end = ((last + 1) * bs).div_ceil(OS_PAGE).min(OS_PAGES);
+                last = ((hi * unit - 1) / bs).min(cap.saturating_sub(1));
+                let end = ((last + 1) * bs).div_ceil(unit).min(OS_PAGES);
                 let more = self.purged.get() & bits(hi, end.max(hi));
                 if more == 0 {
                     break;
@@ -310,7 +334,7 @@ impl Page {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::page::tests::full_page;
+    use crate::page::tests::{full_page, full_page_of};
 
     fn fill(p: *mut u8, bs: usize, k: usize) {
         for w in 0..bs / 8 {
@@ -522,6 +546,110 @@ mod tests {
             page.close();
             // SAFETY: the test's mapping, no longer used.
             os::unmap(mem, SLICE_SIZE);
+        }
+    }
+
+    /// Pages of more than one slice (one to seven blocks over 8 KiB, as
+    /// `heap::span_for` cuts them): with one block live, every purge unit
+    /// that no live block reaches goes, the live block keeps its contents,
+    /// and the free blocks come back once each when the lists run dry.
+    #[test]
+    fn purges_the_free_blocks_of_a_page_of_several_slices() {
+        // (block size, slices): 11 KiB in 2 (11 blocks), 24 KiB in 2 (5),
+        // 48 KiB in 3 (4), 144 KiB in 9 (4).
+        for (bs, span) in [(11264usize, 2usize), (24576, 2), (49152, 3), (147456, 9)] {
+            let (mut page, mem) = full_page_of(bs, span);
+            let n = page.reserved as usize;
+            let unit = span * OS_PAGE;
+            assert_eq!(page.unit(), unit);
+            assert!(n >= 4, "bs {bs}: {n} blocks");
+            for k in 0..n {
+                fill(mem, bs, k);
+            }
+            let keep = n / 2;
+            for k in (0..n).filter(|&k| k != keep) {
+                // SAFETY: a block of the page handed out above.
+                unsafe { page.free_local(mem.add(k * bs), 0) };
+            }
+            // SAFETY: the page is ours; its lists hold valid blocks.
+            let bytes = unsafe { page.purge_free_os_pages() };
+            let kept = page.os_pages_of(keep);
+            assert_eq!(
+                page.purged.get() & kept,
+                0,
+                "bs {bs}: the live block purged"
+            );
+            assert_eq!(bytes, page.units_bytes(page.purged.get()));
+            // Every unit the blocks reach but the live block's.
+            let used_units = (n * bs).div_ceil(unit);
+            assert_eq!(
+                page.purged.get().count_ones() as usize,
+                used_units - kept.count_ones() as usize,
+                "bs {bs}: {:016b} purged, live block on {kept:016b}",
+                page.purged.get()
+            );
+            for o in 0..OS_PAGES {
+                if page.purged.get() & (1 << o) != 0 {
+                    for q in 0..span {
+                        // SAFETY: inside the page's mapping.
+                        let p = unsafe { mem.add(o * unit) };
+                        assert!(!resident(p, q), "bs {bs}: unit {o} still resident");
+                    }
+                }
+            }
+            check(mem, bs, keep);
+            for &k in &listed(&page) {
+                assert_eq!(
+                    page.os_pages_of(k) & page.purged.get(),
+                    0,
+                    "bs {bs}: block {k}"
+                );
+            }
+            // SAFETY: as above: nothing more the second time.
+            assert_eq!(unsafe { page.purge_free_os_pages() }, 0);
+            assert_eq!(
+                listed(&page).len() + page.purged_blocks as usize,
+                n - 1,
+                "bs {bs}: a free block lost"
+            );
+            // A purged block is free to the double-free check.
+            for k in (0..n).filter(|&k| page.os_pages_of(k) & page.purged.get() != 0) {
+                // SAFETY: a block start of the page.
+                assert!(
+                    page.in_purged(unsafe { mem.add(k * bs) }),
+                    "bs {bs}: block {k}"
+                );
+            }
+            let mut got = vec![false; n];
+            // SAFETY: the page is ours.
+            unsafe {
+                while page.refill_local() {
+                    loop {
+                        let b = super::super::pop(&mut page);
+                        if b.is_null() {
+                            break;
+                        }
+                        let k = page.index_of(b.cast());
+                        assert!(
+                            !got[k] && k != keep,
+                            "bs {bs}: block {k} handed out twice or live"
+                        );
+                        got[k] = true;
+                        // Writable, whatever its memory was.
+                        fill(mem, bs, k);
+                    }
+                }
+            }
+            assert_eq!(page.purged.get(), 0);
+            assert_eq!(page.purged_blocks, 0);
+            assert_eq!(got.iter().filter(|&&g| g).count(), n - 1);
+            check(mem, bs, keep);
+            for k in (0..n).filter(|&k| k != keep) {
+                check(mem, bs, k);
+            }
+            page.close();
+            // SAFETY: the test's mapping, no longer used.
+            os::unmap(mem, span * SLICE_SIZE);
         }
     }
 }

@@ -104,11 +104,16 @@ fn frees_notify_at_empty_and_at_the_unfull_mark() {
 /// all carved and handed out: `(page, mapping)`. For the unit tests of
 /// `page`'s submodules.
 pub(super) fn full_page(bs: usize) -> (Page, *mut u8) {
-    let mem = crate::os::map_aligned(SLICE_SIZE, SLICE_SIZE);
+    full_page_of(bs, 1)
+}
+
+/// [`full_page`] over `span` slices (unmap `span * SLICE_SIZE` bytes).
+pub(super) fn full_page_of(bs: usize, span: usize) -> (Page, *mut u8) {
+    let mem = crate::os::map_aligned(span * SLICE_SIZE, SLICE_SIZE);
     assert!(!mem.is_null());
     let mut page = Page::EMPTY;
-    page.reset(mem, bs, Page::blocks_in(SLICE_SIZE, bs));
-    page.span = 1;
+    page.reset(mem, bs, Page::blocks_in(span * SLICE_SIZE, bs));
+    page.span = span as u8;
     page.flags = IN_USE;
     let mut handed = 0;
     while page.refill_local() {
