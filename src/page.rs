@@ -129,7 +129,7 @@ pub(crate) struct Page {
     /// Links in the owning heap's page queue (or its full list).
     pub(crate) next: *mut Page,
     pub(crate) prev: *mut Page,
-    /// Carved blocks that are free and on no list: in purged OS pages
+    /// Carved blocks that are free and on no list: in purged units
     /// (`purged`), excluded over shared ones (`shared`), or held back
     /// (`deferred`). Owner only.
     pub(crate) purged_blocks: u16,
@@ -170,10 +170,10 @@ pub(crate) struct Page {
     /// class. Written by the owner when the queue's head changes, read by
     /// any thread (`defrag::should_move`).
     current: AtomicBool,
-    /// OS pages of a one-slice page given back to the OS while the page is
-    /// in use (bit `o`: bytes `o * 4096 .. (o + 1) * 4096` from `start`),
-    /// and how many carved blocks lie in them (`purged_blocks`), on no list
-    /// (see `purge`). Written by the owner on slow paths only, read by any
+    /// Purge units of the page given back to the OS while it is in use (bit
+    /// `o`: bytes `o * u .. (o + 1) * u` from `start`, `u` = `span` OS
+    /// pages, see [`Page::unit`]), and how many carved blocks lie in them
+    /// (`purged_blocks`), on no list (see `purge`). Written by the owner on slow paths only, read by any
     /// thread (a non-owner's `realloc` checks a block against it).
     pub(crate) purged: Purged,
     /// Fresh blocks carved but held back until the page is wholly carved
