@@ -5,6 +5,11 @@
 //! freed. What it reports is resident memory at those points, against the
 //! bytes still live, not time: the runner's `--frag` prints a table.
 //!
+//! [`Sizes::Large`] (the runner's `--frag-large`) is the variant of blocks
+//! over 8 KiB, as `frag.c -a 8192 -b 131072 -n 8000`: 8,000 blocks (times
+//! `--scale`) of 8-128 KiB, each OS page of them written, which segalloc
+//! keeps a few to a page of several slices.
+//!
 //! The call that gives memory back: `segalloc::collect()` (which also
 //! meshes with `SEGALLOC_MESH=1`), glibc's `malloc_trim(0)`, mimalloc's
 //! `mi_collect(true)`; jemalloc has none here (its arenas purge on their
@@ -127,32 +132,68 @@ fn tag(i: usize) -> u8 {
     (i as u8).wrapping_mul(31) ^ 0x5a
 }
 
-/// Runs the workload (`scale` times 2 million blocks); returns the
-/// checksum and the figures.
-pub fn run(scale: f64) -> (u64, Figures) {
-    let n = ((2_000_000.0 * scale) as usize).max(1000);
+/// The blocks the workload fills the heap with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sizes {
+    /// 2 million blocks of 16-512 bytes (`frag.c`'s default).
+    Small,
+    /// 8,000 blocks of 8-128 KiB, every OS page of them written.
+    Large,
+}
+
+impl Sizes {
+    /// The worker's name for the variant.
+    pub fn worker(self) -> &'static str {
+        match self {
+            Sizes::Small => "frag",
+            Sizes::Large => "frag-large",
+        }
+    }
+
+    /// The variant a worker name stands for.
+    pub fn from_worker(name: &str) -> Option<Sizes> {
+        [Sizes::Small, Sizes::Large]
+            .into_iter()
+            .find(|s| s.worker() == name)
+    }
+}
+
+/// Runs the workload (`scale` times 2 million blocks, or 8,000 of the
+/// large variant); returns the checksum and the figures.
+pub fn run(scale: f64, sizes_of: Sizes) -> (u64, Figures) {
+    let (blocks, lo, hi, stride) = match sizes_of {
+        Sizes::Small => (2_000_000.0, 16, 513, usize::MAX),
+        Sizes::Large => (8_000.0, 8192, 131_073, 4096),
+    };
+    let n = ((blocks * scale) as usize).max(1000);
     let mut r = Rng::new(0x13_f7a6);
     // The arrays first, written through, so they are in the base figure.
     let mut ptrs: Vec<usize> = vec![1; n];
-    let mut sizes: Vec<u16> = vec![1; n];
+    let mut sizes: Vec<u32> = vec![1; n];
     let mut f = Figures {
         base: rss(),
         ..Figures::default()
     };
     for i in 0..n {
-        let size = r.range(16, 513);
+        let size = r.range(lo, hi);
         // SAFETY: a non-zero size.
         let p = unsafe { alloc(layout(size)) };
         if p.is_null() {
             std::alloc::handle_alloc_error(layout(size));
         }
-        // SAFETY: a live block of `size` bytes.
+        // SAFETY: a live block of `size` bytes; with a stride, a byte of
+        // each of its OS pages written (a program's data is resident).
         unsafe {
             p.write(tag(i));
+            let mut o = stride;
+            while o < size {
+                p.add(o).write(tag(i));
+                o = o.saturating_add(stride);
+            }
             p.add(size - 1).write(tag(i));
         }
         ptrs[i] = p as usize;
-        sizes[i] = size as u16;
+        sizes[i] = size as u32;
     }
     let mut freed = 0;
     for i in 0..n {
@@ -203,7 +244,7 @@ pub fn run(scale: f64) -> (u64, Figures) {
 
 /// Reads every live block's tags (so that PSS counts what the program
 /// sees); returns their sum, and exits if one is wrong.
-fn check(ptrs: &[usize], sizes: &[u16]) -> u64 {
+fn check(ptrs: &[usize], sizes: &[u32]) -> u64 {
     let mut sum = 0u64;
     for (i, (&p, &s)) in ptrs.iter().zip(sizes).enumerate() {
         if s == 0 {

@@ -5,7 +5,7 @@
 //! which the machine's load does not change.
 
 use segalloc_bench::dispatch::ENV_VAR;
-use segalloc_bench::frag::Figures;
+use segalloc_bench::frag::{Figures, Sizes};
 use segalloc_bench::Alloc;
 use std::process::{Command, Stdio};
 
@@ -13,10 +13,11 @@ const MIB: f64 = 1048576.0;
 
 /// Runs the workload in a child under `alloc` (with meshing on if
 /// `mesh`); returns its figures and checksum.
-fn run_child(alloc: Alloc, mesh: bool, scale: f64) -> Result<(Figures, u64), String> {
+fn run_child(alloc: Alloc, mesh: bool, scale: f64, sizes: Sizes) -> Result<(Figures, u64), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(exe);
-    cmd.args(["worker", alloc.name(), "frag", "1", &scale.to_string(), "0"])
+    let scale = scale.to_string();
+    cmd.args(["worker", alloc.name(), sizes.worker(), "1", &scale, "0"])
         .env(ENV_VAR, alloc.name())
         .env_remove("SEGALLOC_MESH")
         .stdin(Stdio::null())
@@ -51,7 +52,7 @@ fn cell(x: usize, base: usize, of: usize) -> String {
 
 /// Runs every allocator of `allocs` (segalloc twice) and prints the
 /// table; returns whether every run succeeded with one checksum.
-pub fn run(allocs: &[Alloc], scale: f64) -> bool {
+pub fn run(allocs: &[Alloc], scale: f64, sizes: Sizes) -> bool {
     let mut rows = Vec::new();
     for &a in allocs {
         rows.push((a, false));
@@ -69,8 +70,8 @@ pub fn run(allocs: &[Alloc], scale: f64) -> bool {
         } else {
             a.name().to_string()
         };
-        eprint!("frag {name}: ");
-        match run_child(a, mesh, scale) {
+        eprint!("{} {name}: ", sizes.worker());
+        match run_child(a, mesh, scale, sizes) {
             Ok((f, sum)) => {
                 eprintln!("ok");
                 sums.push(sum);

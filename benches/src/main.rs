@@ -42,6 +42,7 @@ options:
   --frag            the fragmentation workload instead: RSS and PSS against the live bytes after
                     random frees, the allocator's give-back call and a refill (segalloc also with
                     SEGALLOC_MESH=1); one run each
+  --frag-large      the same with 8,000 blocks of 8-128 KiB instead of 2 million of 16-512 bytes
   --max-heap SIZE   largest live heap for --scaling, e.g. 1G, 256M (default 1G, capped by MemAvailable/4)
   -h, --help        this text
 ";
@@ -55,7 +56,7 @@ struct Opts {
     allocs: Vec<Alloc>,
     svg: Option<PathBuf>,
     scaling: bool,
-    frag: bool,
+    frag: Option<segalloc_bench::frag::Sizes>,
     quick: bool,
     max_heap: usize,
 }
@@ -83,7 +84,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         allocs: Alloc::ALL.to_vec(),
         svg: None,
         scaling: false,
-        frag: false,
+        frag: None,
         quick: false,
         max_heap: 1 << 30,
     };
@@ -105,7 +106,8 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             }
             "--svg" => o.svg = Some(PathBuf::from(val()?)),
             "--scaling" => o.scaling = true,
-            "--frag" => o.frag = true,
+            "--frag" => o.frag = Some(segalloc_bench::frag::Sizes::Small),
+            "--frag-large" => o.frag = Some(segalloc_bench::frag::Sizes::Large),
             "--quick" => o.quick = true,
             "--max-heap" => o.max_heap = parse_size(val()?)?,
             "-h" | "--help" => return Err(String::new()),
@@ -205,8 +207,9 @@ fn worker(args: &[String]) -> Result<(), String> {
             dispatch::current().name()
         ));
     }
-    if name == "frag" {
-        let (sum, figures) = segalloc_bench::frag::run(scale.parse().map_err(|_| "bad scale")?);
+    if let Some(sizes) = segalloc_bench::frag::Sizes::from_worker(name) {
+        let scale = scale.parse().map_err(|_| "bad scale")?;
+        let (sum, figures) = segalloc_bench::frag::run(scale, sizes);
         println!("{}", figures.line());
         println!("checksum {sum}");
         return Ok(());
@@ -373,8 +376,8 @@ fn run(o: &Opts) -> bool {
         scale: o.scale,
         heap: 0,
     };
-    if o.frag {
-        return fragtable::run(&o.allocs, o.scale);
+    if let Some(sizes) = o.frag {
+        return fragtable::run(&o.allocs, o.scale, sizes);
     }
     if !o.scaling {
         let all: Vec<_> = WORKLOADS.iter().map(|w| w.name).collect();
