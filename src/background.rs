@@ -35,7 +35,13 @@
 //!   first slow path starts one if the option is on.
 //! - **Exit.** The thread is detached, blocks every signal (the program's
 //!   handlers never run on it), and holds a heap only for one purge; `exit`
-//!   ends it with the process.
+//!   ends it with the process. glibc ends a process when its last thread
+//!   ends, and this one counts: once it finds itself alone with a main
+//!   thread that ended by `pthread_exit` (a zombie, [`alone`]), it returns,
+//!   and glibc, seeing the last thread gone, calls `exit(0)` on it, as it
+//!   would have on the program's last thread. Its stack is a thread's usual
+//!   one (virtual memory, touched only as used), for the program's `atexit`
+//!   handlers then run on it.
 //!
 //! It exits by itself when the option is turned off; the next slow path with
 //! the option on starts it again.
@@ -67,6 +73,10 @@ static STATE: AtomicUsize = AtomicUsize::new(NONE);
 const LOOKS_PER_DELAY: u64 = 4;
 /// The shortest time between two looks.
 const MIN_PERIOD_MS: u64 = 5;
+/// How often the thread checks whether it is [`alone`] (three system
+/// calls): a process whose threads have all ended lingers at most about
+/// this long, or a sleep of the thread's if longer.
+const ALONE_PERIOD_MS: u64 = 100;
 
 /// Held for each round of purges, before any other lock; the fork handlers
 /// take it before every other (see [`register_fork_handlers`]).
@@ -120,7 +130,6 @@ fn start() {
         let mut attr: libc::pthread_attr_t = core::mem::zeroed();
         libc::pthread_attr_init(&mut attr);
         libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
-        libc::pthread_attr_setstacksize(&mut attr, 64 << 10);
         let mut all: libc::sigset_t = core::mem::zeroed();
         let mut old: libc::sigset_t = core::mem::zeroed();
         libc::sigfillset(&mut all);
@@ -151,6 +160,7 @@ fn start() {
 /// The purger thread's body.
 extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
     let mut next = 0;
+    let mut next_alone_look = 0;
     loop {
         let purging = options::BACKGROUND.get() != 0;
         let reporting = report::wanted();
@@ -184,7 +194,61 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
         }
         // Outside every lock the purge takes.
         report::write_if_due(os::now_ms());
+        let now = os::now_ms();
+        if now >= next_alone_look {
+            next_alone_look = now + ALONE_PERIOD_MS;
+            if alone() {
+                // The program's threads have all ended (see the module
+                // docs): glibc exits the process as this thread, its last,
+                // returns.
+                STATE.store(NONE, Ordering::Relaxed);
+                return core::ptr::null_mut();
+            }
+        }
     }
+}
+
+/// Whether the calling thread is the process's only live one, beside a
+/// main thread that ended by `pthread_exit` (a zombie, which stays in the
+/// thread group until the group ends): `/proc/self/stat` says the main
+/// thread's state `Z` and two threads. No allocation: a read into the
+/// stack. False if the file cannot be read.
+fn alone() -> bool {
+    let mut buf = [0u8; 512];
+    // SAFETY: a path literal, and a read into our buffer of its length;
+    // the descriptor is closed before returning.
+    let n = unsafe {
+        let fd = libc::open(
+            c"/proc/self/stat".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return false;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    let Ok(n) = usize::try_from(n) else {
+        return false;
+    };
+    main_gone_and_two_threads(&buf[..n])
+}
+
+/// [`alone`]'s reading of a `/proc/<pid>/stat` line: the fields after the
+/// command (in parentheses, which may hold spaces and parentheses of its
+/// own) are the state (field 3) and, seventeen later, the number of
+/// threads (field 20).
+fn main_gone_and_two_threads(stat: &[u8]) -> bool {
+    let Some(end) = stat.iter().rposition(|&c| c == b')') else {
+        return false;
+    };
+    let mut fields = stat[end + 1..]
+        .split(|&c| c == b' ')
+        .filter(|f| !f.is_empty());
+    let state = fields.next();
+    let threads = fields.nth(16);
+    state == Some(b"Z".as_slice()) && threads == Some(b"2".as_slice())
 }
 
 /// How long to sleep before the next look: `period`, or less if a heap's
@@ -341,5 +405,29 @@ extern "C" fn child() {
     }
     if STATE.load(Ordering::Relaxed) == RUNNING {
         STATE.store(NONE, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::main_gone_and_two_threads;
+
+    #[test]
+    fn a_zombie_main_thread_and_two_threads_is_alone() {
+        let line = |state: &str, threads: &str| {
+            format!(
+                "4242 (a (b) c) {state} 1 4242 4242 0 -1 4194560 120 0 0 0 1 2 0 0 20 0 {threads} 0 \
+                 5 1000 200 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n"
+            )
+        };
+        assert!(main_gone_and_two_threads(line("Z", "2").as_bytes()));
+        // The main thread still runs, or more threads do.
+        assert!(!main_gone_and_two_threads(line("S", "2").as_bytes()));
+        assert!(!main_gone_and_two_threads(line("Z", "3").as_bytes()));
+        assert!(!main_gone_and_two_threads(line("Z", "23").as_bytes()));
+        // Cut short or garbled.
+        assert!(!main_gone_and_two_threads(b"4242 (a) Z 1 2"));
+        assert!(!main_gone_and_two_threads(b"4242 a Z"));
+        assert!(!main_gone_and_two_threads(b""));
     }
 }

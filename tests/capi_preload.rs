@@ -747,6 +747,18 @@ fn the_background_purger_waits_for_main() {
     });
 }
 
+/// A process whose threads of its own have all ended, the last by
+/// `pthread_exit`, exits though the background thread runs
+/// (`tests/preload/pthread_exit.c`: a forked child whose thread returns,
+/// and a `main` that calls `pthread_exit`); both hung before.
+#[test]
+fn a_process_exits_when_its_last_thread_calls_pthread_exit() {
+    c_program_prints_ok("pthread_exit", &["-pthread"], |c| {
+        c.env("LD_PRELOAD", cdylib())
+            .env("SEGALLOC_BACKGROUND", "1");
+    });
+}
+
 /// The background purger's nudge under `LD_PRELOAD`: a C program that,
 /// after freeing nine in ten of its blocks at random, allocates only from
 /// what it freed gets its sparse pages purged (`tests/preload/nudge.c`).
