@@ -173,13 +173,7 @@ fn child() {
                 if which == "purged_large_double_free" {
                     GLOBAL.dealloc(p as *mut u8, l);
                 } else {
-                    std::thread::spawn(move || GLOBAL.dealloc(p as *mut u8, l))
-                        .join()
-                        .unwrap();
-                    for _ in 0..100_000 {
-                        std::hint::black_box(GLOBAL.alloc(layout(64)));
-                    }
-                    segalloc::collect();
+                    free_on_another_thread_and_settle(p, l);
                 }
                 for (i, &q) in ps.iter().enumerate() {
                     if live(i) {
@@ -242,16 +236,7 @@ fn child() {
                         .unwrap();
                         GLOBAL.dealloc(q as *mut u8, layout(500));
                     }
-                    _ => {
-                        std::thread::spawn(move || GLOBAL.dealloc(p as *mut u8, l))
-                            .join()
-                            .unwrap();
-                        // The owner settles the batch at its next slow path.
-                        for _ in 0..100_000 {
-                            std::hint::black_box(GLOBAL.alloc(layout(64)));
-                        }
-                        segalloc::collect();
-                    }
+                    _ => free_on_another_thread_and_settle(p, l),
                 }
                 for &q in &live {
                     GLOBAL.dealloc(q as *mut u8, l);
@@ -341,6 +326,22 @@ fn child() {
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs `scenario` in a child and checks it aborted with `message`.
+/// Frees block `p` of layout `l` on another thread, then allocates and
+/// collects until this thread, its owner, has settled the batch the free
+/// went into (at its next slow path).
+///
+/// # Safety
+/// `p` is a block of `GLOBAL`'s of layout `l` (freed or not: the misuse).
+unsafe fn free_on_another_thread_and_settle(p: usize, l: Layout) {
+    std::thread::spawn(move || GLOBAL.dealloc(p as *mut u8, l))
+        .join()
+        .unwrap();
+    for _ in 0..100_000 {
+        std::hint::black_box(GLOBAL.alloc(layout(64)));
+    }
+    segalloc::collect();
+}
+
 fn expect_abort(scenario: &str, message: &str) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child", "--nocapture", "--test-threads", "1"])

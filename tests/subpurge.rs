@@ -76,6 +76,30 @@ fn assert_disjoint(blocks: &[&Block], what: &str) {
     }
 }
 
+/// Allocates `n` blocks of the sizes `next` draws (with ids from the base
+/// it returns on), checks them and `live` disjoint and intact, and returns
+/// them.
+fn refill(
+    live: &[&Block],
+    n: usize,
+    mut next: impl FnMut() -> (usize, u64),
+    what: &str,
+) -> Vec<Block> {
+    let fresh: Vec<Block> = (0..n)
+        .map(|k| {
+            let (size, base) = next();
+            alloc(size, base + k as u64)
+        })
+        .collect();
+    let mut all: Vec<&Block> = live.to_vec();
+    all.extend(fresh.iter());
+    assert_disjoint(&all, what);
+    for b in &all {
+        verify(b, what);
+    }
+    fresh
+}
+
 fn shuffle<T>(v: &mut [T], rng: &mut Rng) {
     for i in (1..v.len()).rev() {
         let j = rng.range(0, i);
@@ -134,16 +158,12 @@ fn random_frees_then_collect() {
     }
     // Allocate what was freed again, with the same sizes: the purged OS
     // pages come back; every block new and distinct.
-    let mut fresh = Vec::new();
-    for k in 0..N * 9 / 10 {
-        fresh.push(alloc(rng.range(256, 1024), (N + k) as u64));
-    }
-    let mut all: Vec<&Block> = live.clone();
-    all.extend(fresh.iter());
-    assert_disjoint(&all, "after refill");
-    for b in &all {
-        verify(b, "after refill");
-    }
+    let fresh = refill(
+        &live,
+        N * 9 / 10,
+        || (rng.range(256, 1024), N as u64),
+        "after refill",
+    );
     identity_holds(&segalloc::stats());
     for b in fresh {
         free(b);
@@ -298,16 +318,12 @@ fn large_blocks_in_pages_of_several_slices() {
     for b in &live {
         verify(b, "large survivor after collect");
     }
-    let mut fresh = Vec::new();
-    for k in 0..N * 9 / 10 {
-        fresh.push(alloc(rng.range(lo, hi), 6 << 40 | k as u64));
-    }
-    let mut all: Vec<&Block> = live.clone();
-    all.extend(fresh.iter());
-    assert_disjoint(&all, "large blocks after refill");
-    for b in &all {
-        verify(b, "large block after refill");
-    }
+    let fresh = refill(
+        &live,
+        N * 9 / 10,
+        || (rng.range(lo, hi), 6 << 40),
+        "large blocks after refill",
+    );
     for b in fresh {
         free(b);
     }

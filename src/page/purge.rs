@@ -373,6 +373,36 @@ mod tests {
         out
     }
 
+    /// Hands out every free block of `page` (its lists, its uncarved
+    /// tail, then its purged units) and passes each one's index to `got`;
+    /// asserts that none is handed out twice or is `live`, and that nothing
+    /// is left purged. Returns how many.
+    fn hand_out_all(
+        page: &mut Page,
+        live: impl Fn(usize) -> bool,
+        mut got: impl FnMut(usize),
+    ) -> usize {
+        let mut seen = vec![false; page.reserved as usize];
+        let mut n = 0;
+        while page.refill_local() {
+            loop {
+                // SAFETY: the test's page, refilled.
+                let b = unsafe { super::super::pop(page) };
+                if b.is_null() {
+                    break;
+                }
+                let k = page.index_of(b.cast());
+                assert!(!seen[k] && !live(k), "block {k} handed out twice or live");
+                seen[k] = true;
+                n += 1;
+                got(k);
+            }
+        }
+        assert_eq!(page.purged.get(), 0);
+        assert_eq!(page.purged_blocks, 0);
+        n
+    }
+
     fn resident(p: *mut u8, o: usize) -> bool {
         let mut v = [0u8; 1];
         // SAFETY: inside the test's mapping.
@@ -481,27 +511,8 @@ mod tests {
             }
             // Hand every free block out again: the listed ones first, then
             // the purged ones, each once, reading zero past the link.
-            let mut got = vec![false; n];
-            // SAFETY: the page is ours.
-            unsafe {
-                while page.refill_local() {
-                    loop {
-                        let b = super::super::pop(&mut page);
-                        if b.is_null() {
-                            break;
-                        }
-                        let k = page.index_of(b.cast());
-                        assert!(
-                            !got[k] && !is_live(k),
-                            "bs {bs}: block {k} handed out twice or live"
-                        );
-                        got[k] = true;
-                    }
-                }
-            }
-            assert_eq!(page.purged.get(), 0);
-            assert_eq!(page.purged_blocks, 0);
-            assert_eq!(got.iter().filter(|&&g| g).count(), n - live.len());
+            let got = hand_out_all(&mut page, is_live, |_| ());
+            assert_eq!(got, n - live.len(), "bs {bs}");
             for &k in &live {
                 check(mem, bs, k);
             }
@@ -620,29 +631,9 @@ mod tests {
                     "bs {bs}: block {k}"
                 );
             }
-            let mut got = vec![false; n];
-            // SAFETY: the page is ours.
-            unsafe {
-                while page.refill_local() {
-                    loop {
-                        let b = super::super::pop(&mut page);
-                        if b.is_null() {
-                            break;
-                        }
-                        let k = page.index_of(b.cast());
-                        assert!(
-                            !got[k] && k != keep,
-                            "bs {bs}: block {k} handed out twice or live"
-                        );
-                        got[k] = true;
-                        // Writable, whatever its memory was.
-                        fill(mem, bs, k);
-                    }
-                }
-            }
-            assert_eq!(page.purged.get(), 0);
-            assert_eq!(page.purged_blocks, 0);
-            assert_eq!(got.iter().filter(|&&g| g).count(), n - 1);
+            // Writable, whatever its memory was.
+            let got = hand_out_all(&mut page, |k| k == keep, |k| fill(mem, bs, k));
+            assert_eq!(got, n - 1, "bs {bs}");
             check(mem, bs, keep);
             for k in (0..n).filter(|&k| k != keep) {
                 check(mem, bs, k);
