@@ -65,7 +65,7 @@
 use crate::segment::{registry, slice_index, Segment, SEGMENT_MASK, SLICES, SLICE_SIZE};
 use core::ptr;
 use core::sync::atomic::{
-    AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering,
+    AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
 };
 
 mod fault;
@@ -101,8 +101,12 @@ struct Group {
 static LOCK: spin::Mutex<()> = spin::Mutex::new(());
 /// The table of groups: [`MAX_GROUPS`] entries, mapped at set-up.
 static TABLE: AtomicPtr<Group> = AtomicPtr::new(ptr::null_mut());
-/// The memfd the chunks are cut from.
+/// The memfd the chunks are cut from (-1 once the program closed it: see
+/// [`fd`]).
 static FD: AtomicI32 = AtomicI32::new(-1);
+/// The memfd's device and inode, which tell it from a file the program
+/// opened under its number after closing it.
+static FD_ID: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 /// In `fork`: the copy the child takes over (-1: none).
 static FORK_FD: AtomicI32 = AtomicI32::new(-1);
 /// In `fork`: the copy could not be made.
@@ -127,7 +131,7 @@ pub(crate) static HELD: AtomicUsize = AtomicUsize::new(0);
 /// Returns whether meshing can run. Allocates nothing.
 pub(crate) fn setup() -> bool {
     match STATE.load(Ordering::Acquire) {
-        1 => return true,
+        1 => return fd() >= 0,
         2 => return false,
         _ => {}
     }
@@ -145,7 +149,7 @@ pub(crate) fn setup() -> bool {
         STATE.store(2, Ordering::Release);
         return false;
     }
-    FD.store(fd, Ordering::Relaxed);
+    adopt(fd);
     TABLE.store(table.cast(), Ordering::Release);
     STATE.store(1, Ordering::Release);
     true
@@ -159,6 +163,55 @@ pub(crate) fn setup() -> bool {
 pub(crate) fn register_fork() {
     // The handlers take LOCK, which is never held across an allocation.
     crate::os::at_fork(prepare, parent, child);
+}
+
+/// Makes `fd` the memfd, and notes its identity.
+fn adopt(fd: i32) {
+    let (dev, ino) = identity(fd).unwrap_or((0, 0));
+    FD_ID[0].store(dev, Ordering::Relaxed);
+    FD_ID[1].store(ino, Ordering::Relaxed);
+    FD.store(fd, Ordering::Relaxed);
+}
+
+/// The device and inode of the file open as `fd`, if `fstat` says.
+fn identity(fd: i32) -> Option<(u64, u64)> {
+    // SAFETY: `fstat` fills the struct we pass, whatever `fd` is.
+    unsafe {
+        let mut st: libc::stat = core::mem::zeroed();
+        (libc::fstat(fd, &mut st) == 0).then_some((st.st_dev, st.st_ino))
+    }
+}
+
+/// The memfd, or -1 if there is none or the program has closed it. A
+/// program may close descriptors it did not open (daemons close every one
+/// above 2), and the number may then be another file's, which a merge,
+/// punch or copy through it would overwrite: each use asks here first (an
+/// `fstat` against the identity noted at creation), and once the number is
+/// not the memfd's, segalloc forgets it and says so once. Meshing stops
+/// then (a merge needs the descriptor to map the memfd); what is merged
+/// stays as it is, each range keeping the memfd alive, and a `fork` copies
+/// it for the child through the mappings. The chunks of groups released
+/// since are not punched out then: their memory stays with the memfd until
+/// the process ends.
+pub(crate) fn fd() -> i32 {
+    let fd = FD.load(Ordering::Relaxed);
+    if fd < 0 {
+        return -1;
+    }
+    let id = (
+        FD_ID[0].load(Ordering::Relaxed),
+        FD_ID[1].load(Ordering::Relaxed),
+    );
+    if identity(fd) == Some(id) {
+        return fd;
+    }
+    if FD.swap(-1, Ordering::Relaxed) == fd {
+        const MSG: &[u8] =
+            b"segalloc: the program closed segalloc's meshing descriptor; meshing is off from now on\n";
+        // SAFETY: writing a valid buffer to stderr.
+        unsafe { libc::write(2, MSG.as_ptr().cast(), MSG.len()) };
+    }
+    -1
 }
 
 /// A memfd of `MAX_GROUPS` chunks and the slots of `sub` (sparse), or -1.
@@ -360,7 +413,10 @@ pub(crate) unsafe fn merge(seg: &Segment, ai: usize, bi: usize, live_b: &[u64], 
         return false;
     }
     let _g = LOCK.lock();
-    let fd = FD.load(Ordering::Relaxed);
+    let fd = fd();
+    if fd < 0 {
+        return false;
+    }
     let a = seg.slice_addr(ai) as usize;
     let b = seg.slice_addr(bi) as usize;
     let wa = word(seg, ai).load(Ordering::Relaxed);
@@ -513,7 +569,7 @@ pub(crate) unsafe fn release(seg: &Segment, ai: usize) -> u64 {
     // SAFETY: our memfd; the chunk is mapped nowhere now.
     unsafe {
         libc::fallocate(
-            FD.load(Ordering::Relaxed),
+            fd(),
             libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
             (g * LEN) as libc::off_t,
             LEN as libc::off_t,
@@ -545,7 +601,7 @@ pub(crate) unsafe fn punch(seg: &Segment, ai: usize, off: usize, len: usize) {
     // SAFETY: our memfd, and a range inside the group's own chunk.
     unsafe {
         libc::fallocate(
-            FD.load(Ordering::Relaxed),
+            fd(),
             libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
             (g * LEN + off) as libc::off_t,
             len as libc::off_t,
@@ -606,7 +662,8 @@ extern "C" fn prepare() {
         }
         // Only what the chunk holds: reading a hole (OS pages its primary
         // gave back, `punch`) through the mapping would fault memory in.
-        for (lo, hi) in data_ranges(FD.load(Ordering::Relaxed), g * LEN, (g + 1) * LEN) {
+        // (All of it if the memfd is lost: `lseek` on -1 fails.)
+        for (lo, hi) in data_ranges(fd(), g * LEN, (g + 1) * LEN) {
             let mut done = lo;
             while done < hi {
                 // SAFETY: reads the primary's page (protected: stable) into
@@ -627,7 +684,7 @@ extern "C" fn prepare() {
             }
         }
     });
-    ok &= sub::prepare(FD.load(Ordering::Relaxed), fd2);
+    ok &= sub::prepare(fd(), fd2);
     FORK_FAILED.store(!ok, Ordering::Relaxed);
     FORK_FD.store(fd2, Ordering::Relaxed);
 }
@@ -699,9 +756,13 @@ extern "C" fn child() {
             }
         });
         sub::child(fd2);
-        let old = FD.swap(fd2, Ordering::Relaxed);
-        // SAFETY: the parent's memfd, mapped nowhere in the child now.
-        unsafe { libc::close(old) };
+        // (Not the number if the program closed it: it may be a file.)
+        let old = fd();
+        adopt(fd2);
+        if old >= 0 {
+            // SAFETY: the parent's memfd, mapped nowhere in the child now.
+            unsafe { libc::close(old) };
+        }
     }
     // SAFETY: as in `parent`.
     unsafe { LOCK.force_unlock() };

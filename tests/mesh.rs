@@ -27,7 +27,12 @@
 //!   its survivors to the next, which checks and frees them;
 //! - forks while another thread writes into merged blocks: the writer is
 //!   held back during the copy and loses no write; each child sees its own
-//!   private copy.
+//!   private copy;
+//! - a program that closes segalloc's memfd and opens a file under its
+//!   number (a daemon closing every descriptor above 2) never gets heap
+//!   data in the file: merged blocks keep their contents, meshing stops
+//!   with one line on stderr, and frees, `collect()` and a `fork` still
+//!   work (in a child).
 //!
 //! One binary without libtest's harness (`harness = false`): one thread, so
 //! that RSS figures are this test's own and `fork` copies no other thread.
@@ -66,6 +71,7 @@ fn main() {
     misuse_of_merged_blocks_is_caught();
     thread_churn_with_meshing();
     fork_while_a_writer_writes();
+    a_file_under_the_memfd_s_number_is_never_written();
     println!("mesh: all passed");
 }
 
@@ -850,4 +856,83 @@ fn fork_while_a_writer_writes() {
     }
     free_all(&kept);
     segalloc::collect();
+}
+
+/// The memfd's descriptor number, from `/proc/self/fd`.
+fn memfd_number() -> Option<i32> {
+    std::fs::read_dir("/proc/self/fd")
+        .ok()?
+        .flatten()
+        .find_map(|e| {
+            let target = std::fs::read_link(e.path()).ok()?;
+            target
+                .to_string_lossy()
+                .contains("segalloc-mesh")
+                .then(|| e.file_name().to_string_lossy().parse().ok())
+                .flatten()
+        })
+}
+
+fn a_file_under_the_memfd_s_number_is_never_written() {
+    let path = std::env::temp_dir().join(format!("segalloc-memfd-{}", std::process::id()));
+    let len = 4 << 20;
+    std::fs::write(&path, vec![b'U'; len]).unwrap();
+    let (status, err) = in_child(|| {
+        segalloc::collect();
+        let kept = sparse_pages(128, 11);
+        assert!(segalloc::mesh() >= 50, "nothing merged");
+        let fd = memfd_number().expect("no memfd");
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: closes segalloc's descriptor, as a daemon would, and puts
+        // the file under its number.
+        unsafe {
+            libc::close(fd);
+            let f = libc::open(c.as_ptr(), libc::O_RDWR);
+            assert!(f >= 0);
+            if f != fd {
+                assert_eq!(libc::dup2(f, fd), fd);
+                libc::close(f);
+            }
+        }
+        // Merges, punches, releases and a fork, all of which used the
+        // descriptor.
+        let more = sparse_pages(128, 12);
+        assert_eq!(segalloc::mesh(), 0, "merged through a closed memfd");
+        assert!(kept.iter().all(|&p| block_ok(p as *const u8, 11)));
+        assert!(more.iter().all(|&p| block_ok(p as *const u8, 12)));
+        // SAFETY: one thread.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let ok = kept.iter().all(|&p| block_ok(p as *const u8, 11));
+            for &p in &kept {
+                write_block(p as *mut u8, 13);
+            }
+            // SAFETY: ends the child without running the parent's exit code.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let st = wait_child(pid);
+        assert!(
+            libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+            "the forked child lost merged blocks (status {st})"
+        );
+        assert!(
+            kept.iter().all(|&p| block_ok(p as *const u8, 11)),
+            "the parent sees the child's writes"
+        );
+        free_all(&kept);
+        free_all(&more);
+        segalloc::collect();
+    });
+    let data = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(status == 0, "the child failed (status {status}): {err}");
+    assert_eq!(data.len(), len, "the file changed size");
+    assert!(
+        data.iter().all(|&b| b == b'U'),
+        "heap data written into the program's file"
+    );
+    assert!(
+        err.contains("closed segalloc's meshing descriptor"),
+        "nothing said: {err}"
+    );
 }

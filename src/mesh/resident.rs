@@ -31,7 +31,7 @@ pub(crate) fn resident(statm: usize) -> usize {
 
 /// Bytes of memory the memfd holds (its `st_blocks`), if `fstat` says.
 fn memfd_bytes() -> Option<usize> {
-    let fd = super::FD.load(Ordering::Relaxed);
+    let fd = super::fd();
     if fd < 0 {
         return None;
     }

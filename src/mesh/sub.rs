@@ -52,7 +52,7 @@
 //! write-protected, every slot in use is copied into the child's memfd, and
 //! the child maps its copy over every range.
 
-use super::{freeze, FD, GROUP_MASK, LEN, LOCK, MAX_GROUPS, RANGES, STATE};
+use super::{fd, freeze, GROUP_MASK, LEN, LOCK, MAX_GROUPS, RANGES, STATE};
 use crate::os::OS_PAGE;
 use crate::page::LIVE_WORDS;
 use crate::segment::{Segment, SLICE_SIZE};
@@ -522,7 +522,10 @@ pub(crate) unsafe fn merge(
     cap: usize,
 ) -> u16 {
     let _g = LOCK.lock();
-    let fd = FD.load(Ordering::Relaxed);
+    let fd = fd();
+    if fd < 0 {
+        return 0;
+    }
     let (ra, rb) = (ra as usize, rb as usize);
     let a = sa.slice_addr(ai) as usize;
     let b = sb.slice_addr(bi) as usize;
@@ -678,7 +681,7 @@ pub(crate) unsafe fn release(seg: &Segment, i: usize) -> (usize, u16) {
     }
     let r = (w & GROUP_MASK) as usize;
     let x = rec(r - 1);
-    let fd = FD.load(Ordering::Relaxed);
+    let fd = fd();
     let mut back = 0;
     let m = on_mask(r);
     for (lo, hi) in runs(m) {
@@ -754,6 +757,17 @@ pub(super) fn prepare(fd: i32, fd2: i32) -> bool {
             ok &= protect(x.start + lo * OS_PAGE, (hi - lo) * OS_PAGE, false);
         }
     });
+    if fd < 0 {
+        // The program closed the memfd (see `super::fd`): each slot in use
+        // is read through a page mapped onto it (protected above: stable).
+        each_rec(|x, m| {
+            for k in (0..OS_PAGES).filter(|&k| m & (1 << k) != 0 && x.on[k] != 0) {
+                let off = offset(x.on[k] as usize - 1, k);
+                ok &= write_all(fd2, x.start + k * OS_PAGE, OS_PAGE, off);
+            }
+        });
+        return ok;
+    }
     let mut buf = [0u8; OS_PAGE];
     for c in 0..CHUNKS {
         for k in 0..OS_PAGES {
