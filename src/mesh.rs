@@ -654,6 +654,8 @@ extern "C" fn prepare() {
         FORK_FAILED.store(true, Ordering::Relaxed);
         return;
     }
+    // One check of the descriptor for the whole copy (see `fd`).
+    let fd = fd();
     let mut ok = true;
     each_group(|g, r| {
         for &p in r.iter().filter(|&&p| p != 0) {
@@ -663,7 +665,7 @@ extern "C" fn prepare() {
         // Only what the chunk holds: reading a hole (OS pages its primary
         // gave back, `punch`) through the mapping would fault memory in.
         // (All of it if the memfd is lost: `lseek` on -1 fails.)
-        for (lo, hi) in data_ranges(fd(), g * LEN, (g + 1) * LEN) {
+        for (lo, hi) in data_ranges(fd, g * LEN, (g + 1) * LEN) {
             let mut done = lo;
             while done < hi {
                 // SAFETY: reads the primary's page (protected: stable) into
@@ -684,7 +686,7 @@ extern "C" fn prepare() {
             }
         }
     });
-    ok &= sub::prepare(fd(), fd2);
+    ok &= sub::prepare(fd, fd2);
     FORK_FAILED.store(!ok, Ordering::Relaxed);
     FORK_FD.store(fd2, Ordering::Relaxed);
 }
